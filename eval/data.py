@@ -1,0 +1,178 @@
+"""Benchmark problems from the Hugging Face hub or local JSON / JSONL / parquet files.
+
+Gold answers follow each dataset's own convention:
+
+* GSM8K (Cobbe et al. 2021): the number after ``####`` in ``answer``.
+* MATH (Hendrycks et al. 2021): an ``answer`` field if present (MATH-500), else the last
+  ``\\boxed{}`` of ``solution``. ``type``/``subject`` and ``level`` (``"Level 5"`` or ``5``)
+  are kept for per-subject and per-level breakdowns.
+
+Local JSON/JSONL files are read line by line so that a bad line is reported with its
+number; parquet files and hub names go through ``datasets.load_dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from eval.errors import UserError, where
+from eval.extract import last_boxed
+
+TASKS = ("gsm8k", "math", "math500")
+
+#: Default hub locations: (repo, configs, split).
+HUB_DEFAULTS = {
+    "gsm8k": ("openai/gsm8k", ["main"], "test"),
+    "math": (
+        "EleutherAI/hendrycks_math",
+        ["algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+         "number_theory", "prealgebra", "precalculus"],
+        "test",
+    ),
+    "math500": ("HuggingFaceH4/MATH-500", [None], "test"),
+}
+_QUESTION_FIELDS = ("question", "problem")
+
+
+@dataclass
+class Problem:
+    doc_id: int
+    question: str
+    gold: str
+    subject: str | None = None
+    level: int | None = None
+    unique_id: str | None = None
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise UserError(f"unknown task '{task}' (choose from {', '.join(TASKS)})")
+    return task
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a JSONL (or JSON array) file; bad input raises ``UserError`` naming file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise UserError(f"{path}: file is empty")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
+        numbered = list(enumerate(rows, 1))
+    else:
+        numbered = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                numbered.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
+    out = []
+    for lineno, row in numbered:
+        if not isinstance(row, dict):
+            raise UserError(f"{where(path, lineno)}: expected a JSON object")
+        for field in required:
+            if isinstance(field, tuple):
+                if not any(f in row for f in field):
+                    raise UserError(f"{where(path, lineno, '/'.join(field))} is missing")
+            elif field not in row:
+                raise UserError(f"{where(path, lineno, field)} is missing")
+        row["__line__"] = lineno
+        out.append(row)
+    return out
+
+
+def gsm8k_gold(answer: str) -> str | None:
+    """The number after ``####`` with thousands separators removed."""
+    m = re.search(r"####\s*(.+)", answer)
+    return m.group(1).strip().replace(",", "") if m else None
+
+
+def math_gold(row: dict) -> str | None:
+    if row.get("answer") not in (None, ""):
+        return str(row["answer"]).strip()
+    return last_boxed(row.get("solution") or "")
+
+
+def _level(value) -> int | None:
+    if value is None:
+        return None
+    m = re.search(r"\d+", str(value))
+    return int(m.group(0)) if m else None
+
+
+def row_to_problem(task: str, row: dict, doc_id: int, source: str = "") -> Problem:
+    """Turn one dataset row into a ``Problem``; missing fields raise ``UserError``."""
+    line = row.get("__line__")
+    question = next((row[f] for f in _QUESTION_FIELDS if f in row), None)
+    if not isinstance(question, str) or not question.strip():
+        raise UserError(f"{where(source, line, 'question/problem')} is missing or empty")
+    if task == "gsm8k":
+        if "answer" not in row:
+            raise UserError(f"{where(source, line, 'answer')} is missing")
+        gold = gsm8k_gold(str(row["answer"]))
+        if gold is None:
+            gold = str(row["answer"]).strip()
+    else:
+        if "answer" not in row and "solution" not in row:
+            raise UserError(f"{where(source, line, 'solution/answer')} is missing")
+        gold = math_gold(row)
+        if gold is None:
+            raise UserError(f"{where(source, line, 'solution')} has no \\boxed{{}} answer")
+    return Problem(
+        doc_id=doc_id,
+        question=question,
+        gold=gold,
+        subject=row.get("type") or row.get("subject"),
+        level=_level(row.get("level")),
+        unique_id=row.get("unique_id"),
+    )
+
+
+def _rows_from_datasets(path: str, configs, split: str, data_files=None) -> list[dict]:
+    import datasets  # imported lazily: slow, and unneeded for local JSONL
+
+    rows = []
+    try:
+        if data_files is not None:
+            ds = datasets.load_dataset(path, data_files=data_files, split=split)
+            rows.extend(ds)
+        else:
+            for config in configs:
+                rows.extend(datasets.load_dataset(path, config, split=split))
+    except Exception as e:  # network, missing repo, bad parquet: all user-facing
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{data_files or path}: could not load dataset ({msg})") from None
+    return [dict(r) for r in rows]
+
+
+def load_problems(task: str, data_files: str | None = None, dataset: str | None = None,
+                  split: str | None = None, limit: int | None = None) -> list[Problem]:
+    """Problems of ``task`` from a local file (``data_files``) or the hub (``dataset`` or the default)."""
+    check_task(task)
+    if data_files:
+        suffix = Path(data_files).suffix
+        if suffix in (".jsonl", ".json"):
+            rows, source = read_jsonl(data_files), data_files
+        elif suffix == ".parquet":
+            if not Path(data_files).is_file():
+                raise UserError(f"{data_files}: no such file")
+            rows, source = _rows_from_datasets("parquet", None, "train", data_files), data_files
+        else:
+            raise UserError(f"{data_files}: unsupported file type (use .jsonl, .json or .parquet)")
+    else:
+        repo, configs, default_split = HUB_DEFAULTS[task]
+        repo = dataset or repo
+        rows, source = _rows_from_datasets(repo, configs if not dataset else [None], split or default_split), repo
+    if limit is not None:
+        rows = rows[:limit]
+    return [row_to_problem(task, row, i, source) for i, row in enumerate(rows)]

@@ -1,0 +1,121 @@
+"""A persistent worker process that runs sympy comparisons under a hard time bound.
+
+SIGALRM-based timeouts (lm-eval, Math-Verify) only work in the main thread and cannot
+interrupt C code; a separate process can always be killed. The worker is started once
+(a fresh interpreter: no MLX or thread state is inherited), answers JSON lines over pipes, and is
+killed and replaced when a request overruns its bound. A timed-out comparison is
+graded ``False``: a definite answer, never a hang.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+
+#: Seconds one symbolic comparison may take before it is graded False.
+DEFAULT_TIMEOUT = 1.0
+_START_TIMEOUT = 60.0
+
+
+def serve() -> None:
+    """Worker loop: one JSON request per line on stdin, one JSON verdict per line on stdout."""
+    from eval import symbolic
+
+    ops = {"symbolic": symbolic.symbolic_equal, "relation": symbolic.relation_equal}
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            op, a, b = json.loads(line)
+            verdict = bool(ops[op](a, b))
+        except Exception:
+            verdict = False
+        out.write("1\n" if verdict else "0\n")
+        out.flush()
+
+
+class SymbolicWorker:
+    """One worker process; thread-safe (requests are serialized)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc = None
+        self._conn = None
+        self.timeouts = 0
+
+    def _start(self) -> None:
+        # A fresh interpreter (not fork: the caller may hold MLX / thread state; not
+        # multiprocessing's spawn: it re-imports the caller's __main__).
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from eval.worker import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, bufsize=1, start_new_session=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        self._proc = proc
+        if self._readline(_START_TIMEOUT) != "ready":
+            self._kill()
+            raise RuntimeError("the sympy grading worker did not start")
+
+    def _readline(self, timeout: float) -> str | None:
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self._proc.stdout.readline()
+        return line.strip() if line else None
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self._proc.wait()
+            for stream in (self._proc.stdin, self._proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self._proc = None
+
+    def call(self, op: str, a, b, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._kill()
+                self._start()
+            try:
+                self._proc.stdin.write(json.dumps([op, a, b]) + "\n")
+                self._proc.stdin.flush()
+                verdict = self._readline(timeout)
+            except (OSError, ValueError):
+                verdict = None
+            if verdict is not None:
+                return verdict == "1"
+            self.timeouts += 1
+            self._kill()
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+
+_WORKER: SymbolicWorker | None = None
+_WORKER_LOCK = threading.Lock()
+
+
+def get_worker() -> SymbolicWorker:
+    """The process-wide worker, started on first use."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None:
+            _WORKER = SymbolicWorker()
+            atexit.register(_WORKER.close)
+        return _WORKER
