@@ -89,34 +89,39 @@ def _field(row: dict, names: tuple[str, ...], path, required: bool = True):
     return None
 
 
+def _validated(rows: list[dict], by_id: dict, path) -> list[tuple[dict, str, str, Problem | None]]:
+    """(row, response, target, problem) for every row; the first bad row raises ``UserError``."""
+    out = []
+    for row in rows:
+        line = row.get("__line__")
+        if not isinstance(row.get("doc_id"), int):
+            raise UserError(f"{where(path, line, 'doc_id')} is missing or not an integer")
+        response = _field(row, RESPONSE_FIELDS, path)
+        if not isinstance(response, str):
+            raise UserError(f"{where(path, line, 'response')} is not a string")
+        problem = by_id.get(row["doc_id"])
+        target = _field(row, TARGET_FIELDS, path, required=problem is None)
+        out.append((row, response, str(problem.gold if target is None else target), problem))
+    return out
+
+
 def score_rows(task: str, rows: list[dict], problems: list[Problem] | None = None, path="<completions>",
                progress: bool = False) -> list[dict]:
     """Grade completion rows (``doc_id``, response, optional target); returns lm-eval-style samples."""
-    by_id = {p.doc_id: p for p in problems} if problems else {}
-    samples = []
-    it = rows
+    items = _validated(rows, {p.doc_id: p for p in problems} if problems else {}, path)
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(rows, desc=f"grading {task}", unit="doc")
-    for row in it:
-        doc_id = row.get("doc_id")
-        if not isinstance(doc_id, int):
-            raise UserError(f"{where(path, row.get('__line__'), 'doc_id')} is missing or not an integer")
-        response = _field(row, RESPONSE_FIELDS, path)
-        if not isinstance(response, str):
-            raise UserError(f"{where(path, row.get('__line__'), 'response')} is not a string")
-        problem = by_id.get(doc_id)
-        target = _field(row, TARGET_FIELDS, path, required=problem is None)
-        if target is None:
-            target = problem.gold
-        sample = {"doc_id": doc_id, "prompt": row.get("prompt", problem.question if problem else None),
-                  "response": response, "target": str(target)}
+        items = tqdm(items, desc=f"grading {task}", unit="doc")
+    samples = []
+    for row, response, target, problem in items:
+        sample = {"doc_id": row["doc_id"], "prompt": row.get("prompt", problem.question if problem else None),
+                  "response": response, "target": target}
         if problem is not None:
             sample.update(subject=problem.subject, level=problem.level)
         else:
             sample.update(subject=row.get("subject") or row.get("type"), level=row.get("level"))
-        sample.update(grade_sample(task, response, str(target)))
+        sample.update(grade_sample(task, response, target))
         samples.append(sample)
     return samples
 

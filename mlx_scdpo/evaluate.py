@@ -1,0 +1,134 @@
+"""``mlx-scdpo eval``: greedy GSM8K / MATH benchmarks with MLX, resumable.
+
+Completions are appended to ``OUTPUT_DIR/generations_<task>.jsonl`` as each problem
+finishes (the same format ``mlx-scdpo score`` reads); a re-run with the same settings
+skips finished ``doc_id``s, so a killed run loses at most what was in flight. The run's
+identity (model, adapters, prompt hash, decoding settings) is kept in
+``generations_<task>.meta.json``; a different run in the same folder is refused.
+Grading and reports come from ``eval.score``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from eval.data import load_problems
+from eval.errors import UserError
+from eval.score import aggregate, score_rows, write_report
+
+
+@dataclass
+class EvalArgs:
+    model: str = field(metadata={"help": "Model folder or hub id."})
+    task: str = field(default="gsm8k", metadata={"help": "gsm8k, math or math500."})
+    adapter_path: str | None = field(default=None, metadata={"help": "LoRA adapter folder."})
+    data_files: str | None = field(default=None, metadata={"help": "Local JSON/JSONL/parquet file of problems."})
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset instead of the task default."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N problems."})
+    num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples (default 0 chat, 8/4 base)."})
+    chat_template: bool | None = field(default=None, metadata={"help": "Use the chat template (default: if any)."})
+    max_tokens: int = field(default=1024, metadata={"help": "Maximum new tokens per problem."})
+    batch_size: int = field(default=32, metadata={"help": "Sequences decoded together."})
+    output_dir: str = field(default="runs/eval", metadata={"help": "Where generations and reports go."})
+    seed: int = field(default=0, metadata={"help": "Recorded; decoding is greedy."})
+    solution_format: str = field(default="cot", metadata={"help": "cot (code-integrated comes with the executor)."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+
+def _run_key(args: EvalArgs, prompt_hash: str) -> dict:
+    return {"model": args.model, "adapter_path": args.adapter_path, "task": args.task, "prompt_hash": prompt_hash,
+            "max_tokens": args.max_tokens, "solution_format": args.solution_format}
+
+
+def read_finished(path: Path) -> dict[int, dict]:
+    """Finished rows by doc_id; a torn last line (killed mid-write) is dropped from the file."""
+    done: dict[int, dict] = {}
+    if not path.exists():
+        return done
+    good_bytes = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            if not raw.endswith(b"\n"):
+                break
+            done[row["doc_id"]] = row
+            good_bytes += len(raw)
+    if good_bytes < path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    return done
+
+
+def run_eval(args: EvalArgs):
+    """Generate (resuming), grade and report; returns (metrics, results_path, samples_path)."""
+    from mlx_scdpo.generation import generate_batched
+    from mlx_scdpo.models import load_model
+    from mlx_scdpo.prompts import STOP_STRINGS, build_prompt_tokens, default_num_shots, prompts_hash
+
+    if args.solution_format != "cot":
+        raise UserError(f"--format {args.solution_format}: only 'cot' is available in this version")
+    problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, limit=args.limit)
+    if not problems:
+        raise UserError(f"{args.data_files or args.task}: no problems to evaluate")
+    model, tokenizer = load_model(args.model, args.adapter_path)
+    chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
+    if chat and tokenizer.chat_template is None:
+        raise UserError(f"{args.model}: the tokenizer has no chat template (use --no-chat-template)")
+    num_shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat)
+    built = [build_prompt_tokens(tokenizer, args.task, p.question, num_shots, chat) for p in problems]
+    p_hash = prompts_hash([text for _, text in built])
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gen_path = out / f"generations_{args.task}.jsonl"
+    meta_path = out / f"generations_{args.task}.meta.json"
+    key = _run_key(args, p_hash)
+    if meta_path.exists() and gen_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old != key:
+            diff = sorted(k for k in key if old.get(k) != key[k])
+            raise UserError(f"{meta_path}: holds a different run ({', '.join(diff)} differ); use another --output-dir")
+    meta_path.write_text(json.dumps(key, indent=2))
+    done = read_finished(gen_path)
+    todo = [i for i, p in enumerate(problems) if p.doc_id not in done]
+
+    stats = {"tokens": 0, "t0": time.perf_counter()}
+    bar = None
+    if args.progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem")
+
+    def on_token(n):
+        stats["tokens"] += n
+
+    with open(gen_path, "a", encoding="utf-8") as f:
+        for c in generate_batched(model, tokenizer, [built[i][0] for i in todo], max_tokens=args.max_tokens,
+                                  batch_size=args.batch_size, stop_strings=STOP_STRINGS, on_token=on_token):
+            p = problems[todo[c.index]]
+            row = {"doc_id": p.doc_id, "prompt": built[todo[c.index]][1], "response": c.text, "target": p.gold,
+                   "subject": p.subject, "level": p.level, "num_tokens": len(c.tokens),
+                   "finish_reason": c.finish_reason}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            done[p.doc_id] = row
+            if bar is not None:
+                elapsed = time.perf_counter() - stats["t0"]
+                bar.set_postfix(tok_s=f"{stats['tokens'] / max(elapsed, 1e-9):.0f}")
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    rows = [done[p.doc_id] for p in problems]
+    samples = score_rows(args.task, rows, problems)
+    config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
+              "decoding": "greedy", "stop_strings": list(STOP_STRINGS)}
+    config.pop("progress")
+    res_path, sam_path = write_report(out, args.task, samples, config)
+    return aggregate(args.task, samples), res_path, sam_path

@@ -1,0 +1,103 @@
+"""Batched generation on top of mlx-lm's ``BatchGenerator`` with text stop strings.
+
+``BatchGenerator`` does continuous batching over token ids and stops on token
+sequences; benchmarks also need *text* stop strings (``\\n\\nQuestion:``) whose
+tokenization depends on context, so each finished token's tail is decoded and checked.
+Finished sequences are yielded as soon as they end, so callers can append results
+incrementally (resumable runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from mlx_lm.generate import BatchGenerator
+
+# Tokens decoded to look for a stop string; stop strings are much shorter than this.
+_TAIL_TOKENS = 24
+
+
+@dataclass
+class Completion:
+    index: int
+    tokens: list[int]
+    text: str
+    finish_reason: str  # "stop" (EOS), "stop_string" or "length"
+    extra: dict = field(default_factory=dict)
+
+
+def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=-1)
+    return (text, False) if cut < 0 else (text[:cut], True)
+
+
+def stop_trigger_ids(tokenizer, stop_strings: Sequence[str]) -> set[int] | None:
+    """Token ids whose vocabulary string holds the last character of a stop string.
+
+    A stop string can only complete on such a token, so the (costly) tail decode runs
+    only then. ASCII characters are spelled as themselves in byte-level BPE and
+    SentencePiece vocabularies alike. None means "check every token".
+    """
+    last_chars = {s[-1] for s in stop_strings if s}
+    if not last_chars or not all(c.isascii() and c.isprintable() and c != " " for c in last_chars):
+        return None
+    try:
+        vocab = tokenizer.get_vocab()
+    except Exception:
+        return None
+    return {i for tok, i in vocab.items() if any(c in tok for c in last_chars)}
+
+
+def generate_batched(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_tokens: int = 512,
+    batch_size: int = 32,
+    sampler: Callable | None = None,
+    logits_processors: list | None = None,
+    stop_strings: Sequence[str] = (),
+    on_token: Callable[[int], None] | None = None,
+) -> Iterator[Completion]:
+    """Yield a ``Completion`` for each prompt (in finishing order); greedy unless ``sampler``.
+
+    ``on_token`` is called with the number of tokens generated in each step (progress).
+    """
+    gen = BatchGenerator(
+        model,
+        max_tokens=max_tokens,
+        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        sampler=sampler,
+        logits_processors=logits_processors,
+        completion_batch_size=batch_size,
+        prefill_batch_size=min(batch_size, 8),
+    )
+    try:
+        uids = gen.insert([list(p) for p in prompts], [max_tokens] * len(prompts))
+        index_of = {uid: i for i, uid in enumerate(uids)}
+        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+        triggers = stop_trigger_ids(tokenizer, stop_strings) if stop_strings else None
+        while responses := gen.next_generated():
+            if on_token:
+                on_token(len(responses))
+            stopped = []
+            for r in responses:
+                toks = tokens[r.uid]
+                if r.finish_reason != "stop":
+                    toks.append(r.token)
+                reason = r.finish_reason
+                if stop_strings and reason is None and (triggers is None or r.token in triggers):
+                    if _cut_at_stop(tokenizer.decode(toks[-_TAIL_TOKENS:]), stop_strings)[1]:
+                        reason = "stop_string"
+                        stopped.append(r.uid)
+                if reason is not None:
+                    text, hit = _cut_at_stop(tokenizer.decode(toks), stop_strings)
+                    if hit:
+                        reason = "stop_string"
+                    yield Completion(index_of[r.uid], tokens.pop(r.uid), text, reason)
+            if stopped:
+                gen.remove(stopped)
+    finally:
+        gen.close()
