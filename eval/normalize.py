@@ -67,7 +67,7 @@ def strip_string(s: str) -> str:
         s = s.replace(sp, "")
     s = re.sub(r"(?<!\\)\\ ", " ", s)  # "\ " is a space, "\\ " a row break
     # "\sin x" -> "\sin{x}": keep the argument apart once spaces are removed.
-    s = re.sub(r"(\\(?:sin|cos|tan|cot|sec|csc|ln|log|sqrt|pi|cdot|times))\s+([a-zA-Z0-9])", r"\1{\2}", s)
+    s = re.sub(r"(\\(?:sin|cos|tan|cot|sec|csc|ln|log|sqrt|cdot|times))\s+([a-zA-Z0-9])", r"\1{\2}", s)
     # Degrees and units.
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\circ", "").replace("°", "")
     s = _UNIT_RE.sub("", s)

@@ -45,6 +45,10 @@ def _braced(s: str, i: int) -> tuple[str, int]:
         i += 1
     if i >= len(s):
         raise ValueError("missing argument")
+    if s[i] == "\\":  # "\frac\pi4": a macro is one argument
+        m = re.match(r"\\[a-zA-Z]+", s[i:])
+        if m:
+            return m.group(0), i + len(m.group(0))
     if s[i] != "{":
         return s[i], i + 1
     depth = 0
@@ -121,10 +125,30 @@ def _has_float(e) -> bool:
     return any(isinstance(a, sympy.Float) for a in sympy.preorder_traversal(e))
 
 
+def _numeric_gap(a, b) -> bool | None:
+    """True if a and b clearly differ at a few random points (cheap), None if undecided.
+
+    ``simplify`` is the slow part of grading; most unequal pairs are told apart here.
+    """
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    for point in ((0.5377, 1.8339, -2.2588, 0.8622), (0.3188, -1.3077, -0.4336, 0.3426)):
+        subs = {s: sympy.Float(point[i % 4] + i // 4) for i, s in enumerate(symbols)}
+        try:
+            va, vb = complex(sympy.N(a.subs(subs), 20)), complex(sympy.N(b.subs(subs), 20))
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return None
+        scale = max(abs(va), abs(vb), 1e-12)
+        if abs(va - vb) > 1e-6 * scale:
+            return True
+    return None
+
+
 def exprs_equal(a, b) -> bool:
     """Equality of two sympy expressions: exact unless a float is involved."""
     if a == b:
         return True
+    if _numeric_gap(a, b):
+        return False
     if not (a.free_symbols or b.free_symbols):
         if _has_float(a) or _has_float(b):
             va, vb = complex(sympy.N(a, 30)), complex(sympy.N(b, 30))
