@@ -1,0 +1,179 @@
+"""The sandbox, tried as an attacker would: every case gives a clean error result, bounded in time."""
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mlx_scdpo.sandbox import ExecResult, Sandbox, SandboxPool
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(size=2, timeout=2.0, memory_mb=1024, max_processes=24) as p:
+        yield p
+
+
+def run_one(pool, code, setup=None):
+    with pool.sandbox() as sb:
+        if setup:
+            sb.run(setup)
+        t = time.perf_counter()
+        r = sb.run(code)
+        return r, time.perf_counter() - t, sb
+
+
+def test_state_persists_and_last_expression_is_shown(pool):
+    with pool.sandbox() as sb:
+        assert sb.run("x = 21") == ExecResult(output="", error=None, timed_out=False)
+        assert sb.run("x * 2").output == "42\n"
+        assert sb.run("print('a'); x").output == "a\n21\n"
+        assert sb.run("None").output == ""
+        assert sb.run("import sympy\nsympy.factor(sympy.Symbol('y')**2 - 1)").output == "(y - 1)*(y + 1)\n"
+
+
+def test_exception_gives_clean_traceback_and_session_survives(pool):
+    with pool.sandbox() as sb:
+        sb.run("a = 5")
+        r = sb.run("def f():\n    return 1 / 0\nf()")
+        assert r.error == "exception" and not r.timed_out
+        assert r.output.startswith("Traceback (most recent call last):")
+        assert "sandbox_worker" not in r.output and r.output.endswith("ZeroDivisionError: division by zero\n")
+        assert sb.run("a").output == "5\n"
+        assert sb.run("raise SystemExit(3)").error == "exception"
+        assert sb.run("a").output == "5\n"
+
+
+def test_infinite_loop_times_out_and_worker_is_replaced(pool):
+    r, dt, sb = run_one(pool, "while True:\n    pass", setup="z = 1")
+    assert r.error == "timeout" and r.timed_out and dt < 4.0
+    r2 = sb.run("z")  # fresh worker: state is gone, but it answers
+    assert r2.error == "exception" and "NameError" in r2.output
+
+
+def test_memory_bomb(pool):
+    r, dt, _ = run_one(pool, "x = bytearray(8 * 1024 ** 3)")
+    assert r.error == "memory" and dt < 4.0
+    r, dt, _ = run_one(pool, "x = []\nwhile True:\n    x.append(' ' * 10 ** 7)")
+    assert r.error in ("memory", "timeout") and dt < 4.0
+
+
+def test_bounded_fork_storm(pool):
+    code = ("import os, time\nn = 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n"
+            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    n += 1\nn")
+    with pool.sandbox() as sb:
+        r = sb.run(code)
+        assert r.error is None and int(r.output) < 200  # the process limit stopped it
+        uid = sb._worker.uid
+    if uid is not None:  # closing killed the sleeping children too
+        time.sleep(0.2)
+        alive = []  # zombies are dead already (reaping them is init's job)
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if os.stat(f"/proc/{pid}").st_uid == uid and state != "Z":
+                    alive.append(pid)
+            except (OSError, IndexError):
+                pass
+        assert alive == []
+
+
+def test_deep_recursion(pool):
+    r, dt, _ = run_one(pool, "def f(n):\n    return f(n + 1)\nf(0)")
+    assert r.error == "exception" and "RecursionError" in r.output and dt < 4.0
+
+
+def test_giant_print_is_truncated(pool):
+    r, dt, _ = run_one(pool, "print('x' * 10 ** 7)")
+    assert r.error is None and len(r.output) < 5000 and "output truncated" in r.output and dt < 4.0
+
+
+@pytest.mark.parametrize("target", [Path.home() / ".mlx_scdpo_sandbox_probe", PROJECT / "sandbox_probe.txt",
+                                    Path("/tmp/mlx_scdpo_sandbox_probe")])
+def test_cannot_write_outside_scratch(pool, target):
+    code = f"open({str(target)!r}, 'w').write('pwned')"
+    r, _, _ = run_one(pool, code)
+    assert r.error == "exception" and not target.exists()
+    r, _, _ = run_one(pool, f"import os\nos.remove({str(PROJECT / 'pyproject.toml')!r})")
+    assert r.error == "exception" and (PROJECT / "pyproject.toml").exists()
+
+
+def test_scratch_is_writable_and_removed(pool):
+    with pool.sandbox() as sb:
+        assert sb.run("open('notes.txt', 'w').write('hi')\nopen('notes.txt').read()").output == "'hi'\n"
+        scratch = sb.run("import os\nos.getcwd()").output.strip().strip("'")
+        assert Path(scratch).exists()
+    assert not Path(scratch).exists()
+
+
+def test_cannot_connect_to_a_local_listener(pool):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    accepted = []
+    server.settimeout(3)
+    t = threading.Thread(target=lambda: accepted.append(_accept(server)), daemon=True)
+    t.start()
+    r, dt, sb = run_one(pool, f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)")
+    t.join()
+    server.close()
+    assert r.error == "exception" and accepted == [None] and dt < 4.0
+
+
+def _accept(server):
+    try:
+        return server.accept()
+    except OSError:
+        return None
+
+
+def test_cannot_kill_parent(pool):
+    r, _, _ = run_one(pool, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    assert r.error == "exception"
+    r, _, _ = run_one(pool, f"import os, signal\nos.kill({os.getpid()}, signal.SIGTERM)")
+    assert r.error == "exception"
+
+
+def test_os_exit_is_a_killed_result(pool):
+    with pool.sandbox() as sb:
+        r = sb.run("import os\nos._exit(0)")
+        assert r.error == "killed" and not r.timed_out
+        assert sb.run("1 + 1").output == "2\n"
+
+
+def test_no_stdin_and_no_secrets(pool, monkeypatch):
+    monkeypatch.setenv("MLX_SCDPO_SECRET_TOKEN", "hunter2")
+    r, dt, _ = run_one(pool, "input()")
+    assert r.error == "exception" and "EOFError" in r.output and dt < 4.0
+    with Sandbox(timeout=2.0) as sb:  # a worker started after the secret was set
+        r = sb.run("import os\nsorted(os.environ)")
+    assert "MLX_SCDPO_SECRET_TOKEN" not in r.output and "PATH" in r.output
+
+
+def test_batch_carries_on_beside_an_attacker(pool):
+    codes = ["while True: pass", "sum(range(10))", "import os\nos._exit(1)", "2 ** 10", "bytearray(8 * 1024 ** 3)"]
+    results = [None] * len(codes)
+
+    def work(i):
+        with pool.sandbox() as sb:
+            results[i] = sb.run(codes[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(codes))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    assert [r.error for r in results] == ["timeout", None, "killed", None, "memory"]
+    assert results[1].output == "45\n" and results[3].output == "1024\n"
+
+
+def test_isolation_report(pool):
+    with pool.sandbox() as sb:
+        iso = sb.isolation
+    assert iso["network"] in ("netns+socket-audit", "socket-audit")
