@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import re
 
+from eval.blocks import FORMATS, final_text, last_execution
+
 _THINK_END = "</think>"
 _FEWSHOT_CUTS = ("\n\nQuestion:", "\n\nProblem:")
 _BOX_MACROS = ("\\boxed", "\\fbox")
@@ -162,3 +164,19 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     if out is not None:
         return out.splitlines()[-1].strip()
     return last_number(text)
+
+
+def extract_code_answer(completion: str, block_format: str = "markdown") -> str | None:
+    """Answer of a code-integrated solution: the last ``\\boxed{}`` of the final text block,
+    then the last execution output (SCDPO reference), then the general order above."""
+    if not isinstance(completion, str) or not completion.strip():
+        return None
+    fmt = FORMATS[block_format]
+    text = cut_fewshot(strip_think(completion))
+    boxed = last_boxed(final_text(text, fmt))
+    if boxed:
+        return boxed
+    out = last_execution(text, fmt)
+    if out is not None:
+        return out.splitlines()[-1].strip()
+    return extract_answer(text)

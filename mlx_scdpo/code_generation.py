@@ -1,0 +1,156 @@
+"""Generate -> execute -> continue for code-integrated solutions, on ``BatchGenerator``.
+
+Each solution owns a stateful ``Sandbox``. When a sequence closes a code block it leaves
+the batch, its code runs on a thread (sandboxes are separate processes), and the
+execution block's tokens are inserted back with the sequence's own KV cache, so
+nothing is recomputed. Two schedules:
+
+* ``continuous`` (default): a sequence re-enters as soon as its execution finishes while
+  the others keep generating;
+* ``rounds``: the batch runs until every sequence has stopped, executes all pending
+  blocks, and resumes (what a simple driver does).
+
+``scripts/bench/code_loop.py`` measures the two. Caps: ``max_rounds`` executions and
+``max_tokens`` model-generated tokens per solution. Token ids are kept as generated;
+``gen_mask`` marks which ids the model produced (1) and which came from executions (0).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from mlx_lm.generate import BatchGenerator
+
+from eval.blocks import MARKDOWN, BlockFormat, pending_code
+from mlx_scdpo.sandbox import SandboxPool
+
+
+@dataclass
+class CodeCompletion:
+    index: int
+    tokens: list[int]
+    text: str
+    finish_reason: str  # "stop", "length", "max_rounds"
+    executions: int
+    gen_mask: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Solution:
+    index: int
+    prompt: list[int]
+    sandbox: object
+    tokens: list[int] = field(default_factory=list)
+    gen_mask: list[int] = field(default_factory=list)
+    segment_start: int = 0  # first token after the last execution block
+    executions: int = 0
+
+    @property
+    def generated(self) -> int:
+        return sum(self.gen_mask)
+
+
+def _close_triggers(tokenizer, fmt: BlockFormat) -> set[int] | None:
+    from mlx_scdpo.generation import stop_trigger_ids
+
+    return stop_trigger_ids(tokenizer, [fmt.code_close])
+
+
+def generate_with_code(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    pool: SandboxPool,
+    *,
+    fmt: BlockFormat = MARKDOWN,
+    max_tokens: int = 1024,
+    max_rounds: int = 8,
+    batch_size: int = 32,
+    sampler: Callable | None = None,
+    logits_processors: Callable[[int], list] | None = None,
+    schedule: str = "continuous",
+    on_token: Callable[[int], None] | None = None,
+) -> Iterator[CodeCompletion]:
+    """Yield a ``CodeCompletion`` per prompt as it finishes (see module docstring).
+
+    ``logits_processors(i)`` may give per-prompt processors (e.g. a temperature ramp).
+    """
+    if schedule not in ("continuous", "rounds"):
+        raise ValueError(f"unknown schedule {schedule!r}")
+    gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+                         sampler=sampler, completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
+    triggers = _close_triggers(tokenizer, fmt)
+    sols = [_Solution(i, list(p), pool.sandbox()) for i, p in enumerate(prompts)]
+    procs = [logits_processors(i) if logits_processors else None for i in range(len(sols))]
+    by_uid: dict[int, _Solution] = {}
+    for uid, s in zip(gen.insert([s.prompt for s in sols], [max_tokens] * len(sols),
+                                 logits_processors=procs if logits_processors else None), sols):
+        by_uid[uid] = s
+    pending = {}  # future -> (solution, cache)
+    executor = ThreadPoolExecutor(max_workers=max(1, min(batch_size, 16)))
+
+    def finish(s: _Solution, reason: str) -> CodeCompletion:
+        s.sandbox.close()
+        return CodeCompletion(s.index, s.tokens, tokenizer.decode(s.tokens), reason, s.executions, s.gen_mask)
+
+    def resume(s: _Solution, cache, output: str):
+        exec_tokens = tokenizer.encode(fmt.execution_block(output), add_special_tokens=False)
+        s.tokens += exec_tokens
+        s.gen_mask += [0] * len(exec_tokens)
+        s.segment_start = len(s.tokens)
+        (uid,) = gen.insert([exec_tokens], [max(1, max_tokens - s.generated)], caches=[cache],
+                            all_tokens=[s.prompt + s.tokens[: -len(exec_tokens)]],
+                            logits_processors=[procs[s.index]] if logits_processors else None)
+        by_uid[uid] = s
+
+    try:
+        while by_uid or pending:
+            ready = [f for f in pending if f.done()]
+            if schedule == "rounds" and by_uid:
+                ready = []
+            if not by_uid and not ready and pending:
+                ready = list(wait(list(pending), return_when=FIRST_COMPLETED).done)
+            for f in ready:
+                s, cache = pending.pop(f)
+                resume(s, cache, f.result().output)
+            if not by_uid:
+                continue
+            responses = gen.next_generated()
+            if on_token:
+                on_token(len(responses))
+            stopped = []
+            for r in responses:
+                s = by_uid[r.uid]
+                if r.finish_reason != "stop":
+                    s.tokens.append(r.token)
+                    s.gen_mask.append(1)
+                if r.finish_reason is not None:
+                    del by_uid[r.uid]
+                    yield finish(s, r.finish_reason)
+                    continue
+                if triggers is not None and r.token not in triggers:
+                    continue
+                code = pending_code(tokenizer.decode(s.tokens[s.segment_start:]), fmt)
+                if code is None:
+                    continue
+                if s.executions >= max_rounds:
+                    stopped.append(r.uid)
+                    del by_uid[r.uid]
+                    yield finish(s, "max_rounds")
+                    continue
+                s.executions += 1
+                stopped.append(r.uid)
+                pending[executor.submit(s.sandbox.run, code)] = (s, r.uid)
+            if stopped:
+                caches = gen.remove(stopped, return_prompt_caches=True)
+                for f, (s, uid) in list(pending.items()):
+                    if isinstance(uid, int) and uid in caches:
+                        pending[f] = (s, caches[uid][0])
+                        del by_uid[uid]
+    finally:
+        executor.shutdown(wait=True)
+        for s in sols:
+            s.sandbox.close()
+        gen.close()
