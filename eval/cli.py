@@ -22,12 +22,15 @@ def fail(err: UserError) -> None:
 @click.option("--output-dir", default=None, help="Where reports go (default: next to COMPLETIONS).")
 @click.option("--data-files", default=None, help="Local dataset file for gold answers missing from COMPLETIONS.")
 @click.option("--dataset", default=None, help="Hub dataset for gold answers missing from COMPLETIONS.")
-def score_command(completions, task, output_dir, data_files, dataset):
+@click.option("--format", "solution_format", type=click.Choice(["cot", "markdown", "mathcoder"]), default="cot",
+              show_default=True, help="Chain-of-thought, or code-integrated blocks (markdown fences / MathCoder).")
+def score_command(completions, task, output_dir, data_files, dataset, solution_format):
     """Grade COMPLETIONS.jsonl (doc_id + response [+ target]) produced by any engine."""
     from eval.score import format_summary, score_file
 
     try:
-        metrics, res_path, sam_path = score_file(completions, task, output_dir, data_files, dataset)
+        metrics, res_path, sam_path = score_file(completions, task, output_dir, data_files, dataset,
+                                                  solution_format=solution_format)
     except UserError as e:
         fail(e)
     click.echo(format_summary(task, metrics))

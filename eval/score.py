@@ -25,7 +25,7 @@ from pathlib import Path
 from eval.data import Problem, check_task, load_problems, read_jsonl
 from eval.equivalence import is_equivalent
 from eval.errors import UserError, where
-from eval.extract import cut_fewshot, extract_answer, extract_gsm8k_strict, strip_think
+from eval.extract import cut_fewshot, extract_answer, extract_code_answer, extract_gsm8k_strict, strip_think
 
 RESPONSE_FIELDS = ("response", "completion", "output", "text")
 TARGET_FIELDS = ("target", "gold")
@@ -40,10 +40,17 @@ def mean_stderr(values: list[float]) -> float:
     return math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1) / n)
 
 
-def grade_sample(task: str, response: str, target: str) -> dict:
-    """Extraction and verdicts for one response."""
+def grade_sample(task: str, response: str, target: str, solution_format: str = "cot") -> dict:
+    """Extraction and verdicts for one response.
+
+    ``solution_format``: ``cot``, or a code-integrated block format (``markdown``,
+    ``mathcoder``) whose answer is the final text block's box, else the last output.
+    """
     equiv_task = "gsm8k" if task == "gsm8k" else "math"
-    extracted = extract_answer(response, task)
+    if solution_format == "cot":
+        extracted = extract_answer(response, task)
+    else:
+        extracted = extract_code_answer(response, solution_format)
     out = {"extracted": extracted, "correct": is_equivalent(extracted, target, equiv_task)}
     if task == "gsm8k":
         strict = extract_gsm8k_strict(cut_fewshot(strip_think(response)))
@@ -106,7 +113,7 @@ def _validated(rows: list[dict], by_id: dict, path) -> list[tuple[dict, str, str
 
 
 def score_rows(task: str, rows: list[dict], problems: list[Problem] | None = None, path="<completions>",
-               progress: bool = False) -> list[dict]:
+               progress: bool = False, solution_format: str = "cot") -> list[dict]:
     """Grade completion rows (``doc_id``, response, optional target); returns lm-eval-style samples."""
     items = _validated(rows, {p.doc_id: p for p in problems} if problems else {}, path)
     if progress:
@@ -121,7 +128,7 @@ def score_rows(task: str, rows: list[dict], problems: list[Problem] | None = Non
             sample.update(subject=problem.subject, level=problem.level)
         else:
             sample.update(subject=row.get("subject") or row.get("type"), level=row.get("level"))
-        sample.update(grade_sample(task, response, target))
+        sample.update(grade_sample(task, response, target, solution_format))
         samples.append(sample)
     return samples
 
@@ -163,14 +170,15 @@ def write_report(output_dir: str | Path, task: str, samples: list[dict], config:
 
 
 def score_file(path: str, task: str, output_dir: str | None = None, data_files: str | None = None,
-               dataset: str | None = None, progress: bool = True) -> tuple[dict, Path, Path]:
+               dataset: str | None = None, progress: bool = True, solution_format: str = "cot"):
     """Grade a completions JSONL file; targets come from the file or, when absent, from the dataset."""
     check_task(task)
     rows = read_jsonl(path, required=("doc_id",))
     needs_gold = any(not any(f in r for f in TARGET_FIELDS) for r in rows)
     problems = load_problems(task, data_files=data_files, dataset=dataset) if needs_gold else None
-    samples = score_rows(task, rows, problems, path, progress=progress)
-    config = {"task": task, "completions": str(path), "data_files": data_files, "dataset": dataset}
+    samples = score_rows(task, rows, problems, path, progress=progress, solution_format=solution_format)
+    config = {"task": task, "completions": str(path), "data_files": data_files, "dataset": dataset,
+              "solution_format": solution_format}
     res_path, sam_path = write_report(output_dir or Path(path).parent, task, samples, config)
     return aggregate(task, samples), res_path, sam_path
 

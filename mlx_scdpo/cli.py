@@ -32,8 +32,14 @@ main.add_command(score_command)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--output-dir", default="runs/eval", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--format", "solution_format", type=click.Choice(["cot"]), default="cot", show_default=True,
-              help="Solution format.")
+@click.option("--format", "solution_format", type=click.Choice(["cot", "code"]), default="cot", show_default=True,
+              help="Chain-of-thought, or code-integrated (code blocks run in the sandbox).")
+@click.option("--block-format", type=click.Choice(["markdown", "mathcoder"]), default="markdown", show_default=True,
+              help="Code-integrated block syntax.")
+@click.option("--max-rounds", type=int, default=8, show_default=True, help="Code executions per solution.")
+@click.option("--timeout", type=float, default=6.0, show_default=True, help="Seconds per code block.")
+@click.option("--schedule", type=click.Choice(["continuous", "rounds"]), default="continuous", show_default=True,
+              help="Code loop: resume each solution when its block ran, or the whole batch in rounds.")
 def eval_command(**kwargs):
     """Greedy benchmark of a model (resumable); writes lm-eval-shaped reports."""
     from eval.score import format_summary

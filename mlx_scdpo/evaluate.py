@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,13 +35,19 @@ class EvalArgs:
     batch_size: int = field(default=32, metadata={"help": "Sequences decoded together."})
     output_dir: str = field(default="runs/eval", metadata={"help": "Where generations and reports go."})
     seed: int = field(default=0, metadata={"help": "Recorded; decoding is greedy."})
-    solution_format: str = field(default="cot", metadata={"help": "cot (code-integrated comes with the executor)."})
+    solution_format: str = field(default="cot", metadata={"help": "cot or code (code-integrated, sandboxed)."})
+    block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown fences or mathcoder."})
+    max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
+    timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference: 6)."})
+    schedule: str = field(default="continuous", metadata={"help": "Code loop: continuous or rounds."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
 def _run_key(args: EvalArgs, prompt_hash: str) -> dict:
     return {"model": args.model, "adapter_path": args.adapter_path, "task": args.task, "prompt_hash": prompt_hash,
-            "max_tokens": args.max_tokens, "solution_format": args.solution_format}
+            "max_tokens": args.max_tokens, "solution_format": args.solution_format,
+            "block_format": args.block_format if args.solution_format == "code" else None,
+            "max_rounds": args.max_rounds if args.solution_format == "code" else None}
 
 
 def read_finished(path: Path) -> dict[int, dict]:
@@ -65,14 +72,38 @@ def read_finished(path: Path) -> dict[int, dict]:
     return done
 
 
+STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
+
+
+@contextmanager
+def _completions(model, tokenizer, prompts, args: EvalArgs, fmt, on_token):
+    """A stream of completions: plain batched generation, or the code loop with a sandbox pool."""
+    if fmt is None:
+        from mlx_scdpo.generation import generate_batched
+
+        yield generate_batched(model, tokenizer, prompts, max_tokens=args.max_tokens, batch_size=args.batch_size,
+                               stop_strings=STOP_STRINGS, on_token=on_token)
+        return
+    from mlx_scdpo.code_generation import generate_with_code
+    from mlx_scdpo.sandbox import SandboxPool
+
+    with SandboxPool(size=min(args.batch_size, 8), timeout=args.timeout) as pool:
+        yield generate_with_code(model, tokenizer, prompts, pool, fmt=fmt, max_tokens=args.max_tokens,
+                                 max_rounds=args.max_rounds, batch_size=args.batch_size, schedule=args.schedule,
+                                 on_token=on_token)
+
+
 def run_eval(args: EvalArgs):
     """Generate (resuming), grade and report; returns (metrics, results_path, samples_path)."""
-    from mlx_scdpo.generation import generate_batched
+    from eval.blocks import FORMATS
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import STOP_STRINGS, build_prompt_tokens, default_num_shots, prompts_hash
+    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash
 
-    if args.solution_format != "cot":
-        raise UserError(f"--format {args.solution_format}: only 'cot' is available in this version")
+    if args.solution_format not in ("cot", "code"):
+        raise UserError(f"--format {args.solution_format}: choose cot or code")
+    if args.block_format not in FORMATS:
+        raise UserError(f"--block-format {args.block_format}: choose from {', '.join(FORMATS)}")
+    fmt = FORMATS[args.block_format] if args.solution_format == "code" else None
     problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, limit=args.limit)
     if not problems:
         raise UserError(f"{args.data_files or args.task}: no problems to evaluate")
@@ -80,8 +111,8 @@ def run_eval(args: EvalArgs):
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
     if chat and tokenizer.chat_template is None:
         raise UserError(f"{args.model}: the tokenizer has no chat template (use --no-chat-template)")
-    num_shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat)
-    built = [build_prompt_tokens(tokenizer, args.task, p.question, num_shots, chat) for p in problems]
+    num_shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat, fmt is not None)
+    built = [build_prompt_tokens(tokenizer, args.task, p.question, num_shots, chat, fmt) for p in problems]
     p_hash = prompts_hash([text for _, text in built])
 
     out = Path(args.output_dir)
@@ -108,13 +139,15 @@ def run_eval(args: EvalArgs):
     def on_token(n):
         stats["tokens"] += n
 
-    with open(gen_path, "a", encoding="utf-8") as f:
-        for c in generate_batched(model, tokenizer, [built[i][0] for i in todo], max_tokens=args.max_tokens,
-                                  batch_size=args.batch_size, stop_strings=STOP_STRINGS, on_token=on_token):
+    with open(gen_path, "a", encoding="utf-8") as f, _completions(model, tokenizer, [built[i][0] for i in todo],
+                                                                   args, fmt, on_token) as stream:
+        for c in stream:
             p = problems[todo[c.index]]
             row = {"doc_id": p.doc_id, "prompt": built[todo[c.index]][1], "response": c.text, "target": p.gold,
                    "subject": p.subject, "level": p.level, "num_tokens": len(c.tokens),
                    "finish_reason": c.finish_reason}
+            if fmt is not None:
+                row["executions"] = c.executions
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             done[p.doc_id] = row
@@ -126,7 +159,7 @@ def run_eval(args: EvalArgs):
         bar.close()
 
     rows = [done[p.doc_id] for p in problems]
-    samples = score_rows(args.task, rows, problems)
+    samples = score_rows(args.task, rows, problems, solution_format=fmt.name if fmt else "cot")
     config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
               "decoding": "greedy", "stop_strings": list(STOP_STRINGS)}
     config.pop("progress")

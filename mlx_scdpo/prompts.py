@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
+# Qwen2.5-Math's tool-integrated reasoning (TIR) instruction.
+CODE_INSTRUCTION = ("Please integrate natural language reasoning with programs to solve the problem above, "
+                    "and put your final answer within \\boxed{}.")
 
 GSM8K_SHOTS = [
     ("There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, "
@@ -69,21 +71,51 @@ MATH_SHOTS = [
 ]
 
 
-def default_num_shots(task: str, chat: bool) -> int:
+# Code-integrated exemplars: (question, [(kind, content), ...]) rendered in the chosen block format.
+CODE_SHOTS = [
+    ("Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+     [("text", "The bagels cost 5 * 3 dollars; subtract that from 23.\n"), ("code", "left = 23 - 5 * 3\nprint(left)\n"),
+      ("execution", "8"), ("text", "Olivia has $\\boxed{8}$ dollars left.")]),
+    ("What is the sum of the roots of $x^2 - 5x + 6 = 0$?",
+     [("text", "Solve the quadratic with sympy.\n"),
+      ("code", "from sympy import symbols, solve\nx = symbols('x')\nsum(solve(x**2 - 5*x + 6, x))\n"),
+      ("execution", "5"), ("text", "The sum of the roots is $\\boxed{5}$.")]),
+]
+
+
+def render_code_solution(parts, fmt) -> str:
+    """A worked code-integrated solution in block format ``fmt`` (an ``eval.blocks.BlockFormat``)."""
+    out = []
+    for kind, content in parts:
+        if kind == "execution":
+            out.append(fmt.execution_block(content))
+        elif kind == "code":
+            out.append(fmt.code_open + content + fmt.code_close)
+        else:
+            out.append(fmt.text_open + content + fmt.text_close if fmt.text_open else content)
+    return "".join(out)
+
+
+def default_num_shots(task: str, chat: bool, code: bool = False) -> int:
     if chat:
         return 0
+    if code:
+        return len(CODE_SHOTS)
     return 8 if task == "gsm8k" else 4
 
 
-def _shots(task: str, k: int) -> list[tuple[str, str]]:
-    pool = GSM8K_SHOTS if task == "gsm8k" else MATH_SHOTS
+def _shots(task: str, k: int, fmt=None) -> list[tuple[str, str]]:
+    if fmt is not None:
+        pool = [(q, render_code_solution(parts, fmt)) for q, parts in CODE_SHOTS]
+    else:
+        pool = GSM8K_SHOTS if task == "gsm8k" else MATH_SHOTS
     return pool[: max(0, min(k, len(pool)))]
 
 
-def fewshot_prompt(task: str, question: str, num_shots: int) -> str:
-    """Plain-text few-shot prompt for a base model."""
-    if task == "gsm8k":
-        blocks = [f"Question: {q}\nAnswer: {a}" for q, a in _shots(task, num_shots)]
+def fewshot_prompt(task: str, question: str, num_shots: int, fmt=None) -> str:
+    """Plain-text few-shot prompt for a base model (code-integrated exemplars when ``fmt``)."""
+    if task == "gsm8k" or fmt is not None:
+        blocks = [f"Question: {q}\nAnswer: {a}" for q, a in _shots(task, num_shots, fmt)]
         blocks.append(f"Question: {question}\nAnswer:")
     else:
         blocks = [f"Problem:\n{q}\n\nSolution:\n{a}" for q, a in _shots(task, num_shots)]
@@ -91,23 +123,25 @@ def fewshot_prompt(task: str, question: str, num_shots: int) -> str:
     return "\n\n".join(blocks)
 
 
-def chat_messages(task: str, question: str, num_shots: int) -> list[dict]:
-    """Chat messages: optional few-shot turns, then the question with the boxed instruction."""
+def chat_messages(task: str, question: str, num_shots: int, fmt=None) -> list[dict]:
+    """Chat messages: optional few-shot turns, then the question with the boxed (or TIR) instruction."""
+    instruction = CODE_INSTRUCTION if fmt is not None else INSTRUCTION
     messages = []
-    for q, a in _shots(task, num_shots):
-        messages += [{"role": "user", "content": f"{q}\n{INSTRUCTION}"}, {"role": "assistant", "content": a}]
-    messages.append({"role": "user", "content": f"{question}\n{INSTRUCTION}"})
+    for q, a in _shots(task, num_shots, fmt):
+        messages += [{"role": "user", "content": f"{q}\n{instruction}"}, {"role": "assistant", "content": a}]
+    messages.append({"role": "user", "content": f"{question}\n{instruction}"})
     return messages
 
 
-def build_prompt_tokens(tokenizer, task: str, question: str, num_shots: int, chat: bool) -> tuple[list[int], str]:
-    """Token ids and text of the prompt for one problem."""
+def build_prompt_tokens(tokenizer, task: str, question: str, num_shots: int, chat: bool,
+                        fmt=None) -> tuple[list[int], str]:
+    """Token ids and text of the prompt for one problem; ``fmt`` selects code-integrated prompts."""
     if chat:
-        text = tokenizer.apply_chat_template(chat_messages(task, question, num_shots), add_generation_prompt=True,
-                                             tokenize=False)
+        text = tokenizer.apply_chat_template(chat_messages(task, question, num_shots, fmt),
+                                             add_generation_prompt=True, tokenize=False)
         # The template already carries any BOS token.
         return tokenizer.encode(text, add_special_tokens=False), text
-    text = fewshot_prompt(task, question, num_shots)
+    text = fewshot_prompt(task, question, num_shots, fmt)
     return tokenizer.encode(text), text
 
 

@@ -83,3 +83,15 @@ def test_eval_resume_after_kill(tiny_model, tmp_path):
     ids = _doc_ids(gens)
     assert sorted(ids) == list(range(40))  # no duplicate, none missing
     assert ids[: len(partial)] == partial  # finished rows were kept, not regenerated
+
+
+def test_eval_code_format_records_executions(tiny_model, tmp_path):
+    data = _problems(tmp_path, 3)
+    res = CliRunner().invoke(main, ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(data),
+                                    "--max-tokens", "8", "--format", "code", "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (tmp_path / "o" / "generations_gsm8k.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["executions"] == 0 for r in rows)
+    assert "integrate natural language reasoning with programs" in rows[0]["prompt"]
+    results = json.loads(next((tmp_path / "o").glob("results_*.json")).read_text())
+    assert results["config"]["solution_format"] == "code" and results["config"]["block_format"] == "markdown"

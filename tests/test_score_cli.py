@@ -96,3 +96,14 @@ def test_python_m_eval_runs_without_mlx(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "100.00" in out.stdout
+
+
+def test_score_code_format_uses_final_text_block(tmp_path):
+    response = "```python\nprint(41)\n```\n```output\n41\n```\nOops, it is $\\boxed{42}$."
+    comp = _write(tmp_path / "c.jsonl", [{"doc_id": 0, "response": response, "target": "42"},
+                                         {"doc_id": 1, "response": "```python\nprint(7)\n```\n```output\n7\n```\n",
+                                          "target": "7"}])
+    res = CliRunner().invoke(main, ["score", str(comp), "--task", "math", "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(next(tmp_path.glob("results_*.json")).read_text())["results"]["math"]
+    assert metrics["exact_match,flexible-extract"] == 1.0
