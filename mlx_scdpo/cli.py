@@ -8,6 +8,10 @@ import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
 from eval.cli import fail, score_command
 from eval.data import TASKS
 from eval.errors import UserError
+from mlx_scdpo.config import build_args, dataclass_options
+from mlx_scdpo.pairs import build_pairs
+from mlx_scdpo.sampling import SampleArgs, run_sample
+from mlx_scdpo.step_control import StepControlArgs, run_step_control
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +55,52 @@ def eval_command(**kwargs):
         fail(e)
     click.echo(format_summary(kwargs["task"], metrics))
     click.echo(f"wrote {res_path}\nwrote {sam_path}")
+
+
+def _run(cls, runner, kwargs, summary):
+    try:
+        config = kwargs.pop("config", None)
+        args = build_args(cls, kwargs, config)
+        result = runner(args)
+    except UserError as e:
+        fail(e)
+    click.echo(summary(args, result))
+    return args
+
+
+@main.command("sample")
+@dataclass_options(SampleArgs)
+def sample_command(**kwargs):
+    """Sample and grade N solutions per training problem; write solutions and naive pairs."""
+    _run(SampleArgs, run_sample, kwargs, lambda a, r: (
+        f"{r['problems']} problems, {r['samples']} samples; {r['pairs']} naive pairs\n"
+        f"wrote {a.output_dir}/solutions.jsonl and {a.output_dir}/pairs_naive.jsonl"))
+
+
+@main.command("step-control")
+@dataclass_options(StepControlArgs)
+def step_control_command(**kwargs):
+    """Erring continuations of correct solutions after k kept steps (the rising temperature ramp)."""
+    _run(StepControlArgs, run_step_control, kwargs, lambda a, r: (
+        f"{r['prefixes']} prefixes: {r['pairs']} step-controlled pairs, {r['exhausted']} never erred, "
+        f"{r['capped']} capped, {r['skipped_mid_token']} skipped (boundary inside a token)\n"
+        f"wrote {a.output_dir}/step_control.jsonl and {a.output_dir}/pairs_step_control.jsonl"))
+
+
+@main.command("build-pairs")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output-dir", required=True, help="Where train.jsonl and valid.jsonl go.")
+@click.option("--valid-fraction", type=float, default=0.01, show_default=True, help="Held out (reference 1%).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
+@click.option("--conversational/--standard", default=False, help="TRL conversational form (no token ids).")
+@click.option("--max-naive", type=int, default=None, help="Keep at most this many naive pairs.")
+def build_pairs_command(inputs, output_dir, valid_fraction, seed, conversational, max_naive):
+    """Mix pair files (naive and step-controlled), shuffle, and write train/valid JSONL."""
+    try:
+        r = build_pairs(list(inputs), output_dir, valid_fraction, seed, conversational, max_naive)
+    except UserError as e:
+        fail(e)
+    click.echo(f"{r['train']} train / {r['valid']} valid pairs {r['by_source']}\nwrote {output_dir}/train.jsonl")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 from eval.data import load_problems
 from eval.errors import UserError
 from eval.score import aggregate, score_rows, write_report
+from mlx_scdpo.jsonl import read_finished
 
 
 @dataclass
@@ -48,28 +49,6 @@ def _run_key(args: EvalArgs, prompt_hash: str) -> dict:
             "max_tokens": args.max_tokens, "solution_format": args.solution_format,
             "block_format": args.block_format if args.solution_format == "code" else None,
             "max_rounds": args.max_rounds if args.solution_format == "code" else None}
-
-
-def read_finished(path: Path) -> dict[int, dict]:
-    """Finished rows by doc_id; a torn last line (killed mid-write) is dropped from the file."""
-    done: dict[int, dict] = {}
-    if not path.exists():
-        return done
-    good_bytes = 0
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError:
-                break
-            if not raw.endswith(b"\n"):
-                break
-            done[row["doc_id"]] = row
-            good_bytes += len(raw)
-    if good_bytes < path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
-    return done
 
 
 STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
@@ -126,7 +105,7 @@ def run_eval(args: EvalArgs):
             diff = sorted(k for k in key if old.get(k) != key[k])
             raise UserError(f"{meta_path}: holds a different run ({', '.join(diff)} differ); use another --output-dir")
     meta_path.write_text(json.dumps(key, indent=2))
-    done = read_finished(gen_path)
+    done = read_finished(gen_path, "doc_id")
     todo = [i for i, p in enumerate(problems) if p.doc_id not in done]
 
     stats = {"tokens": 0, "t0": time.perf_counter()}

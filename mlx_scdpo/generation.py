@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
+from mlx_lm.models.cache import make_prompt_cache
 
 # Tokens decoded to look for a stop string; stop strings are much shorter than this.
 _TAIL_TOKENS = 24
@@ -30,6 +32,27 @@ class Completion:
 def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=-1)
     return (text, False) if cut < 0 else (text[:cut], True)
+
+
+def prefill_cache(model, tokens: Sequence[int]) -> list:
+    """KV cache of ``tokens[:-1]`` (the last token is fed when generation starts)."""
+    cache = make_prompt_cache(model)
+    if len(tokens) > 1:
+        model(mx.array(tokens[:-1])[None], cache=cache)
+        mx.eval([c.state for c in cache])
+    return cache
+
+
+def copy_cache(cache: list) -> list:
+    """A fresh cache object per layer with the same contents (MLX arrays are immutable)."""
+    out = []
+    for c in cache:
+        new = type(c).__new__(type(c))
+        new.__dict__.update(c.__dict__)
+        if getattr(c, "keys", None) is not None:
+            new.state = c.state
+        out.append(new)
+    return out
 
 
 def stop_trigger_ids(tokenizer, stop_strings: Sequence[str]) -> set[int] | None:
@@ -60,9 +83,13 @@ def generate_batched(
     logits_processors: list | None = None,
     stop_strings: Sequence[str] = (),
     on_token: Callable[[int], None] | None = None,
+    caches: Sequence | None = None,
 ) -> Iterator[Completion]:
     """Yield a ``Completion`` for each prompt (in finishing order); greedy unless ``sampler``.
 
+    ``logits_processors``: one list of processors per prompt (or None). ``caches``: per
+    prompt, a prefilled KV cache of all but the prompt's last token (``prefill_cache``),
+    copied before use so one cache serves any number of continuations.
     ``on_token`` is called with the number of tokens generated in each step (progress).
     """
     gen = BatchGenerator(
@@ -70,12 +97,19 @@ def generate_batched(
         max_tokens=max_tokens,
         stop_tokens=[[t] for t in tokenizer.eos_token_ids],
         sampler=sampler,
-        logits_processors=logits_processors,
         completion_batch_size=batch_size,
         prefill_batch_size=min(batch_size, 8),
     )
     try:
-        uids = gen.insert([list(p) for p in prompts], [max_tokens] * len(prompts))
+        inputs = [list(p) for p in prompts]
+        extra = {}
+        if caches is not None:
+            extra["caches"] = [copy_cache(c) for c in caches]
+            extra["all_tokens"] = [p[:-1] for p in inputs]
+            inputs = [p[-1:] for p in inputs]
+        if logits_processors is not None:
+            extra["logits_processors"] = list(logits_processors)
+        uids = gen.insert(inputs, [max_tokens] * len(prompts), **extra)
         index_of = {uid: i for i, uid in enumerate(uids)}
         tokens: dict[int, list[int]] = {uid: [] for uid in uids}
         triggers = stop_trigger_ids(tokenizer, stop_strings) if stop_strings else None

@@ -1,0 +1,181 @@
+"""``mlx-scdpo sample``: initial solutions of training problems, graded, and naive DPO pairs.
+
+Problems are sampled in rounds, batched through ``BatchGenerator``, until each has at
+least ``min_correct`` correct and ``min_wrong`` wrong distinct solutions or its budget of
+``budget`` samples is spent (reference: 1-4 each, ~100 samples). Filters (reference):
+a correct solution whose text contains "error" or "apolog" (a traceback, an apology) is
+not used; duplicates (same text up to whitespace) are dropped.
+
+Output, appended one line per finished problem (resumable by ``problem_id``):
+``OUT/solutions.jsonl`` with the prompt, its token ids, and every kept sample's text,
+token ids *as generated* (never re-tokenized), extracted answer and verdict. Naive pairs
+(first correct x first ``naive_wrong`` wrong; reference 1x1 GSM8K, 1x2 MATH) go to
+``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.pairs``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from eval.data import load_problems
+from eval.errors import UserError
+from eval.score import grade_sample
+from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
+
+_BAD_CORRECT = re.compile(r"error|apolog", re.IGNORECASE)
+
+
+@dataclass
+class SampleArgs:
+    model: str = field(metadata={"help": "SFT model folder or hub id."})
+    output_dir: str = field(metadata={"help": "Where solutions.jsonl and pairs_naive.jsonl go."})
+    task: str = field(default="gsm8k", metadata={"help": "gsm8k or math (grading rules)."})
+    data_files: str | None = field(default=None, metadata={"help": "Local problems file (question + answer)."})
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset (default: the task's)."})
+    split: str = field(default="train", metadata={"help": "Hub split."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N problems."})
+    adapter_path: str | None = field(default=None, metadata={"help": "LoRA adapter folder."})
+    samples_per_round: int = field(default=4, metadata={"help": "Samples per open problem per round."})
+    min_correct: int = field(default=1, metadata={"help": "Distinct correct solutions wanted (P)."})
+    min_wrong: int = field(default=1, metadata={"help": "Distinct wrong solutions wanted (Q)."})
+    budget: int = field(default=100, metadata={"help": "Most samples per problem."})
+    naive_wrong: int | None = field(default=None, metadata={"help": "Wrong solutions paired with the first correct"
+                                                                    " (default 1 GSM8K, 2 MATH)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (reference 1.0)."})
+    max_tokens: int = field(default=512, metadata={"help": "Most new tokens per solution."})
+    batch_size: int = field(default=64, metadata={"help": "Sequences decoded together."})
+    problems_per_batch: int = field(default=16, metadata={"help": "Problems sampled together."})
+    chat_template: bool | None = field(default=None, metadata={"help": "Chat prompt (default: if any)."})
+    num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (same seed, same samples)."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+
+def normalize_for_dedup(text: str) -> str:
+    return " ".join(text.split())
+
+
+def usable_correct(text: str) -> bool:
+    """Reference filter: correct solutions that mention an error or apologise are not used."""
+    return not _BAD_CORRECT.search(text)
+
+
+@dataclass
+class ProblemState:
+    problem: object
+    prompt_ids: list[int]
+    prompt_text: str
+    samples: list[dict] = field(default_factory=list)
+    seen: set = field(default_factory=set)
+    n_sampled: int = 0
+
+    def count(self, correct: bool) -> int:
+        return sum(1 for s in self.samples if s["correct"] == correct)
+
+    def add(self, text: str, ids: list[int], grade: dict, finish_reason: str) -> None:
+        self.n_sampled += 1
+        key = normalize_for_dedup(text)
+        if key in self.seen:
+            return
+        if grade["correct"] and not usable_correct(text):
+            return
+        self.seen.add(key)
+        self.samples.append({"text": text, "ids": ids, "extracted": grade["extracted"], "correct": grade["correct"],
+                             "finish_reason": finish_reason})
+
+    def is_done(self, args: SampleArgs) -> bool:
+        enough = self.count(True) >= args.min_correct and self.count(False) >= args.min_wrong
+        return enough or self.n_sampled >= args.budget
+
+
+def problem_id(task: str, problem) -> str:
+    return problem.unique_id or f"{task}/{problem.doc_id}"
+
+
+def naive_pairs(record: dict, n_wrong: int) -> list[dict]:
+    """First correct solution x first ``n_wrong`` wrong ones."""
+    from mlx_scdpo.pairs import make_pair
+
+    correct = [s for s in record["samples"] if s["correct"]]
+    wrong = [s for s in record["samples"] if not s["correct"]]
+    if not correct:
+        return []
+    return [make_pair(record, prefix_text="", prefix_ids=[], chosen=correct[0], rejected=w, source="naive", k=0,
+                      temperatures=[], round=0) for w in wrong[:n_wrong]]
+
+
+def run_sample(args: SampleArgs) -> dict:
+    """Sample, grade, write solutions and naive pairs; returns counts."""
+    from mlx_scdpo.generation import generate_batched
+    from mlx_scdpo.models import load_model
+    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots
+    from mlx_scdpo.ramp import SeededSampler
+
+    if args.task not in ("gsm8k", "math"):
+        raise UserError(f"--task {args.task}: sampling supports gsm8k and math")
+    problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, split=args.split,
+                             limit=args.limit)
+    if not problems:
+        raise UserError(f"{args.data_files or args.task}: no problems")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sol_path, pair_path = out / "solutions.jsonl", out / "pairs_naive.jsonl"
+    done = read_finished(sol_path, "problem_id")
+    todo = [p for p in problems if problem_id(args.task, p) not in done]
+    model, tokenizer = load_model(args.model, args.adapter_path)
+    chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
+    shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat)
+    n_wrong = args.naive_wrong if args.naive_wrong is not None else (1 if args.task == "gsm8k" else 2)
+    (out / "sample_config.json").write_text(json.dumps(asdict(args), indent=2))
+
+    bar = None
+    if args.progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="sample", unit="problem")
+    counts = {"problems": 0, "pairs": 0, "samples": 0}
+    with open(sol_path, "a", encoding="utf-8") as fs:
+        for start in range(0, len(todo), args.problems_per_batch):
+            chunk = todo[start:start + args.problems_per_batch]
+            states = []
+            for p in chunk:
+                ids, text = build_prompt_tokens(tokenizer, args.task, p.question, shots, chat)
+                states.append(ProblemState(p, ids, text))
+            round_ = 0
+            while True:
+                open_states = [s for s in states if not s.is_done(args)]
+                if not open_states:
+                    break
+                requests = []
+                for s in open_states:
+                    n = min(args.samples_per_round, args.budget - s.n_sampled)
+                    requests += [s] * n
+                # One seed per (problem batch, round): reproducible, and distinct across rounds.
+                sampler = SeededSampler(hash((args.seed, chunk[0].doc_id, round_)) % (2**31), args.temperature)
+                for c in generate_batched(model, tokenizer, [s.prompt_ids for s in requests],
+                                          max_tokens=args.max_tokens, batch_size=args.batch_size, sampler=sampler):
+                    s = requests[c.index]
+                    grade = grade_sample(args.task, c.text, s.problem.gold)
+                    s.add(c.text, c.tokens, grade, c.finish_reason)
+                    counts["samples"] += 1
+                round_ += 1
+            for s in states:
+                record = {"problem_id": problem_id(args.task, s.problem), "task": args.task,
+                          "question": s.problem.question, "gold": s.problem.gold, "prompt": s.prompt_text,
+                          "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
+                          "samples": s.samples}
+                fs.write(json.dumps(record, ensure_ascii=False) + "\n")
+                counts["problems"] += 1
+            fs.flush()
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    # Naive pairs are derived from the solutions file as a whole (so a resumed run never
+    # duplicates them) and rewritten atomically.
+    records = read_finished(sol_path, None)
+    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in records for p in naive_pairs(r, n_wrong)))
+    return counts
