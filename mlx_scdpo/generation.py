@@ -84,6 +84,7 @@ def generate_batched(
     stop_strings: Sequence[str] = (),
     on_token: Callable[[int], None] | None = None,
     caches: Sequence | None = None,
+    stop_tokens: Sequence[int] | None = None,
 ) -> Iterator[Completion]:
     """Yield a ``Completion`` for each prompt (in finishing order); greedy unless ``sampler``.
 
@@ -91,11 +92,13 @@ def generate_batched(
     prompt, a prefilled KV cache of all but the prompt's last token (``prefill_cache``),
     copied before use so one cache serves any number of continuations.
     ``on_token`` is called with the number of tokens generated in each step (progress).
+    ``stop_tokens`` replaces the tokenizer's EOS ids (``[]``: run to ``max_tokens``).
     """
+    stop_ids = tokenizer.eos_token_ids if stop_tokens is None else stop_tokens
     gen = BatchGenerator(
         model,
         max_tokens=max_tokens,
-        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        stop_tokens=[[t] for t in stop_ids] or None,
         sampler=sampler,
         completion_batch_size=batch_size,
         prefill_batch_size=min(batch_size, 8),
