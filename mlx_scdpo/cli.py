@@ -12,6 +12,7 @@ from mlx_scdpo.config import build_args, dataclass_options
 from mlx_scdpo.pairs import build_pairs
 from mlx_scdpo.sampling import SampleArgs, run_sample
 from mlx_scdpo.step_control import StepControlArgs, run_step_control
+from mlx_scdpo.train import TrainArgs
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,6 +86,34 @@ def step_control_command(**kwargs):
         f"{r['prefixes']} prefixes: {r['pairs']} step-controlled pairs, {r['exhausted']} never erred, "
         f"{r['capped']} capped, {r['skipped_mid_token']} skipped (boundary inside a token)\n"
         f"wrote {a.output_dir}/step_control.jsonl and {a.output_dir}/pairs_step_control.jsonl"))
+
+
+@main.command("train")
+@dataclass_options(TrainArgs, skip=("lora_keys",))
+def train_command(**kwargs):
+    """DPO training of LoRA / DoRA adapters (reference = the frozen base model)."""
+    from mlx_scdpo.train import run_train
+
+    def summary(args, last):
+        shown = {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}
+        return f"{shown}\nwrote {args.adapter_path}/adapters.safetensors and metrics.jsonl"
+
+    _run(TrainArgs, run_train, kwargs, summary)
+
+
+@main.command("export")
+@click.option("--adapter-path", required=True, help="Adapter folder written by `mlx-scdpo train`.")
+@click.option("--peft", "peft_dir", required=True, help="Output folder for a PEFT LoRA adapter.")
+@click.option("--base-model", default=None, help="base_model_name_or_path to record (default: the training model).")
+def export_command(adapter_path, peft_dir, base_model):
+    """Convert adapters to PEFT format (adapter_model.safetensors + adapter_config.json)."""
+    from mlx_scdpo.export import export_peft
+
+    try:
+        n = export_peft(adapter_path, peft_dir, base_model)
+    except UserError as e:
+        fail(e)
+    click.echo(f"wrote {n} LoRA modules to {peft_dir}")
 
 
 @main.command("build-pairs")

@@ -1,0 +1,82 @@
+"""DPO losses with TRL's semantics, and per-sequence log-probabilities.
+
+``logits = (log pi(y_c) - log pi(y_r)) - (log ref(y_c) - log ref(y_r))``
+
+* ``sigmoid`` (DPO, Rafailov et al. 2023): ``-(1-ls) log s(beta*logits) - ls log s(-beta*logits)``
+  with label smoothing ``ls`` (cDPO);
+* ``ipo`` (Azar et al. 2023): ``(logits - 1/(2 beta))^2`` on length-averaged log-probs (as TRL);
+* ``hinge`` (SLiC): ``relu(1 - beta*logits)``.
+
+Implicit rewards are ``beta * (log pi - log ref)`` (TRL's ``rewards/chosen`` etc.). An
+optional NLL term (TRL's ``rpo_alpha``) adds ``alpha`` times the mean per-token negative
+log-likelihood of the chosen responses.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+
+
+def token_logps(model, inputs: mx.array, targets: mx.array) -> mx.array:
+    """Log-probability of each target token, shape (batch, length)."""
+    logits = model(inputs).astype(mx.float32)
+    return -nn.losses.cross_entropy(logits, targets, reduction="none")
+
+
+def dpo_loss(policy_chosen: mx.array, policy_rejected: mx.array, ref_chosen: mx.array, ref_rejected: mx.array,
+             beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0):
+    """Per-pair losses and implicit rewards (chosen, rejected); inputs are per-pair log-probs."""
+    logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
+    if loss_type == "sigmoid":
+        losses = (-nn.log_sigmoid(beta * logits) * (1 - label_smoothing)
+                  - nn.log_sigmoid(-beta * logits) * label_smoothing)
+    elif loss_type == "ipo":
+        losses = (logits - 1 / (2 * beta)) ** 2
+    elif loss_type == "hinge":
+        losses = nn.relu(1 - beta * logits)
+    else:
+        raise ValueError(f"unknown loss_type {loss_type!r} (choose from {', '.join(LOSS_TYPES)})")
+    chosen_rewards = mx.stop_gradient(beta * (policy_chosen - ref_chosen))
+    rejected_rewards = mx.stop_gradient(beta * (policy_rejected - ref_rejected))
+    return losses, chosen_rewards, rejected_rewards
+
+
+def pair_logps(model, batch: dict):
+    """Summed (or, for averaging, also counted) response log-probs of chosen and rejected rows.
+
+    ``batch`` holds ``inputs``, ``targets``, ``mask`` of shape (2B, L): chosen rows first,
+    then rejected rows, so both sides go through the model in one forward pass.
+    """
+    lp = token_logps(model, batch["inputs"], batch["targets"]) * batch["mask"]
+    sums = lp.sum(axis=-1)
+    counts = batch["mask"].sum(axis=-1)
+    b = sums.shape[0] // 2
+    return sums[:b], sums[b:], counts[:b], counts[b:]
+
+
+def dpo_objective(model, batch: dict, beta: float, loss_type: str, label_smoothing: float, rpo_alpha: float):
+    """Mean loss over the batch's pairs and the metrics TRL logs (as MLX scalars)."""
+    pc, pr, nc, nr = pair_logps(model, batch)
+    rc, rr = batch["ref_chosen"], batch["ref_rejected"]
+    if loss_type == "ipo":  # TRL averages log-probs over response tokens for IPO
+        pc_l, pr_l, rc_l, rr_l = pc / nc, pr / nr, rc / nc, rr / nr
+    else:
+        pc_l, pr_l, rc_l, rr_l = pc, pr, rc, rr
+    losses, chosen_rewards, rejected_rewards = dpo_loss(pc_l, pr_l, rc_l, rr_l, beta, loss_type, label_smoothing)
+    w = batch["weight"]  # 0 for padding pairs of an incomplete batch
+    n = mx.maximum(w.sum(), 1.0)
+    loss = (losses * w).sum() / n
+    if rpo_alpha:
+        loss = loss + rpo_alpha * ((-pc / nc) * w).sum() / n
+    metrics = {
+        "rewards/chosen": (chosen_rewards * w).sum() / n,
+        "rewards/rejected": (rejected_rewards * w).sum() / n,
+        "rewards/accuracies": ((chosen_rewards > rejected_rewards) * w).sum() / n,
+        "rewards/margins": ((chosen_rewards - rejected_rewards) * w).sum() / n,
+        "logps/chosen": mx.stop_gradient((pc * w).sum() / n),
+        "logps/rejected": mx.stop_gradient((pr * w).sum() / n),
+    }
+    return loss, metrics

@@ -1,0 +1,53 @@
+"""Export mlx-lm LoRA adapters to Hugging Face PEFT format (for PyTorch / GPU clusters).
+
+mlx-lm stores ``<module>.lora_a`` with shape (in, r) and ``<module>.lora_b`` (r, out) and
+computes ``y = W x + scale * (x A) B``. PEFT stores ``lora_A.weight`` (r, in) and
+``lora_B.weight`` (out, r) and scales by ``lora_alpha / r``; so A and B are transposed,
+``lora_alpha = scale * r``, and keys gain PEFT's ``base_model.model.`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from eval.errors import UserError
+
+
+def peft_state_dict(weights: dict) -> dict:
+    """PEFT-named, transposed LoRA tensors from mlx-lm adapter weights."""
+    out = {}
+    for name, w in weights.items():
+        module, leaf = name.rsplit(".", 1)
+        if leaf not in ("lora_a", "lora_b"):
+            raise UserError(f"{name}: only LoRA adapters can be exported to PEFT (not DoRA or full weights)")
+        peft_leaf = "lora_A" if leaf == "lora_a" else "lora_B"
+        out[f"base_model.model.{module}.{peft_leaf}.weight"] = np.ascontiguousarray(np.array(w).T)
+    return out
+
+
+def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) -> int:
+    src = Path(adapter_path)
+    if not (src / "adapter_config.json").is_file() or not (src / "adapters.safetensors").is_file():
+        raise UserError(f"{adapter_path}: not an adapter folder (adapter_config.json, adapters.safetensors)")
+    config = json.loads((src / "adapter_config.json").read_text())
+    if config.get("fine_tune_type", "lora") != "lora":
+        raise UserError(f"{adapter_path}: fine_tune_type {config['fine_tune_type']} cannot be exported to PEFT LoRA")
+    lora = config["lora_parameters"]
+    tensors = peft_state_dict({k: v.astype(mx.float32) for k, v in mx.load(str(src / "adapters.safetensors")).items()})
+    targets = sorted({k.split(".")[-3] for k in tensors})
+    peft_config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora["rank"], "lora_alpha": lora["scale"] * lora["rank"],
+        "lora_dropout": lora.get("dropout", 0.0), "target_modules": targets, "bias": "none",
+        "fan_in_fan_out": False, "base_model_name_or_path": base_model or config.get("model"),
+        "inference_mode": True,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "adapter_model.safetensors"), {k: mx.array(v) for k, v in tensors.items()},
+                        metadata={"format": "pt"})
+    (out / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))
+    return len(tensors) // 2

@@ -1,0 +1,358 @@
+"""``mlx-scdpo train``: DPO training of LoRA / DoRA adapters (or the last layers) with MLX.
+
+* Reference log-probs come from the frozen base model, computed once before the adapters
+  are added and cached on disk (keyed by model, data and tokenization settings); no second
+  model is held in memory. ``--reference on-the-fly`` instead recomputes them each step
+  with the adapters switched off (LoRA scale 0).
+* Chosen and rejected rows of a batch go through the model in one forward pass;
+  batches are length-bucketed; the step is compiled (``mx.compile`` over model,
+  optimizer and RNG state, as mlx-lm's trainer) with optional gradient accumulation and
+  checkpointing; AdamW with linear warmup then cosine decay.
+* Logs TRL's metric names to the terminal and ``ADAPTER_PATH/metrics.jsonl``.
+* Checkpoints (adapters, optimizer state, step, data position) every ``--save-every``
+  steps; the RNG is reseeded from (seed, step) each step, so ``--resume`` continues
+  exactly where the checkpoint left off.
+* Output: ``adapters.safetensors`` + ``adapter_config.json`` in mlx-lm's format, so
+  ``mlx_lm.load(..., adapter_path=...)``, ``mlx_lm.generate --adapter-path`` and
+  ``mlx_lm.fuse`` take them unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from eval.errors import UserError
+from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
+from mlx_scdpo.preference_data import TokenizedPair, bucketed_batches, load_pairs, sequence_arrays, tokenize_pair
+
+METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+           "logps/rejected")
+
+
+@dataclass
+class TrainArgs:
+    model: str = field(metadata={"help": "Base (SFT) model folder or hub id; also the reference."})
+    data: str = field(metadata={"help": "Folder with train.jsonl [+ valid.jsonl], or one JSONL of pairs."})
+    adapter_path: str = field(default="adapters", metadata={"help": "Where adapters and checkpoints go."})
+    fine_tune_type: str = field(default="lora", metadata={"help": "lora, dora or full (last --num-layers)."})
+    num_layers: int = field(default=16, metadata={"help": "Transformer blocks to adapt, from the last (-1: all)."})
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_scale: float = field(default=20.0, metadata={"help": "LoRA scale (mlx-lm's; PEFT alpha = scale * rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_keys: list | None = field(default=None, metadata={"help": "Module keys to adapt (default: mlx-lm's)."})
+    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid, ipo or hinge."})
+    beta: float = field(default=0.1, metadata={"help": "DPO beta (reference 0.1)."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cDPO label smoothing (sigmoid loss)."})
+    rpo_alpha: float = field(default=0.0, metadata={"help": "Weight of an NLL term on the chosen responses."})
+    reference: str = field(default="precompute", metadata={"help": "precompute (cached) or on-the-fly."})
+    ref_cache_dir: str | None = field(default=None, metadata={"help": "Reference log-prob cache (default "
+                                                                      "~/.cache/mlx-scdpo/reference)."})
+    iters: int | None = field(default=None, metadata={"help": "Optimizer steps (default: from --epochs)."})
+    epochs: float = field(default=1.0, metadata={"help": "Epochs, when --iters is not given."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per micro-batch."})
+    grad_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps with linear warmup."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_length: int = field(default=1024, metadata={"help": "Longest prompt + response (reference 1024)."})
+    max_prompt_length: int = field(default=512, metadata={"help": "Longest prompt, cut from the left (512)."})
+    grad_checkpoint: bool = field(default=False, metadata={"help": "Recompute activations (less memory)."})
+    steps_per_report: int = field(default=10, metadata={"help": "Steps between metric reports."})
+    steps_per_eval: int = field(default=100, metadata={"help": "Steps between validations (0: never)."})
+    val_batches: int = field(default=8, metadata={"help": "Validation batches (-1: all)."})
+    save_every: int = field(default=100, metadata={"help": "Steps between checkpoints."})
+    seed: int = field(default=0, metadata={"help": "Data order, LoRA init and dropout seed."})
+    resume: bool = field(default=False, metadata={"help": "Continue from ADAPTER_PATH/checkpoint."})
+    stop_after: int | None = field(default=None, metadata={"help": "Checkpoint and stop after this many steps of "
+                                                                   "this run (resume later with --resume)."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+
+# ---------------------------------------------------------------- model setup
+
+def _layers(model):
+    return model.layers if hasattr(model, "layers") else model.model.layers
+
+
+def adapter_config(args: TrainArgs) -> dict:
+    lora = {"rank": args.lora_rank, "scale": args.lora_scale, "dropout": args.lora_dropout}
+    if args.lora_keys:
+        lora["keys"] = list(args.lora_keys)
+    return {"fine_tune_type": args.fine_tune_type, "num_layers": args.num_layers, "lora_parameters": lora}
+
+
+def add_adapters(model, args: TrainArgs) -> None:
+    """Freeze the model and add trainable adapters (or unfreeze the last layers)."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model.freeze()
+    n = len(_layers(model)) if args.num_layers == -1 else args.num_layers
+    if args.fine_tune_type == "full":
+        for layer in _layers(model)[-n:]:
+            layer.unfreeze()
+    elif args.fine_tune_type in ("lora", "dora"):
+        linear_to_lora_layers(model, n, adapter_config(args)["lora_parameters"],
+                              use_dora=args.fine_tune_type == "dora")
+    else:
+        raise UserError(f"--fine-tune-type {args.fine_tune_type}: choose lora, dora or full")
+
+
+def set_adapter_scale(model, scale: float | None, saved: dict | None = None) -> dict:
+    """Set every LoRA/DoRA layer's scale (0 switches adapters off); returns the old scales."""
+    saved = saved if saved is not None else {}
+    for name, module in model.named_modules():
+        if hasattr(module, "lora_a") and hasattr(module, "scale"):
+            if scale is None:
+                module.scale = saved[name]
+            else:
+                saved.setdefault(name, module.scale)
+                module.scale = scale
+    return saved
+
+
+# ---------------------------------------------------------------- reference log-probs
+
+def _fingerprint(args: TrainArgs, pairs: list[TokenizedPair]) -> str:
+    h = hashlib.sha256()
+    model_path = Path(args.model)
+    h.update(args.model.encode())
+    if model_path.is_dir():
+        for f in sorted(model_path.glob("*.safetensors")) + [model_path / "config.json"]:
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for p in pairs:
+        h.update(np.asarray(p.prompt + [-1] + p.chosen + [-2] + p.rejected, dtype=np.int64).tobytes())
+    return h.hexdigest()[:24]
+
+
+def compute_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int) -> np.ndarray:
+    """(N, 2) summed response log-probs (chosen, rejected) of ``model`` for every pair."""
+    out = np.zeros((len(pairs), 2), dtype=np.float32)
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        arrays = {k: mx.array(v) for k, v in sequence_arrays([pairs[i] for i in idx], pad_id).items()}
+        pc, pr, _, _ = pair_logps(model, arrays)
+        mx.eval(pc, pr)
+        out[idx, 0], out[idx, 1] = np.array(pc), np.array(pr)
+    return out
+
+
+def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: int) -> np.ndarray:
+    """Cached reference log-probs of the frozen base model."""
+    cache_dir = Path(args.ref_cache_dir or Path.home() / ".cache" / "mlx-scdpo" / "reference")
+    path = cache_dir / f"{_fingerprint(args, pairs)}.npy"
+    if path.is_file():
+        return np.load(path)
+    logps = compute_logps(model, pairs, args.batch_size, pad_id)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, logps)
+    tmp.replace(path)
+    return logps
+
+
+# ---------------------------------------------------------------- training
+
+def make_batch(pairs, ref, idx, batch_size, pad_id) -> dict:
+    arrays = sequence_arrays([pairs[i] for i in idx], pad_id)
+    weight = np.ones(len(idx), dtype=np.float32)
+    if len(idx) < batch_size:  # pad to a fixed batch size: one compiled shape per length
+        extra = batch_size - len(idx)
+        arrays = sequence_arrays([pairs[i] for i in idx] + [pairs[idx[0]]] * extra, pad_id)
+        weight = np.concatenate([weight, np.zeros(extra, dtype=np.float32)])
+        idx = list(idx) + [idx[0]] * extra
+    batch = {k: mx.array(v) for k, v in arrays.items()}
+    batch["weight"] = mx.array(weight)
+    if ref is not None:
+        batch["ref_chosen"] = mx.array(ref[idx, 0])
+        batch["ref_rejected"] = mx.array(ref[idx, 1])
+    return batch
+
+
+def lr_schedule(args: TrainArgs, total_steps: int):
+    warmup = int(round(args.warmup_ratio * total_steps))
+    cosine = optim.cosine_decay(args.learning_rate, max(total_steps - warmup, 1), 0.0)
+    if warmup == 0:
+        return cosine
+    return optim.join_schedules([optim.linear_schedule(0.0, args.learning_rate, warmup), cosine], [warmup])
+
+
+def _save_adapters(model, args: TrainArgs, out: Path) -> None:
+    weights = dict(tree_flatten(model.trainable_parameters()))
+    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
+    config = {**adapter_config(args), "model": args.model, "train_args": asdict(args)}
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+
+
+def save_checkpoint(model, optimizer, args: TrainArgs, step: int, data_pos: dict) -> None:
+    out = Path(args.adapter_path)
+    ckpt = out / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    _save_adapters(model, args, out)
+    mx.save_safetensors(str(ckpt / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+    mx.save_safetensors(str(ckpt / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+    (ckpt / "state.json").write_text(json.dumps({"step": step, **data_pos}))
+
+
+def load_checkpoint(model, optimizer, args: TrainArgs) -> tuple[int, dict]:
+    ckpt = Path(args.adapter_path) / "checkpoint"
+    if not (ckpt / "state.json").is_file():
+        raise UserError(f"{ckpt}: no checkpoint to resume from")
+    model.load_weights(list(mx.load(str(ckpt / "adapters.safetensors")).items()), strict=False)
+    optimizer.state = tree_unflatten(list(mx.load(str(ckpt / "optimizer.safetensors")).items()))
+    state = json.loads((ckpt / "state.json").read_text())
+    return state.pop("step"), state
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def evaluate(model, pairs, ref, args: TrainArgs, pad_id: int, on_the_fly: bool) -> dict:
+    batches = bucketed_batches([p.length for p in pairs], args.batch_size, args.seed, 0)
+    if args.val_batches != -1:
+        batches = batches[: args.val_batches]
+    sums: dict[str, float] = {}
+    for idx in batches:
+        batch = make_batch(pairs, ref, idx, args.batch_size, pad_id)
+        if on_the_fly:
+            _add_reference(model, batch)
+        loss, metrics = dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha)
+        for k, v in {"loss": loss, **metrics}.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+    return {f"eval/{k}": v / max(len(batches), 1) for k, v in sums.items()}
+
+
+def _add_reference(model, batch: dict) -> None:
+    saved = set_adapter_scale(model, 0.0)
+    rc, rr, _, _ = pair_logps(model, batch)
+    set_adapter_scale(model, None, saved)
+    batch["ref_chosen"], batch["ref_rejected"] = mx.stop_gradient(rc), mx.stop_gradient(rr)
+
+
+def run_train(args: TrainArgs) -> dict:
+    """Train; returns the last reported metrics."""
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    from mlx_scdpo.models import load_model
+
+    if args.loss_type not in LOSS_TYPES:
+        raise UserError(f"--loss-type {args.loss_type}: choose from {', '.join(LOSS_TYPES)}")
+    if args.reference not in ("precompute", "on-the-fly"):
+        raise UserError(f"--reference {args.reference}: choose precompute or on-the-fly")
+    if args.reference == "on-the-fly" and args.fine_tune_type == "full":
+        raise UserError("--reference on-the-fly needs adapters (lora/dora), not full fine-tuning")
+    train_rows, valid_rows = load_pairs(args.data)
+    model, tokenizer = load_model(args.model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
+    on_the_fly = args.reference == "on-the-fly"
+    ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id)
+    ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id)
+
+    mx.random.seed(args.seed)
+    add_adapters(model, args)
+    if args.grad_checkpoint:
+        grad_checkpoint(_layers(model)[0])
+    micro_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = args.iters or max(1, int(args.epochs * micro_per_epoch / args.grad_accumulation_steps))
+    optimizer = optim.AdamW(learning_rate=lr_schedule(args, total), weight_decay=args.weight_decay)
+    out = Path(args.adapter_path)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    step, data_pos = 0, {"epoch": 0, "batch": 0}
+    if args.resume:
+        optimizer.init(model.trainable_parameters())
+        step, data_pos = load_checkpoint(model, optimizer, args)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    (out / "train_config.json").write_text(json.dumps(asdict(args), indent=2))
+
+    def loss_fn(model, batch):
+        return dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha)
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def micro_step(batch, prev_grad, do_update):
+        (loss, metrics), grad = loss_and_grad(model, batch)
+        if prev_grad is not None:
+            grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+        if do_update:
+            if args.grad_accumulation_steps > 1:
+                grad = tree_map(lambda g: g / args.grad_accumulation_steps, grad)
+            optimizer.update(model, grad)
+            grad = None
+        return loss, metrics, grad
+
+    model.train()
+    bar = None
+    if args.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc="dpo", unit="step")
+    epoch, pos = data_pos["epoch"], data_pos["batch"]
+    batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
+    sums, n_reports, tokens, t0, last = {}, 0, 0, time.perf_counter(), {}
+    grad = None
+    mx.reset_peak_memory()
+    end = total if args.stop_after is None else min(total, step + args.stop_after)
+    while step < end:
+        # Dropout randomness is a function of (seed, step): a resumed run draws the same.
+        mx.random.seed(args.seed * 1_000_003 + step)
+        for micro in range(args.grad_accumulation_steps):
+            if pos >= len(batches):
+                epoch, pos = epoch + 1, 0
+                batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
+            batch = make_batch(train, ref_train, batches[pos], args.batch_size, pad_id)
+            pos += 1
+            if on_the_fly:
+                _add_reference(model, batch)
+            do_update = micro == args.grad_accumulation_steps - 1
+            loss, metrics, grad = micro_step(batch, grad, do_update)
+            mx.eval(state, loss, metrics, grad)
+            tokens += int(batch["mask"].sum().item())
+            for k, v in {"loss": loss, **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            n_reports += 1
+        step += 1
+        if bar is not None:
+            bar.update(1)
+        if step % args.steps_per_report == 0 or step == total:
+            elapsed = time.perf_counter() - t0
+            last = {"step": step, "epoch": epoch + pos / max(len(batches), 1),
+                    **{k: v / n_reports for k, v in sums.items()},
+                    "learning_rate": float(optimizer.learning_rate.item()),
+                    "tokens_per_second": tokens / max(elapsed, 1e-9), "peak_memory_gb": mx.get_peak_memory() / 1e9}
+            _log(metrics_path, last)
+            if bar is not None:
+                bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}",
+                                margin=f"{last['rewards/margins']:.3f}")
+            sums, n_reports, tokens, t0 = {}, 0, 0, time.perf_counter()
+        if valid and args.steps_per_eval and (step % args.steps_per_eval == 0 or step == total):
+            model.eval()
+            record = {"step": step, **evaluate(model, valid, ref_valid, args, pad_id, on_the_fly)}
+            model.train()
+            _log(metrics_path, record)
+            last.update(record)
+        if step % args.save_every == 0 or step == end:
+            save_checkpoint(model, optimizer, args, step, {"epoch": epoch, "batch": pos})
+    if bar is not None:
+        bar.close()
+    return last

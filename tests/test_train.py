@@ -1,0 +1,109 @@
+"""`mlx-scdpo train` on the tiny fixture model: learning, resume, formats other tools read."""
+
+import json
+import subprocess
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from mlx_lm import load
+
+from mlx_scdpo.cli import main
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pairs")
+    rows = []
+    for i in range(16):
+        a, b = i % 7 + 1, i % 5 + 2
+        rows.append({"prompt": f"Question: {a} + {b} = ?\nAnswer:", "chosen": f" {a + b}. The answer is {a + b}.",
+                     "rejected": f" {a + b + 3}. Sorry, it is wrong."})
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:12]))
+    (d / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[12:]))
+    return d
+
+
+def _train(tiny_model, pairs_dir, out, *extra):
+    args = ["train", "--model", str(tiny_model), "--data", str(pairs_dir), "--adapter-path", str(out),
+            "--batch-size", "4", "--learning-rate", "2e-3", "--num-layers", "2", "--lora-rank", "4",
+            "--steps-per-report", "1", "--steps-per-eval", "0", "--warmup-ratio", "0", "--ref-cache-dir",
+            str(out.parent / "refcache"), "--no-progress", *extra]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_raises_pair_accuracy_and_margins(tiny_model, pairs_dir, tmp_path):
+    metrics = _train(tiny_model, pairs_dir, tmp_path / "a", "--iters", "30", "--lora-scale", "10")
+    first, last = metrics[0], metrics[-1]
+    assert first["loss"] == pytest.approx(np.log(2), abs=0.02)  # policy == reference at step 1
+    assert last["rewards/margins"] > first["rewards/margins"] + 0.5
+    assert last["rewards/accuracies"] == 1.0
+    for key in ("rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "learning_rate",
+                "tokens_per_second", "peak_memory_gb"):
+        assert key in last
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["fine_tune_type"] == "lora" and config["lora_parameters"]["rank"] == 4
+
+
+def test_two_steps_resume_two_steps_equals_four_straight(tiny_model, pairs_dir, tmp_path):
+    common = ("--iters", "4", "--lora-dropout", "0.1", "--save-every", "100")
+    _train(tiny_model, pairs_dir, tmp_path / "straight", *common)
+    _train(tiny_model, pairs_dir, tmp_path / "resumed", *common, "--stop-after", "2")
+    _train(tiny_model, pairs_dir, tmp_path / "resumed", *common, "--resume")
+    a = mx.load(str(tmp_path / "straight" / "adapters.safetensors"))
+    b = mx.load(str(tmp_path / "resumed" / "adapters.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(np.array(a[k]), np.array(b[k]), rtol=1e-5, atol=1e-6)
+    steps = [m["step"] for m in map(json.loads, (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines())]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_on_the_fly_reference_matches_precomputed(tiny_model, pairs_dir, tmp_path):
+    pre = _train(tiny_model, pairs_dir, tmp_path / "pre", "--iters", "2")
+    fly = _train(tiny_model, pairs_dir, tmp_path / "fly", "--iters", "2", "--reference", "on-the-fly")
+    for key in ("loss", "rewards/margins", "logps/chosen"):
+        assert fly[-1][key] == pytest.approx(pre[-1][key], rel=1e-3, abs=1e-4)
+    assert list((tmp_path / "refcache").glob("*.npy"))  # the reference log-probs were cached
+
+
+def test_adapters_work_with_mlx_lm_load_generate_and_fuse(tiny_model, pairs_dir, tmp_path):
+    _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "3")
+    model, tok = load(str(tiny_model), adapter_path=str(tmp_path / "ad"))
+    out = subprocess.run([sys.executable, "-m", "mlx_lm", "generate", "--model", str(tiny_model), "--adapter-path",
+                          str(tmp_path / "ad"), "--prompt", "Question: 1 + 2 = ?", "--max-tokens", "3"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "mlx_lm", "fuse", "--model", str(tiny_model), "--adapter-path",
+                          str(tmp_path / "ad"), "--save-path", str(tmp_path / "fused")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    fused, _ = load(str(tmp_path / "fused"))
+    x = mx.array([[1, 5, 9, 11]])
+    np.testing.assert_allclose(np.array(model(x)), np.array(fused(x)), rtol=1e-3, atol=1e-3)
+
+
+def test_export_peft(tiny_model, pairs_dir, tmp_path):
+    _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "2", "--lora-scale", "8")
+    res = CliRunner().invoke(main, ["export", "--adapter-path", str(tmp_path / "ad"), "--peft", str(tmp_path / "peft")])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["lora_alpha"] == 32
+    assert set(cfg["target_modules"]) >= {"q_proj", "v_proj"}
+    mlx_w = mx.load(str(tmp_path / "ad" / "adapters.safetensors"))
+    peft_w = mx.load(str(tmp_path / "peft" / "adapter_model.safetensors"))
+    name = next(k for k in mlx_w if k.endswith("q_proj.lora_a"))[: -len(".lora_a")]
+    a, b = np.array(mlx_w[name + ".lora_a"]), np.array(mlx_w[name + ".lora_b"])
+    pa = np.array(peft_w[f"base_model.model.{name}.lora_A.weight"])
+    pb = np.array(peft_w[f"base_model.model.{name}.lora_B.weight"])
+    # The weight update of both conventions is the same matrix (out x in).
+    np.testing.assert_allclose((8 * a @ b).T, (cfg["lora_alpha"] / cfg["r"]) * pb @ pa, rtol=1e-5, atol=1e-7)
+
+
+def test_bad_pairs_file_exits_2(tiny_model, tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a", "chosen": "b"}\n')
+    res = CliRunner().invoke(main, ["train", "--model", str(tiny_model), "--data", str(tmp_path / "p.jsonl")])
+    assert res.exit_code == 2 and "p.jsonl:1: field 'rejected' is missing" in res.output
