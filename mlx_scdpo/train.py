@@ -244,8 +244,8 @@ def _add_reference(model, batch: dict) -> None:
     batch["ref_chosen"], batch["ref_rejected"] = mx.stop_gradient(rc), mx.stop_gradient(rr)
 
 
-def run_train(args: TrainArgs) -> dict:
-    """Train; returns the last reported metrics."""
+def run_train(args: TrainArgs, on_report=None) -> dict:
+    """Train; returns the last reported metrics. ``on_report(record)`` sees every report."""
     from mlx_lm.tuner.trainer import grad_checkpoint
 
     from mlx_scdpo.models import load_model
@@ -341,6 +341,8 @@ def run_train(args: TrainArgs) -> dict:
                     "learning_rate": float(optimizer.learning_rate.item()),
                     "tokens_per_second": tokens / max(elapsed, 1e-9), "peak_memory_gb": mx.get_peak_memory() / 1e9}
             _log(metrics_path, last)
+            if on_report is not None:
+                on_report(last)
             if bar is not None:
                 bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}",
                                 margin=f"{last['rewards/margins']:.3f}")
