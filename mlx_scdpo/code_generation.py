@@ -18,6 +18,7 @@ nothing is recomputed. Two schedules:
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -72,10 +73,13 @@ def generate_with_code(
     logits_processors: Callable[[int], list] | None = None,
     schedule: str = "continuous",
     on_token: Callable[[int], None] | None = None,
+    setup_code: Callable[[int], list[str]] | None = None,
 ) -> Iterator[CodeCompletion]:
     """Yield a ``CodeCompletion`` per prompt as it finishes (see module docstring).
 
     ``logits_processors(i)`` may give per-prompt processors (e.g. a temperature ramp).
+    ``setup_code(i)`` lists code blocks replayed in prompt i's sandbox before generation
+    (a step-controlled prefix's state is rebuilt this way).
     """
     if schedule not in ("continuous", "rounds"):
         raise ValueError(f"unknown schedule {schedule!r}")
@@ -83,6 +87,10 @@ def generate_with_code(
                          sampler=sampler, completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
     triggers = _close_triggers(tokenizer, fmt)
     sols = [_Solution(i, list(p), pool.sandbox()) for i, p in enumerate(prompts)]
+    if setup_code is not None:
+        for s in sols:
+            for code in setup_code(s.index):
+                s.sandbox.run(code)
     procs = [logits_processors(i) if logits_processors else None for i in range(len(sols))]
     by_uid: dict[int, _Solution] = {}
     for uid, s in zip(gen.insert([s.prompt for s in sols], [max_tokens] * len(sols),
@@ -154,3 +162,27 @@ def generate_with_code(
         for s in sols:
             s.sandbox.close()
         gen.close()
+
+
+@contextmanager
+def solution_stream(model, tokenizer, prompts, *, fmt, sampler, max_tokens, batch_size, max_rounds=8, timeout=6.0,
+                    logits_processors=None, caches=None, setup_code=None, stop_strings=(), schedule="continuous",
+                    on_token=None):
+    """Completions of ``prompts``: plain batched generation, or the sandboxed code loop when ``fmt``.
+
+    Yields an iterator of objects with ``index``, ``tokens``, ``text``, ``finish_reason``
+    (and ``gen_mask`` for code-integrated solutions).
+    """
+    if fmt is None:
+        from mlx_scdpo.generation import generate_batched
+
+        yield generate_batched(model, tokenizer, prompts, max_tokens=max_tokens, batch_size=batch_size,
+                               sampler=sampler, caches=caches, stop_strings=stop_strings, on_token=on_token,
+                               logits_processors=[logits_processors(i) for i in range(len(prompts))]
+                               if logits_processors else None)
+        return
+    with SandboxPool(size=min(batch_size, 8), timeout=timeout) as pool:
+        yield generate_with_code(model, tokenizer, prompts, pool, fmt=fmt, max_tokens=max_tokens,
+                                 max_rounds=max_rounds, batch_size=batch_size, sampler=sampler,
+                                 logits_processors=logits_processors, setup_code=setup_code, schedule=schedule,
+                                 on_token=on_token)

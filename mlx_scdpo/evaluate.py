@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,27 +53,10 @@ def _run_key(args: EvalArgs, prompt_hash: str) -> dict:
 STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
 
 
-@contextmanager
-def _completions(model, tokenizer, prompts, args: EvalArgs, fmt, on_token):
-    """A stream of completions: plain batched generation, or the code loop with a sandbox pool."""
-    if fmt is None:
-        from mlx_scdpo.generation import generate_batched
-
-        yield generate_batched(model, tokenizer, prompts, max_tokens=args.max_tokens, batch_size=args.batch_size,
-                               stop_strings=STOP_STRINGS, on_token=on_token)
-        return
-    from mlx_scdpo.code_generation import generate_with_code
-    from mlx_scdpo.sandbox import SandboxPool
-
-    with SandboxPool(size=min(args.batch_size, 8), timeout=args.timeout) as pool:
-        yield generate_with_code(model, tokenizer, prompts, pool, fmt=fmt, max_tokens=args.max_tokens,
-                                 max_rounds=args.max_rounds, batch_size=args.batch_size, schedule=args.schedule,
-                                 on_token=on_token)
-
-
 def run_eval(args: EvalArgs):
     """Generate (resuming), grade and report; returns (metrics, results_path, samples_path)."""
     from eval.blocks import FORMATS
+    from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model
     from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash
 
@@ -118,9 +100,12 @@ def run_eval(args: EvalArgs):
     def on_token(n):
         stats["tokens"] += n
 
-    with open(gen_path, "a", encoding="utf-8") as f, _completions(model, tokenizer, [built[i][0] for i in todo],
-                                                                   args, fmt, on_token) as stream:
-        for c in stream:
+    stream = solution_stream(model, tokenizer, [built[i][0] for i in todo], fmt=fmt, sampler=None,
+                             max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_rounds,
+                             timeout=args.timeout, stop_strings=STOP_STRINGS, schedule=args.schedule,
+                             on_token=on_token)
+    with open(gen_path, "a", encoding="utf-8") as f, stream as completions:
+        for c in completions:
             p = problems[todo[c.index]]
             row = {"doc_id": p.doc_id, "prompt": built[todo[c.index]][1], "response": c.text, "target": p.gold,
                    "subject": p.subject, "level": p.level, "num_tokens": len(c.tokens),

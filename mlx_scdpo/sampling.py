@@ -51,6 +51,10 @@ class SampleArgs:
     chat_template: bool | None = field(default=None, metadata={"help": "Chat prompt (default: if any)."})
     num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (same seed, same samples)."})
+    solution_format: str = field(default="cot", metadata={"help": "cot or code (code-integrated, sandboxed)."})
+    block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown or mathcoder."})
+    max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
+    timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference 6)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -75,7 +79,7 @@ class ProblemState:
     def count(self, correct: bool) -> int:
         return sum(1 for s in self.samples if s["correct"] == correct)
 
-    def add(self, text: str, ids: list[int], grade: dict, finish_reason: str) -> None:
+    def add(self, text: str, ids: list[int], grade: dict, finish_reason: str, gen_mask: list[int] | None = None) -> None:
         self.n_sampled += 1
         key = normalize_for_dedup(text)
         if key in self.seen:
@@ -83,8 +87,11 @@ class ProblemState:
         if grade["correct"] and not usable_correct(text):
             return
         self.seen.add(key)
-        self.samples.append({"text": text, "ids": ids, "extracted": grade["extracted"], "correct": grade["correct"],
-                             "finish_reason": finish_reason})
+        sample = {"text": text, "ids": ids, "extracted": grade["extracted"], "correct": grade["correct"],
+                  "finish_reason": finish_reason}
+        if gen_mask is not None:  # 0 marks execution-output tokens (inserted, not generated)
+            sample["gen_mask"] = gen_mask
+        self.samples.append(sample)
 
     def is_done(self, args: SampleArgs) -> bool:
         enough = self.count(True) >= args.min_correct and self.count(False) >= args.min_wrong
@@ -109,13 +116,19 @@ def naive_pairs(record: dict, n_wrong: int) -> list[dict]:
 
 def run_sample(args: SampleArgs) -> dict:
     """Sample, grade, write solutions and naive pairs; returns counts."""
-    from mlx_scdpo.generation import generate_batched
+    from eval.blocks import FORMATS
+    from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model
     from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots
     from mlx_scdpo.ramp import SeededSampler
 
     if args.task not in ("gsm8k", "math"):
         raise UserError(f"--task {args.task}: sampling supports gsm8k and math")
+    if args.solution_format not in ("cot", "code") or args.block_format not in FORMATS:
+        raise UserError(f"--solution-format {args.solution_format} / --block-format {args.block_format}: "
+                        f"choose cot or code / {' or '.join(FORMATS)}")
+    fmt = FORMATS[args.block_format] if args.solution_format == "code" else None
+    grade_format = fmt.name if fmt else "cot"
     problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, split=args.split,
                              limit=args.limit)
     if not problems:
@@ -127,7 +140,7 @@ def run_sample(args: SampleArgs) -> dict:
     todo = [p for p in problems if problem_id(args.task, p) not in done]
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
-    shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat)
+    shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat, fmt is not None)
     n_wrong = args.naive_wrong if args.naive_wrong is not None else (1 if args.task == "gsm8k" else 2)
     (out / "sample_config.json").write_text(json.dumps(asdict(args), indent=2))
 
@@ -142,7 +155,7 @@ def run_sample(args: SampleArgs) -> dict:
             chunk = todo[start:start + args.problems_per_batch]
             states = []
             for p in chunk:
-                ids, text = build_prompt_tokens(tokenizer, args.task, p.question, shots, chat)
+                ids, text = build_prompt_tokens(tokenizer, args.task, p.question, shots, chat, fmt)
                 states.append(ProblemState(p, ids, text))
             round_ = 0
             while True:
@@ -155,17 +168,20 @@ def run_sample(args: SampleArgs) -> dict:
                     requests += [s] * n
                 # One seed per (problem batch, round): reproducible, and distinct across rounds.
                 sampler = SeededSampler(hash((args.seed, chunk[0].doc_id, round_)) % (2**31), args.temperature)
-                for c in generate_batched(model, tokenizer, [s.prompt_ids for s in requests],
-                                          max_tokens=args.max_tokens, batch_size=args.batch_size, sampler=sampler):
-                    s = requests[c.index]
-                    grade = grade_sample(args.task, c.text, s.problem.gold)
-                    s.add(c.text, c.tokens, grade, c.finish_reason)
-                    counts["samples"] += 1
+                with solution_stream(model, tokenizer, [s.prompt_ids for s in requests], fmt=fmt, sampler=sampler,
+                                     max_tokens=args.max_tokens, batch_size=args.batch_size,
+                                     max_rounds=args.max_rounds, timeout=args.timeout) as stream:
+                    for c in stream:
+                        s = requests[c.index]
+                        grade = grade_sample(args.task, c.text, s.problem.gold, grade_format)
+                        s.add(c.text, c.tokens, grade, c.finish_reason, getattr(c, "gen_mask", None))
+                        counts["samples"] += 1
                 round_ += 1
             for s in states:
                 record = {"problem_id": problem_id(args.task, s.problem), "task": args.task,
                           "question": s.problem.question, "gold": s.problem.gold, "prompt": s.prompt_text,
                           "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
+                          "solution_format": args.solution_format, "block_format": fmt.name if fmt else None,
                           "samples": s.samples}
                 fs.write(json.dumps(record, ensure_ascii=False) + "\n")
                 counts["problems"] += 1

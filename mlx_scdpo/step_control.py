@@ -2,9 +2,12 @@
 
 For each problem in ``solutions.jsonl`` (from ``mlx-scdpo sample``), take its first
 correct solution (or up to ``solutions_per_problem``), split it into steps
-(``mlx_scdpo.steps``), and for each eligible prefix length k (all, or a seeded random
-subset of ``prefixes_per_solution``) keep the first k steps and sample a continuation
-whose i-th generated step runs at ``min(T0 + i * dT, Tmax)``.
+(``mlx_scdpo.steps``: lines or paragraphs for chain-of-thought, blocks for code-integrated
+solutions), and for each eligible prefix length k (all, or a seeded random subset of
+``prefixes_per_solution``) keep the first k steps and sample a continuation whose i-th
+generated step runs at ``min(T0 + i * dT, Tmax)``. Code-integrated continuations run
+through the sandboxed code loop; the kept code blocks are replayed first so the
+sandbox holds the prefix's variables, and execution outputs never count as steps.
 
 Rounds: a continuation that still reaches the right answer re-queues its prefix for the
 next round (up to ``rounds``); the first wrong (or answer-less) continuation that passes
@@ -12,8 +15,8 @@ the noise filter becomes the rejected side of a pair and retires the prefix. Onc
 problem has ``max_pairs_per_problem`` pairs (reference intent: 2 GSM8K, 3 MATH) its other
 prefixes retire.
 
-The prompt + prefix is prefilled once per prefix; its KV cache is copied into every
-round's continuation. Prefix token ids are the solution's own ids up to the step
+For chain-of-thought, the prompt + prefix is prefilled once per prefix; its KV cache is
+copied into every round's continuation. Prefix token ids are the solution's own ids up to the step
 boundary; a boundary that falls inside a token is skipped (counted in the summary).
 
 Output, one line per retired prefix, appended (resumable by ``prefix_id``):
@@ -52,8 +55,23 @@ class StepControlArgs:
     max_step_chars: int = field(default=3000, metadata={"help": "Noise filter: longest step."})
     max_tokens: int = field(default=512, metadata={"help": "Most new tokens per continuation."})
     batch_size: int = field(default=64, metadata={"help": "Sequences decoded together."})
+    max_code_rounds: int = field(default=8, metadata={"help": "Code executions per continuation (code format)."})
+    timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (code format)."})
     seed: int = field(default=0, metadata={"help": "Seed for prefixes and sampling."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+
+def record_format(record: dict):
+    """The block format of a problem's solutions (None for chain-of-thought)."""
+    from eval.blocks import FORMATS
+
+    if record.get("solution_format", "cot") == "code":
+        return FORMATS[record.get("block_format") or "markdown"]
+    return None
+
+
+def solution_steps(text: str, fmt, unit: str) -> Steps:
+    return split_steps(text, "code", fmt) if fmt is not None else split_steps(text, "cot", unit=unit)
 
 
 @dataclass
@@ -65,8 +83,18 @@ class Prefix:
     steps: Steps
     prefix_text: str
     n_prefix_tokens: int
+    fmt: object = None
     cache: object = None
     rounds_done: int = 0
+
+    @property
+    def code_blocks(self) -> list[str]:
+        """Code of the kept steps, replayed to rebuild the sandbox state."""
+        from eval.blocks import parse
+
+        if self.fmt is None:
+            return []
+        return [b.content for b in parse(self.prefix_text, self.fmt) if b.kind == "code"]
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -93,8 +121,9 @@ def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: d
         correct = [s for s in rec["samples"] if s["correct"]][: args.solutions_per_problem]
         if correct:
             stats["problems"] += 1
+        fmt = record_format(rec)
         for si, sol in enumerate(correct):
-            steps = split_steps(sol["text"], "cot", unit=args.step_unit)
+            steps = solution_steps(sol["text"], fmt, args.step_unit)
             ks = eligible_prefix_lengths(steps)
             if args.prefixes_per_solution is not None and len(ks) > args.prefixes_per_solution:
                 ks = sorted(rng.sample(ks, args.prefixes_per_solution))
@@ -107,13 +136,14 @@ def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: d
                 if t is None:
                     stats["split_token"] += 1
                     continue
-                prefixes.append(Prefix(pid, rec, sol, k, steps, prefix_text, t))
+                prefixes.append(Prefix(pid, rec, sol, k, steps, prefix_text, t, fmt))
     return prefixes, stats
 
 
 def run_step_control(args: StepControlArgs) -> dict:
     """Sample erring continuations in rounds; write outcomes and pairs; return counts."""
-    from mlx_scdpo.generation import generate_batched, prefill_cache
+    from mlx_scdpo.code_generation import solution_stream
+    from mlx_scdpo.generation import prefill_cache
     from mlx_scdpo.models import load_model
     from mlx_scdpo.ramp import SeededSampler, StepTemperatureProcessor, boundary_mask
     from mlx_scdpo.steps import boundary_chars
@@ -142,7 +172,14 @@ def run_step_control(args: StepControlArgs) -> dict:
     def cap(problem: str) -> int:
         return args.max_pairs_per_problem or cap_default.get(task_of[problem], 3)
 
-    mask = boundary_mask(tokenizer, boundary_chars("cot"))
+    masks = {}
+
+    def mask_for(fmt):
+        key = fmt.name if fmt else "cot"
+        if key not in masks:
+            masks[key] = boundary_mask(tokenizer, boundary_chars("code" if fmt else "cot", fmt))
+        return masks[key]
+
     bar = None
     if args.progress and prefixes:
         from tqdm import tqdm
@@ -170,29 +207,38 @@ def run_step_control(args: StepControlArgs) -> dict:
             active = still
             if not active:
                 break
-            for p in active:
-                if p.cache is None:
-                    p.cache = prefill_cache(model, p.prompt_ids)
-            sampler = SeededSampler(hash((args.seed, round_)) % (2**31), 1.0)
-            procs = [[StepTemperatureProcessor(mask, args.t0, args.dt, args.tmax)] for _ in active]
             results = {}
-            for c in generate_batched(model, tokenizer, [p.prompt_ids for p in active], max_tokens=args.max_tokens,
-                                      batch_size=args.batch_size, sampler=sampler, logits_processors=procs,
-                                      caches=[p.cache for p in active]):
-                results[c.index] = c
+            for fmt in {p.fmt for p in active}:
+                group = [p for p in active if p.fmt is fmt]
+                if fmt is None:  # chain-of-thought: reuse each prefix's prefilled KV cache
+                    for p in group:
+                        if p.cache is None:
+                            p.cache = prefill_cache(model, p.prompt_ids)
+                sampler = SeededSampler(hash((args.seed, round_, fmt.name if fmt else "cot")) % (2**31), 1.0)
+                mask = mask_for(fmt)
+                with solution_stream(
+                        model, tokenizer, [p.prompt_ids for p in group], fmt=fmt, sampler=sampler,
+                        max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_code_rounds,
+                        timeout=args.timeout, caches=[p.cache for p in group] if fmt is None else None,
+                        logits_processors=lambda i: [StepTemperatureProcessor(mask, args.t0, args.dt, args.tmax)],
+                        setup_code=lambda i: group[i].code_blocks) as stream:
+                    for c in stream:
+                        results[group[c.index].prefix_id] = c
             still = []
-            for i, p in enumerate(active):
-                c = results[i]
+            for p in active:
+                c = results[p.prefix_id]
                 p.rounds_done = round_
-                grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"])
-                steps = split_steps(p.prefix_text + c.text, "cot", unit=args.step_unit)
+                grade_format = p.fmt.name if p.fmt else "cot"
+                grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format)
+                steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
                 problem = p.record["problem_id"]
-                if grade["correct"] or is_noisy(steps, None, args.max_steps, args.max_step_chars) \
+                if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
                         or pairs_of.get(problem, 0) >= cap(problem):
                     still.append(p)  # right (or unusable): try this prefix again next round
                     continue
-                temps = step_temperatures([tokenizer.decode([t]) for t in c.tokens], "cot", None,
-                                          args.t0, args.dt, args.tmax)
+                generated = [t for t, m in zip(c.tokens, getattr(c, "gen_mask", None) or [1] * len(c.tokens)) if m]
+                temps = step_temperatures([tokenizer.decode([t]) for t in generated], "code" if p.fmt else "cot",
+                                          p.fmt, args.t0, args.dt, args.tmax)
                 pairs_of[problem] = pairs_of.get(problem, 0) + 1
                 retire(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
                                    "extracted": grade["extracted"], "finish_reason": c.finish_reason,
@@ -219,7 +265,7 @@ def step_control_pairs(records: list[dict], sc_path: Path, tokenizer, args: Step
             continue
         rec = by_id[row["problem_id"]]
         sol = [s for s in rec["samples"] if s["correct"]][int(row["solution_index"])]
-        steps = split_steps(sol["text"], "cot", unit=args.step_unit)
+        steps = solution_steps(sol["text"], record_format(rec), args.step_unit)
         prefix_text = "".join(steps.steps[: row["k"]])
         t = token_boundary(tokenizer, sol["ids"], sol["text"], len(prefix_text))
         chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:]}

@@ -75,3 +75,15 @@ def test_round_cap(model_and_tokenizer):
                                        logits_processors=lambda i: [forcing(transcript)]))
     assert c.finish_reason == "max_rounds" and c.executions == 1
     assert c.text.endswith("```python\ny + 1\n```")
+
+
+def test_setup_code_rebuilds_sandbox_state(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    pieces, outs = ["```python\nprint(y * 2)\n```", "\nSo \\boxed{10}."], ["10\n"]
+    prompt = tok.encode("Prefix kept:", add_special_tokens=False)
+    transcript = _script(tok, prompt, pieces, outs)
+    with SandboxPool(size=1, timeout=5.0) as pool:
+        (c,) = list(generate_with_code(model, tok, [prompt], pool, max_tokens=100,
+                                       logits_processors=lambda i: [forcing(transcript)],
+                                       setup_code=lambda i: ["y = 5"]))
+    assert "```output\n10\n```" in c.text

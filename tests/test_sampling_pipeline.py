@@ -111,3 +111,42 @@ def test_continuation_from_cached_prefix_equals_generation_from_scratch(tiny_mod
     assert run([cache] * 3) == scratch  # the shared cache was not modified by use
     greedy = lambda caches: list(generate_batched(model, tok, [prefix], max_tokens=24, caches=caches))[0].tokens  # noqa
     assert greedy([cache]) == greedy(None)
+
+
+def test_code_integrated_step_control(tiny_model, tmp_path):
+    _, tok = load(str(tiny_model))
+    text = ("First compute the product.\n```python\nx = 6 * 7\nprint(x)\n```\n```output\n42\n```\n"
+            "Now add one.\n```python\nprint(x + 1)\n```\n```output\n43\n```\nThe answer is \\boxed{43}.")
+    prompt = "Question: 6 * 7 + 1?\n"
+    rec = {"problem_id": "toy/code", "task": "gsm8k", "question": "Q", "gold": "43", "prompt": prompt,
+           "prompt_ids": tok.encode(prompt, add_special_tokens=False), "n_sampled": 1, "solution_format": "code",
+           "block_format": "markdown",
+           "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]}
+    (tmp_path / "solutions.jsonl").write_text(json.dumps(rec) + "\n")
+    from mlx_scdpo.step_control import Prefix, StepControlArgs, plan_prefixes
+
+    prefixes, _ = plan_prefixes([rec], tok, StepControlArgs(model="m", solutions="s", output_dir="o"), {})
+    # blocks: text, code, exec, text, code, exec, text -> prefix ends after text (1), exec (3), text (4)
+    assert [p.k for p in prefixes] == [1, 3, 4]
+    assert prefixes[1].code_blocks == ["x = 6 * 7\nprint(x)\n"]
+    res = CliRunner().invoke(main, ["step-control", "--model", str(tiny_model), "--solutions",
+                                    str(tmp_path / "solutions.jsonl"), "--output-dir", str(tmp_path / "sc"),
+                                    "--max-tokens", "16", "--rounds", "2", "--max-pairs-per-problem", "3"])
+    assert res.exit_code == 0, res.output
+    pairs = [json.loads(x) for x in (tmp_path / "sc" / "pairs_step_control.jsonl").read_text().splitlines()]
+    assert pairs and {p["k"] for p in pairs} <= {1, 3, 4}
+    for p in pairs:
+        assert p["prompt"] + p["chosen"] == prompt + text
+        assert p["prompt_ids"] + p["chosen_ids"] == rec["prompt_ids"] + rec["samples"][0]["ids"]
+
+
+def test_sample_code_format(tiny_model, tmp_path):
+    args = ["sample", "--model", str(tiny_model), "--data-files", str(_problems(tmp_path, 2)), "--output-dir",
+            str(tmp_path / "o"), "--samples-per-round", "2", "--budget", "2", "--max-tokens", "8",
+            "--solution-format", "code"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in (tmp_path / "o" / "solutions.jsonl").read_text().splitlines()]
+    assert recs[0]["solution_format"] == "code" and recs[0]["block_format"] == "markdown"
+    assert "integrate natural language reasoning with programs" in recs[0]["prompt"]
+    assert all(len(s["gen_mask"]) == len(s["ids"]) for r in recs for s in r["samples"])
