@@ -1,0 +1,146 @@
+"""Train the toy world's SFT model from scratch (the embedded default model of ``quickstart``).
+
+A Qwen2-shaped model (hidden 128, 4 layers, MLP 384, 4 heads, tied embeddings: ~0.8M
+parameters) with a character-level tokenizer, trained on toy solutions with the loss on
+solution tokens only, AdamW with warmup + cosine decay, one schedule (re-warming on
+resume cost accuracy in the feasibility trial). Greedy test accuracy is measured during
+training; the target band is 30-70% (room for preference learning). Rebuild with
+``python scripts/train_toy_model.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten
+
+from mlx_scdpo.toyworld import CHARSET, CHAT_TEMPLATE, SPECIAL, make_splits
+
+ASSET_DIR = Path(__file__).parent / "assets" / "toy_model"
+
+
+@dataclass
+class ToySFTArgs:
+    out_dir: str = str(ASSET_DIR)
+    minutes: float = 30.0
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    warmup_steps: int = 200
+    steps: int = 6000  # schedule length; training stops at ``minutes`` or ``steps``
+    n_train: int = 50000
+    n_eval: int = 256
+    eval_every: int = 500
+    seed: int = 0
+
+
+MODEL_CONFIG = dict(model_type="qwen2", hidden_size=128, num_hidden_layers=4, intermediate_size=384,
+                    num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-6, rope_theta=10000.0,
+                    max_position_embeddings=1024, tie_word_embeddings=True, torch_dtype="float32")
+
+
+def write_tokenizer(out: Path) -> dict:
+    """A character-level tokenizer (every digit its own token) as a normal tokenizer.json."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + CHARSET)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one token per character
+    tok.add_special_tokens(SPECIAL)
+    tok.decoder = decoders.Fuse()
+    tok.save(str(out / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+              "bos_token": None, "unk_token": None, "chat_template": CHAT_TEMPLATE, "model_max_length": 1024,
+              "clean_up_tokenization_spaces": False}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return vocab
+
+
+def encode_example(vocab: dict, question: str, solution: str) -> tuple[list[int], int]:
+    """Token ids of ``Q: question\\n`` + solution + EOS, and the prompt length."""
+    prompt = [vocab[c] for c in f"Q: {question}\n"]
+    body = [vocab[c] for c in solution] + [vocab["<|im_end|>"]]
+    return prompt + body, len(prompt)
+
+
+def greedy_accuracy(model, tokenizer, problems, max_tokens: int = 96) -> float:
+    from eval import is_equivalent
+    from eval.extract import extract_answer
+    from mlx_scdpo.generation import generate_batched
+
+    prompts = [tokenizer.encode(f"Q: {p.question}\n", add_special_tokens=False) for p in problems]
+    right = 0
+    for c in generate_batched(model, tokenizer, prompts, max_tokens=max_tokens, batch_size=128):
+        right += is_equivalent(extract_answer(c.text, "gsm8k"), str(problems[c.index].answer), "gsm8k")
+    return right / len(problems)
+
+
+def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
+    from mlx_lm import load
+    from mlx_lm.models import qwen2
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_tokenizer(out)
+    config = {**MODEL_CONFIG, "vocab_size": len(vocab), "eos_token_id": vocab["<|im_end|>"]}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    mx.random.seed(args.seed)
+    model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    _, tokenizer = load(str(out))
+    train, test = make_splits(args.n_train, args.n_eval, seed=args.seed)
+    examples = [encode_example(vocab, p.question, p.solution()) for p in train]
+
+    warm = optim.linear_schedule(0.0, args.learning_rate, args.warmup_steps)
+    cos = optim.cosine_decay(args.learning_rate, args.steps - args.warmup_steps, args.learning_rate * 0.05)
+    optimizer = optim.AdamW(learning_rate=optim.join_schedules([warm, cos], [args.warmup_steps]), weight_decay=0.01)
+
+    def loss_fn(model, inputs, targets, mask):
+        logits = model(inputs)
+        ce = nn.losses.cross_entropy(logits, targets, reduction="none") * mask
+        return ce.sum() / mask.sum()
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    state = [model.state, optimizer.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(inputs, targets, mask):
+        loss, grads = loss_and_grad(model, inputs, targets, mask)
+        optimizer.update(model, grads)
+        return loss
+
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    best, history, it = -1.0, [], 0
+    while it < args.steps and time.perf_counter() - t0 < args.minutes * 60:
+        idx = rng.integers(0, len(examples), args.batch_size)
+        batch = [examples[i] for i in idx]
+        length = max(len(s) for s, _ in batch) - 1
+        inputs = np.zeros((len(batch), length), np.int32)
+        targets = np.zeros((len(batch), length), np.int32)
+        mask = np.zeros((len(batch), length), np.float32)
+        for r, (seq, plen) in enumerate(batch):
+            inputs[r, : len(seq) - 1] = seq[:-1]
+            targets[r, : len(seq) - 1] = seq[1:]
+            mask[r, plen - 1 : len(seq) - 1] = 1
+        loss = step(mx.array(inputs), mx.array(targets), mx.array(mask))
+        mx.eval(state, loss)
+        it += 1
+        if it % args.eval_every == 0:
+            acc = greedy_accuracy(model, tokenizer, test)
+            minutes = (time.perf_counter() - t0) / 60
+            history.append({"step": it, "minutes": round(minutes, 2), "loss": loss.item(), "test_accuracy": acc})
+            log(json.dumps(history[-1]))
+            if acc > best:
+                best = acc
+                mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())),
+                                    metadata={"format": "mlx"})
+    (out / "training_log.json").write_text(json.dumps({"args": vars(args), "history": history}, indent=2))
+    return {"best_accuracy": best, "steps": it, "history": history}
