@@ -12,6 +12,7 @@ from mlx_scdpo.config import build_args, dataclass_options
 from mlx_scdpo.pairs import build_pairs
 from mlx_scdpo.sampling import SampleArgs, run_sample
 from mlx_scdpo.step_control import StepControlArgs, run_step_control
+from mlx_scdpo.quickstart import QuickstartArgs
 from mlx_scdpo.train import TrainArgs
 
 
@@ -114,6 +115,60 @@ def export_command(adapter_path, peft_dir, base_model):
     except UserError as e:
         fail(e)
     click.echo(f"wrote {n} LoRA modules to {peft_dir}")
+
+
+@main.command("quickstart")
+@dataclass_options(QuickstartArgs)
+def quickstart_command(**kwargs):
+    """The whole method offline on the toy world: sample, pairs, DPO + SCDPO, eval, report."""
+    from mlx_scdpo.quickstart import format_table, run_quickstart
+
+    _run(QuickstartArgs, run_quickstart, kwargs, lambda a, r: (
+        f"{format_table(r)}\nwrote {a.output_dir}/report.html"))
+
+
+@main.command("credit")
+@click.option("--model", required=True, help="Base model (the reference).")
+@click.option("--adapter-path", required=True, help="LoRA adapters (the policy).")
+@click.option("--pairs", "pairs_file", required=True, help="Pairs JSONL with token ids (from mlx-scdpo).")
+@click.option("--beta", type=float, default=0.1, show_default=True)
+@click.option("--limit", type=int, default=8, show_default=True, help="Pairs to show.")
+@click.option("--html", "html_out", default=None, help="Write an HTML heatmap here.")
+def credit_command(model, adapter_path, pairs_file, beta, limit, html_out):
+    """Per-token implicit rewards beta*(log pi - log ref) of chosen and rejected, as colour."""
+    from pathlib import Path
+
+    from mlx_scdpo.credit import credit_report, to_html, to_terminal
+    from mlx_scdpo.jsonl import read_finished
+    from mlx_scdpo.models import load_model
+
+    try:
+        if not Path(pairs_file).is_file():
+            raise UserError(f"{pairs_file}: no such file")
+        pairs = read_finished(pairs_file, None)[:limit]
+        for i, p in enumerate(pairs, 1):
+            for f in ("prompt_ids", "chosen_ids", "rejected_ids"):
+                if f not in p:
+                    raise UserError(f"{pairs_file}:{i}: field '{f}' is missing (pairs need token ids)")
+        mdl, tok = load_model(model, adapter_path)
+        rep = credit_report(mdl, tok, pairs, beta)
+    except UserError as e:
+        fail(e)
+    blocks = []
+    for pair, chosen, rejected, share in rep["pairs"]:
+        click.echo(f"--- {pair.get('problem_id', '')} ({pair.get('source', '')}, k={pair.get('k', '')})")
+        click.echo("chosen:   " + to_terminal(chosen))
+        click.echo("rejected: " + to_terminal(rejected))
+        if share is not None:
+            click.echo(f"share of negative reward on/after the first wrong step: {share:.2f}")
+        blocks.append(to_html([("chosen", chosen), ("rejected", rejected)], title=str(pair.get("problem_id", ""))))
+    if rep["mean_negative_share_after_error"] is not None:
+        click.echo(f"mean share on/after the first wrong step: {rep['mean_negative_share_after_error']:.3f} "
+                   f"({rep['n_measured']} pairs)")
+    if html_out:
+        Path(html_out).write_text("<!doctype html><meta charset='utf-8'><body style='font-family:sans-serif'>"
+                                  + "".join(blocks) + "</body>")
+        click.echo(f"wrote {html_out}")
 
 
 @main.command("build-pairs")

@@ -107,3 +107,23 @@ def test_bad_pairs_file_exits_2(tiny_model, tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "a", "chosen": "b"}\n')
     res = CliRunner().invoke(main, ["train", "--model", str(tiny_model), "--data", str(tmp_path / "p.jsonl")])
     assert res.exit_code == 2 and "p.jsonl:1: field 'rejected' is missing" in res.output
+
+
+def test_credit_rewards_are_zero_before_training_and_cli_renders(tiny_model, pairs_dir, tmp_path):
+    from mlx_scdpo.credit import response_rewards
+    from mlx_scdpo.train import TrainArgs, add_adapters
+
+    model, tok = load(str(tiny_model))
+    add_adapters(model, TrainArgs(model="m", data="d", num_layers=2, lora_rank=4))  # LoRA B starts at 0
+    rewards = response_rewards(model, tok.encode("Q: 1 + 2"), tok.encode(" 3.", add_special_tokens=False), 0.1,
+                               tok.decode)
+    assert rewards.rewards == pytest.approx([0.0] * len(rewards.rewards), abs=1e-6)
+    _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "3")
+    pair = {"prompt_ids": tok.encode("Q: 1 + 2"), "chosen_ids": tok.encode(" 3.", add_special_tokens=False),
+            "rejected_ids": tok.encode(" 4.", add_special_tokens=False), "problem_id": "p", "source": "naive", "k": 0}
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(pair) + "\n")
+    res = CliRunner().invoke(main, ["credit", "--model", str(tiny_model), "--adapter-path", str(tmp_path / "ad"),
+                                    "--pairs", str(tmp_path / "pairs.jsonl"), "--html", str(tmp_path / "c.html")])
+    assert res.exit_code == 0, res.output
+    assert "chosen:" in res.output and "\x1b[48;2;" in res.output
+    assert "<span title=" in (tmp_path / "c.html").read_text()

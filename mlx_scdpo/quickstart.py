@@ -1,0 +1,226 @@
+"""``mlx-scdpo quickstart``: the whole method, offline, on the toy world, in minutes.
+
+Phases (each the same code path a real run uses):
+
+1. toy problems: the SFT model's held-out test set and training problems to sample;
+2. ``eval`` of the SFT model;
+3. ``sample`` (naive pairs) and ``step-control`` (step-controlled pairs);
+4. ``build-pairs``: naive only (DPO) and naive + step-controlled (SCDPO);
+5. ``train`` of a DPO and an SCDPO LoRA adapter with the same settings;
+6. ``eval`` of both, credit assignment on toy pairs, a table and ``report.html``.
+
+The default model is the embedded toy SFT model (``mlx_scdpo/assets/toy_model``). The
+reference temperature ramp (1.1 -> 1.4) is too hot for a tiny character-level model
+(its continuations become malformed text, i.e. easy negatives), so the toy run uses
+0.8 -> 1.1 by default.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from eval.errors import UserError
+
+
+@dataclass
+class QuickstartArgs:
+    output_dir: str = field(default="quickstart", metadata={"help": "Where pairs, adapters and report go."})
+    model: str | None = field(default=None, metadata={"help": "SFT model (default: the embedded toy model)."})
+    n_train: int = field(default=300, metadata={"help": "Toy training problems to sample."})
+    n_test: int = field(default=256, metadata={"help": "Toy test problems (the SFT model's held-out set)."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling, pairs and training."})
+    samples_per_round: int = field(default=4, metadata={"help": "Samples per problem per round."})
+    budget: int = field(default=8, metadata={"help": "Samples per problem at most."})
+    rounds: int = field(default=3, metadata={"help": "Step-control rounds."})
+    t0: float = field(default=0.8, metadata={"help": "Ramp start (toy; reference 1.1)."})
+    dt: float = field(default=0.1, metadata={"help": "Ramp step."})
+    tmax: float = field(default=1.1, metadata={"help": "Ramp ceiling (toy; reference 1.4)."})
+    iters: int = field(default=80, metadata={"help": "Training steps of each adapter."})
+    batch_size: int = field(default=16, metadata={"help": "Pairs per step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    beta: float = field(default=0.1, metadata={"help": "DPO beta."})
+    rpo_alpha: float = field(default=1.0, metadata={"help": "NLL weight on chosen (helped on the toy)."})
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
+    max_naive: int | None = field(default=None, metadata={"help": "Cap on naive pairs (data-equal control)."})
+    skip_scdpo: bool = field(default=False, metadata={"help": "Train only the DPO adapter."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
+def default_model() -> str:
+    from mlx_scdpo.toy_sft import ASSET_DIR
+
+    if not (ASSET_DIR / "model.safetensors").is_file():
+        raise UserError(f"{ASSET_DIR}: the embedded toy model is missing (python scripts/train_toy_model.py)")
+    return str(ASSET_DIR)
+
+
+def _accuracy(metrics: dict) -> float:
+    return metrics["exact_match,flexible-extract"]
+
+
+def run_quickstart(args: QuickstartArgs, log=print) -> dict:
+    from mlx_scdpo.evaluate import EvalArgs, run_eval
+    from mlx_scdpo.pairs import build_pairs
+    from mlx_scdpo.sampling import SampleArgs, run_sample
+    from mlx_scdpo.step_control import StepControlArgs, run_step_control
+    from mlx_scdpo.toyworld import make_splits, write_jsonl
+    from mlx_scdpo.train import TrainArgs, run_train
+
+    model = args.model or default_model()
+    out = Path(args.output_dir)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    times, results = {}, {"config": asdict(args)}
+
+    def phase(name):
+        times[name] = time.perf_counter()
+        log(f"== {name}")
+
+    def done(name):
+        times[name] = time.perf_counter() - times[name]
+
+    phase("data")
+    train, test = make_splits(args.n_train, args.n_test, seed=0)  # the SFT model's own split
+    write_jsonl(train, out / "data" / "train_problems.jsonl")
+    write_jsonl(test, out / "data" / "test_problems.jsonl")
+    done("data")
+
+    def evaluate(name, adapter=None):
+        metrics, _, _ = run_eval(EvalArgs(model=model, adapter_path=adapter, task="gsm8k",
+                                          data_files=str(out / "data" / "test_problems.jsonl"), max_tokens=96,
+                                          batch_size=128, output_dir=str(out / "eval" / name),
+                                          progress=args.progress))
+        return _accuracy(metrics)
+
+    phase("eval SFT")
+    results["sft_accuracy"] = evaluate("sft")
+    done("eval SFT")
+
+    phase("sample")
+    results["sample"] = run_sample(SampleArgs(
+        model=model, output_dir=str(out / "data"), task="gsm8k", data_files=str(out / "data" / "train_problems.jsonl"),
+        samples_per_round=args.samples_per_round, budget=args.budget, max_tokens=96, batch_size=128,
+        problems_per_batch=64, seed=args.seed, progress=args.progress))
+    done("sample")
+
+    phase("step-control")
+    results["step_control"] = run_step_control(StepControlArgs(
+        model=model, solutions=str(out / "data" / "solutions.jsonl"), output_dir=str(out / "data"),
+        rounds=args.rounds, t0=args.t0, dt=args.dt, tmax=args.tmax, max_tokens=96, batch_size=128, seed=args.seed,
+        progress=args.progress))
+    done("step-control")
+
+    phase("build-pairs")
+    naive, sc = str(out / "data" / "pairs_naive.jsonl"), str(out / "data" / "pairs_step_control.jsonl")
+    results["pairs_dpo"] = build_pairs([naive], str(out / "pairs" / "naive"), 0.02, args.seed,
+                                       max_naive=args.max_naive)
+    results["pairs_scdpo"] = build_pairs([naive, sc], str(out / "pairs"), 0.02, args.seed)
+    done("build-pairs")
+
+    variants = [("dpo", out / "pairs" / "naive")] + ([] if args.skip_scdpo else [("scdpo", out / "pairs")])
+    for name, data in variants:
+        phase(f"train {name}")
+        results[f"train_{name}"] = run_train(TrainArgs(
+            model=model, data=str(data), adapter_path=str(out / "adapters" / name), num_layers=-1,
+            lora_rank=args.lora_rank, iters=args.iters, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, beta=args.beta, rpo_alpha=args.rpo_alpha, steps_per_report=5,
+            steps_per_eval=args.iters, save_every=args.iters, seed=args.seed,
+            ref_cache_dir=str(out / "ref_cache"), progress=args.progress))
+        done(f"train {name}")
+        phase(f"eval {name}")
+        results[f"{name}_accuracy"] = evaluate(name, str(out / "adapters" / name))
+        done(f"eval {name}")
+
+    phase("credit")
+    results["credit"] = credit_comparison(model, out, [n for n, _ in variants], args.beta)
+    done("credit")
+    results["seconds"] = {k: round(v, 1) for k, v in times.items()}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_report(out, results)
+    return results
+
+
+def credit_comparison(model: str, out: Path, variants: list[str], beta: float, n_pairs: int = 64) -> dict:
+    """Share of negative reward on/after the first wrong step, per adapter, on step-controlled pairs."""
+    from mlx_lm import load
+
+    from mlx_scdpo.credit import TokenRewards, credit_report, to_html, toy_error_start
+    from mlx_scdpo.jsonl import read_finished
+
+    pairs = [p for p in read_finished(out / "data" / "pairs_step_control.jsonl", None)
+             + read_finished(out / "data" / "pairs_naive.jsonl", None) if toy_error_start(p) is not None][:n_pairs]
+    summary, html_parts = {}, []
+    for name in variants:
+        m, tok = load(model, adapter_path=str(out / "adapters" / name))
+        rep = credit_report(m, tok, pairs, beta)
+        summary[name] = {"negative_share_after_error": rep["mean_negative_share_after_error"],
+                         "pairs": rep["n_measured"]}
+        if rep["pairs"]:
+            pair, chosen, rejected, share = rep["pairs"][0]
+            shown = f"{share:.2f}" if share is not None else "n/a"
+            html_parts.append(to_html([("prompt", TokenRewards([pair["prompt"]], [0.0])), ("chosen", chosen),
+                                       (f"rejected (negative reward on/after the first wrong step: {shown})",
+                                        rejected)], title=f"{name.upper()} adapter"))
+    summary["html"] = "\n".join(html_parts)
+    return summary
+
+
+def _svg_curve(series: dict[str, list[tuple[int, float]]], title: str, w: int = 420, h: int = 180) -> str:
+    pts = [v for s in series.values() for v in s]
+    if not pts:
+        return ""
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    y1 = y1 if y1 > y0 else y0 + 1
+    x1 = x1 if x1 > x0 else x0 + 1
+    colours = ["#d62728", "#1f77b4", "#2ca02c"]
+    lines = []
+    for (name, s), c in zip(series.items(), colours):
+        path = " ".join(f"{30 + (x - x0) / (x1 - x0) * (w - 40):.1f},{h - 20 - (y - y0) / (y1 - y0) * (h - 40):.1f}"
+                        for x, y in s)
+        lines.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>'
+                     f'<text x="{w - 90}" y="{20 + 14 * len(lines)}" fill="{c}" font-size="12">{name}</text>')
+    return (f'<svg width="{w}" height="{h}" style="border:1px solid #ccc;margin:4px">'
+            f'<text x="30" y="14" font-size="12">{title} ({y0:.3g} .. {y1:.3g})</text>{"".join(lines)}</svg>')
+
+
+def write_report(out: Path, results: dict) -> None:
+    from mlx_scdpo.jsonl import read_finished
+
+    curves = {}
+    for name in ("dpo", "scdpo"):
+        path = out / "adapters" / name / "metrics.jsonl"
+        if path.exists():
+            curves[name] = [r for r in read_finished(path, None) if "loss" in r]
+    charts = "".join(_svg_curve({n: [(r["step"], r[key]) for r in rows] for n, rows in curves.items()}, key)
+                     for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen"))
+    rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in summary_rows(results))
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>mlx-scdpo quickstart</title></head>"
+            f"<body style='font-family:sans-serif'><h2>mlx-scdpo quickstart (toy world)</h2>"
+            f"<table border=1 cellpadding=4>{rows}</table><h3>Training curves</h3>{charts}"
+            f"<h3>Credit assignment</h3><p>Per-token implicit reward beta*(log pi - log ref); red negative, "
+            f"green positive.</p>{results.get('credit', {}).get('html', '')}</body></html>")
+    (out / "report.html").write_text(html)
+
+
+def summary_rows(results: dict) -> list[tuple[str, str]]:
+    rows = [("SFT accuracy", f"{100 * results['sft_accuracy']:.1f}%")]
+    for name in ("dpo", "scdpo"):
+        if f"{name}_accuracy" in results:
+            rows.append((f"{name.upper()} accuracy", f"{100 * results[f'{name}_accuracy']:.1f}%"))
+    rows.append(("naive pairs", str(results["pairs_dpo"]["by_source"].get("naive", 0))))
+    rows.append(("step-controlled pairs", str(results["pairs_scdpo"]["by_source"].get("step_control", 0))))
+    for name, c in results.get("credit", {}).items():
+        if isinstance(c, dict) and c.get("negative_share_after_error") is not None:
+            rows.append((f"{name.upper()} negative reward on/after first wrong step",
+                         f"{100 * c['negative_share_after_error']:.1f}% ({c['pairs']} pairs)"))
+    rows += [(f"time: {k}", f"{v} s") for k, v in results.get("seconds", {}).items()]
+    return rows
+
+
+def format_table(results: dict) -> str:
+    rows = summary_rows(results)
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
