@@ -134,7 +134,8 @@ def quickstart_command(**kwargs):
 @click.option("--beta", type=float, default=0.1, show_default=True)
 @click.option("--limit", type=int, default=8, show_default=True, help="Pairs to show.")
 @click.option("--html", "html_out", default=None, help="Write an HTML heatmap here.")
-def credit_command(model, adapter_path, pairs_file, beta, limit, html_out):
+@click.option("--color/--no-color", default=None, help="Terminal colours (default: when writing to a terminal).")
+def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color):
     """Per-token implicit rewards beta*(log pi - log ref) of chosen and rejected, as colour."""
     from pathlib import Path
 
@@ -157,8 +158,8 @@ def credit_command(model, adapter_path, pairs_file, beta, limit, html_out):
     blocks = []
     for pair, chosen, rejected, share in rep["pairs"]:
         click.echo(f"--- {pair.get('problem_id', '')} ({pair.get('source', '')}, k={pair.get('k', '')})")
-        click.echo("chosen:   " + to_terminal(chosen))
-        click.echo("rejected: " + to_terminal(rejected))
+        click.echo("chosen:   " + to_terminal(chosen), color=color)
+        click.echo("rejected: " + to_terminal(rejected), color=color)
         if share is not None:
             click.echo(f"share of negative reward on/after the first wrong step: {share:.2f}")
         blocks.append(to_html([("chosen", chosen), ("rejected", rejected)], title=str(pair.get("problem_id", ""))))

@@ -123,7 +123,8 @@ def test_credit_rewards_are_zero_before_training_and_cli_renders(tiny_model, pai
             "rejected_ids": tok.encode(" 4.", add_special_tokens=False), "problem_id": "p", "source": "naive", "k": 0}
     (tmp_path / "pairs.jsonl").write_text(json.dumps(pair) + "\n")
     res = CliRunner().invoke(main, ["credit", "--model", str(tiny_model), "--adapter-path", str(tmp_path / "ad"),
-                                    "--pairs", str(tmp_path / "pairs.jsonl"), "--html", str(tmp_path / "c.html")])
+                                    "--pairs", str(tmp_path / "pairs.jsonl"), "--html", str(tmp_path / "c.html"),
+                                    "--color"])
     assert res.exit_code == 0, res.output
     assert "chosen:" in res.output and "\x1b[48;2;" in res.output
     assert "<span title=" in (tmp_path / "c.html").read_text()
