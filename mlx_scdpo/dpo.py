@@ -45,11 +45,16 @@ def dpo_loss(policy_chosen: mx.array, policy_rejected: mx.array, ref_chosen: mx.
 
 
 def pair_logps(model, batch: dict):
-    """Summed (or, for averaging, also counted) response log-probs of chosen and rejected rows.
+    """Summed response log-probs and response token counts of chosen and rejected rows.
 
-    ``batch`` holds ``inputs``, ``targets``, ``mask`` of shape (2B, L): chosen rows first,
-    then rejected rows, so both sides go through the model in one forward pass.
+    ``batch`` holds either the shared-prompt arrays (``prompts`` ...; see
+    ``mlx_scdpo.shared_prompt``) or ``inputs``, ``targets``, ``mask`` of shape (2B, L):
+    chosen rows first, then rejected rows, so both sides go through one forward pass.
     """
+    if "prompts" in batch:
+        from mlx_scdpo.shared_prompt import shared_pair_logps
+
+        return shared_pair_logps(model, batch)
     lp = token_logps(model, batch["inputs"], batch["targets"]) * batch["mask"]
     sums = lp.sum(axis=-1)
     counts = batch["mask"].sum(axis=-1)

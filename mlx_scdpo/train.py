@@ -4,7 +4,9 @@
   are added and cached on disk (keyed by model, data and tokenization settings); no second
   model is held in memory. ``--reference on-the-fly`` instead recomputes them each step
   with the adapters switched off (LoRA scale 0).
-* Chosen and rejected rows of a batch go through the model in one forward pass;
+* Each prompt runs once and its (differentiable) KV cache serves both the chosen and the
+  rejected response (``mlx_scdpo.shared_prompt``); otherwise chosen and rejected rows go
+  through the model in one forward pass;
   batches are length-bucketed; the step is compiled (``mx.compile`` over model,
   optimizer and RNG state, as mlx-lm's trainer) with optional gradient accumulation and
   checkpointing; AdamW with linear warmup then cosine decay.
@@ -36,6 +38,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from eval.errors import UserError
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
 from mlx_scdpo.preference_data import TokenizedPair, bucketed_batches, load_pairs, sequence_arrays, tokenize_pair
+from mlx_scdpo.shared_prompt import shared_batch_arrays, supports_shared_prompt
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
            "logps/rejected")
@@ -69,6 +72,8 @@ class TrainArgs:
     max_length: int = field(default=1024, metadata={"help": "Longest prompt + response (reference 1024)."})
     max_prompt_length: int = field(default=512, metadata={"help": "Longest prompt, cut from the left (512)."})
     grad_checkpoint: bool = field(default=False, metadata={"help": "Recompute activations (less memory)."})
+    shared_prompt: bool = field(default=True, metadata={"help": "Run each prompt once for chosen and rejected "
+                                                                "(falls back if the architecture is unsupported)."})
     steps_per_report: int = field(default=10, metadata={"help": "Steps between metric reports."})
     steps_per_eval: int = field(default=100, metadata={"help": "Steps between validations (0: never)."})
     val_batches: int = field(default=8, metadata={"help": "Validation batches (-1: all)."})
@@ -137,26 +142,26 @@ def _fingerprint(args: TrainArgs, pairs: list[TokenizedPair]) -> str:
     return h.hexdigest()[:24]
 
 
-def compute_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int) -> np.ndarray:
+def compute_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, shared: bool) -> np.ndarray:
     """(N, 2) summed response log-probs (chosen, rejected) of ``model`` for every pair."""
     out = np.zeros((len(pairs), 2), dtype=np.float32)
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        arrays = {k: mx.array(v) for k, v in sequence_arrays([pairs[i] for i in idx], pad_id).items()}
-        pc, pr, _, _ = pair_logps(model, arrays)
+        arrays = batch_arrays([pairs[i] for i in idx], pad_id, shared)
+        pc, pr, _, _ = pair_logps(model, {k: mx.array(v) for k, v in arrays.items()})
         mx.eval(pc, pr)
         out[idx, 0], out[idx, 1] = np.array(pc), np.array(pr)
     return out
 
 
-def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: int) -> np.ndarray:
+def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: int, shared: bool) -> np.ndarray:
     """Cached reference log-probs of the frozen base model."""
     cache_dir = Path(args.ref_cache_dir or Path.home() / ".cache" / "mlx-scdpo" / "reference")
-    path = cache_dir / f"{_fingerprint(args, pairs)}.npy"
+    path = cache_dir / f"{_fingerprint(args, pairs)}{'-shared' if shared else ''}.npy"
     if path.is_file():
         return np.load(path)
-    logps = compute_logps(model, pairs, args.batch_size, pad_id)
+    logps = compute_logps(model, pairs, args.batch_size, pad_id, shared)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npy")
     np.save(tmp, logps)
@@ -166,12 +171,20 @@ def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: 
 
 # ---------------------------------------------------------------- training
 
-def make_batch(pairs, ref, idx, batch_size, pad_id) -> dict:
-    arrays = sequence_arrays([pairs[i] for i in idx], pad_id)
+def batch_arrays(pairs: list[TokenizedPair], pad_id: int, shared: bool) -> dict:
+    return shared_batch_arrays(pairs, pad_id) if shared else sequence_arrays(pairs, pad_id)
+
+
+def response_tokens(batch: dict) -> int:
+    return int(batch["response_mask" if "prompts" in batch else "mask"].sum().item())
+
+
+def make_batch(pairs, ref, idx, batch_size, pad_id, shared: bool = False) -> dict:
+    arrays = batch_arrays([pairs[i] for i in idx], pad_id, shared)
     weight = np.ones(len(idx), dtype=np.float32)
     if len(idx) < batch_size:  # pad to a fixed batch size: one compiled shape per length
         extra = batch_size - len(idx)
-        arrays = sequence_arrays([pairs[i] for i in idx] + [pairs[idx[0]]] * extra, pad_id)
+        arrays = batch_arrays([pairs[i] for i in idx] + [pairs[idx[0]]] * extra, pad_id, shared)
         weight = np.concatenate([weight, np.zeros(extra, dtype=np.float32)])
         idx = list(idx) + [idx[0]] * extra
     batch = {k: mx.array(v) for k, v in arrays.items()}
@@ -222,13 +235,13 @@ def _log(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def evaluate(model, pairs, ref, args: TrainArgs, pad_id: int, on_the_fly: bool) -> dict:
+def evaluate(model, pairs, ref, args: TrainArgs, pad_id: int, on_the_fly: bool, shared: bool) -> dict:
     batches = bucketed_batches([p.length for p in pairs], args.batch_size, args.seed, 0)
     if args.val_batches != -1:
         batches = batches[: args.val_batches]
     sums: dict[str, float] = {}
     for idx in batches:
-        batch = make_batch(pairs, ref, idx, args.batch_size, pad_id)
+        batch = make_batch(pairs, ref, idx, args.batch_size, pad_id, shared)
         if on_the_fly:
             _add_reference(model, batch)
         loss, metrics = dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha)
@@ -262,8 +275,9 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
     tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
     train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
     on_the_fly = args.reference == "on-the-fly"
-    ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id)
-    ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id)
+    shared = args.shared_prompt and supports_shared_prompt(model)
+    ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared)
+    ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared)
 
     mx.random.seed(args.seed)
     add_adapters(model, args)
@@ -320,14 +334,14 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
             if pos >= len(batches):
                 epoch, pos = epoch + 1, 0
                 batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
-            batch = make_batch(train, ref_train, batches[pos], args.batch_size, pad_id)
+            batch = make_batch(train, ref_train, batches[pos], args.batch_size, pad_id, shared)
             pos += 1
             if on_the_fly:
                 _add_reference(model, batch)
             do_update = micro == args.grad_accumulation_steps - 1
             loss, metrics, grad = micro_step(batch, grad, do_update)
             mx.eval(state, loss, metrics, grad)
-            tokens += int(batch["mask"].sum().item())
+            tokens += response_tokens(batch)
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             n_reports += 1
@@ -349,7 +363,7 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
             sums, n_reports, tokens, t0 = {}, 0, 0, time.perf_counter()
         if valid and args.steps_per_eval and (step % args.steps_per_eval == 0 or step == total):
             model.eval()
-            record = {"step": step, **evaluate(model, valid, ref_valid, args, pad_id, on_the_fly)}
+            record = {"step": step, **evaluate(model, valid, ref_valid, args, pad_id, on_the_fly, shared)}
             model.train()
             _log(metrics_path, record)
             last.update(record)

@@ -1,0 +1,117 @@
+"""Chosen and rejected log-probs with the prompt's forward pass shared between them.
+
+A pair's two sequences share their prompt (question + any step-controlled prefix). Instead
+of running ``2 x (prompt + response)`` tokens, the prompt runs once (left-padded, B rows)
+into a differentiable KV cache, the cache is repeated for the chosen and rejected rows, and
+only the responses (2B rows) run on top of it. The vocabulary projection is applied only
+where a response token is predicted (the last prompt position and the response
+positions), which also saves the LM head on every prompt token. Gradients flow through
+the cache into the prompt's activations, so the result equals the plain two-sequence
+computation (tested) at less compute and memory, most so for SCDPO's long prefixes.
+
+Works for mlx-lm models shaped ``model.model(inputs, cache) -> hidden`` with either
+``model.lm_head`` or tied ``model.model.embed_tokens`` (Llama, Qwen2/3, Mistral, ...);
+``supports_shared_prompt`` tells, and callers fall back to the plain path otherwise.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+
+class TrainKVCache:
+    """A functional (concatenating) KV cache with left padding, safe to differentiate through."""
+
+    def __init__(self, left_padding: mx.array, keys=None, values=None, length: int = 0):
+        self.left_padding = left_padding
+        self.keys, self.values = keys, values
+        self.length = length
+
+    @property
+    def offset(self) -> int:
+        # RoPE position of the next token. RoPE only sees relative positions, so shifting a
+        # left-padded row by its padding changes nothing once the pads are masked out.
+        return self.length
+
+    def update_and_fetch(self, keys, values):
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = mx.concatenate([self.keys, keys], axis=2)
+            self.values = mx.concatenate([self.values, values], axis=2)
+        self.length += keys.shape[2]
+        return self.keys, self.values
+
+    def make_mask(self, n: int, return_array: bool = False, window_size=None):
+        total = self.length + n
+        q = mx.arange(self.length, total)[:, None]
+        k = mx.arange(total)[None, :]
+        causal = k <= q  # (n, total)
+        not_pad = k[None] >= self.left_padding[:, None, None]  # (B, 1, total)
+        return (causal[None] & not_pad)[:, None]  # (B, 1, n, total)
+
+    def repeated(self, times: int) -> "TrainKVCache":
+        rep = lambda a: mx.concatenate([a] * times, axis=0)  # noqa: E731
+        return TrainKVCache(rep(self.left_padding), rep(self.keys), rep(self.values), self.length)
+
+
+def supports_shared_prompt(model) -> bool:
+    inner = getattr(model, "model", None)
+    return inner is not None and hasattr(inner, "layers") and (
+        hasattr(model, "lm_head") or hasattr(inner, "embed_tokens"))
+
+
+def _head(model):
+    if hasattr(model, "lm_head"):
+        return model.lm_head
+    return model.model.embed_tokens.as_linear
+
+
+def shared_batch_arrays(pairs, pad_id: int = 0, pad_to_multiple: int = 8) -> dict:
+    """Left-padded prompts (B, P) and right-padded responses (2B, R); chosen rows first."""
+    def round_up(n):
+        return -(-n // pad_to_multiple) * pad_to_multiple
+
+    b = len(pairs)
+    plen = round_up(max(len(p.prompt) for p in pairs))
+    rlen = round_up(max(max(len(p.chosen), len(p.rejected)) for p in pairs))
+    prompts = np.full((b, plen), pad_id, dtype=np.int32)
+    left = np.zeros((b,), dtype=np.int32)
+    responses = np.full((2 * b, rlen), pad_id, dtype=np.int32)
+    mask = np.zeros((2 * b, rlen), dtype=np.float32)
+    for i, p in enumerate(pairs):
+        left[i] = plen - len(p.prompt)
+        prompts[i, left[i]:] = p.prompt
+        for row, resp in ((i, p.chosen), (b + i, p.rejected)):
+            responses[row, : len(resp)] = resp
+            mask[row, : len(resp)] = 1.0
+    return {"prompts": prompts, "left_padding": left, "responses": responses, "response_mask": mask}
+
+
+def _token_logps(logits, targets):
+    logits = logits.astype(mx.float32)
+    lse = mx.logsumexp(logits, axis=-1)
+    picked = mx.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return picked - lse
+
+
+def shared_pair_logps(model, batch: dict):
+    """(chosen sums, rejected sums, chosen counts, rejected counts) of response log-probs."""
+    inner, head = model.model, _head(model)
+    layers = len(inner.layers)
+    left = batch["left_padding"]
+    caches = [TrainKVCache(left) for _ in range(layers)]
+    hidden = inner(batch["prompts"], cache=caches)
+    first_logits = head(hidden[:, -1:, :])  # predicts each response's first token
+    first_logits = mx.concatenate([first_logits, first_logits], axis=0)  # chosen rows, rejected rows
+    responses, mask = batch["responses"], batch["response_mask"]
+    lp = [_token_logps(first_logits, responses[:, :1])]
+    if responses.shape[1] > 1:
+        caches2 = [c.repeated(2) for c in caches]
+        h = inner(responses[:, :-1], cache=caches2)
+        lp.append(_token_logps(head(h), responses[:, 1:]))
+    lp = mx.concatenate(lp, axis=1) * mask
+    sums, counts = lp.sum(axis=-1), mask.sum(axis=-1)
+    b = sums.shape[0] // 2
+    return sums[:b], sums[b:], counts[:b], counts[b:]
