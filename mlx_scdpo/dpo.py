@@ -72,7 +72,9 @@ def dpo_objective(model, batch: dict, beta: float, loss_type: str, label_smoothi
         pc_l, pr_l, rc_l, rr_l = pc, pr, rc, rr
     losses, chosen_rewards, rejected_rewards = dpo_loss(pc_l, pr_l, rc_l, rr_l, beta, loss_type, label_smoothing)
     w = batch["weight"]  # 0 for padding pairs of an incomplete batch
-    n = mx.maximum(w.sum(), 1.0)
+    # With data parallelism each process holds a shard; ``norm`` is the whole batch's pair count,
+    # so summing the processes' losses (and gradients) gives the whole batch's mean.
+    n = batch["norm"] if "norm" in batch else mx.maximum(w.sum(), 1.0)
     loss = (losses * w).sum() / n
     if rpo_alpha:
         loss = loss + rpo_alpha * ((-pc / nc) * w).sum() / n

@@ -14,6 +14,9 @@
 * Checkpoints (adapters, optimizer state, step, data position) every ``--save-every``
   steps; the RNG is reseeded from (seed, step) each step, so ``--resume`` continues
   exactly where the checkpoint left off.
+* Data parallel over processes or Macs with ``mx.distributed`` (``mlx.launch``): each
+  process takes every size-th pair of a batch, the processes' gradients are summed (each
+  loss is normalized by the whole batch), and rank 0 writes metrics and checkpoints.
 * Output: ``adapters.safetensors`` + ``adapter_config.json`` in mlx-lm's format, so
   ``mlx_lm.load(..., adapter_path=...)``, ``mlx_lm.generate --adapter-path`` and
   ``mlx_lm.fuse`` take them unchanged.
@@ -179,16 +182,19 @@ def response_tokens(batch: dict) -> int:
     return int(batch["response_mask" if "prompts" in batch else "mask"].sum().item())
 
 
-def make_batch(pairs, ref, idx, batch_size, pad_id, shared: bool = False) -> dict:
-    arrays = batch_arrays([pairs[i] for i in idx], pad_id, shared)
+def make_batch(pairs, ref, idx, batch_size, pad_id, shared: bool = False, rank: int = 0, size: int = 1) -> dict:
+    """Arrays for one batch, padded to ``batch_size`` pairs (weight 0); this process's shard of it."""
     weight = np.ones(len(idx), dtype=np.float32)
     if len(idx) < batch_size:  # pad to a fixed batch size: one compiled shape per length
         extra = batch_size - len(idx)
-        arrays = batch_arrays([pairs[i] for i in idx] + [pairs[idx[0]]] * extra, pad_id, shared)
         weight = np.concatenate([weight, np.zeros(extra, dtype=np.float32)])
         idx = list(idx) + [idx[0]] * extra
-    batch = {k: mx.array(v) for k, v in arrays.items()}
+    norm = max(float(weight.sum()), 1.0)
+    idx, weight = list(idx)[rank::size], weight[rank::size]
+    batch = {k: mx.array(v) for k, v in batch_arrays([pairs[i] for i in idx], pad_id, shared).items()}
     batch["weight"] = mx.array(weight)
+    if size > 1:
+        batch["norm"] = mx.array(norm)
     if ref is not None:
         batch["ref_chosen"] = mx.array(ref[idx, 0])
         batch["ref_rejected"] = mx.array(ref[idx, 1])
@@ -269,6 +275,10 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
         raise UserError(f"--reference {args.reference}: choose precompute or on-the-fly")
     if args.reference == "on-the-fly" and args.fine_tune_type == "full":
         raise UserError("--reference on-the-fly needs adapters (lora/dora), not full fine-tuning")
+    world = mx.distributed.init()
+    rank, size = world.rank(), world.size()
+    if args.batch_size % size:
+        raise UserError(f"--batch-size {args.batch_size} must be divisible by the {size} processes")
     train_rows, valid_rows = load_pairs(args.data)
     model, tokenizer = load_model(args.model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -293,9 +303,10 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
     if args.resume:
         optimizer.init(model.trainable_parameters())
         step, data_pos = load_checkpoint(model, optimizer, args)
-    elif metrics_path.exists():
+    elif metrics_path.exists() and rank == 0:
         metrics_path.unlink()
-    (out / "train_config.json").write_text(json.dumps(asdict(args), indent=2))
+    if rank == 0:
+        (out / "train_config.json").write_text(json.dumps(asdict(args), indent=2))
 
     def loss_fn(model, batch):
         return dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha)
@@ -306,6 +317,10 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
     @partial(mx.compile, inputs=state, outputs=state)
     def micro_step(batch, prev_grad, do_update):
         (loss, metrics), grad = loss_and_grad(model, batch)
+        if size > 1:  # each process's loss is its shard's part of the batch mean: sum them
+            grad = tree_map(lambda g: g * size, nn.average_gradients(grad))
+            loss = mx.distributed.all_sum(loss)
+            metrics = {k: mx.distributed.all_sum(v) for k, v in metrics.items()}
         if prev_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if do_update:
@@ -317,7 +332,7 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
     model.train()
     bar = None
-    if args.progress:
+    if args.progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=step, desc="dpo", unit="step")
@@ -334,14 +349,14 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
             if pos >= len(batches):
                 epoch, pos = epoch + 1, 0
                 batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
-            batch = make_batch(train, ref_train, batches[pos], args.batch_size, pad_id, shared)
+            batch = make_batch(train, ref_train, batches[pos], args.batch_size, pad_id, shared, rank, size)
             pos += 1
             if on_the_fly:
                 _add_reference(model, batch)
             do_update = micro == args.grad_accumulation_steps - 1
             loss, metrics, grad = micro_step(batch, grad, do_update)
             mx.eval(state, loss, metrics, grad)
-            tokens += response_tokens(batch)
+            tokens += response_tokens(batch) * size
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             n_reports += 1
@@ -354,7 +369,8 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
                     **{k: v / n_reports for k, v in sums.items()},
                     "learning_rate": float(optimizer.learning_rate.item()),
                     "tokens_per_second": tokens / max(elapsed, 1e-9), "peak_memory_gb": mx.get_peak_memory() / 1e9}
-            _log(metrics_path, last)
+            if rank == 0:
+                _log(metrics_path, last)
             if on_report is not None:
                 on_report(last)
             if bar is not None:
@@ -365,9 +381,10 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
             model.eval()
             record = {"step": step, **evaluate(model, valid, ref_valid, args, pad_id, on_the_fly, shared)}
             model.train()
-            _log(metrics_path, record)
+            if rank == 0:
+                _log(metrics_path, record)
             last.update(record)
-        if step % args.save_every == 0 or step == end:
+        if (step % args.save_every == 0 or step == end) and rank == 0:
             save_checkpoint(model, optimizer, args, step, {"epoch": epoch, "batch": pos})
     if bar is not None:
         bar.close()
