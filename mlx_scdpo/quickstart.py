@@ -46,6 +46,8 @@ class QuickstartArgs:
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
     max_naive: int | None = field(default=None, metadata={"help": "Cap on naive pairs (data-equal control)."})
     skip_scdpo: bool = field(default=False, metadata={"help": "Train only the DPO adapter."})
+    data_equal: bool = field(default=False, metadata={"help": "Also train DPO on as many naive pairs as SCDPO has "
+                                                                "pairs (the paper's data-equal control)."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
@@ -117,9 +119,21 @@ def run_quickstart(args: QuickstartArgs, log=print) -> dict:
     results["pairs_dpo"] = build_pairs([naive], str(out / "pairs" / "naive"), 0.02, args.seed,
                                        max_naive=args.max_naive)
     results["pairs_scdpo"] = build_pairs([naive, sc], str(out / "pairs"), 0.02, args.seed)
+    variants = [("dpo", out / "pairs" / "naive")] + ([] if args.skip_scdpo else [("scdpo", out / "pairs")])
+    if args.data_equal:
+        # More naive pairs from the same samples: first correct x every distinct wrong solution.
+        from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
+        from mlx_scdpo.sampling import naive_pairs
+
+        records = read_finished(out / "data" / "solutions.jsonl", None)
+        many = out / "data" / "pairs_naive_all.jsonl"
+        write_jsonl_atomic(many, (p for r in records for p in naive_pairs(r, args.budget)))
+        n_scdpo = results["pairs_scdpo"]["train"] + results["pairs_scdpo"]["valid"]
+        results["pairs_data_equal"] = build_pairs([str(many)], str(out / "pairs" / "data_equal"), 0.02, args.seed,
+                                                  max_naive=n_scdpo)
+        variants.insert(1, ("dpo_equal", out / "pairs" / "data_equal"))
     done("build-pairs")
 
-    variants = [("dpo", out / "pairs" / "naive")] + ([] if args.skip_scdpo else [("scdpo", out / "pairs")])
     for name, data in variants:
         phase(f"train {name}")
         results[f"train_{name}"] = run_train(TrainArgs(
@@ -190,7 +204,7 @@ def write_report(out: Path, results: dict) -> None:
     from mlx_scdpo.jsonl import read_finished
 
     curves = {}
-    for name in ("dpo", "scdpo"):
+    for name in ("dpo", "dpo_equal", "scdpo"):
         path = out / "adapters" / name / "metrics.jsonl"
         if path.exists():
             curves[name] = [r for r in read_finished(path, None) if "loss" in r]
@@ -207,10 +221,12 @@ def write_report(out: Path, results: dict) -> None:
 
 def summary_rows(results: dict) -> list[tuple[str, str]]:
     rows = [("SFT accuracy", f"{100 * results['sft_accuracy']:.1f}%")]
-    for name in ("dpo", "scdpo"):
+    for name in ("dpo", "dpo_equal", "scdpo"):
         if f"{name}_accuracy" in results:
             rows.append((f"{name.upper()} accuracy", f"{100 * results[f'{name}_accuracy']:.1f}%"))
     rows.append(("naive pairs", str(results["pairs_dpo"]["by_source"].get("naive", 0))))
+    if "pairs_data_equal" in results:
+        rows.append(("naive pairs (data-equal)", str(results["pairs_data_equal"]["by_source"].get("naive", 0))))
     rows.append(("step-controlled pairs", str(results["pairs_scdpo"]["by_source"].get("step_control", 0))))
     for name, c in results.get("credit", {}).items():
         if isinstance(c, dict) and c.get("negative_share_after_error") is not None:

@@ -10,7 +10,8 @@
   batches are length-bucketed; the step is compiled (``mx.compile`` over model,
   optimizer and RNG state, as mlx-lm's trainer) with optional gradient accumulation and
   checkpointing; AdamW with linear warmup then cosine decay.
-* Logs TRL's metric names to the terminal and ``ADAPTER_PATH/metrics.jsonl``.
+* Logs TRL's metric names to the terminal, ``ADAPTER_PATH/metrics.jsonl`` and, with
+  ``--report-to wandb``, to Weights & Biases.
 * Checkpoints (adapters, optimizer state, step, data position) every ``--save-every``
   steps; the RNG is reseeded from (seed, step) each step, so ``--resume`` continues
   exactly where the checkpoint left off.
@@ -85,6 +86,8 @@ class TrainArgs:
     resume: bool = field(default=False, metadata={"help": "Continue from ADAPTER_PATH/checkpoint."})
     stop_after: int | None = field(default=None, metadata={"help": "Checkpoint and stop after this many steps of "
                                                                    "this run (resume later with --resume)."})
+    report_to: str | None = field(default=None, metadata={"help": "Also log to: wandb."})
+    wandb_project: str = field(default="mlx-scdpo", metadata={"help": "wandb project (with --report-to wandb)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -236,9 +239,23 @@ def load_checkpoint(model, optimizer, args: TrainArgs) -> tuple[int, dict]:
     return state.pop("step"), state
 
 
-def _log(path: Path, record: dict) -> None:
+def _log(path: Path, record: dict, run=None) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+    if run is not None:
+        run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
+def _start_reporting(args: TrainArgs):
+    if args.report_to in (None, "", "none"):
+        return None
+    if args.report_to != "wandb":
+        raise UserError(f"--report-to {args.report_to}: only wandb is supported")
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("--report-to wandb: the wandb package is not installed (pip install wandb)") from None
+    return wandb.init(project=args.wandb_project, config=asdict(args), resume="allow" if args.resume else None)
 
 
 def evaluate(model, pairs, ref, args: TrainArgs, pad_id: int, on_the_fly: bool, shared: bool) -> dict:
@@ -285,7 +302,9 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
     tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
     train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
     on_the_fly = args.reference == "on-the-fly"
-    shared = args.shared_prompt and supports_shared_prompt(model)
+    # Gradient checkpointing re-runs layers in the backward pass, which would append to the
+    # shared prompt's cache twice: the two features exclude each other.
+    shared = args.shared_prompt and not args.grad_checkpoint and supports_shared_prompt(model)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared)
 
@@ -305,8 +324,10 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
         step, data_pos = load_checkpoint(model, optimizer, args)
     elif metrics_path.exists() and rank == 0:
         metrics_path.unlink()
+    run = None
     if rank == 0:
         (out / "train_config.json").write_text(json.dumps(asdict(args), indent=2))
+        run = _start_reporting(args)
 
     def loss_fn(model, batch):
         return dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha)
@@ -370,7 +391,7 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
                     "learning_rate": float(optimizer.learning_rate.item()),
                     "tokens_per_second": tokens / max(elapsed, 1e-9), "peak_memory_gb": mx.get_peak_memory() / 1e9}
             if rank == 0:
-                _log(metrics_path, last)
+                _log(metrics_path, last, run)
             if on_report is not None:
                 on_report(last)
             if bar is not None:
@@ -382,10 +403,12 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
             record = {"step": step, **evaluate(model, valid, ref_valid, args, pad_id, on_the_fly, shared)}
             model.train()
             if rank == 0:
-                _log(metrics_path, record)
+                _log(metrics_path, record, run)
             last.update(record)
         if (step % args.save_every == 0 or step == end) and rank == 0:
             save_checkpoint(model, optimizer, args, step, {"epoch": epoch, "batch": pos})
     if bar is not None:
         bar.close()
+    if run is not None:
+        run.finish()
     return last

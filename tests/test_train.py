@@ -128,3 +128,26 @@ def test_credit_rewards_are_zero_before_training_and_cli_renders(tiny_model, pai
     assert res.exit_code == 0, res.output
     assert "chosen:" in res.output and "\x1b[48;2;" in res.output
     assert "<span title=" in (tmp_path / "c.html").read_text()
+
+
+@pytest.mark.parametrize("extra", [
+    ("--fine-tune-type", "dora"),
+    ("--fine-tune-type", "full", "--num-layers", "1"),
+    ("--grad-accumulation-steps", "2", "--grad-checkpoint"),
+    ("--loss-type", "ipo", "--no-shared-prompt"),
+    ("--loss-type", "hinge", "--label-smoothing", "0.0", "--rpo-alpha", "0.5"),
+])
+def test_training_variants_run_and_load(tiny_model, pairs_dir, tmp_path, extra):
+    metrics = _train(tiny_model, pairs_dir, tmp_path / "v", "--iters", "2", *extra)
+    assert len(metrics) == 2 and all(np.isfinite(m["loss"]) for m in metrics)
+    model, _ = load(str(tiny_model), adapter_path=str(tmp_path / "v"))
+
+
+def test_yaml_config_precedence(tiny_model, pairs_dir, tmp_path):
+    (tmp_path / "c.yaml").write_text("iters: 3\nbeta: 0.3\nlora_rank: 2\n")
+    _train(tiny_model, pairs_dir, tmp_path / "y", "-c", str(tmp_path / "c.yaml"), "--beta", "0.2")
+    saved = json.loads((tmp_path / "y" / "train_config.json").read_text())
+    assert (saved["iters"], saved["beta"], saved["lora_rank"]) == (3, 0.2, 4)  # CLI > YAML > defaults
+    res = CliRunner().invoke(main, ["train", "--model", str(tiny_model), "--data", str(pairs_dir), "-c",
+                                    str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2 and "nope.yaml: no such config file" in res.output
