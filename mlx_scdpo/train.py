@@ -282,6 +282,15 @@ def _add_reference(model, batch: dict) -> None:
 
 def run_train(args: TrainArgs, on_report=None) -> dict:
     """Train; returns the last reported metrics. ``on_report(record)`` sees every report."""
+    restore = []
+    try:
+        return _run_train(args, on_report, restore)
+    finally:
+        for cls, call in restore:  # mlx-lm's grad_checkpoint patches the class for the whole process
+            cls.__call__ = call
+
+
+def _run_train(args: TrainArgs, on_report, restore: list) -> dict:
     from mlx_lm.tuner.trainer import grad_checkpoint
 
     from mlx_scdpo.models import load_model
@@ -310,8 +319,10 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
     mx.random.seed(args.seed)
     add_adapters(model, args)
+    layer_cls = type(_layers(model)[0])
+    restore.append((layer_cls, layer_cls.__call__))
     if args.grad_checkpoint:
-        grad_checkpoint(_layers(model)[0])
+        grad_checkpoint(_layers(model)[0])  # patches the layer class; undone after training
     micro_per_epoch = math.ceil(len(train) / args.batch_size)
     total = args.iters or max(1, int(args.epochs * micro_per_epoch / args.grad_accumulation_steps))
     optimizer = optim.AdamW(learning_rate=lr_schedule(args, total), weight_decay=args.weight_decay)
