@@ -128,7 +128,7 @@ def generate_with_code(
             responses = gen.next_generated()
             if on_token:
                 on_token(len(responses))
-            stopped = []
+            stopped, submitted = [], []
             for r in responses:
                 s = by_uid[r.uid]
                 if r.finish_reason != "stop":
@@ -150,13 +150,13 @@ def generate_with_code(
                     continue
                 s.executions += 1
                 stopped.append(r.uid)
-                pending[executor.submit(s.sandbox.run, code)] = (s, r.uid)
+                submitted.append((executor.submit(s.sandbox.run, code), s, r.uid))
             if stopped:
+                # The sequence leaves the batch with its KV cache; it re-enters after execution.
                 caches = gen.remove(stopped, return_prompt_caches=True)
-                for f, (s, uid) in list(pending.items()):
-                    if isinstance(uid, int) and uid in caches:
-                        pending[f] = (s, caches[uid][0])
-                        del by_uid[uid]
+                for future, s, uid in submitted:
+                    pending[future] = (s, caches[uid][0])
+                    del by_uid[uid]
     finally:
         executor.shutdown(wait=True)
         for s in sols:
