@@ -156,18 +156,46 @@ def run_quickstart(args: QuickstartArgs, log=print) -> dict:
     return results
 
 
+def credit_probe_pairs(tokenizer, problems, n_pairs: int = 64, seed: int = 0) -> list[dict]:
+    """Held-out toy pairs: the true solution vs one whose first error is at step >= 2.
+
+    The rejected side has correct steps before its known first wrong step, so where a model
+    puts its negative reward can be measured (on test problems neither model trained on).
+    """
+    import random
+
+    from mlx_scdpo.toyworld import erring_solution
+
+    rng = random.Random(seed)
+    pairs = []
+    for p in problems:
+        if len(p.ops) < 1 or len(pairs) >= n_pairs:
+            continue
+        wrong = rng.randint(2, len(p.ops) + 1)
+        rejected = erring_solution(p, wrong, rng.choice([-3, -2, -1, 1, 2, 3]))
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": p.question}], add_generation_prompt=True,
+                                               tokenize=False)
+        eos = tokenizer.eos_token_id
+        pairs.append({"question": p.question, "prompt": prompt, "chosen": p.solution(), "rejected": rejected,
+                      "prompt_ids": tokenizer.encode(prompt, add_special_tokens=False),
+                      "chosen_ids": tokenizer.encode(p.solution(), add_special_tokens=False) + [eos],
+                      "rejected_ids": tokenizer.encode(rejected, add_special_tokens=False) + [eos],
+                      "problem_id": f"probe/{len(pairs)}", "source": "probe", "k": 0})
+    return pairs
+
+
 def credit_comparison(model: str, out: Path, variants: list[str], beta: float, n_pairs: int = 64) -> dict:
-    """Share of negative reward on/after the first wrong step, per adapter, on step-controlled pairs."""
+    """Share of negative reward on/after the first wrong step, per adapter, on held-out probe pairs."""
     from mlx_lm import load
 
-    from mlx_scdpo.credit import TokenRewards, credit_report, to_html, toy_error_start
-    from mlx_scdpo.jsonl import read_finished
+    from mlx_scdpo.credit import TokenRewards, credit_report, to_html
+    from mlx_scdpo.toyworld import make_splits
 
-    pairs = [p for p in read_finished(out / "data" / "pairs_step_control.jsonl", None)
-             + read_finished(out / "data" / "pairs_naive.jsonl", None) if toy_error_start(p) is not None][:n_pairs]
+    _, test = make_splits(0, 256, seed=0)
     summary, html_parts = {}, []
     for name in variants:
         m, tok = load(model, adapter_path=str(out / "adapters" / name))
+        pairs = credit_probe_pairs(tok, test, n_pairs)
         rep = credit_report(m, tok, pairs, beta)
         summary[name] = {"negative_share_after_error": rep["mean_negative_share_after_error"],
                          "pairs": rep["n_measured"]}

@@ -39,6 +39,7 @@ class ToySFTArgs:
     n_eval: int = 256
     eval_every: int = 500
     seed: int = 0
+    init_from: str = ""  # continue from these weights (use warmup_steps=0: re-warming hurt accuracy)
 
 
 MODEL_CONFIG = dict(model_type="qwen2", hidden_size=128, num_hidden_layers=4, intermediate_size=384,
@@ -93,14 +94,18 @@ def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
     (out / "config.json").write_text(json.dumps(config, indent=2))
     mx.random.seed(args.seed)
     model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
+    if args.init_from:
+        model.load_weights(str(Path(args.init_from) / "model.safetensors"))
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
     _, tokenizer = load(str(out))
     train, test = make_splits(args.n_train, args.n_eval, seed=args.seed)
     examples = [encode_example(vocab, p.question, p.solution()) for p in train]
 
-    warm = optim.linear_schedule(0.0, args.learning_rate, args.warmup_steps)
     cos = optim.cosine_decay(args.learning_rate, args.steps - args.warmup_steps, args.learning_rate * 0.05)
-    optimizer = optim.AdamW(learning_rate=optim.join_schedules([warm, cos], [args.warmup_steps]), weight_decay=0.01)
+    if args.warmup_steps:
+        warm = optim.linear_schedule(0.0, args.learning_rate, args.warmup_steps)
+        cos = optim.join_schedules([warm, cos], [args.warmup_steps])
+    optimizer = optim.AdamW(learning_rate=cos, weight_decay=0.01)
 
     def loss_fn(model, inputs, targets, mask):
         logits = model(inputs)

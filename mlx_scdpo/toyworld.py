@@ -157,3 +157,17 @@ def first_wrong_step(problem: ToyProblem, solution: str) -> int | None:
     if final >= len(lines) or f"\\boxed{{{problem.answer}}}" not in lines[final]:
         return final + 1
     return None
+
+
+def erring_solution(problem: ToyProblem, wrong_step: int, delta: int) -> str:
+    """The solution with step ``wrong_step`` (1-based, >= 2) off by ``delta`` and later steps
+    computed consistently from the wrong value: the first wrong step is known exactly."""
+    vals = problem.values()
+    lines = [f"Step 1: {problem.a} * {problem.b} = {vals[0]}"]
+    v = vals[0]
+    for i, (op, k) in enumerate(problem.ops, 2):
+        w = apply(v, op, k) + (delta if i == wrong_step else 0)
+        lines.append(f"Step {i}: {v} {op} {k} = {w}")
+        v = w
+    lines.append(f"The answer is \\boxed{{{v}}}.")
+    return "\n".join(lines)

@@ -69,3 +69,13 @@ def test_toy_error_start_in_rejected_response():
     assert toy_error_start(pair) == 0
     pair = {"question": "6 * 7, + 5", "prefix": "", "rejected": "Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 46\nThe answer is \\boxed{46}."}
     assert toy_error_start(pair) == len("Step 1: 6 * 7 = 42\n")
+
+
+@pytest.mark.parametrize("wrong", [2, 3])
+def test_erring_solution_first_error_is_known(wrong):
+    from mlx_scdpo.toyworld import erring_solution
+
+    p = ToyProblem(6, 7, (("+", 5), ("-", 2)))
+    sol = erring_solution(p, wrong, 2)
+    assert first_wrong_step(p, sol) == wrong
+    assert sol.splitlines()[:wrong - 1] == p.solution().splitlines()[:wrong - 1]
