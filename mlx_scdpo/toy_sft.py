@@ -47,21 +47,41 @@ MODEL_CONFIG = dict(model_type="qwen2", hidden_size=128, num_hidden_layers=4, in
                     max_position_embeddings=1024, tie_word_embeddings=True, torch_dtype="float32")
 
 
-def write_tokenizer(out: Path) -> dict:
-    """A character-level tokenizer (every digit its own token) as a normal tokenizer.json."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+def _byte_symbol() -> dict[int, str]:
+    """GPT-2's byte -> printable-unicode map, used by byte-level BPE (space is ``Ġ``, newline ``Ċ``)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + CHARSET)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one token per character
+
+def write_tokenizer(out: Path) -> dict:
+    """A character-level tokenizer (every digit its own token) as a normal byte-level tokenizer.json.
+
+    It is a byte-level BPE with no merges, so any loader that rebuilds a byte-level
+    pipeline around the vocabulary (transformers picks ``Qwen2Tokenizer`` for qwen2 models)
+    still yields one token per character. Returns ``{character: id}``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    sym = _byte_symbol()
+    chars = {c: i for i, c in enumerate(CHARSET, len(SPECIAL))}
+    vocab = {tok: i for i, tok in enumerate(SPECIAL)}
+    vocab.update({sym[ord(c)]: i for c, i in chars.items()})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL)
-    tok.decoder = decoders.Fuse()
     tok.save(str(out / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
               "bos_token": None, "unk_token": None, "chat_template": CHAT_TEMPLATE, "model_max_length": 1024,
               "clean_up_tokenization_spaces": False}
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    return vocab
+    return {**{t: i for i, t in enumerate(SPECIAL)}, **chars}
 
 
 def encode_example(vocab: dict, question: str, solution: str) -> tuple[list[int], int]:
