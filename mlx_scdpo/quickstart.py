@@ -46,6 +46,8 @@ class QuickstartArgs:
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
     max_naive: int | None = field(default=None, metadata={"help": "Cap on naive pairs (data-equal control)."})
     skip_scdpo: bool = field(default=False, metadata={"help": "Train only the DPO adapter."})
+    verified_chosen: bool = field(default=True, metadata={"help": "Count a toy solution as correct only if every "
+                                                                    "step is right (not just the final answer)."})
     data_equal: bool = field(default=False, metadata={"help": "Also train DPO on as many naive pairs as SCDPO has "
                                                                 "pairs (the paper's data-equal control)."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -105,6 +107,8 @@ def run_quickstart(args: QuickstartArgs, log=print) -> dict:
         model=model, output_dir=str(out / "data"), task="gsm8k", data_files=str(out / "data" / "train_problems.jsonl"),
         samples_per_round=args.samples_per_round, budget=args.budget, max_tokens=96, batch_size=128,
         problems_per_batch=64, seed=args.seed, progress=args.progress))
+    if args.verified_chosen:
+        results["lucky_correct"] = verify_toy_chains(out / "data")
     done("sample")
 
     phase("step-control")
@@ -154,6 +158,28 @@ def run_quickstart(args: QuickstartArgs, log=print) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     write_report(out, results)
     return results
+
+
+def verify_toy_chains(data_dir: Path) -> int:
+    """Mark final-answer-correct toy solutions with a wrong step as not correct; rebuild naive pairs.
+
+    With answers in 0..99 a wrong step can still end at the right answer; such "lucky"
+    solutions would teach wrong arithmetic as the chosen side. Returns how many there were.
+    """
+    from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
+    from mlx_scdpo.sampling import naive_pairs
+    from mlx_scdpo.toyworld import first_wrong_step, parse_question
+
+    records, lucky = read_finished(data_dir / "solutions.jsonl", None), 0
+    for rec in records:
+        problem = parse_question(rec["question"])
+        for sample in rec["samples"]:
+            if sample["correct"] and problem is not None and first_wrong_step(problem, sample["text"]) is not None:
+                sample["correct"], sample["answer_correct"] = False, True
+                lucky += 1
+    write_jsonl_atomic(data_dir / "solutions.jsonl", records)
+    write_jsonl_atomic(data_dir / "pairs_naive.jsonl", (p for r in records for p in naive_pairs(r, 1)))
+    return lucky
 
 
 def credit_probe_pairs(tokenizer, problems, n_pairs: int = 64, seed: int = 0) -> list[dict]:
