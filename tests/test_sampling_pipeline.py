@@ -123,7 +123,7 @@ def test_code_integrated_step_control(tiny_model, tmp_path):
            "block_format": "markdown",
            "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]}
     (tmp_path / "solutions.jsonl").write_text(json.dumps(rec) + "\n")
-    from mlx_scdpo.step_control import Prefix, StepControlArgs, plan_prefixes
+    from mlx_scdpo.step_control import StepControlArgs, plan_prefixes
 
     prefixes, _ = plan_prefixes([rec], tok, StepControlArgs(model="m", solutions="s", output_dir="o"), {})
     # blocks: text, code, exec, text, code, exec, text -> prefix ends after text (1), exec (3), text (4)
