@@ -10,7 +10,7 @@ Jupyter kernel (the reference implementation gives each solution its own kernel)
 ``SandboxPool`` keeps workers started ahead of time so Python's start-up is not paid per
 solution. Isolation and limits are described in ``mlx_scdpo.sandbox_worker`` and README.
 
-Every failure comes back as a ``ExecResult`` with ``error`` set to a short kind:
+Every failure comes back as an ``ExecResult`` with ``error`` set to a short kind:
 ``"timeout"`` (wall time), ``"cpu_time"``, ``"memory"``, ``"exception"`` (a traceback is in
 ``output``), or ``"killed"`` (the worker died: ``os._exit``, a signal, a crash). After a
 timeout or a death the worker is killed with everything it started and replaced by a
