@@ -11,6 +11,9 @@ any model code runs it:
    sockets are blocked by the audit hook below instead (``isolation["network"]`` says which);
 3. as root, drops to a private uid/gid, so the OS itself forbids writing outside the
    scratch directory, signalling the parent, or sharing a process budget with other workers;
+   it keeps one capability, ``CAP_DAC_READ_SEARCH`` (read any file), because lazy imports
+   (``sympy.factor`` pulls in ``sympy.tensor``) must still read a Python installation that
+   lies in a directory only root may enter (pyenv under /root, a clone under ``mktemp -d``);
 4. sets resource limits: address space, file size, process count, open files, core dumps;
 5. installs an audit hook (PEP 578) that refuses writes outside the scratch directory,
    network sockets, and signals to other processes.
@@ -34,6 +37,10 @@ import traceback
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_SET_NO_NEW_PRIVS = 38
+CAP_DAC_READ_SEARCH = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 TRUNCATION_MARKER = "\n... [output truncated: {} more characters]"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -72,9 +79,11 @@ def _isolate(cfg):
     if cfg.get("network_namespace", True) and libc.unshare(flags) == 0:
         isolation["network"] = "netns+socket-audit"
     if is_root and cfg.get("uid") is not None:
+        libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
         os.setgroups([])
         os.setgid(cfg["uid"])
         os.setuid(cfg["uid"])
+        _keep_only_read_capability(libc)
         isolation["user"] = f"uid {cfg['uid']}"
         isolation["filesystem"] = "permissions+audit"
     mem = int(cfg["memory_mb"]) * 1024 * 1024
@@ -88,6 +97,28 @@ def _isolate(cfg):
         resource.setrlimit(resource.RLIMIT_NPROC, (cfg["max_processes"], cfg["max_processes"]))
     sys.setrecursionlimit(int(cfg["recursion_limit"]))
     return isolation
+
+
+def _keep_only_read_capability(libc):
+    """Reduce the capability sets to ``CAP_DAC_READ_SEARCH`` (see capset(2), capabilities(7)).
+
+    After ``setuid`` with ``PR_SET_KEEPCAPS`` the permitted set still holds root's
+    capabilities and the effective set is empty; this leaves read access only. No new
+    privileges can be gained afterwards, not even through set-uid programs."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    keep = 1 << CAP_DAC_READ_SEARCH
+    data = (Data * 2)(Data(keep, keep, 0), Data(0, 0, 0))
+    if libc.capset(ctypes.byref(Header(_LINUX_CAPABILITY_VERSION_3, 0)), data) != 0:
+        libc.capset(ctypes.byref(Header(_LINUX_CAPABILITY_VERSION_3, 0)), (Data * 2)())  # drop all then
+    libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
 def _install_audit_hook(scratch):

@@ -177,3 +177,21 @@ def test_isolation_report(pool):
     with pool.sandbox() as sb:
         iso = sb.isolation
     assert iso["network"] in ("netns+socket-audit", "socket-audit")
+
+
+def test_lazy_import_from_a_directory_only_the_owner_may_enter(tmp_path, monkeypatch):
+    # A clone under `mktemp -d` (mode 700) or pyenv under /root: after the privilege drop
+    # the worker must still import modules it did not preload.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    (private / "late_module.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(private))
+    with Sandbox(timeout=5.0) as sb:
+        assert sb.run("import late_module\nlate_module.VALUE * 6").output == "42\n"
+        if os.geteuid() == 0:
+            assert sb.isolation["user"].startswith("uid ")
+            # Reading is allowed, writing is not, even below the audit hook.
+            assert sb.run("import os\nos.getuid() != 0").output == "True\n"
+            r = sb.run(f"import ctypes\nctypes.CDLL(None).open(b'{private}/w', 0o101, 0o644)")
+            assert r.output == "-1\n" and not (private / "w").exists()
