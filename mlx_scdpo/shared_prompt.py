@@ -9,6 +9,9 @@ positions), which also saves the LM head on every prompt token. Gradients flow t
 the cache into the prompt's activations, so the result equals the plain two-sequence
 computation (tested) at less compute and memory, most so for SCDPO's long prefixes.
 
+``checkpoint_layers`` adds gradient checkpointing that understands these caches (mlx-lm's
+``grad_checkpoint`` would re-run a layer against a cache it already appended to).
+
 Works for mlx-lm models shaped ``model.model(inputs, cache) -> hidden`` with either
 ``model.lm_head`` or tied ``model.model.embed_tokens`` (Llama, Qwen2/3, Mistral, ...);
 ``supports_shared_prompt`` tells, and callers fall back to the plain path otherwise.
@@ -51,9 +54,20 @@ class TrainKVCache:
         not_pad = k[None] >= self.left_padding[:, None, None]  # (B, 1, total)
         return (causal[None] & not_pad)[:, None]  # (B, 1, n, total)
 
-    def repeated(self, times: int) -> "TrainKVCache":
+    def repeated(self, times: int) -> "ResponseKVCache":
         rep = lambda a: mx.concatenate([a] * times, axis=0)  # noqa: E731
-        return TrainKVCache(rep(self.left_padding), rep(self.keys), rep(self.values), self.length)
+        return ResponseKVCache(rep(self.left_padding), rep(self.keys), rep(self.values), self.length)
+
+
+class ResponseKVCache(TrainKVCache):
+    """The prompt's keys and values as a fixed prefix: each call returns prefix + new and
+    stores nothing, so a layer can run again (gradient checkpointing) with the same result."""
+
+    def update_and_fetch(self, keys, values):
+        return mx.concatenate([self.keys, keys], axis=2), mx.concatenate([self.values, values], axis=2)
+
+    def with_prefix(self, keys, values) -> "ResponseKVCache":
+        return ResponseKVCache(self.left_padding, keys, values, self.length)
 
 
 def supports_shared_prompt(model) -> bool:
@@ -75,7 +89,8 @@ def shared_batch_arrays(pairs, pad_id: int = 0, pad_to_multiple: int = 8) -> dic
 
     b = len(pairs)
     plen = round_up(max(len(p.prompt) for p in pairs))
-    rlen = round_up(max(max(len(p.chosen), len(p.rejected)) for p in pairs))
+    # The model runs on responses[:, :-1]: pad that length (the compiled shape), not rlen.
+    rlen = round_up(max(max(len(p.chosen), len(p.rejected)) for p in pairs) - 1) + 1
     prompts = np.full((b, plen), pad_id, dtype=np.int32)
     left = np.zeros((b,), dtype=np.int32)
     responses = np.full((2 * b, rlen), pad_id, dtype=np.int32)
@@ -115,3 +130,48 @@ def shared_pair_logps(model, batch: dict):
     sums, counts = lp.sum(axis=-1), mask.sum(axis=-1)
     b = sums.shape[0] // 2
     return sums[:b], sums[b:], counts[:b], counts[b:]
+
+
+def checkpoint_layers(layers, count: int = -1):
+    """Recompute the first ``count`` (-1: all) layers' activations in the backward pass.
+
+    Like mlx-lm's ``grad_checkpoint`` it patches the layer class's ``__call__`` (returns
+    the original, to restore), but passes the prompt's keys and values into
+    ``mx.checkpoint`` as explicit inputs, so gradients still reach the prompt through the
+    cache, and the re-run sees the same cache as the first run. LoRA dropout draws a new
+    mask when a layer is re-run (as in mlx-lm).
+    """
+    count = len(layers) if count == -1 else min(count, len(layers))
+    chosen = {id(layer) for layer in layers[:count]}
+    cls = type(layers[0])
+    original = cls.__call__
+
+    def call(self, x, mask=None, cache=None, **kwargs):
+        if id(self) not in chosen or kwargs:
+            return original(self, x, mask, cache, **kwargs)
+        params = self.trainable_parameters()
+        if isinstance(cache, ResponseKVCache):
+            def run(params, x, keys, values):
+                self.update(params)
+                return original(self, x, mask, cache.with_prefix(keys, values))
+
+            return mx.checkpoint(run)(params, x, cache.keys, cache.values)
+        if isinstance(cache, TrainKVCache) and cache.keys is None:  # the prompt pass fills the cache
+            def run(params, x):
+                self.update(params)
+                fresh = TrainKVCache(cache.left_padding)
+                return original(self, x, mask, fresh), fresh.keys, fresh.values
+
+            out, keys, values = mx.checkpoint(run)(params, x)
+            cache.update_and_fetch(keys, values)
+            return out
+        if cache is None:
+            def run(params, x):
+                self.update(params)
+                return original(self, x, mask)
+
+            return mx.checkpoint(run)(params, x)
+        return original(self, x, mask, cache)
+
+    cls.__call__ = call
+    return original

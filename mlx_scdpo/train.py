@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,8 +42,10 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from eval.errors import UserError
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
+from mlx_scdpo.fast_swiglu import use_fast_swiglu
+from mlx_scdpo.fast_swiglu import wanted as fast_swiglu_wanted
 from mlx_scdpo.preference_data import TokenizedPair, bucketed_batches, load_pairs, sequence_arrays, tokenize_pair
-from mlx_scdpo.shared_prompt import shared_batch_arrays, supports_shared_prompt
+from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
            "logps/rejected")
@@ -75,9 +78,14 @@ class TrainArgs:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_length: int = field(default=1024, metadata={"help": "Longest prompt + response (reference 1024)."})
     max_prompt_length: int = field(default=512, metadata={"help": "Longest prompt, cut from the left (512)."})
-    grad_checkpoint: bool = field(default=False, metadata={"help": "Recompute activations (less memory)."})
+    grad_checkpoint: bool = field(default=False, metadata={"help": "Recompute every layer's activations in the "
+                                                                   "backward pass (less memory, more compute)."})
+    grad_checkpoint_layers: int = field(default=0, metadata={"help": "Recompute only this many layers (from the "
+                                                                     "first): a memory/speed trade in between."})
     shared_prompt: bool = field(default=True, metadata={"help": "Run each prompt once for chosen and rejected "
                                                                 "(falls back if the architecture is unsupported)."})
+    fast_swiglu: bool = field(default=True, metadata={"help": "On the CPU backend, SwiGLU with a vectorized sigmoid "
+                                                              "and a leaner backward (mlx_scdpo/fast_swiglu.py)."})
     steps_per_report: int = field(default=10, metadata={"help": "Steps between metric reports."})
     steps_per_eval: int = field(default=100, metadata={"help": "Steps between validations (0: never)."})
     val_batches: int = field(default=8, metadata={"help": "Validation batches (-1: all)."})
@@ -135,10 +143,12 @@ def set_adapter_scale(model, scale: float | None, saved: dict | None = None) -> 
 
 # ---------------------------------------------------------------- reference log-probs
 
-def _fingerprint(args: TrainArgs, pairs: list[TokenizedPair]) -> str:
+def _fingerprint(args: TrainArgs, pairs: list[TokenizedPair], fast_swiglu: bool = False) -> str:
     h = hashlib.sha256()
     model_path = Path(args.model)
     h.update(args.model.encode())
+    if fast_swiglu:  # slightly different numerics: its own cache entry
+        h.update(b"fast_swiglu")
     if model_path.is_dir():
         for f in sorted(model_path.glob("*.safetensors")) + [model_path / "config.json"]:
             st = f.stat()
@@ -161,10 +171,11 @@ def compute_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: in
     return out
 
 
-def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: int, shared: bool) -> np.ndarray:
+def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: int, shared: bool,
+                    fast_swiglu: bool = False) -> np.ndarray:
     """Cached reference log-probs of the frozen base model."""
     cache_dir = Path(args.ref_cache_dir or Path.home() / ".cache" / "mlx-scdpo" / "reference")
-    path = cache_dir / f"{_fingerprint(args, pairs)}{'-shared' if shared else ''}.npy"
+    path = cache_dir / f"{_fingerprint(args, pairs, fast_swiglu)}{'-shared' if shared else ''}.npy"
     if path.is_file():
         return np.load(path)
     logps = compute_logps(model, pairs, args.batch_size, pad_id, shared)
@@ -282,17 +293,11 @@ def _add_reference(model, batch: dict) -> None:
 
 def run_train(args: TrainArgs, on_report=None) -> dict:
     """Train; returns the last reported metrics. ``on_report(record)`` sees every report."""
-    restore = []
-    try:
-        return _run_train(args, on_report, restore)
-    finally:
-        for cls, call in restore:  # mlx-lm's grad_checkpoint patches the class for the whole process
-            cls.__call__ = call
+    with ExitStack() as stack:  # undoes the process-wide patches (checkpointing, fast SwiGLU)
+        return _run_train(args, on_report, stack)
 
 
-def _run_train(args: TrainArgs, on_report, restore: list) -> dict:
-    from mlx_lm.tuner.trainer import grad_checkpoint
-
+def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     from mlx_scdpo.models import load_model
 
     if args.loss_type not in LOSS_TYPES:
@@ -311,18 +316,18 @@ def _run_train(args: TrainArgs, on_report, restore: list) -> dict:
     tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
     train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
     on_the_fly = args.reference == "on-the-fly"
-    # Gradient checkpointing re-runs layers in the backward pass, which would append to the
-    # shared prompt's cache twice: the two features exclude each other.
-    shared = args.shared_prompt and not args.grad_checkpoint and supports_shared_prompt(model)
-    ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared)
-    ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared)
+    # Entered before the reference pass, so reference and policy use the same numerics.
+    fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu and fast_swiglu_wanted()))
+    shared = args.shared_prompt and supports_shared_prompt(model)
+    ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
+    ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)
 
     mx.random.seed(args.seed)
     add_adapters(model, args)
-    layer_cls = type(_layers(model)[0])
-    restore.append((layer_cls, layer_cls.__call__))
-    if args.grad_checkpoint:
-        grad_checkpoint(_layers(model)[0])  # patches the layer class; undone after training
+    n_checkpointed = -1 if args.grad_checkpoint else args.grad_checkpoint_layers
+    if n_checkpointed:  # patches the layer class; undone after training
+        stack.callback(setattr, type(_layers(model)[0]), "__call__",
+                       checkpoint_layers(_layers(model), n_checkpointed))
     micro_per_epoch = math.ceil(len(train) / args.batch_size)
     total = args.iters or max(1, int(args.epochs * micro_per_epoch / args.grad_accumulation_steps))
     optimizer = optim.AdamW(learning_rate=lr_schedule(args, total), weight_decay=args.weight_decay)

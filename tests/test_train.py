@@ -71,6 +71,15 @@ def test_on_the_fly_reference_matches_precomputed(tiny_model, pairs_dir, tmp_pat
     assert list((tmp_path / "refcache").glob("*.npy"))  # the reference log-probs were cached
 
 
+@pytest.mark.parametrize("extra", [("--grad-checkpoint",), ("--grad-checkpoint-layers", "1"),
+                                   ("--no-fast-swiglu",)])
+def test_memory_and_speed_options_train_the_same(tiny_model, pairs_dir, tmp_path, extra):
+    base = _train(tiny_model, pairs_dir, tmp_path / "base", "--iters", "3")
+    other = _train(tiny_model, pairs_dir, tmp_path / "other", "--iters", "3", *extra)
+    for key in ("loss", "rewards/margins", "logps/chosen", "logps/rejected"):
+        assert other[-1][key] == pytest.approx(base[-1][key], rel=1e-3, abs=1e-4)
+
+
 def test_adapters_work_with_mlx_lm_load_generate_and_fuse(tiny_model, pairs_dir, tmp_path):
     _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "3")
     model, tok = load(str(tiny_model), adapter_path=str(tmp_path / "ad"))
