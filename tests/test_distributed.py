@@ -33,8 +33,11 @@ def test_two_processes_equal_one_process(tiny_model, tmp_path):
     b = mx.load(str(tmp_path / "two" / "adapters.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
-        # Equal up to float32 rounding (the shards pad to different lengths).
-        np.testing.assert_allclose(np.array(a[k]), np.array(b[k]), rtol=1e-3, atol=5e-5)
+        # Equal up to float32 rounding (the shards pad to different lengths). Adam divides by
+        # sqrt(v): where a gradient is ~0, rounding can move an element by a fraction of one
+        # step (lr 1e-3), hence the absolute tolerance; the losses below must agree closely.
+        np.testing.assert_allclose(np.array(a[k]), np.array(b[k]), rtol=1e-3, atol=5e-4)
+        assert np.mean(np.abs(np.array(a[k]) - np.array(b[k])) > 5e-5) < 0.01
     one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [round(r["loss"], 5) for r in one] == [round(r["loss"], 5) for r in two]

@@ -1,6 +1,7 @@
 """DPO step throughput and peak memory: mlx-scdpo vs mlx-lm-lora, same model, pairs, batch, rank, lengths.
 
     python scripts/bench/train.py [--size 50m] [--batch-size 8] [--prompt-len 64] [--response-len 64]
+                                  [--checkpoint-layers N] [--no-fast-swiglu]
 
 Each implementation runs in its own subprocess (clean peak-memory reading) on a random
 Qwen2-shaped model from ``scripts/make_tiny_model.py`` with identical token sequences.
@@ -44,7 +45,8 @@ def run_ours(cfg):
     args = TrainArgs(model=cfg["model"], data=cfg["pairs"], adapter_path=cfg["out"], num_layers=-1,
                      lora_rank=cfg["rank"], batch_size=cfg["batch_size"], iters=cfg["iters"],
                      steps_per_report=1, steps_per_eval=0, save_every=10**6, warmup_ratio=0.0,
-                     max_length=4096, max_prompt_length=4096, ref_cache_dir=cfg["out"] + "/ref", progress=False)
+                     max_length=4096, max_prompt_length=4096, ref_cache_dir=cfg["out"] + "/ref", progress=False,
+                     grad_checkpoint_layers=cfg["checkpoint_layers"], fast_swiglu=cfg["fast_swiglu"])
     t0 = time.perf_counter()
     mx.reset_peak_memory()
     run_train(args, on_report=lambda r: times.append(time.perf_counter()))
@@ -107,6 +109,9 @@ def main():
     ap.add_argument("--response-len", type=int, default=64)
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--checkpoint-layers", type=int, nargs="+", default=[0],
+                    help="ours: --grad-checkpoint-layers (-1: all); several values run ours once each")
+    ap.add_argument("--no-fast-swiglu", action="store_true", help="ours: --no-fast-swiglu")
     ap.add_argument("--impl", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cfg", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -122,22 +127,25 @@ def main():
         (Path(d) / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
         tokens_per_step = args.batch_size * 2 * (args.prompt_len + args.response_len + 1)
         results = {}
-        for impl in ("mlx-lm-lora", "ours"):
-            cfg = {"model": model, "pairs": str(Path(d) / "pairs.jsonl"), "out": str(Path(d) / impl),
-                   "rank": args.rank, "batch_size": args.batch_size, "iters": args.iters}
+        runs = [("mlx-lm-lora", "theirs", 0)] + [
+            ("ours" if n == 0 else f"ours ckpt {'all' if n == -1 else n}", "ours", n) for n in args.checkpoint_layers]
+        for name, impl, n in runs:
+            cfg = {"model": model, "pairs": str(Path(d) / "pairs.jsonl"), "out": str(Path(d) / f"run{len(results)}"),
+                   "rank": args.rank, "batch_size": args.batch_size, "iters": args.iters,
+                   "checkpoint_layers": n, "fast_swiglu": not args.no_fast_swiglu}
             Path(cfg["out"]).mkdir()
-            out = subprocess.run([sys.executable, __file__, "--impl", "ours" if impl == "ours" else "theirs",
-                                  "--cfg", json.dumps(cfg)], capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, "--impl", impl, "--cfg", json.dumps(cfg)],
+                                 capture_output=True, text=True)
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
-                sys.exit(f"{impl} failed:\n{out.stderr[-3000:]}")
-            results[impl] = summarize(json.loads(line[7:]), tokens_per_step, args.warmup)
-            print(f"{impl:>12}: {results[impl]['tokens_per_s']:.0f} tokens/s, step {results[impl]['step_s']:.2f} s, "
-                  f"peak {results[impl]['peak_gb']:.2f} GB, whole run {results[impl]['total_s']:.1f} s")
-    ours, theirs = results["ours"], results["mlx-lm-lora"]
-    print(f"tokens/s: {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x; "
-          f"peak memory: {ours['peak_gb'] / theirs['peak_gb']:.2f}x")
-
+                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+            results[name] = summarize(json.loads(line[7:]), tokens_per_step, args.warmup)
+            print(f"{name:>14}: {results[name]['tokens_per_s']:.0f} tokens/s, step {results[name]['step_s']:.2f} s, "
+                  f"peak {results[name]['peak_gb']:.2f} GB, whole run {results[name]['total_s']:.1f} s", flush=True)
+    theirs = results.pop("mlx-lm-lora")
+    for name, ours in results.items():
+        print(f"{name}: tokens/s {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x; "
+              f"peak memory {ours['peak_gb'] / theirs['peak_gb']:.2f}x")
 
 if __name__ == "__main__":
     main()
