@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--output-dir", default="runs/toy_ablation")
     ap.add_argument("--learning-rate", type=float, default=2e-5)
     ap.add_argument("--betas", type=float, nargs="+", default=[0.05, 0.1, 0.5])
-    ap.add_argument("--ramps", nargs="+", default=["0.8:0.0:0.8", "1.1:0.1:1.4"])
+    ap.add_argument("--ramps", nargs="*", default=["0.8:0.0:0.8", "1.1:0.1:1.4"])
     args = ap.parse_args()
     base, out = Path(args.base), Path(args.output_dir)
     config = json.loads((base / "results.json").read_text())["config"]
