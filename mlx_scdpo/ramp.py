@@ -14,6 +14,8 @@ global random state (mlx-lm's compiled sampler captures that state).
 
 from __future__ import annotations
 
+import hashlib
+
 import mlx.core as mx
 
 from mlx_scdpo.steps import DT, T0, TMAX
@@ -52,6 +54,14 @@ class StepTemperatureProcessor:
             self.prev_boundary = is_boundary
         self.seen = n
         return logits / mx.minimum(self.t0 + self.dt * self.count, self.tmax)
+
+
+def stable_seed(*parts) -> int:
+    """A 31-bit seed from ``parts`` that is the same in every process.
+
+    Python's ``hash()`` of a string (or of a tuple holding one) changes with each process
+    (PYTHONHASHSEED), which made step-control draws differ between identical runs."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") % (2**31)
 
 
 class SeededSampler:

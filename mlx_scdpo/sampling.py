@@ -120,7 +120,7 @@ def run_sample(args: SampleArgs) -> dict:
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model
     from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots
-    from mlx_scdpo.ramp import SeededSampler
+    from mlx_scdpo.ramp import SeededSampler, stable_seed
 
     if args.task not in ("gsm8k", "math"):
         raise UserError(f"--task {args.task}: sampling supports gsm8k and math")
@@ -167,7 +167,7 @@ def run_sample(args: SampleArgs) -> dict:
                     n = min(args.samples_per_round, args.budget - s.n_sampled)
                     requests += [s] * n
                 # One seed per (problem batch, round): reproducible, and distinct across rounds.
-                sampler = SeededSampler(hash((args.seed, chunk[0].doc_id, round_)) % (2**31), args.temperature)
+                sampler = SeededSampler(stable_seed(args.seed, chunk[0].doc_id, round_), args.temperature)
                 with solution_stream(model, tokenizer, [s.prompt_ids for s in requests], fmt=fmt, sampler=sampler,
                                      max_tokens=args.max_tokens, batch_size=args.batch_size,
                                      max_rounds=args.max_rounds, timeout=args.timeout) as stream:

@@ -145,7 +145,7 @@ def run_step_control(args: StepControlArgs) -> dict:
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.generation import prefill_cache
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.ramp import SeededSampler, StepTemperatureProcessor, boundary_mask
+    from mlx_scdpo.ramp import SeededSampler, StepTemperatureProcessor, boundary_mask, stable_seed
     from mlx_scdpo.steps import boundary_chars
 
     if not Path(args.solutions).is_file():
@@ -214,7 +214,7 @@ def run_step_control(args: StepControlArgs) -> dict:
                     for p in group:
                         if p.cache is None:
                             p.cache = prefill_cache(model, p.prompt_ids)
-                sampler = SeededSampler(hash((args.seed, round_, fmt.name if fmt else "cot")) % (2**31), 1.0)
+                sampler = SeededSampler(stable_seed(args.seed, round_, fmt.name if fmt else "cot"), 1.0)
                 mask = mask_for(fmt)
                 with solution_stream(
                         model, tokenizer, [p.prompt_ids for p in group], fmt=fmt, sampler=sampler,

@@ -44,3 +44,18 @@ def test_seeded_sampler_same_seed_same_samples_different_seed_differs():
     seq3 = [s3(logprobs).tolist() for _ in range(5)]
     assert seq1 == seq2 and seq1 != seq3 and a[0] == seq1[0]
     assert SeededSampler(0, temp=0)(mx.array([[0.0, 3.0, 1.0]])).tolist() == [1]
+
+
+def test_stable_seed_is_the_same_in_every_process():
+    # hash() of a string differs between processes; the samplers' seeds must not.
+    import os
+    import subprocess
+    import sys
+
+    from mlx_scdpo.ramp import stable_seed
+
+    code = "from mlx_scdpo.ramp import stable_seed; print(stable_seed(0, 1, 'cot'), stable_seed(0, 'gsm8k/1', 2))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
+    assert outs == {f"{stable_seed(0, 1, 'cot')} {stable_seed(0, 'gsm8k/1', 2)}\n"}
+    assert stable_seed(0, 1, "cot") != stable_seed(0, 2, "cot") and 0 <= stable_seed(5) < 2**31
