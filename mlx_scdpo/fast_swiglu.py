@@ -68,16 +68,14 @@ def _swiglu_vjp(primals, cotangent, output):
     return _backward(gate, x, cotangent)
 
 
-def wanted() -> bool:
-    """On the CPU backend (where MLX's transcendental functions are scalar)."""
-    return mx.default_device() == mx.cpu
-
-
 @contextmanager
 def use_fast_swiglu(model, enabled: bool = True):
-    """Within the block, the model's MLP modules call ``swiglu`` above (restored afterwards)."""
+    """Within the block, the model's MLP modules call ``swiglu`` above (restored afterwards).
+
+    Only on the CPU backend, where MLX's transcendental functions are scalar; yields
+    whether anything was swapped."""
     modules = set()
-    if enabled:
+    if enabled and mx.default_device() == mx.cpu:
         for _, m in model.named_modules():
             mod = sys.modules.get(type(m).__module__)
             if mod is not None and getattr(mod, "swiglu", None) is not None and mod.__name__.startswith("mlx_lm."):

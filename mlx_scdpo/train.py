@@ -43,7 +43,6 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from eval.errors import UserError
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
 from mlx_scdpo.fast_swiglu import use_fast_swiglu
-from mlx_scdpo.fast_swiglu import wanted as fast_swiglu_wanted
 from mlx_scdpo.preference_data import TokenizedPair, bucketed_batches, load_pairs, sequence_arrays, tokenize_pair
 from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
@@ -317,7 +316,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
     on_the_fly = args.reference == "on-the-fly"
     # Entered before the reference pass, so reference and policy use the same numerics.
-    fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu and fast_swiglu_wanted()))
+    fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu))
     shared = args.shared_prompt and supports_shared_prompt(model)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)

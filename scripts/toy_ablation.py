@@ -51,16 +51,16 @@ def train_and_eval(model, data, out: Path, base: Path, qs: QuickstartArgs, lr: f
 
 def error_location(pairs_file: Path) -> dict:
     """How many step-controlled negatives first go wrong right after their prefix (step k+1)."""
-    where, malformed = Counter(), 0
+    where, no_error = Counter(), 0
     for row in read_finished(pairs_file, None):
         problem = parse_question(row["question"])
         step = first_wrong_step(problem, row["prefix"] + row["rejected"]) if problem else None
         if step is None:  # every step right: the grader and the generator disagree
-            malformed += 1
+            no_error += 1
             continue
         where["k+1" if step == row["k"] + 1 else "later" if step > row["k"] + 1 else "in prefix"] += 1
-    n = sum(where.values()) + malformed
-    return {"pairs": n, **{k: v / max(n, 1) for k, v in where.items()}, "no wrong step": malformed / max(n, 1),
+    n = sum(where.values()) + no_error
+    return {"pairs": n, **{k: v / max(n, 1) for k, v in where.items()}, "no wrong step": no_error / max(n, 1),
             "k": dict(Counter(str(r["k"]) for r in read_finished(pairs_file, None)))}
 
 

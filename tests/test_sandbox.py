@@ -184,7 +184,6 @@ def test_lazy_import_from_a_directory_only_the_owner_may_enter(tmp_path, monkeyp
     # the worker must still import modules it did not preload.
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    private.chmod(0o700)
     (private / "late_module.py").write_text("VALUE = 7\n")
     monkeypatch.syspath_prepend(str(private))
     with Sandbox(timeout=5.0) as sb:

@@ -71,10 +71,15 @@ def test_on_the_fly_reference_matches_precomputed(tiny_model, pairs_dir, tmp_pat
     assert list((tmp_path / "refcache").glob("*.npy"))  # the reference log-probs were cached
 
 
+@pytest.fixture(scope="module")
+def default_run(tiny_model, pairs_dir, tmp_path_factory):
+    return _train(tiny_model, pairs_dir, tmp_path_factory.mktemp("default") / "run", "--iters", "3")
+
+
 @pytest.mark.parametrize("extra", [("--grad-checkpoint",), ("--grad-checkpoint-layers", "1"),
                                    ("--no-fast-swiglu",)])
-def test_memory_and_speed_options_train_the_same(tiny_model, pairs_dir, tmp_path, extra):
-    base = _train(tiny_model, pairs_dir, tmp_path / "base", "--iters", "3")
+def test_memory_and_speed_options_train_the_same(tiny_model, pairs_dir, tmp_path, default_run, extra):
+    base = default_run
     other = _train(tiny_model, pairs_dir, tmp_path / "other", "--iters", "3", *extra)
     for key in ("loss", "rewards/margins", "logps/chosen", "logps/rejected"):
         assert other[-1][key] == pytest.approx(base[-1][key], rel=1e-3, abs=1e-4)

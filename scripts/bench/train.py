@@ -147,5 +147,6 @@ def main():
         print(f"{name}: tokens/s {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x; "
               f"peak memory {ours['peak_gb'] / theirs['peak_gb']:.2f}x")
 
+
 if __name__ == "__main__":
     main()
