@@ -29,15 +29,38 @@ def peft_state_dict(weights: dict) -> dict:
     return out
 
 
-def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) -> int:
+def read_adapters(adapter_path: str) -> tuple[dict, dict]:
+    """(adapter_config, weights) of an adapter folder; a missing, damaged or foreign one is a ``UserError``."""
     src = Path(adapter_path)
     if not (src / "adapter_config.json").is_file() or not (src / "adapters.safetensors").is_file():
         raise UserError(f"{adapter_path}: not an adapter folder (adapter_config.json, adapters.safetensors)")
-    config = json.loads((src / "adapter_config.json").read_text())
+    try:
+        config = json.loads((src / "adapter_config.json").read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise UserError(f"{src / 'adapter_config.json'}: damaged (not JSON)") from None
+    lora = config.get("lora_parameters") if isinstance(config, dict) else None
+    if not isinstance(lora, dict) or not isinstance(lora.get("rank"), int) or \
+            not isinstance(lora.get("scale"), (int, float)):
+        raise UserError(f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank and scale")
+    try:
+        weights = mx.load(str(src / "adapters.safetensors"))
+    except Exception as e:  # truncated or not safetensors: mlx raises a bare RuntimeError/ValueError
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{src / 'adapters.safetensors'}: damaged ({msg})") from None
+    if not weights:
+        raise UserError(f"{src / 'adapters.safetensors'}: holds no tensors")
+    return config, weights
+
+
+def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) -> int:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder (--peft takes an output folder)")
+    config, weights = read_adapters(adapter_path)
     if config.get("fine_tune_type", "lora") != "lora":
         raise UserError(f"{adapter_path}: fine_tune_type {config['fine_tune_type']} cannot be exported to PEFT LoRA")
     lora = config["lora_parameters"]
-    tensors = peft_state_dict({k: v.astype(mx.float32) for k, v in mx.load(str(src / "adapters.safetensors")).items()})
+    tensors = peft_state_dict({k: v.astype(mx.float32) for k, v in weights.items()})
     targets = sorted({k.split(".")[-3] for k in tensors})
     peft_config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora["rank"], "lora_alpha": lora["scale"] * lora["rank"],
@@ -45,7 +68,6 @@ def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) 
         "fan_in_fan_out": False, "base_model_name_or_path": base_model or config.get("model"),
         "inference_mode": True,
     }
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "adapter_model.safetensors"), {k: mx.array(v) for k, v in tensors.items()},
                         metadata={"format": "pt"})

@@ -1,4 +1,16 @@
-"""Append-only JSONL files that survive being killed mid-write (resumable runs)."""
+"""JSONL: strict reading of inputs, and the project's own append-only logs that survive a kill.
+
+Two kinds of files, two readers:
+
+* Inputs (``train --data``, ``build-pairs`` inputs, ``credit --pairs``, ``step-control
+  --solutions``, eval problems) are read with ``read_records`` (``eval.records``): any bad
+  line is one ``UserError`` naming file, line and field, and the file is never written.
+* The project's own append logs (``solutions.jsonl``, ``generations_*.jsonl``, step-control
+  outcomes) are read with ``read_finished``: a line torn by a kill, or otherwise damaged,
+  is moved aside into ``<file>.damaged`` (appended, so nothing is lost) and the log is
+  rewritten without it, so appending continues cleanly; valid lines after a damaged one
+  are kept.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +18,75 @@ import json
 import os
 from pathlib import Path
 
+from eval.records import check_record, read_records  # noqa: F401  (the one strict reader)
+
+#: A preference pair (``mlx_scdpo.pairs``): TRL's columns, and token ids when present.
+PAIR_SCHEMA = {"prompt": "text_or_messages", "chosen": "text_or_messages", "rejected": "text_or_messages"}
+PAIR_OPTIONAL = {"prompt_ids": "token_ids", "chosen_ids": "token_ids", "rejected_ids": "token_ids",
+                 "source": str, "k": "int", "round": "int"}
+PAIR_IDS_SCHEMA = {"prompt_ids": "token_ids", "chosen_ids": "token_ids", "rejected_ids": "token_ids"}
+#: A problem record of ``solutions.jsonl`` (``mlx-scdpo sample``).
+SOLUTION_SCHEMA = {"problem_id": str, "task": str, "gold": str, "prompt": str, "prompt_ids": "token_ids",
+                   "samples": "samples"}
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _parse_line(raw: bytes):
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) else None
+
 
 def read_finished(path: str | Path, key: str | None) -> dict | list:
-    """Rows of an append-only JSONL file, by ``key`` (or as a list when ``key`` is None).
+    """Rows of one of the project's append-only JSONL logs, by ``key`` (or as a list when ``key`` is None).
 
-    A torn last line (the process was killed while writing it) is cut from the file, so
-    appending can continue cleanly.
+    Damaged lines (torn by a kill, not JSON objects, not UTF-8) are appended to
+    ``<file>.damaged`` and the log is rewritten, through a temporary file and a rename,
+    with the good lines only. A complete last line that only lacks its newline is kept
+    and the newline added.
     """
     path = Path(path)
-    rows: list[dict] = []
     if not path.exists():
-        return {} if key else rows
-    good = 0
-    with open(path, "rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break
-            good += len(raw)
-    if good < path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good)
+        return {} if key else []
+    data = path.read_bytes()
+    rows, good, damaged = [], [], []
+    for raw in data.splitlines(keepends=True):
+        row = _parse_line(raw)
+        if row is None or (key is not None and key not in row):
+            if raw.strip():
+                damaged.append(raw if raw.endswith(b"\n") else raw + b"\n")
+            continue
+        rows.append(row)
+        good.append(raw if raw.endswith(b"\n") else raw + b"\n")
+    clean = b"".join(good)
+    if clean != data:
+        if damaged:
+            with open(path.with_name(path.name + ".damaged"), "ab") as f:
+                f.write(b"".join(damaged))
+                f.flush()
+                os.fsync(f.fileno())
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(clean)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
     return {r[key]: r for r in rows} if key else rows
 
 
@@ -42,5 +99,7 @@ def write_jsonl_atomic(path: str | Path, rows) -> int:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
             n += 1
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return n
