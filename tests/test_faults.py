@@ -236,7 +236,8 @@ def test_eval_limit_may_grow_and_golds_are_regraded(tiny_model, tmp_path):
     problems.write_bytes(_lines(*[{"question": f"What is {i}?", "answer": "#### 999"} for i in range(4)]))
     res = CliRunner().invoke(main, base + ["--limit", "4"])
     assert res.exit_code == 0, res.output
-    samples = [json.loads(x) for x in next(out.glob("samples_*.jsonl")).read_text().splitlines()]
+    newest = max(out.glob("samples_*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+    samples = [json.loads(x) for x in newest.read_text().splitlines()]
     assert [s["target"] for s in samples] == ["999"] * 4
     # A changed question is a different run: refused with one line.
     problems.write_bytes(_lines(*[{"question": f"What is {i} + 1?", "answer": "#### 9"} for i in range(4)]))
