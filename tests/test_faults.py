@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -297,3 +298,37 @@ def test_two_concurrent_build_pairs_one_proceeds(tmp_path):
         holder.wait()
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "in use by" in res.stderr
     assert _build(src, tmp_path / "out").returncode == 0
+
+
+# ---------------------------------------------------------------- eval: kill -9, rerun, same outputs
+
+@pytest.mark.slow
+def test_eval_killed_then_rerun_equals_an_uninterrupted_run(tiny_model, tmp_path):
+    problems = tmp_path / "p.jsonl"
+    problems.write_bytes(_lines(*[{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(24)]))
+
+    def cmd(out):
+        return [sys.executable, "-m", "mlx_scdpo.cli", "eval", "--model", str(tiny_model), "--task", "gsm8k",
+                "--data-files", str(problems), "--max-tokens", "16", "--batch-size", "4", "--output-dir", str(out)]
+
+    subprocess.run(cmd(tmp_path / "straight"), check=True, capture_output=True)
+    out = tmp_path / "killed"
+    gens = out / "generations_gsm8k.jsonl"
+    proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not gens.exists() or gens.read_bytes().count(b"\n") < 3):
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    done_before = gens.read_bytes().count(b"\n")
+    assert 3 <= done_before < 24
+    subprocess.run(cmd(out), check=True, capture_output=True)
+
+    def by_id(path):
+        return {r["doc_id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+    a, b = by_id(tmp_path / "straight" / "generations_gsm8k.jsonl"), by_id(gens)
+    assert sorted(b) == list(range(24)) and len(gens.read_text().splitlines()) == 24  # none twice, none missing
+    assert a == b
+    newest = lambda d: max(d.glob("samples_*.jsonl"), key=lambda p: p.stat().st_mtime_ns)  # noqa: E731
+    assert newest(out).read_text() == newest(tmp_path / "straight").read_text()
