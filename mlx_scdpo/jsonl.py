@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from eval.records import check_record, read_records  # noqa: F401  (the one strict reader)
+from eval.records import read_records  # noqa: F401  (the one strict reader, re-exported)
 
 #: A preference pair (``mlx_scdpo.pairs``): TRL's columns, and token ids when present.
 PAIR_SCHEMA = {"prompt": "text_or_messages", "chosen": "text_or_messages", "rejected": "text_or_messages"}
@@ -26,8 +26,8 @@ PAIR_OPTIONAL = {"prompt_ids": "token_ids", "chosen_ids": "token_ids", "rejected
                  "source": str, "k": "int", "round": "int"}
 PAIR_IDS_SCHEMA = {"prompt_ids": "token_ids", "chosen_ids": "token_ids", "rejected_ids": "token_ids"}
 #: A problem record of ``solutions.jsonl`` (``mlx-scdpo sample``).
-SOLUTION_SCHEMA = {"problem_id": str, "task": str, "gold": str, "prompt": str, "prompt_ids": "token_ids",
-                   "samples": "samples"}
+SOLUTION_SCHEMA = {"problem_id": str, "task": str, "question": str, "gold": str, "prompt": str,
+                   "prompt_ids": "token_ids", "samples": "samples"}
 
 
 def fsync_dir(path: Path) -> None:

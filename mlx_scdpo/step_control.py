@@ -144,6 +144,8 @@ def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: d
 def run_step_control(args: StepControlArgs) -> dict:
     """Sample erring continuations in rounds; write outcomes and pairs; return counts."""
     records = read_records(args.solutions, SOLUTION_SCHEMA)
+    if not any(s["correct"] for r in records for s in r["samples"]):
+        raise UserError(f"{args.solutions}: no correct solution to continue from")
     out = Path(args.output_dir)
     with folder_lock(out, "step-control"):
         check_identity(out, "step_control_run", step_control_identity(args), ("step_control.jsonl",))

@@ -339,7 +339,8 @@ def resume_identity(args: TrainArgs, data_hash: str) -> dict:
     from mlx_scdpo.run_state import model_identity
 
     skip = ("resume", "stop_after", "progress", "report_to", "wandb_project", "adapter_path", "ref_cache_dir",
-            "steps_per_report", "steps_per_eval", "val_batches", "save_every")
+            "steps_per_report", "steps_per_eval", "val_batches", "save_every", "grad_checkpoint",
+            "grad_checkpoint_layers", "reference")  # the last three give the same gradients (tested)
     settings = {k: v for k, v in asdict(args).items() if k not in skip}
     return {**settings, "model": model_identity(args.model), "data": data_hash}
 

@@ -14,7 +14,8 @@ from mlx_scdpo.cli import main
 from mlx_scdpo.jsonl import read_finished
 
 PAIR = {"prompt": "Q: 1 + 1 =", "chosen": " 2.", "rejected": " 3.", "source": "naive"}
-SOLUTION = {"problem_id": "p/0", "task": "gsm8k", "gold": "2", "prompt": "Q: 1 + 1 =", "prompt_ids": [1, 2, 3],
+SOLUTION = {"problem_id": "p/0", "task": "gsm8k", "question": "Q", "gold": "2", "prompt": "Q: 1 + 1 =",
+            "prompt_ids": [1, 2, 3],
             "samples": [{"text": " 2", "ids": [4], "correct": True}]}
 PROBLEM = {"question": "What is 1 + 1?", "answer": "#### 2"}
 
@@ -332,3 +333,28 @@ def test_eval_killed_then_rerun_equals_an_uninterrupted_run(tiny_model, tmp_path
     assert a == b
     newest = lambda d: max(d.glob("samples_*.jsonl"), key=lambda p: p.stat().st_mtime_ns)  # noqa: E731
     assert newest(out).read_text() == newest(tmp_path / "straight").read_text()
+
+
+def test_step_control_refuses_no_correct_solutions_and_another_solutions_file(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    none_correct = tmp_path / "none.jsonl"
+    none_correct.write_bytes(_lines({**SOLUTION, "samples": [{"text": " 3", "ids": [5], "correct": False}]}))
+    out = tmp_path / "out"
+    base = ["step-control", "--model", str(tiny_model), "--output-dir", str(out), "--rounds", "1", "--max-tokens",
+            "4", "--no-progress"]
+    res = CliRunner().invoke(main, base + ["--solutions", str(none_correct)])
+    assert res.exit_code == 2 and "no correct solution" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    text = "Step 1: 2 * 3 = 6\nStep 2: 6 + 1 = 7\nThe answer is \\boxed{7}."
+    record = {**SOLUTION, "gold": "7", "prompt_ids": tok.encode("Q: compute.\n", add_special_tokens=False),
+              "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]}
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(_lines(record))
+    second.write_bytes(_lines({**record, "problem_id": "p/1"}))
+    res = CliRunner().invoke(main, base + ["--solutions", str(first)])
+    assert res.exit_code == 0, res.output
+    outcomes = (out / "step_control.jsonl").read_bytes()
+    res = CliRunner().invoke(main, base + ["--solutions", str(second)])
+    assert res.exit_code == 2 and "solutions" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (out / "step_control.jsonl").read_bytes() == outcomes
