@@ -25,7 +25,10 @@ class OneLineErrors(click.Group):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as e:
-            click.echo(f"error: {e.format_message()}", err=True)
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `mlx-scdpo`: the help, as click shows it
+                e.show()
+            else:
+                click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except click.Abort:
             click.echo("Aborted!", err=True)

@@ -65,7 +65,9 @@ STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
 def run_eval(args: EvalArgs):
     """Generate (resuming), grade and report; returns (metrics, results_path, samples_path)."""
     from eval.blocks import FORMATS
+    from mlx_scdpo.config import check_values
 
+    check_values(args)  # before anything loads
     if args.solution_format not in ("cot", "code"):
         raise UserError(f"--format {args.solution_format}: choose cot or code")
     if args.block_format not in FORMATS:

@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from eval.errors import UserError
+from mlx_scdpo.models import read_adapters
 
 
 def peft_state_dict(weights: dict) -> dict:
@@ -27,29 +28,6 @@ def peft_state_dict(weights: dict) -> dict:
         peft_leaf = "lora_A" if leaf == "lora_a" else "lora_B"
         out[f"base_model.model.{module}.{peft_leaf}.weight"] = np.ascontiguousarray(np.array(w).T)
     return out
-
-
-def read_adapters(adapter_path: str) -> tuple[dict, dict]:
-    """(adapter_config, weights) of an adapter folder; a missing, damaged or foreign one is a ``UserError``."""
-    src = Path(adapter_path)
-    if not (src / "adapter_config.json").is_file() or not (src / "adapters.safetensors").is_file():
-        raise UserError(f"{adapter_path}: not an adapter folder (adapter_config.json, adapters.safetensors)")
-    try:
-        config = json.loads((src / "adapter_config.json").read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise UserError(f"{src / 'adapter_config.json'}: damaged (not JSON)") from None
-    lora = config.get("lora_parameters") if isinstance(config, dict) else None
-    if not isinstance(lora, dict) or not isinstance(lora.get("rank"), int) or \
-            not isinstance(lora.get("scale"), (int, float)):
-        raise UserError(f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank and scale")
-    try:
-        weights = mx.load(str(src / "adapters.safetensors"))
-    except Exception as e:  # truncated or not safetensors: mlx raises a bare RuntimeError/ValueError
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{src / 'adapters.safetensors'}: damaged ({msg})") from None
-    if not weights:
-        raise UserError(f"{src / 'adapters.safetensors'}: holds no tensors")
-    return config, weights
 
 
 def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) -> int:

@@ -53,9 +53,11 @@ def folder_lock(folder: str | Path, command: str):
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = _holder(fd)
             raise UserError(f"{folder}: in use by {holder}; wait for it to finish or use another folder") from None
+        except OSError:  # a file system without locks (some network mounts): run unguarded, as before
+            pass
         # Ours now (any earlier holder is gone): record who holds it, for the message above.
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
         os.ftruncate(fd, 0)

@@ -24,6 +24,7 @@ from eval.data import load_problems
 from eval.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
+from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock
 
 _BAD_CORRECT = re.compile(r"error|apolog", re.IGNORECASE)
@@ -117,6 +118,7 @@ def naive_pairs(record: dict, n_wrong: int) -> list[dict]:
 
 def run_sample(args: SampleArgs) -> dict:
     """Sample, grade, write solutions and naive pairs; returns counts."""
+    check_values(args)  # before anything loads
     out = Path(args.output_dir)
     with folder_lock(out, "sample"):
         check_identity(out, "sample_run", sample_identity(args), ("solutions.jsonl",))

@@ -34,6 +34,7 @@ from eval.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import SOLUTION_SCHEMA, read_finished, read_records, write_jsonl_atomic
 from mlx_scdpo.pairs import make_pair
+from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock
 from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps, step_temperatures
 
@@ -143,6 +144,7 @@ def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: d
 
 def run_step_control(args: StepControlArgs) -> dict:
     """Sample erring continuations in rounds; write outcomes and pairs; return counts."""
+    check_values(args)  # before anything loads
     records = read_records(args.solutions, SOLUTION_SCHEMA)
     if not any(s["correct"] for r in records for s in r["samples"]):
         raise UserError(f"{args.solutions}: no correct solution to continue from")
