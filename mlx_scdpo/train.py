@@ -451,8 +451,11 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         step, data_pos = load_checkpoint(model, optimizer, args, identity)
         if rank == 0:
             truncate_metrics(metrics_path, step)
-    elif metrics_path.exists() and rank == 0:
-        metrics_path.unlink()
+    elif rank == 0:  # a fresh start: the folder's metrics and checkpoints are this run's only
+        metrics_path.unlink(missing_ok=True)
+        for name in (CHECKPOINT, f"{CHECKPOINT}.prev", f"{CHECKPOINT}.tmp"):
+            if (out / name).exists():
+                shutil.rmtree(out / name)
     run = None
     if rank == 0:
         _write_text(out / "train_config.json", json.dumps(asdict(args), indent=2))
