@@ -71,6 +71,9 @@ def load_pairs(data: str) -> tuple[list[dict], list[dict]]:
         for lineno, row in rows:
             if any(k in row for k in PAIR_IDS) and not all(isinstance(row.get(k), list) for k in PAIR_IDS):
                 raise UserError(f"{f}:{lineno}: pairs with token ids need all of {', '.join(PAIR_IDS)}")
+            if len({isinstance(row[k], list) for k in ("prompt", "chosen", "rejected")}) > 1:
+                raise UserError(f"{f}:{lineno}: fields 'prompt', 'chosen', 'rejected' must all be text or all be "
+                                f"lists of messages")
             if "prompt_ids" in row and not row["prompt_ids"]:
                 raise UserError(f"{f}:{lineno}: field 'prompt_ids' is empty")
     return [r for _, r in splits[0]], ([r for _, r in splits[1]] if len(splits) > 1 else [])
