@@ -66,6 +66,7 @@ def _commands(tiny_model, tmp_path, path):
                  out],
         "sample": ["sample", "--model", str(tiny_model), "--data-files", str(path), "--output-dir", out,
                    "--no-progress"],
+        "score": ["score", str(path), "--task", "gsm8k", "--output-dir", out],
     }
 
 
@@ -76,6 +77,7 @@ CASES = {  # command: (good record, a field with a wrong type)
     "step-control": (SOLUTION, ("samples", "none")),
     "eval": (PROBLEM, ("question", 7)),
     "sample": (PROBLEM, ("question", None)),
+    "score": ({"doc_id": 0, "response": "2", "target": "2"}, ("doc_id", "x")),
 }
 
 
