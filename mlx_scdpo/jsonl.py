@@ -44,50 +44,57 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _parse_line(raw: bytes):
+def _parse_line(raw: bytes, key: str | None):
     try:
         row = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return row if isinstance(row, dict) else None
+    return row if isinstance(row, dict) and (key is None or key in row) else None
 
 
 def read_finished(path: str | Path, key: str | None) -> dict | list:
     """Rows of one of the project's append-only JSONL logs, by ``key`` (or as a list when ``key`` is None).
 
-    Damaged lines (torn by a kill, not JSON objects, not UTF-8) are appended to
-    ``<file>.damaged`` and the log is rewritten, through a temporary file and a rename,
-    with the good lines only. A complete last line that only lacks its newline is kept
-    and the newline added.
+    Damaged lines (torn by a kill, not JSON objects, not UTF-8, without ``key``) are
+    appended to ``<file>.damaged`` and the log is rewritten, through a temporary file and a
+    rename, with the good lines only. A complete last line that only lacks its newline is
+    kept and the newline added.
     """
     path = Path(path)
     if not path.exists():
         return {} if key else []
-    data = path.read_bytes()
-    rows, good, damaged = [], [], []
-    for raw in data.splitlines(keepends=True):
-        row = _parse_line(raw)
-        if row is None or (key is not None and key not in row):
-            if raw.strip():
-                damaged.append(raw if raw.endswith(b"\n") else raw + b"\n")
-            continue
-        rows.append(row)
-        good.append(raw if raw.endswith(b"\n") else raw + b"\n")
-    clean = b"".join(good)
-    if clean != data:
-        if damaged:
-            with open(path.with_name(path.name + ".damaged"), "ab") as f:
-                f.write(b"".join(damaged))
-                f.flush()
-                os.fsync(f.fileno())
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(clean)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+    rows, clean = [], True
+    with open(path, "rb") as f:
+        for raw in f:
+            row = _parse_line(raw, key)
+            if row is not None:
+                rows.append(row)
+            clean = clean and row is not None and raw.endswith(b"\n")
+    if not clean:
+        _repair(path, key)
     return {r[key]: r for r in rows} if key else rows
+
+
+def _repair(path: Path, key: str | None) -> None:
+    """Good lines stay in ``path`` (rewritten atomically); damaged ones move to ``<path>.damaged``."""
+    tmp = path.with_name(path.name + ".tmp")
+    damaged = []
+    with open(path, "rb") as src, open(tmp, "wb") as good:
+        for raw in src:
+            line = raw if raw.endswith(b"\n") else raw + b"\n"
+            if _parse_line(raw, key) is not None:
+                good.write(line)
+            elif raw.strip():
+                damaged.append(line)  # a few torn lines, not the log: kept in memory
+        good.flush()
+        os.fsync(good.fileno())
+    if damaged:  # set aside before the log loses them
+        with open(path.with_name(path.name + ".damaged"), "ab") as bad:
+            bad.write(b"".join(damaged))
+            bad.flush()
+            os.fsync(bad.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def write_jsonl_atomic(path: str | Path, rows) -> int:
