@@ -97,9 +97,12 @@ def iter_lines(path: str | Path):
             if not line.strip():
                 raise UserError(f"{where(path, lineno)}: blank line (expected one JSON object per line)")
             try:
-                yield lineno, json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise UserError(f"{where(path, lineno)}: JSON nested too deeply") from None
+            yield lineno, value
 
 
 def read_records(path: str | Path, schema: dict | None = None, optional: dict | None = None, *,
@@ -112,6 +115,13 @@ def read_records(path: str | Path, schema: dict | None = None, optional: dict | 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    try:
+        return _read_records(path, schema, optional, numbered, allow_empty, json_array)
+    except OSError as e:  # unreadable (permissions, a folder, an I/O error)
+        raise UserError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+
+
+def _read_records(path: Path, schema, optional, numbered: bool, allow_empty: bool, json_array: bool) -> list:
     if json_array and path.suffix == ".json" and _starts_with_bracket(path):
         try:
             rows = json.loads(path.read_bytes().decode("utf-8"))
@@ -119,6 +129,10 @@ def read_records(path: str | Path, schema: dict | None = None, optional: dict | 
             raise UserError(f"{path}: not UTF-8 text") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
+        except RecursionError:
+            raise UserError(f"{path}: JSON nested too deeply") from None
+        if not isinstance(rows, list):
+            raise UserError(f"{path}: expected a JSON array of objects")
         numbered_rows = list(enumerate(rows, 1))
     else:
         numbered_rows = list(iter_lines(path))

@@ -47,7 +47,7 @@ def fsync_dir(path: Path) -> None:
 def _parse_line(raw: bytes, key: str | None):
     try:
         row = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     return row if isinstance(row, dict) and (key is None or key in row) else None
 

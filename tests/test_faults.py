@@ -42,6 +42,8 @@ def _bad_files(good: dict, bad_field: tuple[str, object]):
         ("torn_last_line", ok + b'{"prompt": "Q'),
         ("wrong_type", ok + _lines({**good, field: value})),
         ("missing_field", ok + _lines({k: v for k, v in good.items() if k != next(iter(good))})),
+        ("utf8_bom", b"\xef\xbb\xbf" + ok),
+        ("deep_nesting", ok + b"[" * 100_000 + b"]" * 100_000 + b"\n"),
         ("empty", b""),
     ]
 
