@@ -39,6 +39,18 @@ def read_adapters(adapter_path: str) -> tuple[dict, dict]:
     return config, weights
 
 
+def config_vocab_size(model: str) -> int | None:
+    """The vocabulary size in a local model folder's config.json (None for hub ids or when absent),
+    so token ids can be checked before the model loads."""
+    path = Path(model).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    size = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    return size if isinstance(size, int) and size > 0 else None
+
+
 def load_model(model: str, adapter_path: str | None = None):
     """``mlx_lm.load`` with one-line errors; floating weights become float32 on CPU.
 

@@ -92,6 +92,17 @@ def check_token_ids(pairs: list[dict], vocab_size: int, source) -> None:
                                 f"vocabulary of {vocab_size} (pairs from another tokenizer?)")
 
 
+def check_solution_ids(records: list[dict], vocab_size: int | None, source) -> None:
+    """Token ids of ``solutions.jsonl`` records (prompt and samples) must exist in the model's vocabulary."""
+    if vocab_size is None:
+        return
+    for i, rec in enumerate(records, 1):
+        top = max([*rec["prompt_ids"], *(t for s in rec["samples"] for t in s["ids"])], default=-1)
+        if top >= vocab_size:
+            raise UserError(f"{source}:{i}: token id {top} is beyond the model's vocabulary of {vocab_size} "
+                            f"(solutions from another tokenizer?)")
+
+
 def vocab_size(model) -> int:
     """Rows of the model's embedding (token ids must be below it)."""
     args = getattr(model, "args", None)

@@ -33,7 +33,9 @@ from pathlib import Path
 from eval.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import SOLUTION_SCHEMA, read_finished, read_records, write_jsonl_atomic
+from mlx_scdpo.models import config_vocab_size
 from mlx_scdpo.pairs import make_pair
+from mlx_scdpo.preference_data import check_solution_ids
 from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock
 from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps, step_temperatures
@@ -148,6 +150,7 @@ def run_step_control(args: StepControlArgs) -> dict:
     records = read_records(args.solutions, SOLUTION_SCHEMA)
     if not any(s["correct"] for r in records for s in r["samples"]):
         raise UserError(f"{args.solutions}: no correct solution to continue from")
+    check_solution_ids(records, config_vocab_size(args.model), args.solutions)
     out = Path(args.output_dir)
     with folder_lock(out, "step-control"):
         check_identity(out, "step_control_run", step_control_identity(args), ("step_control.jsonl",))

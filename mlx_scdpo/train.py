@@ -402,7 +402,7 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
 def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     from mlx_scdpo.config import check_values
-    from mlx_scdpo.models import load_model
+    from mlx_scdpo.models import config_vocab_size, load_model
 
     check_values(args)
     if args.loss_type not in LOSS_TYPES:
@@ -418,6 +418,8 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     train_rows, valid_rows = load_pairs(args.data)
     files = pair_files(args.data)
     identity = resume_identity(args, data_identity(*files))
+    for rows, f in zip((train_rows, valid_rows), files):  # from config.json: before the model loads
+        check_token_ids(rows, config_vocab_size(args.model) or 2**63, f)
     if rank == 0:  # one run per adapter folder
         stack.enter_context(folder_lock(args.adapter_path, "train"))
     model, tokenizer = load_model(args.model)

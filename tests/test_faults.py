@@ -349,6 +349,10 @@ def test_step_control_refuses_no_correct_solutions_and_another_solutions_file(ti
             "4", "--no-progress"]
     res = CliRunner().invoke(main, base + ["--solutions", str(none_correct)])
     assert res.exit_code == 2 and "no correct solution" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_bytes(_lines({**SOLUTION, "prompt_ids": [1, 10_000_000]}))
+    res = CliRunner().invoke(main, base + ["--solutions", str(foreign)])
+    assert res.exit_code == 2 and f"{foreign}:1: token id 10000000" in res.stderr, res.output
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
     text = "Step 1: 2 * 3 = 6\nStep 2: 6 + 1 = 7\nThe answer is \\boxed{7}."
     record = {**SOLUTION, "gold": "7", "prompt_ids": tok.encode("Q: compute.\n", add_special_tokens=False),
