@@ -13,13 +13,13 @@ number; parquet files and hub names go through ``datasets.load_dataset``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from eval.errors import UserError, where
 from eval.extract import last_boxed
+from eval.records import read_records
 
 TASKS = ("gsm8k", "math", "math500")
 
@@ -54,38 +54,12 @@ def check_task(task: str) -> str:
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of a JSONL (or JSON array) file; bad input raises ``UserError`` naming file, line and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise UserError(f"{path}: file is empty")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
-        numbered = list(enumerate(rows, 1))
-    else:
-        numbered = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                numbered.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
+    """Rows of a JSONL (or JSON array) file; bad input raises ``UserError`` naming file, line and field.
+
+    ``required``: field names (a tuple of names: any one of them). Each row gets ``__line__``.
+    """
     out = []
-    for lineno, row in numbered:
-        if not isinstance(row, dict):
-            raise UserError(f"{where(path, lineno)}: expected a JSON object")
-        for field in required:
-            if isinstance(field, tuple):
-                if not any(f in row for f in field):
-                    raise UserError(f"{where(path, lineno, '/'.join(field))} is missing")
-            elif field not in row:
-                raise UserError(f"{where(path, lineno, field)} is missing")
+    for lineno, row in read_records(path, {f: None for f in required}, numbered=True, json_array=True):
         row["__line__"] = lineno
         out.append(row)
     return out

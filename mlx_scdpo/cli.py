@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
 from eval.cli import fail, score_command
 from eval.data import TASKS
 from eval.errors import UserError
-from mlx_scdpo.config import build_args, dataclass_options
+from mlx_scdpo.config import build_args, dataclass_options, option_type
 from mlx_scdpo.pairs import build_pairs
 from mlx_scdpo.sampling import SampleArgs, run_sample
 from mlx_scdpo.step_control import StepControlArgs, run_step_control
@@ -16,7 +18,27 @@ from mlx_scdpo.quickstart import QuickstartArgs
 from mlx_scdpo.train import TrainArgs
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """Usage errors (a bad option value, a missing option) as one line and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `mlx-scdpo`: the help, as click shows it
+                e.show()
+            else:
+                click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(mlx_scdpo.__version__, prog_name="mlx-scdpo")
 def main():
     """Step-Controlled DPO for MLX, and a GSM8K / MATH evaluation harness."""
@@ -31,19 +53,21 @@ main.add_command(score_command)
 @click.option("--task", required=True, type=click.Choice(TASKS))
 @click.option("--data-files", default=None, help="Local JSON/JSONL/parquet problems instead of the hub.")
 @click.option("--dataset", default=None, help="Hub dataset instead of the task default.")
-@click.option("--limit", type=int, default=None, help="Only the first N problems.")
-@click.option("--num-shots", type=int, default=None, help="Few-shot examples (default: 0 chat, 8 GSM8K / 4 MATH base).")
+@click.option("--limit", type=option_type("limit"), default=None, help="Only the first N problems.")
+@click.option("--num-shots", type=option_type("num_shots"), default=None,
+              help="Few-shot examples (default: 0 chat, 8 GSM8K / 4 MATH base).")
 @click.option("--chat-template/--no-chat-template", default=None, help="Chat prompt (default: if the tokenizer has one).")
-@click.option("--max-tokens", type=int, default=1024, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--max-tokens", type=option_type("max_tokens"), default=1024, show_default=True)
+@click.option("--batch-size", type=option_type("batch_size"), default=32, show_default=True)
 @click.option("--output-dir", default="runs/eval", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=option_type("seed"), default=0, show_default=True)
 @click.option("--format", "solution_format", type=click.Choice(["cot", "code"]), default="cot", show_default=True,
               help="Chain-of-thought, or code-integrated (code blocks run in the sandbox).")
 @click.option("--block-format", type=click.Choice(["markdown", "mathcoder"]), default="markdown", show_default=True,
               help="Code-integrated block syntax.")
-@click.option("--max-rounds", type=int, default=8, show_default=True, help="Code executions per solution.")
-@click.option("--timeout", type=float, default=6.0, show_default=True, help="Seconds per code block.")
+@click.option("--max-rounds", type=option_type("max_rounds"), default=8, show_default=True,
+              help="Code executions per solution.")
+@click.option("--timeout", type=option_type("timeout"), default=6.0, show_default=True, help="Seconds per code block.")
 @click.option("--schedule", type=click.Choice(["continuous", "rounds"]), default="continuous", show_default=True,
               help="Code loop: resume each solution when its block ran, or the whole batch in rounds.")
 def eval_command(**kwargs):
@@ -131,27 +155,22 @@ def quickstart_command(**kwargs):
 @click.option("--model", required=True, help="Base model (the reference).")
 @click.option("--adapter-path", required=True, help="LoRA adapters (the policy).")
 @click.option("--pairs", "pairs_file", required=True, help="Pairs JSONL with token ids (from mlx-scdpo).")
-@click.option("--beta", type=float, default=0.1, show_default=True)
-@click.option("--limit", type=int, default=8, show_default=True, help="Pairs to show.")
+@click.option("--beta", type=option_type("beta"), default=0.1, show_default=True)
+@click.option("--limit", type=option_type("limit"), default=8, show_default=True, help="Pairs to show.")
 @click.option("--html", "html_out", default=None, help="Write an HTML heatmap here.")
 @click.option("--color/--no-color", default=None, help="Terminal colours (default: when writing to a terminal).")
 def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color):
     """Per-token implicit rewards beta*(log pi - log ref) of chosen and rejected, as colour."""
     from pathlib import Path
 
-    from mlx_scdpo.credit import credit_report, to_html, to_terminal
-    from mlx_scdpo.jsonl import read_finished
+    from mlx_scdpo.credit import credit_report, read_credit_pairs, to_html, to_terminal
     from mlx_scdpo.models import load_model
+    from mlx_scdpo.preference_data import check_token_ids, vocab_size
 
     try:
-        if not Path(pairs_file).is_file():
-            raise UserError(f"{pairs_file}: no such file")
-        pairs = read_finished(pairs_file, None)[:limit]
-        for i, p in enumerate(pairs, 1):
-            for f in ("prompt_ids", "chosen_ids", "rejected_ids"):
-                if f not in p:
-                    raise UserError(f"{pairs_file}:{i}: field '{f}' is missing (pairs need token ids)")
+        pairs = read_credit_pairs(pairs_file)[:limit]
         mdl, tok = load_model(model, adapter_path)
+        check_token_ids(pairs, vocab_size(mdl), pairs_file)
         rep = credit_report(mdl, tok, pairs, beta)
     except UserError as e:
         fail(e)
@@ -175,10 +194,11 @@ def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color
 @main.command("build-pairs")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output-dir", required=True, help="Where train.jsonl and valid.jsonl go.")
-@click.option("--valid-fraction", type=float, default=0.01, show_default=True, help="Held out (reference 1%).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
+@click.option("--valid-fraction", type=option_type("valid_fraction"), default=0.01, show_default=True,
+              help="Held out (reference 1%).")
+@click.option("--seed", type=option_type("seed"), default=0, show_default=True, help="Shuffle seed.")
 @click.option("--conversational/--standard", default=False, help="TRL conversational form (no token ids).")
-@click.option("--max-naive", type=int, default=None, help="Keep at most this many naive pairs.")
+@click.option("--max-naive", type=option_type("max_naive"), default=None, help="Keep at most this many naive pairs.")
 def build_pairs_command(inputs, output_dir, valid_fraction, seed, conversational, max_naive):
     """Mix pair files (naive and step-controlled), shuffle, and write train/valid JSONL."""
     try:

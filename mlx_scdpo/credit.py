@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from eval.errors import UserError
 from mlx_scdpo.dpo import token_logps
 
 
@@ -98,6 +99,17 @@ def toy_error_start(pair: dict) -> int | None:
     lines = full.split("\n")
     start = sum(len(line) + 1 for line in lines[: step - 1]) - len(prefix)
     return max(start, 0)
+
+
+def read_credit_pairs(path: str) -> list[dict]:
+    """Pairs with token ids, read strictly (an empty or bad file is one ``UserError``)."""
+    from mlx_scdpo.jsonl import PAIR_IDS_SCHEMA, PAIR_OPTIONAL, read_records
+
+    pairs = read_records(path, PAIR_IDS_SCHEMA, {**PAIR_OPTIONAL, "rejected": str, "question": str, "prefix": str})
+    for i, p in enumerate(pairs, 1):
+        if not p["prompt_ids"]:
+            raise UserError(f"{path}:{i}: field 'prompt_ids' is empty")
+    return pairs
 
 
 def credit_report(model, tokenizer, pairs: list[dict], beta: float) -> dict:

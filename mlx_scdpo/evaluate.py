@@ -3,8 +3,10 @@
 Completions are appended to ``OUTPUT_DIR/generations_<task>.jsonl`` as each problem
 finishes (the same format ``mlx-scdpo score`` reads); a re-run with the same settings
 skips finished ``doc_id``s, so a killed run loses at most what was in flight. The run's
-identity (model, adapters, prompt hash, decoding settings) is kept in
-``generations_<task>.meta.json``; a different run in the same folder is refused.
+identity (model, adapters, prompt and decoding settings) is kept in
+``generations_<task>.meta.json``; a different run in the same folder is refused, and a
+lock stops a second run on the folder. ``--limit`` may grow between runs, and every run
+grades against the data's current gold answers.
 Grading and reports come from ``eval.score``.
 """
 
@@ -19,6 +21,7 @@ from eval.data import load_problems
 from eval.errors import UserError
 from eval.score import aggregate, score_rows, write_report
 from mlx_scdpo.jsonl import read_finished
+from mlx_scdpo.run_state import check_identity, folder_lock
 
 
 @dataclass
@@ -43,11 +46,17 @@ class EvalArgs:
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
-def _run_key(args: EvalArgs, prompt_hash: str) -> dict:
-    return {"model": args.model, "adapter_path": args.adapter_path, "task": args.task, "prompt_hash": prompt_hash,
-            "max_tokens": args.max_tokens, "solution_format": args.solution_format,
-            "block_format": args.block_format if args.solution_format == "code" else None,
-            "max_rounds": args.max_rounds if args.solution_format == "code" else None}
+def run_identity(args: EvalArgs) -> dict:
+    """What defines an eval run (a folder holds one per task). ``--limit`` may grow, and golds are
+    re-read each time, so neither is part of it; each finished row's prompt is checked instead."""
+    from mlx_scdpo.run_state import adapter_identity, model_identity
+
+    code = args.solution_format == "code"
+    return {"model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
+            "task": args.task, "dataset": args.dataset, "chat_template": args.chat_template,
+            "num_shots": args.num_shots, "max_tokens": args.max_tokens, "solution_format": args.solution_format,
+            "block_format": args.block_format if code else None, "max_rounds": args.max_rounds if code else None,
+            "timeout": args.timeout if code else None}
 
 
 STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
@@ -56,10 +65,9 @@ STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
 def run_eval(args: EvalArgs):
     """Generate (resuming), grade and report; returns (metrics, results_path, samples_path)."""
     from eval.blocks import FORMATS
-    from mlx_scdpo.code_generation import solution_stream
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash
+    from mlx_scdpo.config import check_values
 
+    check_values(args)  # before anything loads
     if args.solution_format not in ("cot", "code"):
         raise UserError(f"--format {args.solution_format}: choose cot or code")
     if args.block_format not in FORMATS:
@@ -68,6 +76,17 @@ def run_eval(args: EvalArgs):
     problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, limit=args.limit)
     if not problems:
         raise UserError(f"{args.data_files or args.task}: no problems to evaluate")
+    out = Path(args.output_dir)
+    with folder_lock(out, f"eval {args.task}"):
+        check_identity(out, f"generations_{args.task}.meta", run_identity(args), (f"generations_{args.task}.jsonl",))
+        return _run_eval(args, problems, fmt)
+
+
+def _run_eval(args: EvalArgs, problems, fmt):
+    from mlx_scdpo.code_generation import solution_stream
+    from mlx_scdpo.models import load_model
+    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash
+
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
     if chat and tokenizer.chat_template is None:
@@ -77,17 +96,12 @@ def run_eval(args: EvalArgs):
     p_hash = prompts_hash([text for _, text in built])
 
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     gen_path = out / f"generations_{args.task}.jsonl"
-    meta_path = out / f"generations_{args.task}.meta.json"
-    key = _run_key(args, p_hash)
-    if meta_path.exists() and gen_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old != key:
-            diff = sorted(k for k in key if old.get(k) != key[k])
-            raise UserError(f"{meta_path}: holds a different run ({', '.join(diff)} differ); use another --output-dir")
-    meta_path.write_text(json.dumps(key, indent=2))
     done = read_finished(gen_path, "doc_id")
+    for i, p in enumerate(problems):
+        if p.doc_id in done and done[p.doc_id].get("prompt") != built[i][1]:
+            raise UserError(f"{gen_path}: doc_id {p.doc_id} was generated from another prompt (the question or "
+                            f"the prompt settings changed); use another --output-dir")
     todo = [i for i, p in enumerate(problems) if p.doc_id not in done]
 
     stats = {"tokens": 0, "t0": time.perf_counter()}
@@ -122,7 +136,8 @@ def run_eval(args: EvalArgs):
     if bar is not None:
         bar.close()
 
-    rows = [done[p.doc_id] for p in problems]
+    # Graded against the golds as they are now (a corrected data file re-grades old generations).
+    rows = [{**done[p.doc_id], "target": p.gold} for p in problems]
     samples = score_rows(args.task, rows, problems, solution_format=fmt.name if fmt else "cot")
     config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
               "decoding": "greedy", "stop_strings": list(STOP_STRINGS)}

@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from eval.errors import UserError
+from mlx_scdpo.models import read_adapters
 
 
 def peft_state_dict(weights: dict) -> dict:
@@ -30,14 +31,14 @@ def peft_state_dict(weights: dict) -> dict:
 
 
 def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) -> int:
-    src = Path(adapter_path)
-    if not (src / "adapter_config.json").is_file() or not (src / "adapters.safetensors").is_file():
-        raise UserError(f"{adapter_path}: not an adapter folder (adapter_config.json, adapters.safetensors)")
-    config = json.loads((src / "adapter_config.json").read_text())
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder (--peft takes an output folder)")
+    config, weights = read_adapters(adapter_path)
     if config.get("fine_tune_type", "lora") != "lora":
         raise UserError(f"{adapter_path}: fine_tune_type {config['fine_tune_type']} cannot be exported to PEFT LoRA")
     lora = config["lora_parameters"]
-    tensors = peft_state_dict({k: v.astype(mx.float32) for k, v in mx.load(str(src / "adapters.safetensors")).items()})
+    tensors = peft_state_dict({k: v.astype(mx.float32) for k, v in weights.items()})
     targets = sorted({k.split(".")[-3] for k in tensors})
     peft_config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora["rank"], "lora_alpha": lora["scale"] * lora["rank"],
@@ -45,7 +46,6 @@ def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) 
         "fan_in_fan_out": False, "base_model_name_or_path": base_model or config.get("model"),
         "inference_mode": True,
     }
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "adapter_model.safetensors"), {k: mx.array(v) for k, v in tensors.items()},
                         metadata={"format": "pt"})

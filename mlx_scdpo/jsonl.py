@@ -1,4 +1,16 @@
-"""Append-only JSONL files that survive being killed mid-write (resumable runs)."""
+"""JSONL: strict reading of inputs, and the project's own append-only logs that survive a kill.
+
+Two kinds of files, two readers:
+
+* Inputs (``train --data``, ``build-pairs`` inputs, ``credit --pairs``, ``step-control
+  --solutions``, eval problems) are read with ``read_records`` (``eval.records``): any bad
+  line is one ``UserError`` naming file, line and field, and the file is never written.
+* The project's own append logs (``solutions.jsonl``, ``generations_*.jsonl``, step-control
+  outcomes) are read with ``read_finished``: a line torn by a kill, or otherwise damaged,
+  is moved aside into ``<file>.damaged`` (appended, so nothing is lost) and the log is
+  rewritten without it, so appending continues cleanly; valid lines after a damaged one
+  are kept.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +18,83 @@ import json
 import os
 from pathlib import Path
 
+from eval.records import read_records  # noqa: F401  (the one strict reader, re-exported)
+
+#: A preference pair (``mlx_scdpo.pairs``): TRL's columns, and token ids when present.
+PAIR_SCHEMA = {"prompt": "text_or_messages", "chosen": "text_or_messages", "rejected": "text_or_messages"}
+PAIR_OPTIONAL = {"prompt_ids": "token_ids", "chosen_ids": "token_ids", "rejected_ids": "token_ids",
+                 "source": str, "k": "int", "round": "int"}
+PAIR_IDS_SCHEMA = {"prompt_ids": "token_ids", "chosen_ids": "token_ids", "rejected_ids": "token_ids"}
+#: A problem record of ``solutions.jsonl`` (``mlx-scdpo sample``).
+SOLUTION_SCHEMA = {"problem_id": str, "task": str, "question": str, "gold": str, "prompt": str,
+                   "prompt_ids": "token_ids", "samples": "samples"}
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _parse_line(raw: bytes, key: str | None):
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return row if isinstance(row, dict) and (key is None or key in row) else None
+
 
 def read_finished(path: str | Path, key: str | None) -> dict | list:
-    """Rows of an append-only JSONL file, by ``key`` (or as a list when ``key`` is None).
+    """Rows of one of the project's append-only JSONL logs, by ``key`` (or as a list when ``key`` is None).
 
-    A torn last line (the process was killed while writing it) is cut from the file, so
-    appending can continue cleanly.
+    Damaged lines (torn by a kill, not JSON objects, not UTF-8, without ``key``) are
+    appended to ``<file>.damaged`` and the log is rewritten, through a temporary file and a
+    rename, with the good lines only. A complete last line that only lacks its newline is
+    kept and the newline added.
     """
     path = Path(path)
-    rows: list[dict] = []
     if not path.exists():
-        return {} if key else rows
-    good = 0
+        return {} if key else []
+    rows, clean = [], True
     with open(path, "rb") as f:
         for raw in f:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break
-            good += len(raw)
-    if good < path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good)
+            row = _parse_line(raw, key)
+            if row is not None:
+                rows.append(row)
+            clean = clean and row is not None and raw.endswith(b"\n")
+    if not clean:
+        _repair(path, key)
     return {r[key]: r for r in rows} if key else rows
+
+
+def _repair(path: Path, key: str | None) -> None:
+    """Good lines stay in ``path`` (rewritten atomically); damaged ones move to ``<path>.damaged``."""
+    tmp = path.with_name(path.name + ".tmp")
+    damaged = []
+    with open(path, "rb") as src, open(tmp, "wb") as good:
+        for raw in src:
+            line = raw if raw.endswith(b"\n") else raw + b"\n"
+            if _parse_line(raw, key) is not None:
+                good.write(line)
+            elif raw.strip():
+                damaged.append(line)  # a few torn lines, not the log: kept in memory
+        good.flush()
+        os.fsync(good.fileno())
+    if damaged:  # set aside before the log loses them
+        with open(path.with_name(path.name + ".damaged"), "ab") as bad:
+            bad.write(b"".join(damaged))
+            bad.flush()
+            os.fsync(bad.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def write_jsonl_atomic(path: str | Path, rows) -> int:
@@ -42,5 +106,7 @@ def write_jsonl_atomic(path: str | Path, rows) -> int:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
             n += 1
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlx.core as mx
@@ -13,6 +14,43 @@ def on_cpu() -> bool:
     return mx.default_device() == mx.cpu
 
 
+def read_adapters(adapter_path: str) -> tuple[dict, dict]:
+    """(adapter_config, weights) of an adapter folder; a missing, damaged or foreign one is a ``UserError``."""
+    src = Path(adapter_path)
+    if not (src / "adapter_config.json").is_file() or not (src / "adapters.safetensors").is_file():
+        raise UserError(f"{adapter_path}: not an adapter folder (adapter_config.json, adapters.safetensors)")
+    try:
+        config = json.loads((src / "adapter_config.json").read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise UserError(f"{src / 'adapter_config.json'}: damaged (not JSON)") from None
+    lora = config.get("lora_parameters") if isinstance(config, dict) else None
+    if not isinstance(lora, dict) or not isinstance(lora.get("rank"), int) or \
+            not isinstance(lora.get("scale"), (int, float)):
+        raise UserError(f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank and scale")
+    if not isinstance(config.get("num_layers"), int):
+        raise UserError(f"{src / 'adapter_config.json'}: field 'num_layers' is missing or not an integer")
+    try:
+        weights = mx.load(str(src / "adapters.safetensors"))
+    except Exception as e:  # truncated or not safetensors: mlx raises a bare RuntimeError/ValueError
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{src / 'adapters.safetensors'}: damaged ({msg})") from None
+    if not weights:
+        raise UserError(f"{src / 'adapters.safetensors'}: holds no tensors")
+    return config, weights
+
+
+def config_vocab_size(model: str) -> int | None:
+    """The vocabulary size in a local model folder's config.json (None for hub ids or when absent),
+    so token ids can be checked before the model loads."""
+    path = Path(model).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    size = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    return size if isinstance(size, int) and size > 0 else None
+
+
 def load_model(model: str, adapter_path: str | None = None):
     """``mlx_lm.load`` with one-line errors; floating weights become float32 on CPU.
 
@@ -21,8 +59,8 @@ def load_model(model: str, adapter_path: str | None = None):
     """
     from mlx_lm import load
 
-    if adapter_path is not None and not (Path(adapter_path) / "adapter_config.json").is_file():
-        raise UserError(f"{adapter_path}: no adapter_config.json (not an adapter folder)")
+    if adapter_path is not None:
+        read_adapters(adapter_path)  # a damaged adapter folder is named as such, not as a bad model
     looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
     if looks_local and not (Path(model).expanduser() / "config.json").is_file():
         raise UserError(f"{model}: no such model folder (expected config.json)")

@@ -17,14 +17,14 @@ prefix moves into both responses; token ids are left out because they no longer 
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from pathlib import Path
 
 from eval.errors import UserError
-from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
-
-PAIR_FIELDS = ("prompt", "chosen", "rejected")
-
+from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, fsync_dir, read_records, write_jsonl_atomic
+from mlx_scdpo.run_state import file_digest, folder_lock, kill_point
 
 def make_pair(record: dict, *, prefix_text: str, prefix_ids: list[int], chosen: dict, rejected: dict, source: str,
               k: int, temperatures: list[float], round: int) -> dict:
@@ -56,25 +56,68 @@ def to_conversational(pair: dict) -> dict:
     return out
 
 
+SPLITS = ("train.jsonl", "valid.jsonl")
+SWAP_NAME = ".pairs-swap.json"  # present while train.jsonl and valid.jsonl are being replaced
+MANIFEST_NAME = "pairs_manifest.json"
+
+
+def _staged(out: Path, name: str) -> Path:
+    return out / f".{name}.new"
+
+
+def finish_swap(out: Path) -> None:
+    """Complete (roll forward) a replacement of train/valid that was committed but cut short."""
+    marker = out / SWAP_NAME
+    if marker.is_file():
+        for name in SPLITS:
+            if _staged(out, name).exists():
+                os.replace(_staged(out, name), out / name)
+        os.replace(marker, out / MANIFEST_NAME)
+        fsync_dir(out)
+    for name in SPLITS:  # staged but never committed: discard
+        _staged(out, name).unlink(missing_ok=True)
+
+
+def check_not_mid_swap(folder: Path) -> None:
+    """Readers refuse a folder whose train/valid replacement was cut short (they never repair inputs)."""
+    if (folder / SWAP_NAME).is_file():
+        raise UserError(f"{folder}: build-pairs was interrupted while replacing train/valid; run it again")
+
+
+def _write_splits(out: Path, splits: dict[str, list], manifest: dict) -> None:
+    """Replace train.jsonl and valid.jsonl together: both staged, then one commit marker, then the renames."""
+    for name, rows in splits.items():
+        write_jsonl_atomic(_staged(out, name), rows)
+    fsync_dir(out)
+    marker = out / SWAP_NAME
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, marker)  # the commit point: from here a rerun rolls forward
+    fsync_dir(out)
+    for i, name in enumerate(SPLITS):
+        if i:
+            kill_point("build-pairs-swap")
+        os.replace(_staged(out, name), out / name)
+    os.replace(marker, out / MANIFEST_NAME)
+    fsync_dir(out)
+
+
 def build_pairs(inputs: list[str], output_dir: str, valid_fraction: float = 0.01, seed: int = 0,
                 conversational: bool = False, max_naive: int | None = None) -> dict:
     """Mix pair files, shuffle with ``seed``, hold out ``valid_fraction``; write train/valid JSONL.
 
     ``max_naive`` keeps at most that many naive pairs (the paper's "data-equal" control
-    uses as many naive pairs as SCDPO has pairs in total).
+    uses as many naive pairs as SCDPO has pairs in total). train.jsonl and valid.jsonl
+    are replaced together (a kill never leaves one new beside one old).
     """
+    if not 0 <= valid_fraction < 1:
+        raise UserError(f"--valid-fraction {valid_fraction}: must be at least 0 and below 1")
+    if max_naive is not None and max_naive < 0:
+        raise UserError(f"--max-naive {max_naive}: must be 0 or more")
+    schema = {**PAIR_SCHEMA, "question": str} if conversational else PAIR_SCHEMA
     pairs = []
     for path in inputs:
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
-        rows = read_finished(path, None)
-        for i, row in enumerate(rows, 1):
-            for f in PAIR_FIELDS:
-                if f not in row:
-                    raise UserError(f"{path}:{i}: field '{f}' is missing")
-        pairs.extend(rows)
-    if not pairs:
-        raise UserError(f"{', '.join(inputs)}: no pairs")
+        pairs.extend(read_records(path, schema, PAIR_OPTIONAL))
     rng = random.Random(seed)
     rng.shuffle(pairs)
     if max_naive is not None:
@@ -86,13 +129,18 @@ def build_pairs(inputs: list[str], output_dir: str, valid_fraction: float = 0.01
                 n += 1
             kept.append(p)
         pairs = kept
+    if not pairs:
+        raise UserError(f"{', '.join(inputs)}: no pairs left (--max-naive {max_naive})")
     if conversational:
         pairs = [to_conversational(p) for p in pairs]
     n_valid = max(1, round(len(pairs) * valid_fraction)) if len(pairs) > 1 and valid_fraction > 0 else 0
+    n_valid = min(n_valid, len(pairs) - 1)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out / "valid.jsonl", pairs[:n_valid])
-    write_jsonl_atomic(out / "train.jsonl", pairs[n_valid:])
+    with folder_lock(out, "build-pairs"):
+        finish_swap(out)
+        manifest = {"inputs": {str(p): file_digest(p) for p in inputs}, "valid_fraction": valid_fraction,
+                    "seed": seed, "conversational": conversational, "max_naive": max_naive}
+        _write_splits(out, {"valid.jsonl": pairs[:n_valid], "train.jsonl": pairs[n_valid:]}, manifest)
     by_source = {}
     for p in pairs:
         by_source[p.get("source", "unknown")] = by_source.get(p.get("source", "unknown"), 0) + 1

@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from eval.errors import UserError
-from mlx_scdpo.jsonl import read_finished
+from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, read_records
+
+
+PAIR_IDS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
 @dataclass
@@ -37,10 +40,13 @@ class TokenizedPair:
         return len(self.prompt) + max(len(self.chosen), len(self.rejected))
 
 
-def load_pairs(data: str) -> tuple[list[dict], list[dict]]:
-    """(train, valid) pairs from a folder with train.jsonl [+ valid.jsonl] or one JSONL file."""
+def pair_files(data: str) -> list[Path]:
+    """train.jsonl [+ valid.jsonl] of a pairs folder, or the one pairs file."""
+    from mlx_scdpo.pairs import check_not_mid_swap
+
     path = Path(data)
     if path.is_dir():
+        check_not_mid_swap(path)
         train_path, valid_path = path / "train.jsonl", path / "valid.jsonl"
         if not train_path.is_file():
             raise UserError(f"{path}: no train.jsonl in this folder")
@@ -49,19 +55,60 @@ def load_pairs(data: str) -> tuple[list[dict], list[dict]]:
         files = [path]
     else:
         raise UserError(f"{data}: no such file or folder")
-    splits = []
-    for f in files:
-        rows = read_finished(f, None)
-        for i, row in enumerate(rows, 1):
-            for field in ("prompt", "chosen", "rejected"):
-                if field not in row:
-                    raise UserError(f"{f}:{i}: field '{field}' is missing")
-                if not isinstance(row[field], (str, list)):
-                    raise UserError(f"{f}:{i}: field '{field}' must be text or a list of messages")
-        splits.append(rows)
-    if not splits[0]:
-        raise UserError(f"{files[0]}: no pairs")
-    return splits[0], (splits[1] if len(splits) > 1 else [])
+    return files
+
+
+def load_pairs(data: str) -> tuple[list[dict], list[dict]]:
+    """(train, valid) pairs from a folder with train.jsonl [+ valid.jsonl] or one JSONL file.
+
+    Read strictly (one ``UserError`` naming file, line and field for any bad line); the
+    files are never written.
+    """
+    files = pair_files(data)
+    splits = [read_records(f, PAIR_SCHEMA, PAIR_OPTIONAL, numbered=True, allow_empty=i > 0)
+              for i, f in enumerate(files)]
+    for f, rows in zip(files, splits):
+        for lineno, row in rows:
+            if any(k in row for k in PAIR_IDS) and not all(isinstance(row.get(k), list) for k in PAIR_IDS):
+                raise UserError(f"{f}:{lineno}: pairs with token ids need all of {', '.join(PAIR_IDS)}")
+            if len({isinstance(row[k], list) for k in ("prompt", "chosen", "rejected")}) > 1:
+                raise UserError(f"{f}:{lineno}: fields 'prompt', 'chosen', 'rejected' must all be text or all be "
+                                f"lists of messages")
+            if "prompt_ids" in row and not row["prompt_ids"]:
+                raise UserError(f"{f}:{lineno}: field 'prompt_ids' is empty")
+    return [r for _, r in splits[0]], ([r for _, r in splits[1]] if len(splits) > 1 else [])
+
+
+def check_token_ids(pairs: list[dict], vocab_size: int, source) -> None:
+    """Token ids must exist in the model's vocabulary (ids from another tokenizer train to NaN).
+
+    Inputs have no blank lines, so pair i is line i of ``source``.
+    """
+    for i, row in enumerate(pairs, 1):
+        for k in PAIR_IDS:
+            ids = row.get(k)
+            if ids and max(ids) >= vocab_size:
+                raise UserError(f"{source}:{i}: field '{k}' has token id {max(ids)}, beyond the model's "
+                                f"vocabulary of {vocab_size} (pairs from another tokenizer?)")
+
+
+def check_solution_ids(records: list[dict], vocab_size: int | None, source) -> None:
+    """Token ids of ``solutions.jsonl`` records (prompt and samples) must exist in the model's vocabulary."""
+    if vocab_size is None:
+        return
+    for i, rec in enumerate(records, 1):
+        top = max([*rec["prompt_ids"], *(t for s in rec["samples"] for t in s["ids"])], default=-1)
+        if top >= vocab_size:
+            raise UserError(f"{source}:{i}: token id {top} is beyond the model's vocabulary of {vocab_size} "
+                            f"(solutions from another tokenizer?)")
+
+
+def vocab_size(model) -> int:
+    """Rows of the model's embedding (token ids must be below it)."""
+    args = getattr(model, "args", None)
+    if getattr(args, "vocab_size", None):
+        return int(args.vocab_size)
+    return int(model.model.embed_tokens.weight.shape[0])
 
 
 def _with_eos(ids: list[int], eos: int) -> list[int]:

@@ -24,6 +24,8 @@ from eval.data import load_problems
 from eval.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
+from mlx_scdpo.config import check_values
+from mlx_scdpo.run_state import check_identity, folder_lock
 
 _BAD_CORRECT = re.compile(r"error|apolog", re.IGNORECASE)
 
@@ -116,6 +118,23 @@ def naive_pairs(record: dict, n_wrong: int) -> list[dict]:
 
 def run_sample(args: SampleArgs) -> dict:
     """Sample, grade, write solutions and naive pairs; returns counts."""
+    check_values(args)  # before anything loads
+    out = Path(args.output_dir)
+    with folder_lock(out, "sample"):
+        check_identity(out, "sample_run", sample_identity(args), ("solutions.jsonl",))
+        return _run_sample(args)
+
+
+def sample_identity(args: SampleArgs) -> dict:
+    """What defines a sampling run (a folder holds one; --limit may grow): model, adapters, data, settings."""
+    from mlx_scdpo.run_state import adapter_identity, data_identity, model_identity
+
+    settings = {k: v for k, v in asdict(args).items() if k not in ("progress", "batch_size", "output_dir", "limit")}
+    return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
+            "data_files": data_identity(args.data_files) or args.data_files}
+
+
+def _run_sample(args: SampleArgs) -> dict:
     from eval.blocks import FORMATS
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model

@@ -32,8 +32,12 @@ from pathlib import Path
 
 from eval.errors import UserError
 from eval.score import grade_sample
-from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
+from mlx_scdpo.jsonl import SOLUTION_SCHEMA, read_finished, read_records, write_jsonl_atomic
+from mlx_scdpo.models import config_vocab_size
 from mlx_scdpo.pairs import make_pair
+from mlx_scdpo.preference_data import check_solution_ids
+from mlx_scdpo.config import check_values
+from mlx_scdpo.run_state import check_identity, folder_lock
 from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps, step_temperatures
 
 
@@ -142,21 +146,33 @@ def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: d
 
 def run_step_control(args: StepControlArgs) -> dict:
     """Sample erring continuations in rounds; write outcomes and pairs; return counts."""
+    check_values(args)  # before anything loads
+    records = read_records(args.solutions, SOLUTION_SCHEMA)
+    if not any(s["correct"] for r in records for s in r["samples"]):
+        raise UserError(f"{args.solutions}: no correct solution to continue from")
+    check_solution_ids(records, config_vocab_size(args.model), args.solutions)
+    out = Path(args.output_dir)
+    with folder_lock(out, "step-control"):
+        check_identity(out, "step_control_run", step_control_identity(args), ("step_control.jsonl",))
+        return _run_step_control(args, records, out)
+
+
+def step_control_identity(args: StepControlArgs) -> dict:
+    """What defines a step-control run (a folder holds one): model, adapters, solutions, settings."""
+    from mlx_scdpo.run_state import adapter_identity, data_identity, model_identity
+
+    settings = {k: v for k, v in asdict(args).items() if k not in ("progress", "batch_size", "output_dir")}
+    return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
+            "solutions": data_identity(args.solutions)}
+
+
+def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> dict:
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.generation import prefill_cache
     from mlx_scdpo.models import load_model
     from mlx_scdpo.ramp import SeededSampler, StepTemperatureProcessor, boundary_mask, stable_seed
     from mlx_scdpo.steps import boundary_chars
 
-    if not Path(args.solutions).is_file():
-        raise UserError(f"{args.solutions}: no such file")
-    records = read_finished(args.solutions, None)
-    for i, rec in enumerate(records, 1):
-        for f in ("problem_id", "prompt", "prompt_ids", "samples", "gold", "task"):
-            if f not in rec:
-                raise UserError(f"{args.solutions}:{i}: field '{f}' is missing")
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     sc_path = out / "step_control.jsonl"
     done = read_finished(sc_path, "prefix_id")
     (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))

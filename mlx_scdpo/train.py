@@ -13,8 +13,11 @@
 * Logs TRL's metric names to the terminal, ``ADAPTER_PATH/metrics.jsonl`` and, with
   ``--report-to wandb``, to Weights & Biases.
 * Checkpoints (adapters, optimizer state, step, data position) every ``--save-every``
-  steps; the RNG is reseeded from (seed, step) each step, so ``--resume`` continues
-  exactly where the checkpoint left off.
+  steps, written to a fresh folder and swapped in by renames (a kill never leaves a mixed
+  one); the RNG is reseeded from (seed, step) each step, so ``--resume`` continues
+  exactly where the checkpoint left off. ``--resume`` refuses a checkpoint of other
+  settings or data, and rewrites ``metrics.jsonl`` up to the checkpoint's step so each
+  step is logged once. A non-finite loss stops training (exit 2). One run per folder (lock).
 * Data parallel over processes or Macs with ``mx.distributed`` (``mlx.launch``): each
   process takes every size-th pair of a batch, the processes' gradients are summed (each
   loss is normalized by the whole batch), and rank 0 writes metrics and checkpoints.
@@ -28,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -43,7 +48,10 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from eval.errors import UserError
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
 from mlx_scdpo.fast_swiglu import use_fast_swiglu
-from mlx_scdpo.preference_data import TokenizedPair, bucketed_batches, load_pairs, sequence_arrays, tokenize_pair
+from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic
+from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
+                                       sequence_arrays, tokenize_pair, vocab_size)
+from mlx_scdpo.run_state import data_identity, folder_lock, kill_point
 from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
@@ -222,31 +230,127 @@ def lr_schedule(args: TrainArgs, total_steps: int):
     return optim.join_schedules([optim.linear_schedule(0.0, args.learning_rate, warmup), cosine], [warmup])
 
 
+CHECKPOINT = "checkpoint"
+
+
+def _write_safetensors(path: Path, arrays: dict) -> None:
+    mx.save_safetensors(str(path), arrays)
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _write_text(path: Path, text: str) -> None:
+    """``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def _save_adapters(model, args: TrainArgs, out: Path) -> None:
+    """adapters.safetensors + adapter_config.json, each replaced atomically."""
     weights = dict(tree_flatten(model.trainable_parameters()))
-    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
+    tmp = out / ".adapters.tmp.safetensors"
+    _write_safetensors(tmp, weights)
+    os.replace(tmp, out / "adapters.safetensors")
     config = {**adapter_config(args), "model": args.model, "train_args": asdict(args)}
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    _write_text(out / "adapter_config.json", json.dumps(config, indent=2))
 
 
-def save_checkpoint(model, optimizer, args: TrainArgs, step: int, data_pos: dict) -> None:
+def save_checkpoint(model, optimizer, args: TrainArgs, step: int, data_pos: dict, identity: dict) -> None:
+    """Adapters, optimizer and state written to a fresh folder, then swapped in by renames.
+
+    A kill at any moment leaves ``checkpoint`` (complete) or, between the two renames,
+    ``checkpoint.prev`` (complete, the one before), which ``load_checkpoint`` falls back to.
+    """
     out = Path(args.adapter_path)
-    ckpt = out / "checkpoint"
-    ckpt.mkdir(parents=True, exist_ok=True)
+    ckpt, prev, tmp = out / CHECKPOINT, out / f"{CHECKPOINT}.prev", out / f"{CHECKPOINT}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _write_safetensors(tmp / "adapters.safetensors", dict(tree_flatten(model.trainable_parameters())))
+    kill_point("checkpoint-files")
+    _write_safetensors(tmp / "optimizer.safetensors", dict(tree_flatten(optimizer.state)))
+    _write_text(tmp / "state.json", json.dumps({"step": step, **data_pos, "run": identity}))
+    fsync_dir(tmp)
+    if ckpt.exists():
+        if prev.exists():
+            shutil.rmtree(prev)
+        os.replace(ckpt, prev)
+    kill_point("checkpoint-swap")
+    os.replace(tmp, ckpt)
+    fsync_dir(out)
+    if prev.exists():
+        shutil.rmtree(prev)
     _save_adapters(model, args, out)
-    mx.save_safetensors(str(ckpt / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
-    mx.save_safetensors(str(ckpt / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    (ckpt / "state.json").write_text(json.dumps({"step": step, **data_pos}))
 
 
-def load_checkpoint(model, optimizer, args: TrainArgs) -> tuple[int, dict]:
-    ckpt = Path(args.adapter_path) / "checkpoint"
-    if not (ckpt / "state.json").is_file():
-        raise UserError(f"{ckpt}: no checkpoint to resume from")
-    model.load_weights(list(mx.load(str(ckpt / "adapters.safetensors")).items()), strict=False)
-    optimizer.state = tree_unflatten(list(mx.load(str(ckpt / "optimizer.safetensors")).items()))
-    state = json.loads((ckpt / "state.json").read_text())
+def _read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
+    """(state, adapter weights, optimizer arrays) of one checkpoint folder; ValueError if damaged."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        weights = mx.load(str(ckpt / "adapters.safetensors"))
+        opt = mx.load(str(ckpt / "optimizer.safetensors"))
+    except Exception as e:  # missing, truncated, not JSON / safetensors
+        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not weights or not opt:
+        raise ValueError("incomplete state")
+    return state, weights, opt
+
+
+def load_checkpoint(model, optimizer, args: TrainArgs, identity: dict) -> tuple[int, dict]:
+    """Restore the newest complete checkpoint (``checkpoint``, else ``checkpoint.prev``).
+
+    Refuses, with one line, a checkpoint of a different run (another rank, data, rate...)
+    and a folder with no complete checkpoint.
+    """
+    out = Path(args.adapter_path)
+    found, problems = None, []
+    for ckpt in (out / CHECKPOINT, out / f"{CHECKPOINT}.prev"):
+        if not ckpt.exists():
+            continue
+        try:
+            found = (ckpt, *_read_checkpoint(ckpt))
+            break
+        except ValueError as e:
+            problems.append(f"{ckpt.name}: {e}")
+    if found is None:
+        why = f" ({'; '.join(problems)})" if problems else ""
+        raise UserError(f"{out / CHECKPOINT}: no complete checkpoint to resume from{why}")
+    ckpt, state, weights, opt = found
+    old = state.pop("run", None)
+    if old is not None:
+        diff = [k for k in identity if old.get(k) != identity[k]]
+        if diff:
+            shown = ", ".join(f"{k} ({old.get(k)!r} then, {identity[k]!r} now)" for k in diff[:3])
+            raise UserError(f"{ckpt}: --resume with different settings: {shown}")
+    try:
+        model.load_weights(list(weights.items()), strict=False)
+        optimizer.state = tree_unflatten(list(opt.items()))
+    except ValueError as e:
+        raise UserError(f"{ckpt}: does not fit this model ({str(e).splitlines()[0]})") from None
     return state.pop("step"), state
+
+
+def resume_identity(args: TrainArgs, data_hash: str) -> dict:
+    """What a resumed run must share with its checkpoint: model, data and every setting that shapes it."""
+    from mlx_scdpo.run_state import model_identity
+
+    skip = ("resume", "stop_after", "progress", "report_to", "wandb_project", "adapter_path", "ref_cache_dir",
+            "steps_per_report", "steps_per_eval", "val_batches", "save_every", "grad_checkpoint",
+            "grad_checkpoint_layers", "reference")  # the last three give the same gradients (tested)
+    settings = {k: v for k, v in asdict(args).items() if k not in skip}
+    return {**settings, "model": model_identity(args.model), "data": data_hash}
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only records up to ``step`` in the run's own metrics log (a resumed run logs the rest once)."""
+    if not path.exists():
+        return
+    rows = [r for r in read_finished(path, None) if isinstance(r.get("step"), int) and r["step"] <= step]
+    write_jsonl_atomic(path, rows)
 
 
 def _log(path: Path, record: dict, run=None) -> None:
@@ -297,8 +401,10 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
 
 def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
-    from mlx_scdpo.models import load_model
+    from mlx_scdpo.config import check_values
+    from mlx_scdpo.models import config_vocab_size, load_model
 
+    check_values(args)
     if args.loss_type not in LOSS_TYPES:
         raise UserError(f"--loss-type {args.loss_type}: choose from {', '.join(LOSS_TYPES)}")
     if args.reference not in ("precompute", "on-the-fly"):
@@ -310,7 +416,15 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     if args.batch_size % size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the {size} processes")
     train_rows, valid_rows = load_pairs(args.data)
+    files = pair_files(args.data)
+    identity = resume_identity(args, data_identity(*files))
+    for rows, f in zip((train_rows, valid_rows), files):  # from config.json: before the model loads
+        check_token_ids(rows, config_vocab_size(args.model) or 2**63, f)
+    if rank == 0:  # one run per adapter folder
+        stack.enter_context(folder_lock(args.adapter_path, "train"))
     model, tokenizer = load_model(args.model)
+    for rows, f in zip((train_rows, valid_rows), files):
+        check_token_ids(rows, vocab_size(model), f)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
     train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
@@ -336,12 +450,17 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     step, data_pos = 0, {"epoch": 0, "batch": 0}
     if args.resume:
         optimizer.init(model.trainable_parameters())
-        step, data_pos = load_checkpoint(model, optimizer, args)
-    elif metrics_path.exists() and rank == 0:
-        metrics_path.unlink()
+        step, data_pos = load_checkpoint(model, optimizer, args, identity)
+        if rank == 0:
+            truncate_metrics(metrics_path, step)
+    elif rank == 0:  # a fresh start: the folder's metrics and checkpoints are this run's only
+        metrics_path.unlink(missing_ok=True)
+        for name in (CHECKPOINT, f"{CHECKPOINT}.prev", f"{CHECKPOINT}.tmp"):
+            if (out / name).exists():
+                shutil.rmtree(out / name)
     run = None
     if rank == 0:
-        (out / "train_config.json").write_text(json.dumps(asdict(args), indent=2))
+        _write_text(out / "train_config.json", json.dumps(asdict(args), indent=2))
         run = _start_reporting(args)
 
     def loss_fn(model, batch):
@@ -393,6 +512,11 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             loss, metrics, grad = micro_step(batch, grad, do_update)
             mx.eval(state, loss, metrics, grad)
             tokens += response_tokens(batch) * size
+            if not math.isfinite(loss.item()):
+                if bar is not None:
+                    bar.close()
+                raise UserError(f"step {step + 1}: the loss is {loss.item()}; training stopped, nothing written "
+                                f"for this step (lower --learning-rate, check the pairs)")
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             n_reports += 1
@@ -421,7 +545,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
                 _log(metrics_path, record, run)
             last.update(record)
         if (step % args.save_every == 0 or step == end) and rank == 0:
-            save_checkpoint(model, optimizer, args, step, {"epoch": epoch, "batch": pos})
+            save_checkpoint(model, optimizer, args, step, {"epoch": epoch, "batch": pos}, identity)
     if bar is not None:
         bar.close()
     if run is not None:
