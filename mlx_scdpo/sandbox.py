@@ -25,6 +25,7 @@ the variables of earlier blocks are gone (callers replay what they need).
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import queue
@@ -39,6 +40,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
+from mlx_scdpo import sandbox_cgroup as cgroups
 from mlx_scdpo import sandbox_isolation as iso
 from mlx_scdpo.sandbox_isolation import SandboxUnavailable  # noqa: F401  (part of this module's API)
 
@@ -166,6 +168,7 @@ class _Worker:
         self.limits = limits
         self.mode = mode
         self.proc = None
+        self.cgroup = None
         self.scratch = None  # a host directory only without bubblewrap (there it is a tmpfs inside)
         self._fds: list[int] = []
         self._seq = 0
@@ -194,6 +197,12 @@ class _Worker:
                 argv = iso.bwrap_argv(iso._bwrap_path(), cfg["sys_path"], WORKER_PATH, scratch_mb=limits.scratch_mb,
                                       tmp_mb=limits.tmp_mb, seccomp_fd=seccomp_r)
                 argv += [python, "-I", iso.WORKER_IN_SANDBOX, json.dumps(cfg)]
+                parents = None if "cgroup" in limits.disable else _cgroup_parents()
+                if parents is not None:
+                    mb = limits.memory_mb + limits.scratch_mb + 4 * limits.tmp_mb + 64
+                    self.cgroup = cgroups.create(parents, memory_bytes=mb << 20, pids=limits.max_processes + 2)
+                if self.cgroup is not None:
+                    argv = cgroups.wrap(self.cgroup, argv)
                 cwd, env = "/", _minimal_env(iso.SCRATCH_IN_SANDBOX, "/tmp")
             else:
                 self.scratch = tempfile.mkdtemp(prefix="mlx-scdpo-sandbox-")
@@ -229,7 +238,8 @@ class _Worker:
             self.kill()
             raise RuntimeError(f"the sandbox worker did not start ({mode}): {why}" + (f": {detail}" if detail else ""))
         self.isolation = {"mode": mode, "limits": [str(x) for x in hello["limits"]],
-                          "seccomp": mode == "bwrap" and seccomp_r is not None}
+                          "seccomp": mode == "bwrap" and seccomp_r is not None,
+                          "cgroup": self.cgroup.version if self.cgroup else None}
         if mode == "bwrap":  # outer bwrap -> its init (pid 1 inside) -> the worker
             init = _children(self.proc.pid)
             self._init_pid = init[0] if len(init) == 1 else None
@@ -310,7 +320,8 @@ class _Worker:
         """Processes a block started may not outlive it (Linux: the sandbox's pid namespace)."""
         if self._init_pid is None or self._worker_pid is None:
             return
-        for _ in range(50):
+        give_up = time.monotonic() + 5.0
+        while time.monotonic() < give_up:
             strays = [p for p in _descendants(self._init_pid) if p != self._worker_pid and not _is_zombie(p)]
             if not strays:
                 return
@@ -319,7 +330,7 @@ class _Worker:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
                     pass
-            time.sleep(0.001)
+            time.sleep(0.005)
         raise _Protocol("processes the block started could not be stopped")
 
     def kill(self) -> None:
@@ -351,6 +362,8 @@ class _Worker:
                     os.close(fd)
                 except OSError:
                     pass
+            if self.cgroup is not None:
+                self.cgroup.remove()
             if self.scratch:
                 _remove_tree(self.scratch)
         finally:
@@ -367,6 +380,11 @@ class _Worker:
         if code < 0:
             return f"signal {-code}"
         return f"signal {code - 128}" if self.mode == "bwrap" and code > 128 else f"exit code {code}"
+
+
+@functools.lru_cache(maxsize=None)
+def _cgroup_parents():
+    return cgroups.find_parents()
 
 
 def _children(pid: int) -> list[int]:
@@ -448,11 +466,11 @@ class Sandbox:
             return ExecResult(output=f"the sandbox failed: {type(e).__name__}: {e}", error="protocol")
 
     def _run(self, code: str) -> ExecResult:
-        deadline = time.monotonic() + self.limits.timeout
         try:
             worker = self._ensure()
         except Exception as e:
             return ExecResult(output=_valid_text(str(e)), error="start")
+        deadline = time.monotonic() + self.limits.timeout  # starting a worker is not the block's time
         try:
             reply = worker.request(code, deadline)
         except _Timeout:

@@ -153,6 +153,17 @@ def _send(f, obj):
     f.flush()
 
 
+def _reap_children():
+    """Collect children the block left behind (the parent kills those still running)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     sys.path[:] = cfg.get("sys_path", sys.path)
@@ -172,7 +183,9 @@ def main():
         if req is None:
             return
         _block_cpu_limit(cfg["cpu_time"])
+        _reap_children()  # those the parent killed after the previous block
         reply = session.run(req["code"])
+        _reap_children()
         reply["id"] = req["id"]
         _send(replies, reply)
 
