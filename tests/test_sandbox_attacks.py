@@ -105,7 +105,8 @@ def test_unasked_frames_do_not_answer_the_next_block(pool):
 
 def test_64_mb_of_output_with_the_limit_raised(pool):
     r = attack(pool, "import sys\nsys.stdout.limit = 1 << 40\nprint('x' * (64 << 20))")
-    assert r.error == "protocol" and len(r.output) < 1000
+    # "protocol" once the frame header arrives; "timeout" when serializing 64 MB takes longer.
+    assert r.error in ("protocol", "timeout") and len(r.output) < 1000
 
 
 def test_2500_level_directory_tree_in_scratch(pool):
