@@ -392,6 +392,8 @@ def _children(pid: int) -> list[int]:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):  # kernels without CONFIG_PROC_CHILDREN
+        return [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _parent(p) == pid]
     out = []
     for tid in tasks:
         try:
@@ -409,6 +411,14 @@ def _descendants(pid: int) -> list[int]:
         out.append(p)
         todo += _children(p)
     return out
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _is_zombie(pid: int) -> bool:

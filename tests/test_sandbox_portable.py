@@ -7,6 +7,7 @@ on macOS; its profile is checked everywhere.
 """
 
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -71,6 +72,18 @@ def test_deep_scratch_tree_is_removed(unconfined):
     t = time.perf_counter()
     sb.close()  # shutil.rmtree would raise RecursionError here
     assert not scratch.exists() and time.perf_counter() - t < 10
+
+
+def test_no_files_are_left_at_interpreter_exit(tmp_path):
+    # A sandbox never closed: the clean-up at exit still kills the worker and removes its scratch.
+    script = ("import os, sys, warnings\nwarnings.simplefilter('ignore')\nfrom mlx_scdpo.sandbox import Sandbox\n"
+              "sb = Sandbox(timeout=5.0, disable=('bwrap', 'seatbelt'), preload=())\n"
+              "print(sb.run(\"open('left.txt', 'w').write('x')\\nimport os\\nos.getcwd()\").output.strip().strip(\"'\"))")
+    env = dict(os.environ, **{sandbox_isolation.UNCONFINED_ENV: "unconfined"})
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    scratch = Path(r.stdout.strip())
+    assert r.returncode == 0 and scratch.name.startswith("mlx-scdpo-sandbox-"), r.stderr
+    assert not scratch.exists()
 
 
 def test_worker_uses_no_linux_only_call():
@@ -138,3 +151,18 @@ def test_without_cgroups_the_sandbox_reports_it_and_runs():
     with Sandbox(timeout=5.0, preload=(), disable=("cgroup", "seccomp")) as sb:
         assert sb.isolation["cgroup"] is None and sb.isolation["seccomp"] is False
         assert sb.run("6 * 7").output == "42\n"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's")
+def test_children_are_found_without_the_proc_children_file(monkeypatch):
+    from mlx_scdpo import sandbox
+
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        assert child.pid in sandbox._children(os.getpid())
+        real_exists = os.path.exists
+        monkeypatch.setattr(os.path, "exists", lambda p: False if str(p).endswith("/children") else real_exists(p))
+        assert child.pid in sandbox._children(os.getpid())  # the scan by parent pid
+    finally:
+        child.kill()
+        child.wait()
