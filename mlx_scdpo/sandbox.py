@@ -384,7 +384,10 @@ class _Worker:
 
 @functools.lru_cache(maxsize=None)
 def _cgroup_parents():
-    return cgroups.find_parents()
+    parents = cgroups.find_parents()
+    if parents is not None:
+        cgroups.remove_stale(parents)
+    return parents
 
 
 def _children(pid: int) -> list[int]:

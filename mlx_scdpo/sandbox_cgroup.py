@@ -76,6 +76,23 @@ def find_parents(root: str = "/") -> tuple[str, dict[str, str]] | None:
     return ("v1", v1) if "pids" in v1 else None
 
 
+def remove_stale(parents: tuple[str, dict[str, str]]) -> None:
+    """Remove empty sandbox cgroups left by processes that were killed before their clean-up."""
+    for parent in parents[1].values():
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            parts = name.split("-")
+            if len(parts) == 4 and name.startswith("mlx-scdpo-") and parts[2].isdigit() \
+                    and not os.path.exists(f"/proc/{parts[2]}"):
+                try:
+                    os.rmdir(os.path.join(parent, name))  # fails while processes remain: then kept
+                except OSError:
+                    pass
+
+
 class Cgroup:
     """The cgroup(s) of one sandbox; ``procs`` are the files a starting process writes its pid to."""
 

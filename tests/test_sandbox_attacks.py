@@ -319,6 +319,14 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     while _in_namespace(ns) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _in_namespace(ns) == []
+    # The dead parent's cgroups (if any) are removed by the next process that uses sandboxes.
+    from mlx_scdpo import sandbox_cgroup
+
+    parents = sandbox_cgroup.find_parents()
+    if parents is not None:
+        sandbox_cgroup.remove_stale(parents)
+        for parent in parents[1].values():
+            assert not [n for n in os.listdir(parent) if n.startswith(f"mlx-scdpo-{proc.pid}-")]
 
 
 def _in_namespace(ns):
