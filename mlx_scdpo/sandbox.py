@@ -208,7 +208,7 @@ class _Worker:
                 self.scratch = tempfile.mkdtemp(prefix="mlx-scdpo-sandbox-")
                 argv = [python, "-I", WORKER_PATH, json.dumps(cfg)]
                 if mode == "seatbelt":
-                    argv = [iso.SEATBELT, "-p", iso.seatbelt_profile(cfg["sys_path"], self.scratch)] + argv
+                    argv = [iso.SEATBELT, "-p", iso.seatbelt_profile(cfg["sys_path"], self.scratch, WORKER_PATH)] + argv
                 cwd, env = self.scratch, _minimal_env(self.scratch, self.scratch)
             with _live_lock:
                 _live.add(self)

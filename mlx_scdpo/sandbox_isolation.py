@@ -207,25 +207,29 @@ def _sbpl(path: str) -> str:
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def seatbelt_profile(sys_path, scratch: str) -> str:
+def seatbelt_profile(sys_path, scratch: str, worker: str) -> str:
     """A deny-by-default Seatbelt profile: Python may run, read its installation and the system,
     write only to ``scratch``; no network, no reads of the user's files."""
     scratch = os.path.realpath(scratch)
     python = [_sbpl(p) for p in python_dirs(sys_path)]
     private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~")])]
+    not_private = " ".join(f"(require-not (subpath {p}))" for p in private)
     return "\n".join([
         "(version 1)",
         "(deny default)",
         "(allow process-fork)",
+        # A framework build's bin/python3 re-executes Python.app inside its installation.
         f"(allow process-exec (literal {_sbpl(os.path.realpath(sys.executable))}))",
+        f"(allow process-exec (subpath {_sbpl(os.path.realpath(sys.base_prefix))}))",
         "(allow process-info* (target same-sandbox))",
         "(allow signal (target same-sandbox))",
         "(allow sysctl-read)",
         "(allow file-read-metadata)",
         # System files yes, the user's files (home, other volumes) no ...
-        "(allow file-read* (require-all " + " ".join(f"(require-not (subpath {p}))" for p in private) + "))",
-        # ... except the Python installation and import path, which may live in the home directory.
+        f"(allow file-read* (require-all {not_private}))" if private else "(allow file-read*)",
+        # ... except the Python installation, import path and the worker, which may live there.
         *[f"(allow file-read* (subpath {p}))" for p in python],
+        f"(allow file-read* (literal {_sbpl(os.path.realpath(worker))}))",
         f"(allow file-read* file-write* (subpath {_sbpl(scratch)}))",
         '(allow file-read* file-write-data (literal "/dev/null"))',
         "",

@@ -93,11 +93,13 @@ def test_worker_uses_no_linux_only_call():
 
 
 def test_seatbelt_profile_denies_by_default(tmp_path):
-    profile = sandbox_isolation.seatbelt_profile([str(tmp_path)], str(tmp_path / "scratch"))
+    profile = sandbox_isolation.seatbelt_profile([str(tmp_path)], str(tmp_path / "scratch"), WORKER_PATH)
     assert profile.startswith("(version 1)\n(deny default)")
     assert "network" not in profile  # nothing allows it
     assert f'(allow file-read* file-write* (subpath "{os.path.realpath(tmp_path / "scratch")}"))' in profile
     assert f'(require-not (subpath "{os.path.realpath(os.path.expanduser("~"))}"))' in profile
+    assert f'(allow file-read* (literal "{os.path.realpath(WORKER_PATH)}"))' in profile
+    assert profile.count("(") == profile.count(")")
 
 
 @pytest.mark.skipif(sys.platform != "darwin", reason="sandbox-exec exists only on macOS")
