@@ -157,7 +157,7 @@ def test_without_cgroups_the_sandbox_reports_it_and_runs():
 
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's")
 def test_children_are_found_without_the_proc_children_file(monkeypatch):
-    from mlx_scdpo import sandbox
+    from mlx_scdpo import sandbox_process as sandbox
 
     child = subprocess.Popen(["sleep", "5"])
     try:

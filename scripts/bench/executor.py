@@ -20,7 +20,8 @@ import warnings
 
 import mlx_scdpo  # noqa: F401
 from mlx_scdpo import sandbox_isolation
-from mlx_scdpo.sandbox import SandboxLimits, SandboxPool, _Worker
+from mlx_scdpo.sandbox import SandboxLimits, SandboxPool
+from mlx_scdpo.sandbox_process import _Worker
 
 BLOCKS = ["x = 3 * 7", "y = x ** 2 + 1", "print(y)", "from fractions import Fraction\nFraction(y, 6)",
           "sum(i * i for i in range(100))"]
