@@ -168,3 +168,23 @@ def test_children_are_found_without_the_proc_children_file(monkeypatch):
     finally:
         child.kill()
         child.wait()
+
+
+def test_cli_without_isolation_stops_with_one_line(tiny_model, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from mlx_scdpo.cli import main
+
+    monkeypatch.delenv(sandbox_isolation.UNCONFINED_ENV, raising=False)
+    monkeypatch.setattr(sandbox_isolation, "_bwrap_path", lambda: None)  # as if not installed
+    monkeypatch.setattr(sandbox_isolation, "SEATBELT", "/nonexistent/sandbox-exec")
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n")
+    res = CliRunner().invoke(main, ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(data),
+                                    "--max-tokens", "8", "--format", "code", "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    # (the progress bar shares stderr; the error itself is its last line, no traceback)
+    last = res.output.strip().splitlines()[-1]
+    assert "error: cannot run model-written code safely" in last and "Traceback" not in res.output, res.output
