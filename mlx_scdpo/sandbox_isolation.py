@@ -120,9 +120,12 @@ def _readable_dirs(paths) -> list[str]:
 
 
 def python_dirs(sys_path) -> list[str]:
-    """What the worker must read: the interpreter's installation and its import path."""
+    """What the worker must read: the interpreter's installation and its import path, never
+    ``/`` or the home directory itself (a script run from ``~`` puts ``~`` on ``sys.path``)."""
     exe_dir = os.path.dirname(os.path.realpath(sys.executable))
-    return _readable_dirs([sys.base_prefix, sys.base_exec_prefix, exe_dir, *sys_path])
+    home = os.path.realpath(os.path.expanduser("~"))
+    wanted = [os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix, exe_dir, *sys_path) if p]
+    return _readable_dirs(p for p in wanted if p != "/" and not (home == p or home.startswith(p + "/")))
 
 
 def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: int, seccomp_fd: int | None) -> list[str]:

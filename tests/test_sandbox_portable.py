@@ -102,6 +102,14 @@ def test_seatbelt_profile_denies_by_default(tmp_path):
     assert profile.count("(") == profile.count(")")
 
 
+def test_home_and_root_are_never_exposed_through_sys_path():
+    home = os.path.realpath(os.path.expanduser("~"))
+    dirs = sandbox_isolation.python_dirs(["/", home, os.path.dirname(home), os.path.dirname(os.__file__)])
+    assert "/" not in dirs and home not in dirs and os.path.dirname(home) not in dirs
+    assert os.path.realpath(os.path.dirname(os.__file__)) in dirs or any(
+        os.path.realpath(os.path.dirname(os.__file__)).startswith(d + "/") for d in dirs)
+
+
 @pytest.mark.skipif(sys.platform != "darwin", reason="sandbox-exec exists only on macOS")
 def test_seatbelt_confines_the_worker(tmp_path):
     home_file = Path.home() / ".mlx_scdpo_sandbox_probe"
