@@ -174,15 +174,15 @@ def test_filling_a_writable_place_is_bounded(pool, directory):
     assert r.error == "exception" and ("No space left" in r.output or "File too large" in r.output)
 
 
-def test_sysv_shared_memory_and_memfd_are_refused(pool):
+def test_sysv_shared_memory_memfd_and_ptrace_are_refused(pool):
     code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
             "seg = libc.shmget(0, 1 << 30, 0o1600)\n"
             "try:\n    os.memfd_create('x')\n    memfd = 'allowed'\nexcept PermissionError:\n    memfd = 'refused'\n"
-            "seg, ctypes.get_errno() == 1, memfd, libc.msgget(0, 0o1600)")
+            "seg, ctypes.get_errno() == 1, memfd, libc.msgget(0, 0o1600), libc.ptrace(16, 1, 0, 0)")  # PTRACE_ATTACH
     with pool.sandbox() as sb:
         if not sb.isolation["seccomp"]:
             pytest.skip("libseccomp is not installed")
-        assert sb.run(code).output == "(-1, True, 'refused', -1)\n"
+        assert sb.run(code).output == "(-1, True, 'refused', -1, -1)\n"
 
 
 def test_cpu_limit_cannot_be_raised_or_caught():
