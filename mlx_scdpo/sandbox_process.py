@@ -167,7 +167,6 @@ class _Worker:
         self._rpoll.register(self._rep_r, select.POLLIN)
         self._wpoll = select.poll()
         self._wpoll.register(self._req_w, select.POLLOUT)
-        self.pid_in_host = None
         try:
             hello = self._read_frame(time.monotonic() + limits.start_timeout, 4096)
             if not (isinstance(hello, dict) and hello.get("ready") is True and isinstance(hello.get("limits"), list)):
@@ -185,6 +184,7 @@ class _Worker:
             self._init_pid = init[0] if len(init) == 1 else None
             worker = _children(self._init_pid) if self._init_pid else []
             self._worker_pid = worker[0] if len(worker) == 1 else None
+        self.isolation["kills_leftover_processes"] = self._worker_pid is not None
 
     def _stderr_tail(self) -> str:
         try:

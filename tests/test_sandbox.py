@@ -222,6 +222,7 @@ def test_isolation_report(pool):
     with pool.sandbox() as sb:
         iso = sb.isolation
     assert iso["mode"] == ("bwrap" if sys.platform == "linux" else "seatbelt")
+    assert iso["kills_leftover_processes"] == (sys.platform == "linux")
     assert {"RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CPU"} <= set(iso["limits"])
 
 

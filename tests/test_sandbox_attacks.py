@@ -356,7 +356,7 @@ NON_ROOT = textwrap.dedent("""\
         [t.start() for t in threads]
         [t.join() for t in threads]
         with pool.sandbox() as sb:
-            out["iso"] = sb.isolation["mode"]
+            out["iso"] = sb.isolation["mode"], sb.isolation["kills_leftover_processes"]
             # No audit hook to bypass: spawning is allowed, and sees only the sandbox.
             out["spawn"] = sb.run("import _posixsubprocess, subprocess\\n"
                                   "subprocess.run(['cat', '/etc/shadow'], capture_output=True).returncode").output
@@ -376,4 +376,4 @@ def test_non_root_pool_is_usable_and_confined():
     assert r.returncode == 0, r.stderr[-2000:]
     out = eval(r.stdout)  # our own script's repr of a dict of strings
     assert [out[i] for i in range(4)] == ["0\n", "2\n", "4\n", "6\n"]
-    assert out["iso"] == "bwrap" and out["spawn"] == "1\n" and out["fork"] == "True\n" and out["net"] == "exception"
+    assert out["iso"] == ("bwrap", True) and out["spawn"] == "1\n" and out["fork"] == "True\n" and out["net"] == "exception"
