@@ -377,3 +377,16 @@ def test_non_root_pool_is_usable_and_confined():
     out = eval(r.stdout)  # our own script's repr of a dict of strings
     assert [out[i] for i in range(4)] == ["0\n", "2\n", "4\n", "6\n"]
     assert out["iso"] == ("bwrap", True) and out["spawn"] == "1\n" and out["fork"] == "True\n" and out["net"] == "exception"
+
+
+def test_memory_of_all_processes_together_is_bounded_by_the_cgroup():
+    # Each child stays under its own address-space limit; together they exceed the sandbox's.
+    code = ("import os, time\npids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        b = bytearray(300 << 20)\n        time.sleep(30)\n        os._exit(0)\n    pids.append(pid)\n"
+            "time.sleep(3)\nalive = [p for p in pids if os.waitpid(p, os.WNOHANG) == (0, 0)]\nlen(alive)")
+    with Sandbox(timeout=8.0, memory_mb=512, preload=()) as sb:
+        if sb.isolation["cgroup"] is None:
+            pytest.skip("no writable memory cgroup on this host")
+        r = sb.run(code)
+        assert r.error == "killed" or (r.error is None and int(r.output) < 3), r  # the OOM killer stepped in
+        assert sb.run("6 * 7").output == "42\n"
