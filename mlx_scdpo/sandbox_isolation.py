@@ -45,7 +45,7 @@ SECCOMP_DENIED = (
     "io_uring_enter", "io_uring_register", "mount", "umount2", "pivot_root", "unshare", "setns", "swapon", "swapoff",
     "reboot", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "acct", "quotactl",
     "open_by_handle_at", "name_to_handle_at", "fanotify_init", "personality", "move_pages", "migrate_pages", "mbind",
-    "lookup_dcookie", "syslog", "vhangup", "add_key", "fsopen", "fsmount", "open_tree", "move_mount")
+    "lookup_dcookie", "syslog", "vhangup", "fsopen", "fsmount", "open_tree", "move_mount")
 
 
 class SandboxUnavailable(UserError):
