@@ -28,7 +28,7 @@ from eval.score import grade_sample
 from mlx_scdpo.jsonl import iter_finished, write_jsonl_atomic
 from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock, kill_point
-from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_sampler, release_memory, sandbox_pool, \
+from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
     stream_completions
 
 _BAD_CORRECT = re.compile(r"error|apolog", re.IGNORECASE)
@@ -150,8 +150,8 @@ class ProblemWindow:
         n = min(self.args.samples_per_round, self.args.budget - s.n_sampled)
         s.draws = list(range(s.n_sampled, s.n_sampled + n))
         for j in s.draws:
-            self.requests.append(Request((s, j), s.prompt_ids, item_sampler(self.args.temperature, self.args.seed,
-                                                                            s.pid, j)))
+            noise = item_noise(self.args.temperature, self.args.seed, s.pid, j)
+            self.requests.append(Request((s, j), s.prompt_ids, [noise]))
 
     def finished(self, s: ProblemState, draw: int, result: tuple) -> None:
         s.got[draw] = result

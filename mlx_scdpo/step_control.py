@@ -40,7 +40,7 @@ from mlx_scdpo.models import config_vocab_size
 from mlx_scdpo.pairs import make_pair
 from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock, kill_point
-from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_sampler, release_memory, sandbox_pool, \
+from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
     stream_completions
 from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps, step_temperatures
 
@@ -323,9 +323,9 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
             p.cache = prefill_cache(model, p.prompt_ids)
 
     def request(p: Prefix) -> Request:
-        return Request(p, p.prompt_ids, item_sampler(1.0, args.seed, p.prefix_id, p.round),
-                       [StepTemperatureProcessor(mask_for(p.fmt), args.t0, args.dt, args.tmax)], p.cache,
-                       p.code_blocks)
+        ramp = StepTemperatureProcessor(mask_for(p.fmt), args.t0, args.dt, args.tmax)
+        return Request(p, p.prompt_ids, [ramp, item_noise(1.0, args.seed, p.prefix_id, p.round)], cache=p.cache,
+                       setup_code=p.code_blocks)
 
     bar = None
     if args.progress:

@@ -10,10 +10,10 @@ dataset:
   problems, prefixes and rounds). Both formats: chain-of-thought, and the sandboxed code
   loop (a sequence leaves the batch with its KV cache while its code block runs, and a
   step-controlled prefix's kept code is replayed on a worker thread, not before the run).
-  Each request carries its own sampler and logits processors (``BatchGenerator``'s
-  per-sequence ``samplers``), so what a sequence draws never depends on its batch mates.
-* ``item_sampler``: the PRNG stream of one draw, from (seed, problem, k, round / draw):
-  a killed and resumed run draws exactly what an uninterrupted one does.
+  Each request carries its own logits processors (and may carry its own sampler).
+* ``item_noise``: the PRNG stream of one draw, from (seed, problem, k, round / draw), applied
+  per sequence (Gumbel-max) so a killed and resumed run draws exactly what an uninterrupted
+  one does, whatever the batch holds.
 * ``InOrder``: units finish out of order; their output lines are appended in input order
   (a reorder buffer), so the output files of a resumed run are byte-identical.
 
@@ -46,8 +46,8 @@ class Request:
 
     tag: object
     prompt: list[int]
-    sampler: Callable | None = None  # None: greedy
-    processors: list | None = None  # this sequence's logits processors
+    processors: list | None = None  # this sequence's logits processors (an ``ItemNoise`` last to sample)
+    sampler: Callable | None = None  # None: greedy (argmax), batched
     cache: list | None = None  # prefilled KV cache of prompt[:-1] (``prefill_cache``); copied, never changed
     setup_code: list[str] = field(default_factory=list)  # code format: replayed in the sandbox first
 
@@ -66,11 +66,35 @@ class _Live:
         return sum(self.gen_mask)
 
 
-def item_sampler(temp: float, seed: int, *parts):
-    """A sampler whose PRNG stream belongs to one draw: ``(seed, *parts)`` (problem, k, round...)."""
-    from mlx_scdpo.ramp import SeededSampler, stable_seed
+class ItemNoise:
+    """One draw's randomness as a logits processor: ``logits / temp`` plus Gumbel noise from its own key.
 
-    return SeededSampler(stable_seed(seed, *parts), temp)
+    With the batch's greedy sampler (argmax, one batched call) this is exactly categorical
+    sampling at ``temp`` (the Gumbel-max trick), and what a sequence draws depends only on
+    its own key, never on its batch mates. A per-sequence sampler (``BatchGenerator``'s
+    ``samplers``) would do the same but costs one more sampler call per sequence per token;
+    mlx-lm already visits each sequence for its processors, so the noise rides along.
+    ``temp == 0`` is greedy. The key is split once per call, i.e. once per sampled token.
+    """
+
+    def __init__(self, seed: int, temp: float = 1.0):
+        self.key = mx.random.key(seed)
+        self.temp = temp
+
+    def __call__(self, context, logits):
+        if self.temp == 0:
+            return logits
+        self.key, sub = mx.random.split(self.key)
+        if self.temp != 1.0:
+            logits = logits * (1.0 / self.temp)
+        return logits + mx.random.gumbel(logits.shape, key=sub)
+
+
+def item_noise(temp: float, seed: int, *parts) -> ItemNoise:
+    """The PRNG stream of one draw, from ``(seed, *parts)`` (problem, k, round / draw number)."""
+    from mlx_scdpo.ramp import stable_seed
+
+    return ItemNoise(stable_seed(seed, *parts), temp)
 
 
 def stream_completions(
@@ -84,6 +108,7 @@ def stream_completions(
     batch_size: int = 32,
     max_rounds: int = 8,
     stop_strings: Sequence[str] = (),
+    stop_tokens: Sequence[int] | None = None,
     on_token: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[object, object]]:
     """Yield ``(tag, completion)`` as sequences finish, refilling the batch from ``pull(n)``.
@@ -92,13 +117,15 @@ def stream_completions(
     caller waits for completions); the stream ends when nothing is in flight and ``pull``
     gives nothing. ``fmt`` (a block format) runs the sandboxed code loop, with sandboxes
     from ``pool``; completions then carry ``gen_mask`` (1: generated, 0: execution output).
+    ``stop_tokens`` replaces the tokenizer's EOS ids (``[]``: every sequence runs to ``max_tokens``).
     """
     from mlx_lm.generate import BatchGenerator
 
     from mlx_scdpo.code_generation import CodeCompletion
     from mlx_scdpo.generation import _TAIL_TOKENS, Completion, _cut_at_stop, copy_cache, stop_trigger_ids
 
-    gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids] or None,
+    stop_ids = tokenizer.eos_token_ids if stop_tokens is None else stop_tokens
+    gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in stop_ids] or None,
                          completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
     stop_triggers = stop_trigger_ids(tokenizer, stop_strings) if stop_strings else None
     code_triggers = stop_trigger_ids(tokenizer, [fmt.code_close]) if fmt is not None else None
