@@ -144,6 +144,7 @@ def stream_completions(
         p = s.request.prompt
         if s.request.cache is not None:
             insert(s, p[-1:], copy_cache(s.request.cache), p[:-1], max_tokens)
+            s.request.cache = None  # copied into the batch; the caller's prefix keeps (and frees) its own
         else:
             insert(s, p, None, [], max_tokens)
 
