@@ -9,7 +9,7 @@ answer is X. I hope it is correct.", chain-of-thought "The answer is X" (Wei et 
 import pytest
 
 from eval import extract_answer
-from eval.extract import extract_gsm8k_strict, find_boxed, last_boxed
+from eval.extract import find_boxed, last_boxed
 
 CASES = [
     # Boxes: last balanced one wins.
@@ -78,13 +78,6 @@ CASES = [
 @pytest.mark.parametrize("completion,task,expected", CASES)
 def test_extract_answer(completion, task, expected):
     assert extract_answer(completion, task) == expected
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("#### 72", "72"), ("so #### 1,234.", "1,234"), ("#### -5", "-5"), ("answer 72", None), ("####", None),
-])
-def test_gsm8k_strict(text, expected):
-    assert extract_gsm8k_strict(text) == expected
 
 
 def test_find_boxed_offsets_and_nesting():
