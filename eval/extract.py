@@ -67,7 +67,7 @@ _LIST_GAP = re.compile(
 )
 # Connectors that join alternatives inside one answer (top level only).
 _ALTERNATIVE = re.compile(
-    r"\s*,?\s*(?:\\(?:text|textnormal|mbox|mathrm)\{\s*,?\s*(?:and|or)\s*\}|\\q?quad|;|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z]))\s*"
+    r"(?:\s*,?\s*(?:\\(?:text|textnormal|mbox|mathrm)\{\s*,?\s*(?:and|or)\s*\}|\\q?quad|;|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z]))\s*)+"
 )
 # Relations other than "=": never split an answer around "=" when one is present.
 _RELATION = re.compile(r"[<>≤≥≠]|\\(?:le|ge|leq|geq|lt|gt|ne|neq|leqslant|geqslant|approx|sim|equiv)(?![a-zA-Z])")

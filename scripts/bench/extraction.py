@@ -1,0 +1,78 @@
+"""Answer extraction: eval.extract_answer vs Math-Verify's parser, same completions, one run.
+
+    python scripts/bench/extraction.py [--math500 ../shared/data/math500_test.jsonl]
+
+1. The realistic completions of ``tests/extraction_table.py`` (issue-10 failure shapes plus
+   MATH-500 / GSM8K / Minerva style). This package: ``is_equivalent(extract_answer(c), gold)``;
+   also judged by Math-Verify's ``verify`` on the extracted string, so that the extraction is
+   measured apart from either equivalence checker. Math-Verify: ``verify(parse(gold),
+   parse(c))`` with ``LatexExtractionConfig`` + ``ExprExtractionConfig`` (its defaults).
+2. MATH-500: the answer read from each ``solution`` against the separate ``answer`` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from extraction_table import REALISTIC  # noqa: E402
+
+from eval import extract_answer, is_equivalent  # noqa: E402
+from eval.data import read_jsonl  # noqa: E402
+
+DEFAULT_MATH500 = ROOT.parent / "shared" / "data" / "math500_test.jsonl"
+
+
+def _mv():
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+
+    def parse_any(text: str):
+        return parse(text, extraction_config=configs, parsing_timeout=5)
+
+    def gold(g: str):
+        return parse_any(f"${g}$")
+
+    return parse_any, gold, verify
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--math500", type=Path, default=DEFAULT_MATH500)
+    args = ap.parse_args()
+    parse_any, gold_of, verify = _mv()
+
+    ours = ours_mv = theirs = 0
+    missed: Counter = Counter()
+    mv_missed: Counter = Counter()
+    for cls, task, completion, gold in REALISTIC:
+        got = extract_answer(completion, task)
+        ok = is_equivalent(got, gold, "gsm8k" if task == "gsm8k" else "math")
+        ours += ok
+        ours_mv += got is not None and bool(verify(gold_of(gold), gold_of(got)))
+        mv_ok = bool(verify(gold_of(gold), parse_any(completion)))
+        theirs += mv_ok
+        missed[cls] += not ok
+        mv_missed[cls] += not mv_ok
+    n = len(REALISTIC)
+    print(f"realistic completions: n={n}")
+    print(f"  eval.extract_answer, judged by eval.is_equivalent: {ours}/{n} = {100 * ours / n:.1f}%")
+    print(f"  eval.extract_answer, judged by math_verify.verify:  {ours_mv}/{n} = {100 * ours_mv / n:.1f}%")
+    print(f"  math_verify.parse + verify:                         {theirs}/{n} = {100 * theirs / n:.1f}%")
+    print("  misses by class (ours / Math-Verify):",
+          {c: (missed[c], mv_missed[c]) for c in sorted(set(missed) | set(mv_missed)) if missed[c] or mv_missed[c]})
+
+    rows = read_jsonl(str(args.math500))
+    agree = sum(is_equivalent(extract_answer(r["solution"], "math500"), r["answer"], "math") for r in rows)
+    mv_agree = sum(bool(verify(gold_of(r["answer"]), parse_any(r["solution"]))) for r in rows)
+    print(f"MATH-500 solution vs answer field: ours {agree}/{len(rows)}, Math-Verify {mv_agree}/{len(rows)}")
+
+
+if __name__ == "__main__":
+    main()

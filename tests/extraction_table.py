@@ -1,0 +1,115 @@
+"""Realistic completions with the answer they give: (class, task, completion, gold).
+
+Written for this project in the shapes where extraction failed (issue 10) plus MATH-500 /
+GSM8K / Minerva style answers. Used by tests/test_extract.py and
+scripts/bench/extraction.py (which also runs Math-Verify's parser on the same rows).
+"""
+
+REALISTIC = [
+    # --- self-correction: an earlier box, then the corrected one
+    ("self-correction", "math", r"Counting gives $\boxed{7}$, but that double counts the square. So the correct count is $\boxed{8}$.", "8"),
+    ("self-correction", "math", r"So $x = \boxed{4}$. Wait, I dropped a sign: $x - 2 = -2$, so actually $x = \boxed{0}$.", "0"),
+    ("self-correction", "math", "The sum is \\boxed{15}.\n\nHmm, let me recheck: 1+2+...+6 = 21, so the answer is \\boxed{21}.", "21"),
+    ("self-correction", "math", r"Thus the area is $\boxed{12}$; no, the base is 6 and the height is 5, so the area is $\frac{1}{2}\cdot 6 \cdot 5 = \boxed{15}$.", "15"),
+    ("self-correction", "gsm8k", "She pays 3 * 4 = 12 dollars, so \\boxed{12}. Oh wait, plus the 5 dollar fee: 12 + 5 = \\boxed{17}.", "17"),
+    ("self-correction", "math", r"We get $\boxed{\frac{1}{3}}$. Correction: the events are not independent, giving $\boxed{\frac{2}{9}}$.", r"\frac{2}{9}"),
+    ("self-correction", "math", r"My first guess $\boxed{5}$ is wrong since $5^2 > 20$. The largest such integer is $\boxed{4}$.", "4"),
+    ("self-correction", "math", r"Final answer $\boxed{100}$... that ignores the leading zero case, so we subtract 10 to get $\boxed{90}$.", "90"),
+    # --- sub-answers boxed before the final one
+    ("sub-answers", "math", "First, $a = \\boxed{3}$.\nNext, $b = \\boxed{5}$.\nTherefore $a + b = \\boxed{8}$.", "8"),
+    ("sub-answers", "math", r"Step 1: the radius is $\boxed{2}$. Step 2: the area is $\pi r^2 = \boxed{4\pi}$.", r"4\pi"),
+    ("sub-answers", "math", r"(a) $f(1) = \boxed{2}$. (b) $f(2) = \boxed{5}$. The problem asks for $f(1) + f(2) = \boxed{7}$.", "7"),
+    ("sub-answers", "math", "The slope is \\boxed{2} and then the intercept gives $y$-intercept $\\boxed{-3}$; hence $m + b = \\boxed{-1}$.", "-1"),
+    ("sub-answers", "gsm8k", "Monday: \\boxed{10} miles. Tuesday: \\boxed{12} miles. Total: 10 + 12 = \\boxed{22} miles.", "22"),
+    ("sub-answers", "math", "The discriminant is $\\boxed{9}$, so the roots differ by $\\sqrt{9} = 3$; the larger root is $\\boxed{2}$.", "2"),
+    # --- display math right after "the answer is"
+    ("display-after-anchor", "math", "Putting it together, the answer is\n\\[\n\\frac{3}{4}\n\\]", r"\frac{3}{4}"),
+    ("display-after-anchor", "math", "Therefore, the answer is \\[ 2\\sqrt{5} \\]", r"2\sqrt{5}"),
+    ("display-after-anchor", "math", "So the final answer is:\n$$\n(1, -2)\n$$", "(1,-2)"),
+    ("display-after-anchor", "math", "The answer is: \\[x = \\frac{\\pi}{6}\\]", r"\frac{\pi}{6}"),
+    ("display-after-anchor", "math", "Hence the answer is $\\dfrac{7}{12}$, which is in lowest terms.", r"\frac{7}{12}"),
+    ("display-after-anchor", "math", "**Final Answer:**\n\\[\n[-3, 2]\n\\]", "[-3,2]"),
+    # --- \( ... \) (or $...$) with no anchor
+    ("formula-no-anchor", "math", r"Adding the two cases, the probability is \( \frac{5}{18} \).", r"\frac{5}{18}"),
+    ("formula-no-anchor", "math", r"So the volume of the cone is \( \frac{1}{3}\pi r^2 h = 12\pi \).", r"12\pi"),
+    ("formula-no-anchor", "math", r"Thus the remainder when dividing by 7 is \(3\).", "3"),
+    ("formula-no-anchor", "math", r"The smallest positive solution is therefore $\frac{\pi}{4}$.", r"\frac{\pi}{4}"),
+    ("formula-no-anchor", "math", "We conclude that the sum of the roots equals\n\\[\n-\\frac{b}{a} = \\frac{5}{2}.\n\\]", r"\frac{5}{2}"),
+    ("formula-no-anchor", "math", r"Simplifying, we obtain \(\sqrt{50} = 5\sqrt{2}\).", r"5\sqrt{2}"),
+    # --- several #### lines: the last counts
+    ("last-####", "gsm8k", "First pass: 4 * 5 = 20\n#### 20\nBut she also buys 3 more: 20 + 3 = 23\n#### 23", "23"),
+    ("last-####", "gsm8k", "#### 10\nRecounting the eggs: 12 - 2 = 10, then she buys a dozen: 22\n#### 22", "22"),
+    ("last-####", "gsm8k", "He earns 15 * 8 = 120 dollars.\n#### 120\nAfter tax of 20 he keeps 100.\n#### 100", "100"),
+    ("last-####", "gsm8k", "Total = 6 + 7 = 13\n#### 13\n\n#### 13", "13"),
+    ("last-####", "gsm8k", "#### 1,200\nOops, the discount: 1,200 - 150 = 1,050\n#### 1,050", "1050"),
+    # --- label before "=" inside a box (the value is the right-hand side)
+    ("label-in-box", "math", r"Therefore $\boxed{p(8) = \frac{3}{56}}$.", r"\frac{3}{56}"),
+    ("label-in-box", "math", r"Evaluating, $\boxed{f(-1) = 4}$.", "4"),
+    ("label-in-box", "math", r"So $\boxed{(p,q,r) = (6,31,-1)}$.", "(6,31,-1)"),
+    ("label-in-box", "math", r"The ordered pair is $\boxed{(a, b) = (2, -3)}$.", "(2,-3)"),
+    ("label-in-box", "math", r"Hence $\boxed{AB = 10}$.", "10"),
+    ("label-in-box", "math", r"We find $\boxed{\theta = \frac{\pi}{3}}$.", r"\frac{\pi}{3}"),
+    ("label-in-box", "math", r"So $\boxed{x \le 3}$.", r"x \le 3"),
+    ("label-in-box", "math", r"The solution set is $\boxed{-2 < x < 5}$.", r"-2 < x < 5"),
+    ("label-in-box", "math", r"The line is $\boxed{y = 2x + 3}$.", "y = 2x + 3"),
+    # --- plain-text alternatives
+    ("plain-or", "math", "Solving x^2 = 9 gives x = 3 or x = -3.", "3, -3"),
+    ("plain-or", "math", "Factoring, (x-2)(x+5) = 0, so x = 2 or x = -5", "2, -5"),
+    ("plain-or", "math", "The solutions are x = 1, x = 4.", "1, 4"),
+    ("plain-or", "math", "Hence the answer is x = 7 or x = -1.", "7, -1"),
+    ("plain-or", "math", "Therefore n = 6 and n = -2 are the integer solutions.", "6, -2"),
+    # --- "and"/"or"/quad lists inside or across boxes
+    ("box-list", "math", r"The consecutive integers are $\boxed{12 \text{ and } 13}$.", "12, 13"),
+    ("box-list", "math", r"So the roots are $\boxed{-2}$ and $\boxed{1}$.", "-2, 1"),
+    ("box-list", "math", r"\[ \boxed{-2} \quad \text{and} \quad \boxed{1} \]", "-2, 1"),
+    ("box-list", "math", r"$\boxed{3 \text{ or } -3}$", "3, -3"),
+    ("box-list", "math", r"The values are $x = \boxed{2}$, $x = \boxed{-4}$.", "2, -4"),
+    ("box-list", "math", r"Thus $\boxed{1 \quad\text{and}\quad 4}$.", "1, 4"),
+    # --- \fbox and \boxed without braces
+    ("fbox", "math", r"The answer is \fbox{24}.", "24"),
+    ("fbox", "math", r"So the count is $\boxed 5$.", "5"),
+    ("fbox", "math", "hence \\boxed 12", "12"),
+    ("fbox", "math", r"Therefore $\fbox{$\frac{2}{3}$}$.", r"\frac{2}{3}"),
+    # --- MATH-500 style
+    ("math500", "math", "We have that $r = \\sqrt{0^2 + 3^2} = 3.$ Also, the angle is $\\frac{\\pi}{2}$.\n\nTherefore, the polar coordinates are $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}.$", r"\left( 3, \frac{\pi}{2} \right)"),
+    ("math500", "math", r"The common ratio is $\frac{1}{2}$, so the sum is $\frac{a}{1-r} = \frac{8}{1/2} = \boxed{16}$.", "16"),
+    ("math500", "math", r"Completing the square, the center is $\boxed{(-3, 4)}$ and the radius is 5, but only the center was asked.", "(-3,4)"),
+    ("math500", "math", r"The domain is $\boxed{(-\infty, -3] \cup [2, \infty)}$.", r"(-\infty, -3] \cup [2, \infty)"),
+    ("math500", "math", r"Thus $\mathbf{v} = \boxed{\begin{pmatrix} 1 \\ -2 \end{pmatrix}}.$", r"\begin{pmatrix} 1 \\ -2 \end{pmatrix}"),
+    ("math500", "math", r"So the answer is $\boxed{\text{(C)}}$.", r"\text{(C)}"),
+    ("math500", "math", r"The number of ways is $\binom{8}{3} = \boxed{56}$.", "56"),
+    ("math500", "math", r"Hence $\sin 2x = 2\sin x \cos x = \boxed{\frac{24}{25}}$.", r"\frac{24}{25}"),
+    ("math500", "math", r"So there are $\boxed{2{,}016}$ such numbers.", "2016"),
+    ("math500", "math", r"The base-5 representation is $\boxed{204_5}$.", "204_5"),
+    ("math500", "math", r"In degrees, the angle is $\boxed{30^\circ}$.", "30"),
+    ("math500", "math", r"The solutions are $\boxed{1, 2, 3}$.", "1, 2, 3"),
+    ("math500", "math", "## Step 1\nWe expand.\n\n## Step 2\nWe collect terms.\n\nThe final answer is: $\\boxed{x^2 + 7x + 10}$", "x^2+7x+10"),
+    ("math500", "math", r"Evaluating gives $\boxed{\$ 18.90}$.", "18.90"),
+    ("math500", "math", r"The remainder is $\boxed{\text{4}}$.", "4"),
+    # --- GSM8K style
+    ("gsm8k", "gsm8k", "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May.\n#### 72", "72"),
+    ("gsm8k", "gsm8k", "Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.\nThe answer is 10.", "10"),
+    ("gsm8k", "gsm8k", "Betty has 100 / 2 = $50. Her parents give $15 and grandparents 15 * 2 = $30. She needs 100 - 50 - 30 - 15 = $5 more.\nThe answer is $5.", "5"),
+    ("gsm8k", "gsm8k", "Julie read 12 x 2 = 24 pages today, so 12 + 24 = 36 pages so far. 120 - 36 = 84 remain; half is 84 / 2 = 42.\nSo she should read 42 pages.", "42"),
+    ("gsm8k", "gsm8k", "He writes 3 * 2 = 6 pages a week to each friend, so 6 * 2 = 12 pages a week, and 12 * 52 = 624 pages a year.", "624"),
+    ("gsm8k", "gsm8k", "The total cost is 3 * $1,250 = $3,750.\nAnswer: 3750", "3750"),
+    ("gsm8k", "gsm8k", "There are 5 boxes with 8 crayons each: 5 * 8 = 40 crayons. She gives away 15, leaving 40 - 15 = 25 crayons.", "25"),
+    ("gsm8k", "gsm8k", "Let me compute: 2.5 hours * 60 = 150 minutes.\nThe answer is 150 minutes.", "150"),
+    ("gsm8k", "gsm8k", "The answer is -4 degrees, since it dropped 10 degrees from 6.", "-4"),
+    ("gsm8k", "gsm8k", "Step 1: 7 * 3 = 21\nStep 2: 21 + 9 = 30\n**Answer:** 30", "30"),
+    ("gsm8k", "gsm8k", "James buys 2 packs of 20 = 40 cookies and eats 1/4 of them: 40 / 4 = 10.\nThe final answer is 10", "10"),
+    ("gsm8k", "gsm8k", "So she has 0.5 * 30 = 15 left.\n\nQuestion: Tom has 3 apples...\nAnswer: 3", "15"),
+    ("gsm8k", "gsm8k", "The price per pound is $2.50, so 4 pounds cost 4 * 2.50 = $10.00.", "10"),
+    ("gsm8k", "gsm8k", "In total, 1,234 + 766 = 2,000 people attended.", "2000"),
+    ("gsm8k", "gsm8k", "Thus, the farmer has \\(\\boxed{18}\\) cows.", "18"),
+    # --- Minerva style
+    ("minerva", "math", "We have $x = 5$.\nFinal Answer: The final answer is $5$. I hope it is correct.", "5"),
+    ("minerva", "math", "Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.", r"\frac{1}{2}"),
+    ("minerva", "math", "Final Answer: The final answer is $(2, 3)$. I hope it is correct.\n\nProblem:\nFind $y$.", "(2,3)"),
+    ("minerva", "math", "Final Answer: The final answer is 12,000,023. I hope it is correct.", "12000023"),
+    ("minerva", "math", "Final Answer: The final answer is $[0,1)$. I hope it is correct.", "[0,1)"),
+    # --- reasoning models
+    ("think", "math", "<think>Maybe 6? \\boxed{6} no.</think>\nThe answer is $\\boxed{9}$.", "9"),
+    ("think", "math", "<think>long reasoning with 3, 4 and 5</think>\n\nSo the perimeter is 12.", "12"),
+    ("think", "math", "<think>x = 2 or 3</think>**Final Answer**\n\\[\n\\boxed{2}, \\boxed{3}\n\\]", "2, 3"),
+]
