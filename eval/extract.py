@@ -12,7 +12,9 @@ The order is fixed and documented (first rule that yields an answer wins):
    connectors (``,``, ``and``, ``or``, ``\\quad``, ``\\text{ and }``, ``x =``) are one answer
    list (``\\boxed{-2} \\text{ and } \\boxed{1}`` is ``-2, 1``, Math-Verify's ``test_all.py``
    cases); boxes separated by prose are earlier attempts or sub-answers and are dropped
-   (``\\boxed{7}, no: the correct count is \\boxed{8}`` is ``8``).
+   (``\\boxed{7}, no: the correct count is \\boxed{8}`` is ``8``). An answer phrase (rule 5)
+   after the last box that holds a number or formula overrides it (Math-Verify's
+   ``test_math_extraction_additional_cases``: boxed steps, then ``Final Answer: ...``).
 4. GSM8K's ``#### N`` (the dataset's own answer marker; the last one counts).
 5. The last answer phrase: Minerva's ``Final Answer: The final answer is X. I hope it is
    correct.`` (Lewkowycz et al. 2022, lm-eval ``get_unnormalized_answer``), ``the answer is X``
@@ -195,14 +197,17 @@ def _mathy(part: str) -> bool:
 
 
 def strip_math(s: str) -> str:
-    """Drop surrounding ``$``/``$$``/``\\(..\\)``/``\\[..\\]``, a final period, and ``**``."""
+    """Drop surrounding ``$``/``$$``/``\\(..\\)``/``\\[..\\]``, quotes, a final period, and ``**``."""
     s = s.strip().strip("*").strip()
+    s = re.sub(r'^(?:\\?"|“)\s*|\s*(?:\\?"|”)$', "", s)  # quoted: "\"$12$\"" (Math-Verify suite)
     changed = True
     while changed and s:
         changed = False
         for open_, close in _OPENERS:
-            if len(s) >= len(open_) + len(close) and s.startswith(open_) and s.endswith(close):
-                s, changed = s[len(open_) : -len(close)].strip(), True
+            inner = s[len(open_) : -len(close)]
+            if (len(s) >= len(open_) + len(close) and s.startswith(open_) and s.endswith(close)
+                    and open_ not in inner and close not in inner):  # not "$12$ and $13$"
+                s, changed = inner.strip(), True
                 break
         stripped = s.rstrip(".").rstrip()
         if stripped != s:
@@ -290,6 +295,13 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     text = cut_fewshot(strip_think(completion))
     boxed = last_boxed(text)
     if boxed:
+        # A Minerva-style answer phrase written after the last box is the later answer
+        # (lm-eval's minerva_math reads only that phrase); prose after a box is not.
+        after = [m for m in _ANCHORS.finditer(text) if m.start() >= _boxes(text)[-1][1]]
+        for m in reversed(after):
+            got = clean_answer(_phrase(text[m.end() :]))
+            if got and re.search(r"[\d\\]", got):
+                return got
         return clean_answer(boxed)
     markers = [m for m in _GSM8K_MARKER.findall(text) if m.strip()]
     if markers:
