@@ -82,8 +82,10 @@ _LABEL = re.compile(
 _PLAIN_ALTERNATIVES = re.compile(
     r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,\s*(?:or|and)?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
 )
+# "x = 3 or -3" closing a sentence.
+_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
-_TRAILING_CLAUSE = re.compile(r",?\s+(?:because|since|which|as|so that|where)\b.*$", re.DOTALL)
+_TRAILING_CLAUSE = re.compile(r",?\s+(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
 
 
 def strip_think(text: str) -> str:
@@ -187,6 +189,8 @@ def _rhs(s: str, any_lhs: bool = False) -> str:
     sides = [p.strip() for p in _split_top(s, re.compile(r"(?<![=!<>\\])=(?!=)"))]
     if len(sides) < 2 or not sides[-1]:
         return s
+    if len(sides) > 2 and len(_split_top(s, re.compile(","))) > 1:  # "x=2, y=3": several labelled values
+        return s
     if not any_lhs and not _LABEL.match(re.sub(r"\\left|\\right|\\!|\\,", "", sides[0]).strip()):
         return s
     return sides[-1]
@@ -264,6 +268,9 @@ def last_number(text: str) -> str | None:
 
 def _plain_alternatives(text: str) -> str | None:
     """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``."""
+    m = _PLAIN_PM.search(text.rstrip())
+    if m:
+        return f"{m.group(1)}, {m.group(2)}"
     hits = list(_PLAIN_ALTERNATIVES.finditer(text))
     if not hits or _NUMBER.search(text[hits[-1].end() :]):
         return None
@@ -305,7 +312,8 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
         return clean_answer(boxed)
     markers = [m for m in _GSM8K_MARKER.findall(text) if m.strip()]
     if markers:
-        got = clean_answer(_phrase(markers[-1]))
+        inner = list(_ANCHORS.finditer(markers[-1]))  # "#### The answer is 42"
+        got = clean_answer(_phrase(markers[-1][inner[-1].end() :] if inner else markers[-1]))
         if got:
             return got
     anchors = list(_ANCHORS.finditer(text))
