@@ -57,6 +57,8 @@ class SampleArgs:
     block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown or mathcoder."})
     max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference 6)."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: the "
+                                                                    "few-shot headers; '' for none)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -138,7 +140,7 @@ def _run_sample(args: SampleArgs) -> dict:
     from eval.blocks import FORMATS
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots
+    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
     from mlx_scdpo.ramp import SeededSampler, stable_seed
 
     if args.task not in ("gsm8k", "math"):
@@ -160,6 +162,7 @@ def _run_sample(args: SampleArgs) -> dict:
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
     shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat, fmt is not None)
+    stop = stop_strings(args.stop)
     n_wrong = args.naive_wrong if args.naive_wrong is not None else (1 if args.task == "gsm8k" else 2)
     (out / "sample_config.json").write_text(json.dumps(asdict(args), indent=2))
 
@@ -189,7 +192,7 @@ def _run_sample(args: SampleArgs) -> dict:
                 sampler = SeededSampler(stable_seed(args.seed, chunk[0].doc_id, round_), args.temperature)
                 with solution_stream(model, tokenizer, [s.prompt_ids for s in requests], fmt=fmt, sampler=sampler,
                                      max_tokens=args.max_tokens, batch_size=args.batch_size,
-                                     max_rounds=args.max_rounds, timeout=args.timeout) as stream:
+                                     max_rounds=args.max_rounds, timeout=args.timeout, stop_strings=stop) as stream:
                     for c in stream:
                         s = requests[c.index]
                         grade = grade_sample(args.task, c.text, s.problem.gold, grade_format)
@@ -201,7 +204,7 @@ def _run_sample(args: SampleArgs) -> dict:
                           "question": s.problem.question, "gold": s.problem.gold, "prompt": s.prompt_text,
                           "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
                           "solution_format": args.solution_format, "block_format": fmt.name if fmt else None,
-                          "samples": s.samples}
+                          "stop": list(stop), "samples": s.samples}
                 fs.write(json.dumps(record, ensure_ascii=False) + "\n")
                 counts["problems"] += 1
             fs.flush()

@@ -62,6 +62,8 @@ class StepControlArgs:
     max_code_rounds: int = field(default=8, metadata={"help": "Code executions per continuation (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (code format)."})
     seed: int = field(default=0, metadata={"help": "Seed for prefixes and sampling."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: those "
+                                                                    "`sample` used; '' for none)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -177,6 +179,7 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
     done = read_finished(sc_path, "prefix_id")
     (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))
     model, tokenizer = load_model(args.model, args.adapter_path)
+    stop = run_stop_strings(args, records)
     prefixes, stats = plan_prefixes(records, tokenizer, args, done)
     task_of = {r["problem_id"]: r["task"] for r in records}
     cap_default = {"gsm8k": 2, "math": 3}
@@ -237,7 +240,7 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                         max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_code_rounds,
                         timeout=args.timeout, caches=[p.cache for p in group] if fmt is None else None,
                         logits_processors=lambda i: [StepTemperatureProcessor(mask, args.t0, args.dt, args.tmax)],
-                        setup_code=lambda i: group[i].code_blocks) as stream:
+                        setup_code=lambda i: group[i].code_blocks, stop_strings=stop) as stream:
                     for c in stream:
                         results[group[c.index].prefix_id] = c
             still = []
@@ -271,6 +274,16 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
             "skipped_mid_token": stats["split_token"],
             "exhausted": sum(r["status"] == "exhausted" for r in rows),
             "capped": sum(r["status"] == "capped" for r in rows)}
+
+
+def run_stop_strings(args: StepControlArgs, records: list[dict]) -> tuple[str, ...]:
+    """``--stop`` when given, else the stop strings ``sample`` recorded (the defaults for older files)."""
+    from mlx_scdpo.prompts import stop_strings
+
+    if args.stop is not None:
+        return stop_strings(args.stop)
+    lists = [r["stop"] for r in records if isinstance(r.get("stop"), list)]
+    return stop_strings([s for stop in lists for s in stop if isinstance(s, str)]) if lists else stop_strings()
 
 
 def step_control_pairs(records: list[dict], sc_path: Path, tokenizer, args: StepControlArgs):
