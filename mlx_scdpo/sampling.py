@@ -10,7 +10,9 @@ Output, appended one line per finished problem (resumable by ``problem_id``):
 ``OUT/solutions.jsonl`` with the prompt, its token ids, and every kept sample's text,
 token ids *as generated* (never re-tokenized), extracted answer and verdict. Naive pairs
 (first correct x first ``naive_wrong`` wrong; reference 1x1 GSM8K, 1x2 MATH) go to
-``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.pairs``.
+``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.pairs``. A wrong solution cut off by
+``max_tokens`` (or the code-execution budget) is no rejected side, and does not count as
+one of the ``min_wrong`` wanted, unless ``include_truncated``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class SampleArgs:
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference 6)."})
     stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: the "
                                                                     "few-shot headers; '' for none)."})
+    include_truncated: bool = field(default=False, metadata={"help": "Wrong solutions cut off by --max-tokens may "
+                                                                     "be rejected sides."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -80,8 +84,10 @@ class ProblemState:
     seen: set = field(default_factory=set)
     n_sampled: int = 0
 
-    def count(self, correct: bool) -> int:
-        return sum(1 for s in self.samples if s["correct"] == correct)
+    def count(self, correct: bool, include_truncated: bool = True) -> int:
+        from mlx_scdpo.pairs import is_truncated
+
+        return sum(1 for s in self.samples if s["correct"] == correct and (include_truncated or not is_truncated(s)))
 
     def add(self, text: str, ids: list[int], grade: dict, finish_reason: str, gen_mask: list[int] | None = None) -> None:
         self.n_sampled += 1
@@ -98,7 +104,8 @@ class ProblemState:
         self.samples.append(sample)
 
     def is_done(self, args: SampleArgs) -> bool:
-        enough = self.count(True) >= args.min_correct and self.count(False) >= args.min_wrong
+        enough = self.count(True) >= args.min_correct and \
+            self.count(False, args.include_truncated) >= args.min_wrong
         return enough or self.n_sampled >= args.budget
 
 
@@ -106,12 +113,12 @@ def problem_id(task: str, problem) -> str:
     return problem.unique_id or f"{task}/{problem.doc_id}"
 
 
-def naive_pairs(record: dict, n_wrong: int) -> list[dict]:
-    """First correct solution x first ``n_wrong`` wrong ones."""
-    from mlx_scdpo.pairs import make_pair
+def naive_pairs(record: dict, n_wrong: int, include_truncated: bool = False) -> list[dict]:
+    """First correct solution x first ``n_wrong`` wrong ones (truncated ones only if ``include_truncated``)."""
+    from mlx_scdpo.pairs import is_truncated, make_pair
 
     correct = [s for s in record["samples"] if s["correct"]]
-    wrong = [s for s in record["samples"] if not s["correct"]]
+    wrong = [s for s in record["samples"] if not s["correct"] and (include_truncated or not is_truncated(s))]
     if not correct:
         return []
     return [make_pair(record, prefix_text="", prefix_ids=[], chosen=correct[0], rejected=w, source="naive", k=0,
@@ -215,5 +222,5 @@ def _run_sample(args: SampleArgs) -> dict:
     # Naive pairs are derived from the solutions file as a whole (so a resumed run never
     # duplicates them) and rewritten atomically.
     records = read_finished(sol_path, None)
-    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in records for p in naive_pairs(r, n_wrong)))
+    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in records for p in naive_pairs(r, n_wrong, args.include_truncated)))
     return counts

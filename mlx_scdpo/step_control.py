@@ -34,7 +34,7 @@ from eval.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import SOLUTION_SCHEMA, read_finished, read_records, write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
-from mlx_scdpo.pairs import make_pair
+from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.preference_data import check_solution_ids
 from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock
@@ -64,6 +64,8 @@ class StepControlArgs:
     seed: int = field(default=0, metadata={"help": "Seed for prefixes and sampling."})
     stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: those "
                                                                     "`sample` used; '' for none)."})
+    include_truncated: bool = field(default=False, metadata={"help": "Continuations cut off by --max-tokens may be "
+                                                                     "rejected sides."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -252,7 +254,8 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                 steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
                 problem = p.record["problem_id"]
                 if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
-                        or pairs_of.get(problem, 0) >= cap(problem):
+                        or pairs_of.get(problem, 0) >= cap(problem) \
+                        or not args.include_truncated and c.finish_reason in TRUNCATED:
                     still.append(p)  # right (or unusable): try this prefix again next round
                     continue
                 generated = [t for t, m in zip(c.tokens, getattr(c, "gen_mask", None) or [1] * len(c.tokens)) if m]
@@ -297,7 +300,8 @@ def step_control_pairs(records: list[dict], sc_path: Path, tokenizer, args: Step
         steps = solution_steps(sol["text"], record_format(rec), args.step_unit)
         prefix_text = "".join(steps.steps[: row["k"]])
         t = token_boundary(tokenizer, sol["ids"], sol["text"], len(prefix_text))
-        chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:]}
-        rejected = {"text": row["rejected"], "ids": row["rejected_ids"]}
+        chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:],
+                  "finish_reason": sol.get("finish_reason")}
+        rejected = {"text": row["rejected"], "ids": row["rejected_ids"], "finish_reason": row.get("finish_reason")}
         yield make_pair(rec, prefix_text=prefix_text, prefix_ids=sol["ids"][:t], chosen=chosen, rejected=rejected,
                         source="step_control", k=row["k"], temperatures=row["temperatures"], round=row["round"])

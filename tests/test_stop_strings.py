@@ -157,3 +157,24 @@ def test_step_control_rejected_side_keeps_no_stop_tokens(tiny_model, tmp_path, f
     assert {(tuple(p["rejected_ids"]), p["rejected"]) for p in pairs} == {(tuple(ANSWER), "The answer is 4.")}
     rows = _rows(tmp_path / "sc" / "step_control.jsonl")
     assert {r["finish_reason"] for r in rows} == {"stop"}
+
+
+def test_step_control_truncated_continuations_are_no_rejected_side_by_default(tiny_model, tmp_path, forced):
+    _, tok = load(str(tiny_model))
+    text = "Step 1: 2 + 3 = 5\nStep 2: 5 + 0 = 5\nStep 3: 5 * 1 = 5\nThe answer is 5."
+    rec = {"problem_id": "toy/0", "task": "gsm8k", "question": "Q", "gold": "5", "prompt": "Q\n",
+           "prompt_ids": tok.encode("Q\n"), "n_sampled": 1,
+           "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True,
+                        "finish_reason": "stop"}]}
+    (tmp_path / "solutions.jsonl").write_text(json.dumps(rec) + "\n")
+    base = ["step-control", "--model", str(tiny_model), "--solutions", str(tmp_path / "solutions.jsonl"),
+            "--max-tokens", "5", "--rounds", "2", "--max-pairs-per-problem", "3"]
+    res = CliRunner().invoke(main, base + ["--output-dir", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert [r["status"] for r in _rows(tmp_path / "a" / "step_control.jsonl")] == ["exhausted", "exhausted"]
+    assert _rows(tmp_path / "a" / "pairs_step_control.jsonl") == []
+    res = CliRunner().invoke(main, base + ["--output-dir", str(tmp_path / "b"), "--include-truncated"])
+    assert res.exit_code == 0, res.output
+    pairs = _rows(tmp_path / "b" / "pairs_step_control.jsonl")
+    assert [(p["k"], p["rejected_ids"], p["chosen_finish_reason"], p["rejected_finish_reason"]) for p in pairs] == \
+        [(1, SCRIPT[:5], "stop", "length"), (2, SCRIPT[:5], "stop", "length")]
