@@ -174,6 +174,8 @@ def dataclass_options(cls, skip: tuple[str, ...] = ()):
                 help_text += f" [default: {f.default}]"
             if typ is bool:
                 fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)(fn)
+            elif typing.get_origin(typ) is list:  # repeatable: --stop A --stop B
+                fn = click.option(flag, f.name, multiple=True, default=None, help=help_text)(fn)
             else:
                 fn = click.option(flag, f.name, type=option_type(f.name, typ), default=None, help=help_text)(fn)
         return click.option("-c", "--config", default=None, help="YAML file of options (CLI flags win).")(fn)
@@ -214,7 +216,8 @@ def build_args(cls, kwargs: dict, config: str | None = None):
             if name not in fields:
                 raise UserError(f"{config}: field '{key}' is not an option of this command")
             values[name] = _yaml_value(cls, fields[name], key, value, config)
-    values.update({k: v for k, v in kwargs.items() if k in fields and v is not None})
+    values.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()
+                   if k in fields and v is not None and v != ()})
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING]
     if missing:
         raise UserError(f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")

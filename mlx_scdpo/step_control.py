@@ -34,7 +34,7 @@ from eval.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import SOLUTION_SCHEMA, read_finished, read_records, write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
-from mlx_scdpo.pairs import make_pair
+from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.preference_data import check_solution_ids
 from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock
@@ -62,6 +62,10 @@ class StepControlArgs:
     max_code_rounds: int = field(default=8, metadata={"help": "Code executions per continuation (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (code format)."})
     seed: int = field(default=0, metadata={"help": "Seed for prefixes and sampling."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: those "
+                                                                    "`sample` used; '' for none)."})
+    include_truncated: bool = field(default=False, metadata={"help": "Continuations cut off by --max-tokens may be "
+                                                                     "rejected sides."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -177,6 +181,7 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
     done = read_finished(sc_path, "prefix_id")
     (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))
     model, tokenizer = load_model(args.model, args.adapter_path)
+    stop = run_stop_strings(args, records)
     prefixes, stats = plan_prefixes(records, tokenizer, args, done)
     task_of = {r["problem_id"]: r["task"] for r in records}
     cap_default = {"gsm8k": 2, "math": 3}
@@ -237,7 +242,7 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                         max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_code_rounds,
                         timeout=args.timeout, caches=[p.cache for p in group] if fmt is None else None,
                         logits_processors=lambda i: [StepTemperatureProcessor(mask, args.t0, args.dt, args.tmax)],
-                        setup_code=lambda i: group[i].code_blocks) as stream:
+                        setup_code=lambda i: group[i].code_blocks, stop_strings=stop) as stream:
                     for c in stream:
                         results[group[c.index].prefix_id] = c
             still = []
@@ -249,7 +254,8 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                 steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
                 problem = p.record["problem_id"]
                 if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
-                        or pairs_of.get(problem, 0) >= cap(problem):
+                        or pairs_of.get(problem, 0) >= cap(problem) \
+                        or not args.include_truncated and c.finish_reason in TRUNCATED:
                     still.append(p)  # right (or unusable): try this prefix again next round
                     continue
                 generated = [t for t, m in zip(c.tokens, getattr(c, "gen_mask", None) or [1] * len(c.tokens)) if m]
@@ -273,6 +279,16 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
             "capped": sum(r["status"] == "capped" for r in rows)}
 
 
+def run_stop_strings(args: StepControlArgs, records: list[dict]) -> tuple[str, ...]:
+    """``--stop`` when given, else the stop strings ``sample`` recorded (the defaults for older files)."""
+    from mlx_scdpo.prompts import stop_strings
+
+    if args.stop is not None:
+        return stop_strings(args.stop)
+    lists = [r["stop"] for r in records if isinstance(r.get("stop"), list)]
+    return stop_strings([s for stop in lists for s in stop if isinstance(s, str)]) if lists else stop_strings()
+
+
 def step_control_pairs(records: list[dict], sc_path: Path, tokenizer, args: StepControlArgs):
     """Pairs (TRL format) from the step-control outcomes: chosen = the rest of the correct solution."""
     by_id = {r["problem_id"]: r for r in records}
@@ -284,7 +300,8 @@ def step_control_pairs(records: list[dict], sc_path: Path, tokenizer, args: Step
         steps = solution_steps(sol["text"], record_format(rec), args.step_unit)
         prefix_text = "".join(steps.steps[: row["k"]])
         t = token_boundary(tokenizer, sol["ids"], sol["text"], len(prefix_text))
-        chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:]}
-        rejected = {"text": row["rejected"], "ids": row["rejected_ids"]}
+        chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:],
+                  "finish_reason": sol.get("finish_reason")}
+        rejected = {"text": row["rejected"], "ids": row["rejected_ids"], "finish_reason": row.get("finish_reason")}
         yield make_pair(rec, prefix_text=prefix_text, prefix_ids=sol["ids"][:t], chosen=chosen, rejected=rejected,
                         source="step_control", k=row["k"], temperatures=row["temperatures"], round=row["round"])
