@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from eval.errors import UserError
-from mlx_scdpo.dpo import token_logps
+from mlx_scdpo.logps import token_logps
 
 
 @dataclass
