@@ -127,6 +127,38 @@ def _readable_dirs(paths) -> list[str]:
     return out
 
 
+def worker_sys_path(sys_path, preload) -> list[str]:
+    """The import path the worker needs: entries inside the Python installation or virtual
+    environment, site-packages (the user's too), ``PYTHONPATH`` entries and the places the
+    ``preload`` modules come from. Not the script's directory or the working directory
+    (``sys.path[0]``: ``/tmp``, a project tree, ``/work`` ...): every entry kept is readable
+    inside the sandbox, and a bound ``/tmp`` would replace the private one."""
+    import importlib.util
+    import site
+
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
+    sites = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages(),
+             *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    roots = {os.path.realpath(p) for p in sites if p}
+    for name in preload or ():
+        try:
+            spec = importlib.util.find_spec(name.split(".")[0])
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            continue
+        places = list(spec.submodule_search_locations or []) or ([spec.origin] if spec.has_location else [])
+        roots |= {os.path.dirname(os.path.realpath(p)) for p in places if p}
+    out = []
+    for p in sys_path:
+        if not p or not os.path.isdir(p):
+            continue
+        real = os.path.realpath(p)
+        if real in roots or any(real == q or real.startswith(q.rstrip("/") + "/") for q in prefixes):
+            out.append(p)
+    return out
+
+
 def python_dirs(sys_path) -> list[str]:
     """What the worker must read: the interpreter's installation and its import path, never
     ``/`` or the home directory itself (a script run from ``~`` puts ``~`` on ``sys.path``)."""

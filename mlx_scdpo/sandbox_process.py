@@ -116,7 +116,7 @@ class _Worker:
         self._init_pid = self._worker_pid = None
         self._max_frame = 12 * (limits.max_output + 1024) + 4096  # JSON-escaped output and fields
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(limits).items()}
-        cfg["sys_path"] = [p for p in sys.path if p and os.path.isdir(p)]  # -I drops .pth / editable dirs
+        cfg["sys_path"] = iso.worker_sys_path(sys.path, limits.preload)  # -I drops .pth / editable dirs
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         err_r, err_w = os.pipe()

@@ -233,6 +233,7 @@ def test_lazy_import_from_a_directory_only_the_owner_may_enter(tmp_path, monkeyp
     private.mkdir(mode=0o700)
     (private / "late_module.py").write_text("VALUE = 7\n")
     monkeypatch.syspath_prepend(str(private))
+    monkeypatch.setenv("PYTHONPATH", str(private))  # a library directory the user chose (not a script's)
     with Sandbox(timeout=5.0) as sb:
         assert sb.run("import late_module\nlate_module.VALUE * 6").output == "42\n"
         r = sb.run(f"import ctypes\nctypes.CDLL(None).open(b'{private}/w', 0o101, 0o644)")

@@ -124,3 +124,25 @@ def test_per_user_kernel_quotas_are_out_of_reach(pool):
             "r = [libc.inotify_init1(0), ctypes.get_errno()]\n"
             "r += [libc.syscall(240, b'q', 0o102, 0o600, None), ctypes.get_errno()]\nr")  # mq_open(O_CREAT|O_RDWR)
     assert attack(pool, code).output == "[-1, 1, -1, 1]\n"
+
+
+# --- reads and writes through directories on sys.path --------------------------------------------
+
+
+@LINUX
+def test_directories_on_sys_path_outside_the_installation_are_not_bound(tmp_path, monkeypatch):
+    # A script run from /tmp (or `python -m` from a project tree, /work ...) puts that directory
+    # first on sys.path: bound, it showed the host's /tmp, read-only, in place of the private one.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend("/tmp")
+    from mlx_scdpo.sandbox import Sandbox
+
+    with Sandbox(timeout=TIMEOUT, preload=("math",)) as sb:
+        code = (f"import os, sys\nopen('/tmp/mine', 'w').write('x')\n"
+                f"[os.path.exists({str(secret)!r}), os.path.exists({os.path.dirname(__file__)!r}), os.listdir('/tmp'), "
+                f"[p for p in sys.path if p.startswith('/tmp')]]")
+        r = sb.run(code)
+        assert r.output == "[False, False, ['mine'], []]\n", r
+        assert sb.run("import math\nmath.factorial(5)").output == "120\n"
