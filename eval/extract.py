@@ -59,7 +59,9 @@ _OUTPUT_FENCE = re.compile(r"```output\n(.*?)(?:```|$)", re.DOTALL)
 _MATHCODER_EXEC = re.compile(r"<\|execution\|>(.*?)(?:<\|endofblock\|>|$)", re.DOTALL)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 # Math spans, in the four delimiters Math-Verify's LaTeX extraction reads.
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$((?:[^$\\]|\\.)+?)\$", re.DOTALL)
+_MATH_SPAN = re.compile(
+    r"(?<!\\)\$\$((?:[^$\\]|\\.)+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$((?:[^$\\]|\\.)+?)\$", re.DOTALL
+)
 _OPENERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
 
 # Text allowed between two boxes of one answer list.
@@ -180,9 +182,11 @@ def _split_top(s: str, pattern: re.Pattern) -> list[str]:
 def _rhs(s: str, any_lhs: bool = False) -> str:
     """The value after a label: ``p(8) = \\frac{3}{56}`` -> ``\\frac{3}{56}``.
 
-    Kept whole when it holds another relation (``-2 \\le x = ...``), when the left side is
-    not a label (``x + 2y = 4`` is an equation) unless ``any_lhs`` (a computation
-    ``3 \\times 4 = 12`` read from running text), or when the value side is empty.
+    The last side is taken after a label or a computation with no letters (``3! \\times 5! =
+    720``); with ``any_lhs`` (a formula read from running text: ``\\frac{1}{3}\\pi r^2 h = 12\\pi``)
+    after any left side unless the value is ``0``. Kept whole when it holds another relation
+    (``-2 \\le x = ...``), when the left side is an expression (``x + 2y = 4`` is an equation),
+    or when the value side is empty.
     """
     if _RELATION.search(s):
         return s
@@ -191,9 +195,12 @@ def _rhs(s: str, any_lhs: bool = False) -> str:
         return s
     if len(sides) > 2 and len(_split_top(s, re.compile(","))) > 1:  # "x=2, y=3": several labelled values
         return s
-    if not any_lhs and not _LABEL.match(re.sub(r"\\left|\\right|\\!|\\,", "", sides[0]).strip()):
-        return s
-    return sides[-1]
+    lhs = re.sub(r"\\left|\\right|\\!|\\,", "", sides[0]).strip()
+    if _LABEL.match(lhs) or not re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", lhs)):
+        return sides[-1]  # a label, or a computation "3! \times 5! = 720"
+    if any_lhs and sides[-1] != "0":  # "x^2 - 5x + 6 = 0" is an equation, not a value
+        return sides[-1]
+    return s
 
 
 def _mathy(part: str) -> bool:
@@ -236,18 +243,21 @@ def _phrase(rest: str) -> str | None:
     """The answer right after an anchor: a formula that opens it (possibly on the next lines),
     else the first line up to the sentence end."""
     rest = _HOPE.sub("", rest).lstrip(" \t:*\n")
-    for open_, close in _OPENERS:
-        if rest.startswith(open_):
-            end = rest.find(close, len(open_))
-            if end > len(open_):
-                return rest[len(open_) : end]
-            break
+    m = _MATH_SPAN.match(rest)
+    if m:
+        return next(g for g in m.groups() if g is not None)
     line = rest.split("\n", 1)[0]
     boxed = last_boxed(line)
     if boxed is not None:
         return boxed
     line = re.split(r"\.\s+(?=[A-Z])", line, maxsplit=1)[0]
     line = _TRAILING_CLAUSE.sub("", line)
+    spans = list(_MATH_SPAN.finditer(line))
+    prose = _MATH_SPAN.sub(" ", line)
+    words = set(re.findall(r"[a-zA-Z]{3,}", prose)) - {"and", "text"}
+    if spans and words and not re.search(r"\d", prose):
+        # "the larger of the two: $x=1$": the formula, not the prose around it
+        return next(g for g in spans[-1].groups() if g is not None)
     return line.strip() or None
 
 

@@ -141,6 +141,11 @@ SHAPES = [
     # \\fbox and \\boxed without braces.
     ("\\fbox{24}", "24"),
     ("$\\boxed 5$", "5"),
+    # Computations and escaped dollars (MATH-500 solutions restyled, scripts/bench/extraction.py).
+    ("The answer is $3! \\times 5! = 720$.", "720"),
+    ("The answer is $\\$32,\\!348$.", "\\$32,\\!348"),
+    ("the final answer is the larger of the two: $x=1$.", "1"),
+    ("so the plane is \\(5x - 7y + 11z + 4 = 0\\).", "5x - 7y + 11z + 4 = 0"),
     # Phrase endings.
     ("The answer is 8, not 7.", "8"),
     ("The answer is 18 because she had 3 left.", "18"),
