@@ -227,3 +227,23 @@ def test_clean_answer_is_the_gold_reader_too():
     assert clean_answer("19 \\text{ and }43") == "19, 43"
     assert clean_answer("$\\frac{1}{2}$.") == "\\frac{1}{2}"
     assert clean_answer(None) is None
+
+
+_N = 50_000
+ADVERSARIAL = {
+    "spaces": " " * _N + "5", "anchor-spaces": "The answer is" + " " * _N + "5",
+    "hope": "The answer is" + " ." * (_N // 2) + " I hope it is correct", "because": "The answer is 5" + " ," * (_N // 2),
+    "open-inline": "\\(" * (_N // 2), "open-display": "\\[" * (_N // 2), "dollars": "$a " * (_N // 3),
+    "final-answer-lines": "\n**Final Answer:** " * (_N // 19), "box-spaces": "\\boxed{" + " , " * (_N // 3) + "}",
+    "box-gap": "\\boxed{1}" + " " * _N + "\\boxed{2}", "or-chain": "x = 1 or " * (_N // 9), "hash": "#### " * (_N // 5),
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_extraction_is_linear_on_adversarial_text(name):
+    """Every regex here was once quadratic on some of these (76 s on 50k spaces); now well under 1 s."""
+    import time
+
+    t = time.perf_counter()
+    extract_answer(ADVERSARIAL[name])
+    assert time.perf_counter() - t < 1.0
