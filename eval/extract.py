@@ -219,7 +219,7 @@ def strip_math(s: str) -> str:
                     and open_ not in inner and close not in inner):  # not "$12$ and $13$"
                 s, changed = inner.strip(), True
                 break
-        stripped = s.rstrip(" \t\n.")
+        stripped = s.rstrip(" \t\n.").strip("*").strip()
         if stripped != s:
             s, changed = stripped, True
     return s

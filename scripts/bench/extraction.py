@@ -3,7 +3,7 @@
     python scripts/bench/extraction.py [--math500 ../shared/data/math500_test.jsonl]
 
 1. The realistic completions of ``tests/extraction_table.py`` (issue-10 failure shapes plus
-   MATH-500 / GSM8K / Minerva style). This package: ``is_equivalent(extract_answer(c), gold)``;
+   MATH-500 / GSM8K / Minerva style, and a fresh batch written after the extractor). This package: ``is_equivalent(extract_answer(c), gold)``;
    also judged by Math-Verify's ``verify`` on the extracted string, so that the extraction is
    measured apart from either equivalence checker. Math-Verify: ``verify(parse(gold),
    parse(c))`` with ``LatexExtractionConfig`` + ``ExprExtractionConfig`` (its defaults).
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from extraction_table import REALISTIC  # noqa: E402
+from extraction_table import FRESH, FRESH_KNOWN_WRONG, REALISTIC  # noqa: E402
 
 from eval import extract_answer, is_equivalent  # noqa: E402
 from eval.data import read_jsonl  # noqa: E402
@@ -82,7 +82,8 @@ def main() -> None:
     ours = ours_mv = theirs = 0
     missed: Counter = Counter()
     mv_missed: Counter = Counter()
-    for cls, task, completion, gold in REALISTIC:
+    table = REALISTIC + FRESH + [row[:4] for row in FRESH_KNOWN_WRONG]
+    for cls, task, completion, gold in table:
         got = extract_answer(completion, task)
         ok = is_equivalent(got, gold, "gsm8k" if task == "gsm8k" else "math")
         ours += ok
@@ -91,7 +92,7 @@ def main() -> None:
         theirs += mv_ok
         missed[cls] += not ok
         mv_missed[cls] += not mv_ok
-    n = len(REALISTIC)
+    n = len(table)
     print(f"realistic completions: n={n}")
     print(f"  eval.extract_answer, judged by eval.is_equivalent: {ours}/{n} = {100 * ours / n:.1f}%")
     print(f"  eval.extract_answer, judged by math_verify.verify:  {ours_mv}/{n} = {100 * ours_mv / n:.1f}%")
