@@ -51,15 +51,16 @@ _GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)")
 _ANCHORS = re.compile(
     r"final answer is\s*:?"                      # Minerva / lm-eval minerva_math
     r"|the answer is\s*:?"                       # Wei et al. CoT; Qwen2.5-Math "he answer is"
-    r"|(?:^|\n)[ \t]*[*#]*[ \t]*(?:final[ \t]+)?answer[ \t]*[*]*[ \t]*:[ \t]*[*]*",  # "Answer:", "**Final Answer:**"
+    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",  # "Answer:", "**Final Answer:**"
     re.IGNORECASE,
 )
-_HOPE = re.compile(r"\.?\s*I hope it is correct.*", re.IGNORECASE | re.DOTALL)
+_HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
 _OUTPUT_FENCE = re.compile(r"```output\n(.*?)(?:```|$)", re.DOTALL)
 _MATHCODER_EXEC = re.compile(r"<\|execution\|>(.*?)(?:<\|endofblock\|>|$)", re.DOTALL)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 # Math spans, in the four delimiters Math-Verify's LaTeX extraction reads.
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$((?:[^$\\]|\\.)+?)\$", re.DOTALL)
+_MATH_OPEN = re.compile(r"(?<!\\)\$\$|\\\[|\\\(|(?<!\\)\$")
+_MATH_CLOSE = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
 _OPENERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
 
 # Text allowed between two boxes of one answer list.
@@ -85,7 +86,7 @@ _PLAIN_ALTERNATIVES = re.compile(
 # "x = 3 or -3" closing a sentence.
 _PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
-_TRAILING_CLAUSE = re.compile(r",?\s+(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
+_TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
 
 
 def strip_think(text: str) -> str:
@@ -180,9 +181,11 @@ def _split_top(s: str, pattern: re.Pattern) -> list[str]:
 def _rhs(s: str, any_lhs: bool = False) -> str:
     """The value after a label: ``p(8) = \\frac{3}{56}`` -> ``\\frac{3}{56}``.
 
-    Kept whole when it holds another relation (``-2 \\le x = ...``), when the left side is
-    not a label (``x + 2y = 4`` is an equation) unless ``any_lhs`` (a computation
-    ``3 \\times 4 = 12`` read from running text), or when the value side is empty.
+    The last side is taken after a label or a computation with no letters (``3! \\times 5! =
+    720``); with ``any_lhs`` (a formula read from running text: ``\\frac{1}{3}\\pi r^2 h = 12\\pi``)
+    after any left side unless the value is ``0``. Kept whole when it holds another relation
+    (``-2 \\le x = ...``), when the left side is an expression (``x + 2y = 4`` is an equation),
+    or when the value side is empty.
     """
     if _RELATION.search(s):
         return s
@@ -191,9 +194,12 @@ def _rhs(s: str, any_lhs: bool = False) -> str:
         return s
     if len(sides) > 2 and len(_split_top(s, re.compile(","))) > 1:  # "x=2, y=3": several labelled values
         return s
-    if not any_lhs and not _LABEL.match(re.sub(r"\\left|\\right|\\!|\\,", "", sides[0]).strip()):
-        return s
-    return sides[-1]
+    lhs = re.sub(r"\\left|\\right|\\!|\\,", "", sides[0]).strip()
+    if _LABEL.match(lhs) or not re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", lhs)):
+        return sides[-1]  # a label, or a computation "3! \times 5! = 720"
+    if any_lhs and sides[-1] != "0":  # "x^2 - 5x + 6 = 0" is an equation, not a value
+        return sides[-1]
+    return s
 
 
 def _mathy(part: str) -> bool:
@@ -213,7 +219,7 @@ def strip_math(s: str) -> str:
                     and open_ not in inner and close not in inner):  # not "$12$ and $13$"
                 s, changed = inner.strip(), True
                 break
-        stripped = s.rstrip(".").rstrip()
+        stripped = s.rstrip(" \t\n.").strip("*").strip()
         if stripped != s:
             s, changed = stripped, True
     return s
@@ -232,22 +238,55 @@ def clean_answer(ans: str | None, any_lhs: bool = False) -> str | None:
     return s or None
 
 
+def math_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of ``$$..$$``, ``\\[..\\]``, ``\\(..\\)``, ``$..$`` spans, left to right
+    (the delimiters Math-Verify's LaTeX extraction reads). ``\\$`` is a dollar sign, not a
+    delimiter. Linear time: an opener with no closer after it disables that kind."""
+    spans, i, dead = [], 0, set()
+    while True:
+        m = _MATH_OPEN.search(text, i)
+        if m is None:
+            return spans
+        op = m.group(0)
+        if op in dead:
+            i = m.end()
+            continue
+        close = _MATH_CLOSE[op]
+        j = text.find(close, m.end())
+        while j >= 0 and close[0] == "$" and text[j - 1] == "\\":
+            j = text.find(close, j + 1)
+        if j < 0:
+            dead.add(op)
+            i = m.end()
+            continue
+        content = text[m.end() : j]
+        if content.strip():
+            spans.append((m.start(), j + len(close), content))
+        i = j + len(close)
+
+
 def _phrase(rest: str) -> str | None:
     """The answer right after an anchor: a formula that opens it (possibly on the next lines),
     else the first line up to the sentence end."""
-    rest = _HOPE.sub("", rest).lstrip(" \t:*\n")
-    for open_, close in _OPENERS:
-        if rest.startswith(open_):
-            end = rest.find(close, len(open_))
-            if end > len(open_):
-                return rest[len(open_) : end]
-            break
+    hope = _HOPE.search(rest)
+    if hope:
+        rest = rest[: hope.start()].rstrip().rstrip(".")
+    rest = rest.lstrip(" \t:*\n")
+    spans = math_spans(rest)
+    if spans and spans[0][0] == 0:
+        return spans[0][2]
     line = rest.split("\n", 1)[0]
     boxed = last_boxed(line)
     if boxed is not None:
         return boxed
     line = re.split(r"\.\s+(?=[A-Z])", line, maxsplit=1)[0]
     line = _TRAILING_CLAUSE.sub("", line)
+    spans = math_spans(line)
+    prose = "".join(line[a:b] for a, b in zip([0] + [e for _, e, _ in spans], [st for st, _, _ in spans] + [len(line)]))
+    words = set(re.findall(r"[a-zA-Z]{3,}", prose)) - {"and", "text"}
+    if spans and words and not re.search(r"\d", prose):
+        # "the larger of the two: $x=1$": the formula, not the prose around it
+        return spans[-1][2]
     return line.strip() or None
 
 
@@ -281,12 +320,11 @@ def _plain_alternatives(text: str) -> str | None:
 def _last_formula(text: str) -> str | None:
     """The last math span when no bare number follows it; dollar amounts with prose in
     between (``$5 and $7``) are not formulas."""
-    spans = list(_MATH_SPAN.finditer(text))
+    spans = math_spans(text)
     if not spans:
         return None
-    m = spans[-1]
-    content = next(g for g in m.groups() if g is not None)
-    if _NUMBER.search(text[m.end() :]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
+    _, end, content = spans[-1]
+    if _NUMBER.search(text[end:]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
         return None
     return content.strip() or None
 

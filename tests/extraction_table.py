@@ -1,7 +1,9 @@
 """Realistic completions with the answer they give: (class, task, completion, gold).
 
 Written for this project in the shapes where extraction failed (issue 10) plus MATH-500 /
-GSM8K / Minerva style answers. Used by tests/test_extract.py and
+GSM8K / Minerva style answers. ``FRESH`` was written after the extractor, in the styles of
+chat models' answers, and measured before any change: 38/40 (the 2 misses: ``**9**.`` read as
+``9**``, since fixed; a choice letter before the value, in ``FRESH_KNOWN_WRONG``). Used by tests/test_extract.py and
 scripts/bench/extraction.py (which also runs Math-Verify's parser on the same rows).
 """
 
@@ -112,4 +114,51 @@ REALISTIC = [
     ("think", "math", "<think>Maybe 6? \\boxed{6} no.</think>\nThe answer is $\\boxed{9}$.", "9"),
     ("think", "math", "<think>long reasoning with 3, 4 and 5</think>\n\nSo the perimeter is 12.", "12"),
     ("think", "math", "<think>x = 2 or 3</think>**Final Answer**\n\\[\n\\boxed{2}, \\boxed{3}\n\\]", "2, 3"),
+]
+
+FRESH = [
+    ('fresh', 'math', 'To solve, note $2^{10} = 1024$. Thus the remainder when $2^{10}$ is divided by 7 is $1024 - 7\\cdot 146 = 1024 - 1022 = 2$.\n\nThe final answer is $\\boxed{2}$.', '2'),
+    ('fresh', 'math', "Let's think step by step. The sum of interior angles of a hexagon is $(6-2)\\cdot 180^\\circ = 720^\\circ$. Each angle is therefore $720^\\circ / 6 = 120^\\circ$.\nTherefore, each interior angle measures **120 degrees**.", '120'),
+    ('fresh', 'math', '## Step 1: Factor\n$x^2 - 5x + 6 = (x-2)(x-3)$\n\n## Step 2: Solve\nThe roots are $x = 2$ and $x = 3$.\n\n## Step 3: Sum\n$2 + 3 = 5$\n\nThe final answer is: $\\boxed{5}$', '5'),
+    ('fresh', 'math', 'We compute $\\binom{10}{2} = 45$.\n\n**Answer:** $45$', '45'),
+    ('fresh', 'math', 'The vertex of $y = x^2 - 4x + 7$ is at $x = 2$, where $y = 3$. So the vertex is $(2, 3)$.', '(2,3)'),
+    ('fresh', 'math', 'Using the quadratic formula, $x = \\frac{-b \\pm \\sqrt{b^2-4ac}}{2a} = \\frac{3 \\pm \\sqrt{5}}{2}$.\n\nSo the solutions are $\\boxed{\\frac{3 + \\sqrt{5}}{2}, \\frac{3 - \\sqrt{5}}{2}}$.', '\\frac{3+\\sqrt{5}}{2}, \\frac{3-\\sqrt{5}}{2}'),
+    ('fresh', 'math', 'Since $\\gcd(12, 18) = 6$, the answer is 6.', '6'),
+    ('fresh', 'math', 'Therefore, the probability is $\\dfrac{1}{6}$.\n\nFinal answer: $\\dfrac{1}{6}$', '\\frac{1}{6}'),
+    ('fresh', 'math', 'The area of the triangle is\n$$\n\\frac{1}{2} \\cdot 8 \\cdot 6 = 24.\n$$\nSo the area is $24$ square units.', '24'),
+    ('fresh', 'math', 'Hence, $a_{10} = 3 + 9 \\cdot 4 = 39$.', '39'),
+    ('fresh', 'math', 'The distance is $\\sqrt{(4-1)^2 + (6-2)^2} = \\sqrt{9+16} = \\sqrt{25} = 5$. \\boxed{5}', '5'),
+    ('fresh', 'math', 'Thus $f^{-1}(7) = \\boxed{2}$. \n\nI hope this helps!', '2'),
+    ('fresh', 'math', 'Therefore, the range of $f$ is $\\boxed{[0, \\infty)}$.', '[0,\\infty)'),
+    ('fresh', 'math', '$$\\boxed{\\text{odd}}$$', '\\text{odd}'),
+    ('fresh', 'math', 'The matrix is \\[\\boxed{\\begin{pmatrix} 2 & 0 \\\\ 0 & 3 \\end{pmatrix}}\\]', '\\begin{pmatrix} 2 & 0 \\\\ 0 & 3 \\end{pmatrix}'),
+    ('fresh', 'math', 'So $k$ can be $-4$ or $4$. The answer is $\\pm 4$.', '\\pm 4'),
+    ('fresh', 'math', 'I initially computed 35, but I forgot to subtract the overlap of 5. The correct total is $\\boxed{30}$.', '30'),
+    ('fresh', 'math', 'The answer is $\\boxed{5}$ cm.', '5'),
+    ('fresh', 'math', 'The number of divisors is $(3+1)(2+1) = 12$, so there are **12** positive divisors.', '12'),
+    ('fresh', 'math', 'So, $\\log_2 64 = 6$. Answer: 6', '6'),
+    ('fresh', 'math', 'The smallest such $n$ is $n = 13$.', '13'),
+    ('fresh', 'math', 'Since the slope is $m = -\\frac{2}{3}$, the answer is \\( -\\frac{2}{3} \\).', '-\\frac{2}{3}'),
+    ('fresh', 'math', 'Adding, the expression simplifies to \\[3x + 7.\\]', '3x+7'),
+    ('fresh', 'math', 'Thus there are $\\boxed{4}$ solutions: $x = 0, \\pm 1, 2$.', '4'),
+    ('fresh', 'gsm8k', 'Tom starts with 50 marbles. He gives away 12, so he has 50 - 12 = 38. Then he buys 15 more: 38 + 15 = 53.\nTom has 53 marbles now.', '53'),
+    ('fresh', 'gsm8k', 'The cost per ticket is $12.50 and she buys 4 tickets, so she spends 4 x 12.50 = $<<4*12.5=50>>50.\n#### 50', '50'),
+    ('fresh', 'gsm8k', 'First, 3 dozen is 3 * 12 = 36 eggs. She uses 10, leaving 36 - 10 = 26 eggs.\nThe answer is: 26', '26'),
+    ('fresh', 'gsm8k', 'Let x be the number of boys. Then x + 2x = 27, so 3x = 27 and x = 9.\nThere are 9 boys.', '9'),
+    ('fresh', 'gsm8k', "He runs 5 km each day for 7 days: 5 * 7 = 35 km per week. Over 4 weeks that's 35 * 4 = 140 km.\n\n**140 km**", '140'),
+    ('fresh', 'gsm8k', 'The discount is 20% of $80, which is 0.2 * 80 = $16. So the sale price is 80 - 16 = $64.\n\nFinal Answer: $64', '64'),
+    ('fresh', 'gsm8k', 'She earns $15 per hour for 8 hours = $120 per day. In 5 days she earns 120 * 5 = $600.\n\nTherefore, she earns $\\boxed{600}$ dollars.', '600'),
+    ('fresh', 'gsm8k', 'Step 1: 48 / 4 = 12 per group.\nStep 2: 12 - 3 = 9.\nSo each group has 9 students left.', '9'),
+    ('fresh', 'gsm8k', 'Total pages = 120 + 2 * 120 = 360. The answer is 360 pages.', '360'),
+    ('fresh', 'gsm8k', 'The train travels 60 miles/hour * 2.5 hours = 150 miles.\n#### 150 miles', '150'),
+    ('fresh', 'gsm8k', 'So John paid $1,200 in total for the laptop and $300 for the phone, that is 1,200 + 300 = $1,500.', '1500'),
+    ('fresh', 'gsm8k', "Mary has 3 times as many as Bob's 7, so 21. Together: 21 + 7 = 28. Answer: 28 candies.", '28'),
+    ('fresh', 'gsm8k', 'If half of the 40 students are girls, there are 40 / 2 = 20 girls. A quarter of them, 20 / 4 = 5, wear glasses. So 5 girls wear glasses.', '5'),
+    ('fresh', 'math', '<think>\nThe perimeter of a square with side 7 is 28. Wait, the question asks for area: 49.\n</think>\n\nThe area of the square is $7^2 = 49$.', '49'),
+    ('fresh', 'math', '<think>try 8? no, 9.</think>\nThe answer is **9**.', '9'),
+]
+
+# (class, task, completion, gold, reason): extraction still wrong; tests mark them xfail(strict=True).
+FRESH_KNOWN_WRONG = [
+    ('fresh', 'math', 'So the answer is (C) $\\frac{5}{2}$.', '\\frac{5}{2}', "a choice letter before the value is kept: '(C) $\\frac{5}{2}$'"),
 ]

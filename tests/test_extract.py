@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from extraction_table import REALISTIC
+from extraction_table import FRESH, FRESH_KNOWN_WRONG, REALISTIC
 
 from eval import extract_answer, is_equivalent
 from eval.extract import clean_answer, find_boxed, last_boxed
@@ -141,6 +141,11 @@ SHAPES = [
     # \\fbox and \\boxed without braces.
     ("\\fbox{24}", "24"),
     ("$\\boxed 5$", "5"),
+    # Computations and escaped dollars (MATH-500 solutions restyled, scripts/bench/extraction.py).
+    ("The answer is $3! \\times 5! = 720$.", "720"),
+    ("The answer is $\\$32,\\!348$.", "\\$32,\\!348"),
+    ("the final answer is the larger of the two: $x=1$.", "1"),
+    ("so the plane is \\(5x - 7y + 11z + 4 = 0\\).", "5x - 7y + 11z + 4 = 0"),
     # Phrase endings.
     ("The answer is 8, not 7.", "8"),
     ("The answer is 18 because she had 3 left.", "18"),
@@ -185,7 +190,8 @@ def test_peer_parser_conventions(completion, gold):
     assert is_equivalent(extract_answer(completion), gold)
 
 
-@pytest.mark.parametrize("cls,task,completion,gold", REALISTIC, ids=[f"{r[0]}-{i}" for i, r in enumerate(REALISTIC)])
+@pytest.mark.parametrize("cls,task,completion,gold", REALISTIC + FRESH,
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(REALISTIC + FRESH)])
 def test_realistic_completions(cls, task, completion, gold):
     assert is_equivalent(extract_answer(completion, task), gold, "gsm8k" if task == "gsm8k" else "math")
 
@@ -212,7 +218,7 @@ KNOWN_WRONG = [
 ]
 
 
-@pytest.mark.parametrize("completion,gold,reason", KNOWN_WRONG)
+@pytest.mark.parametrize("completion,gold,reason", KNOWN_WRONG + [(c, g, why) for _, _, c, g, why in FRESH_KNOWN_WRONG])
 def test_known_wrong(completion, gold, reason, request):
     request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
     assert is_equivalent(extract_answer(completion), gold)
@@ -222,3 +228,23 @@ def test_clean_answer_is_the_gold_reader_too():
     assert clean_answer("19 \\text{ and }43") == "19, 43"
     assert clean_answer("$\\frac{1}{2}$.") == "\\frac{1}{2}"
     assert clean_answer(None) is None
+
+
+_N = 50_000
+ADVERSARIAL = {
+    "spaces": " " * _N + "5", "anchor-spaces": "The answer is" + " " * _N + "5",
+    "hope": "The answer is" + " ." * (_N // 2) + " I hope it is correct", "because": "The answer is 5" + " ," * (_N // 2),
+    "open-inline": "\\(" * (_N // 2), "open-display": "\\[" * (_N // 2), "dollars": "$a " * (_N // 3),
+    "final-answer-lines": "\n**Final Answer:** " * (_N // 19), "box-spaces": "\\boxed{" + " , " * (_N // 3) + "}",
+    "box-gap": "\\boxed{1}" + " " * _N + "\\boxed{2}", "or-chain": "x = 1 or " * (_N // 9), "hash": "#### " * (_N // 5),
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_extraction_is_linear_on_adversarial_text(name):
+    """Nested whitespace quantifiers made some of these quadratic during development (76 s on 50k spaces)."""
+    import time
+
+    t = time.perf_counter()
+    extract_answer(ADVERSARIAL[name])
+    assert time.perf_counter() - t < 1.0
