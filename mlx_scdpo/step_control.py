@@ -38,7 +38,7 @@ from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.preference_data import check_solution_ids
 from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock
-from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps, step_temperatures
+from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps
 
 
 @dataclass
@@ -174,8 +174,7 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.generation import prefill_cache
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.ramp import SeededSampler, StepTemperatureProcessor, boundary_mask, stable_seed
-    from mlx_scdpo.steps import boundary_chars
+    from mlx_scdpo.ramp import SeededSampler, StepRamp, stable_seed, step_temperatures
 
     sc_path = out / "step_control.jsonl"
     done = read_finished(sc_path, "prefix_id")
@@ -193,13 +192,13 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
     def cap(problem: str) -> int:
         return args.max_pairs_per_problem or cap_default.get(task_of[problem], 3)
 
-    masks = {}
+    ramps = {}
 
-    def mask_for(fmt):
+    def ramp_for(fmt):
         key = fmt.name if fmt else "cot"
-        if key not in masks:
-            masks[key] = boundary_mask(tokenizer, boundary_chars("code" if fmt else "cot", fmt))
-        return masks[key]
+        if key not in ramps:
+            ramps[key] = StepRamp(tokenizer, "code" if fmt else "cot", fmt, args.step_unit)
+        return ramps[key]
 
     bar = None
     if args.progress and prefixes:
@@ -236,15 +235,21 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                         if p.cache is None:
                             p.cache = prefill_cache(model, p.prompt_ids)
                 sampler = SeededSampler(stable_seed(args.seed, round_, fmt.name if fmt else "cot"), 1.0)
-                mask = mask_for(fmt)
+                ramp, applied = ramp_for(fmt), {}  # applied: each continuation's ramp, read back below
+
+                def ramp_processor(i, ramp=ramp, applied=applied):
+                    applied[i] = ramp.processor(args.t0, args.dt, args.tmax)
+                    return [applied[i]]
+
                 with solution_stream(
                         model, tokenizer, [p.prompt_ids for p in group], fmt=fmt, sampler=sampler,
                         max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_code_rounds,
                         timeout=args.timeout, caches=[p.cache for p in group] if fmt is None else None,
-                        logits_processors=lambda i: [StepTemperatureProcessor(mask, args.t0, args.dt, args.tmax)],
+                        logits_processors=ramp_processor,
                         setup_code=lambda i: group[i].code_blocks, stop_strings=stop) as stream:
                     for c in stream:
                         results[group[c.index].prefix_id] = c
+                        c.ramp = applied[c.index]
             still = []
             for p in active:
                 c = results[p.prefix_id]
@@ -258,9 +263,8 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                         or not args.include_truncated and c.finish_reason in TRUNCATED:
                     still.append(p)  # right (or unusable): try this prefix again next round
                     continue
-                generated = [t for t, m in zip(c.tokens, getattr(c, "gen_mask", None) or [1] * len(c.tokens)) if m]
-                temps = step_temperatures([tokenizer.decode([t]) for t in generated], "code" if p.fmt else "cot",
-                                          p.fmt, args.t0, args.dt, args.tmax)
+                temps = step_temperatures(tokenizer, c.tokens, c.ramp, "code" if p.fmt else "cot", p.fmt,
+                                          args.step_unit)
                 pairs_of[problem] = pairs_of.get(problem, 0) + 1
                 retire(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
                                    "extracted": grade["extracted"], "finish_reason": c.finish_reason,
