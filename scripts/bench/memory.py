@@ -1,7 +1,7 @@
 """Peak memory of `mlx-scdpo train` at real lengths, measured, next to the preflight estimate.
 
-    python scripts/bench/memory.py [--runs b8-gc,b1,b1-unchunked] [--iters 1] [--work-dir /tmp/scdpo-mem]
-    python scripts/bench/memory.py --compare runs/bench/memory.json   # re-estimate saved measurements
+    python scripts/bench/memory.py [--runs b8-gc:1,b1:2,b1-unchunked:2] [--work-dir /tmp/scdpo-mem]
+    python scripts/bench/memory.py --compare scripts/bench/memory_results.json  # today's estimator
 
 A random model of Qwen2.5-0.5B's shape (``mlx_lm.models.qwen2``: vocabulary 151,936, hidden
 896, 24 layers, 14 heads, 2 KV heads, intermediate 4,864, tied embeddings; float32 on disk)
@@ -124,13 +124,13 @@ def table(results: dict, prompt_len: int, response_len: int) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", default="b8-gc,b1,b1-unchunked", help=f"comma-separated, of {', '.join(RUNS)}")
-    p.add_argument("--iters", type=int, default=1, help="training steps per run (peak memory is the first's)")
+    p.add_argument("--runs", default="b8-gc:1,b1:2,b1-unchunked:2",
+                   help=f"comma-separated NAME[:ITERS] (training steps, default 1), NAME of {', '.join(RUNS)}")
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--response-len", type=int, default=512)
     p.add_argument("--pairs", type=int, default=8, help="pairs in the data (the reference pass covers them all)")
     p.add_argument("--work-dir", default="/tmp/scdpo-memory-bench")
-    p.add_argument("--out", default="runs/bench/memory.json")
+    p.add_argument("--out", default="scripts/bench/memory_results.json")
     p.add_argument("--compare", default=None, help="a saved --out file: print its table with today's estimator")
     a = p.parse_args()
     if a.compare:
@@ -144,8 +144,9 @@ def main():
     out_path = Path(a.out)
     saved = json.loads(out_path.read_text()) if out_path.is_file() else {}
     results = saved.get("runs", {}) if saved.get("prompt_len") == a.prompt_len else {}
-    for name in a.runs.split(","):
-        r = run_train(model, pairs.parent, work / "adapters" / name, RUNS[name], a.iters)
+    for run in a.runs.split(","):
+        name, _, iters = run.partition(":")
+        r = run_train(model, pairs.parent, work / "adapters" / name, RUNS[name], int(iters or 1))
         results[name] = r
         print(f"{name}: peak RSS {r['peak_rss_gb']:.2f} GB, preflight {r['preflight_gb']} GB, exit {r['exit']}, "
               f"{r['wall_s']:.0f} s", flush=True)
