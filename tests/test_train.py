@@ -107,6 +107,8 @@ def test_export_peft(tiny_model, pairs_dir, tmp_path):
     cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["lora_alpha"] == 32
     assert set(cfg["target_modules"]) >= {"q_proj", "v_proj"}
+    # --num-layers 2 of the tiny model's 6: PEFT must adapt only those (else it adds LoRA everywhere)
+    assert cfg["layers_to_transform"] == [4, 5] and cfg["layers_pattern"] == "layers"
     mlx_w = mx.load(str(tmp_path / "ad" / "adapters.safetensors"))
     peft_w = mx.load(str(tmp_path / "peft" / "adapter_model.safetensors"))
     name = next(k for k in mlx_w if k.endswith("q_proj.lora_a"))[: -len(".lora_a")]
@@ -115,6 +117,16 @@ def test_export_peft(tiny_model, pairs_dir, tmp_path):
     pb = np.array(peft_w[f"base_model.model.{name}.lora_B.weight"])
     # The weight update of both conventions is the same matrix (out x in).
     np.testing.assert_allclose((8 * a @ b).T, (cfg["lora_alpha"] / cfg["r"]) * pb @ pa, rtol=1e-5, atol=1e-7)
+
+
+def test_export_peft_all_layers_names_no_subset(tiny_model, pairs_dir, tmp_path):
+    _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "1", "--num-layers", "-1")
+    res = CliRunner().invoke(main, ["export", "--adapter-path", str(tmp_path / "ad"), "--peft", str(tmp_path / "peft")])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert "layers_to_transform" not in cfg and "layers_pattern" not in cfg
+    weights = mx.load(str(tmp_path / "peft" / "adapter_model.safetensors"))
+    assert {k.split(".")[4] for k in weights} == {str(i) for i in range(6)}
 
 
 def test_bad_pairs_file_exits_2(tiny_model, tmp_path):
