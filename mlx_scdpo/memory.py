@@ -219,12 +219,24 @@ def fitting_settings(shape: TrainShape, args, prompt_len: int, response_len: int
     return None
 
 
-def preflight(model, args, prompt_len: int, response_len: int, shared: bool, echo=print) -> Estimate | None:
-    """Print the estimated peak; refuse (one line, settings that fit) above the memory limit."""
+def batch_lengths(pairs, batch_size: int, seed: int) -> set[tuple[int, int]]:
+    """(longest prompt, longest response) of each batch of the first epoch (batches group similar lengths)."""
+    from mlx_scdpo.preference_data import bucketed_batches
+
+    out = set()
+    for idx in bucketed_batches([p.length for p in pairs], batch_size, seed, 0):
+        out.add((max(len(pairs[i].prompt) for i in idx),
+                 max(max(len(pairs[i].chosen), len(pairs[i].rejected)) for i in idx)))
+    return out
+
+
+def preflight(model, args, lengths: set[tuple[int, int]], shared: bool, echo=print) -> Estimate | None:
+    """Print the estimated peak of the costliest batch; refuse (one line, settings that fit) above the limit."""
     shape = TrainShape.from_model(model)
     if shape is None:
         echo("memory: no estimate for this architecture (its shape is not in model.args)")
         return None
+    prompt_len, response_len = max(lengths, key=lambda pr: estimate_peak(shape, args, *pr, shared).total)
     est = estimate_peak(shape, args, prompt_len, response_len, shared)
     limit, source = ((args.memory_limit_gb * GB, "--memory-limit-gb") if args.memory_limit_gb is not None
                      else machine_memory())

@@ -437,13 +437,11 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
         from dataclasses import replace
 
-        from mlx_scdpo.memory import preflight
+        from mlx_scdpo.memory import batch_lengths, preflight
 
-        longest_prompt = max(len(p.prompt) for p in train)
-        longest_response = max(max(len(p.chosen), len(p.rejected)) for p in train)
-        preflight(model, replace(args, batch_size=args.batch_size // size), longest_prompt, longest_response,
-                  shared, echo=(lambda line: print(line, file=sys.stderr, flush=True)) if rank == 0 else
-                  (lambda line: None))
+        echo = (lambda line: print(line, file=sys.stderr, flush=True)) if rank == 0 else (lambda line: None)
+        preflight(model, replace(args, batch_size=args.batch_size // size),
+                  batch_lengths(train, args.batch_size, args.seed), shared, echo)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)
 
