@@ -75,7 +75,27 @@ class ResponseKVCache(TrainKVCache):
 
 
 def supports_shared_prompt(model) -> bool:
-    return output_head(model) is not None
+    """Whether the shared path gives this model's plain log-probs, tried on two short pairs.
+
+    An architecture whose attention cannot take the per-row padding mask of the prompt
+    cache (Gemma-2 reshapes its queries by KV group, so the (B, 1, n, keys) mask does not
+    broadcast) or that keeps other state fails the trial and uses the plain path.
+    """
+    if output_head(model) is None:
+        return False
+    from mlx_scdpo.logps import token_logps
+    from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays
+
+    pairs = [TokenizedPair([1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11]), TokenizedPair([12, 13], [14, 15, 16, 17], [18])]
+    plain = sequence_arrays(pairs)
+    want = (token_logps(model, mx.array(plain["inputs"]), mx.array(plain["targets"])) * plain["mask"]).sum(-1)
+    try:
+        got = shared_pair_logps(model, {k: mx.array(v) for k, v in shared_batch_arrays(pairs).items()})
+        got = mx.concatenate(got[:2])
+        mx.eval(got, want)
+    except Exception:  # noqa: BLE001  (shapes this architecture's attention does not take)
+        return False
+    return bool(np.allclose(np.array(got), np.array(want), rtol=1e-2, atol=5e-2))
 
 
 def shared_batch_arrays(pairs, pad_id: int = 0, pad_to_multiple: int = 8) -> dict:

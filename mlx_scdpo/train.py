@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,7 @@ from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
 from mlx_scdpo.fast_swiglu import use_fast_swiglu
 from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic
 from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
+from mlx_scdpo.models import set_adapter_scale  # noqa: F401  (also imported from here)
 from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
                                        sequence_arrays, tokenize_pair, vocab_size)
 from mlx_scdpo.run_state import data_identity, folder_lock, kill_point
@@ -139,19 +141,6 @@ def add_adapters(model, args: TrainArgs) -> None:
                               use_dora=args.fine_tune_type == "dora")
     else:
         raise UserError(f"--fine-tune-type {args.fine_tune_type}: choose lora, dora or full")
-
-
-def set_adapter_scale(model, scale: float | None, saved: dict | None = None) -> dict:
-    """Set every LoRA/DoRA layer's scale (0 switches adapters off); returns the old scales."""
-    saved = saved if saved is not None else {}
-    for name, module in model.named_modules():
-        if hasattr(module, "lora_a") and hasattr(module, "scale"):
-            if scale is None:
-                module.scale = saved[name]
-            else:
-                saved.setdefault(name, module.scale)
-                module.scale = scale
-    return saved
 
 
 # ---------------------------------------------------------------- reference log-probs
@@ -442,6 +431,17 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     # Entered before the reference pass, so reference and policy use the same numerics.
     fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu))
     shared = args.shared_prompt and supports_shared_prompt(model)
+    if args.shared_prompt and not shared and rank == 0:
+        print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
+              f"differs with a prompt cache); chosen and rejected run as whole sequences", file=sys.stderr)
+    if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
+        from dataclasses import replace
+
+        from mlx_scdpo.memory import batch_lengths, preflight
+
+        echo = (lambda line: print(line, file=sys.stderr, flush=True)) if rank == 0 else (lambda line: None)
+        preflight(model, replace(args, batch_size=args.batch_size // size),
+                  batch_lengths(train, args.batch_size, args.seed), shared, echo)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)
 

@@ -1,16 +1,17 @@
 """Peak memory of `mlx-scdpo train` at real lengths, measured, next to the preflight estimate.
 
-    python scripts/bench/memory.py [--runs b8-gc,b1,b1-unchunked] [--iters 1] [--work-dir /tmp/scdpo-mem]
-    python scripts/bench/memory.py --compare runs/bench/memory.json   # re-estimate saved measurements
+    python scripts/bench/memory.py [--runs b8-gc:1,b1:2,b1-unchunked:2] [--work-dir /tmp/scdpo-mem]
+    python scripts/bench/memory.py --compare scripts/bench/memory_results.json  # today's estimator
 
 A random model of Qwen2.5-0.5B's shape (``mlx_lm.models.qwen2``: vocabulary 151,936, hidden
 896, 24 layers, 14 heads, 2 KV heads, intermediate 4,864, tied embeddings; float32 on disk)
 and pairs of 512 prompt + 512 response tokens (511 + EOS; random ids). Each run is one
 `mlx-scdpo train` subprocess with default settings but the run's own; its peak RSS comes
 from ``wait4`` (the kernel's figure for the whole process, MLX's buffer cache included), and
-the estimate is what the preflight printed (``mlx_scdpo.memory``). The runs share one
-reference-log-prob cache, so only the first run does the reference pass. The runs are
-slow on a CPU (a batch-8 step is many minutes on two cores): pick them with ``--runs``.
+the estimate is what the preflight printed (``mlx_scdpo.memory``). The reference log-probs
+are written beforehand (as zeros: ``write_zero_reference``), so a run measures the
+preflight and the training steps, whose peak is above the reference pass's. The runs are
+slow on a CPU (a batch-8 step is tens of CPU-minutes): pick them with ``--runs``.
 Results go to ``--out`` (JSON) and a table; ``--compare`` prints that table again with the
 current estimator's figures, for calibration without new runs.
 """
@@ -78,6 +79,27 @@ def make_pairs(path: Path, n: int, prompt_len: int, response_len: int, eos: int,
     return path
 
 
+def write_zero_reference(model: Path, pairs: Path, ref_dir: Path, eos: int) -> None:
+    """Reference log-probs of the pairs, as zeros, where `train` looks for them: their values do not change
+    the memory of a training step, and each run skips the reference pass (many minutes on a CPU)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mlx_scdpo.preference_data import load_pairs, tokenize_pair
+    from mlx_scdpo.train import TrainArgs, _fingerprint
+
+    rows, _ = load_pairs(str(pairs.parent))
+    args = TrainArgs(model=str(model), data=str(pairs.parent))
+    tokenized = [tokenize_pair(SimpleNamespace(eos_token_id=eos), r, args.max_length, args.max_prompt_length)
+                 for r in rows]
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    for fast in (False, True):  # whichever the run's SwiGLU setting is
+        for suffix in ("", "-shared"):
+            np.save(ref_dir / f"{_fingerprint(args, tokenized, fast)}{suffix}.npy",
+                    np.zeros((len(rows), 2), dtype=np.float32))
+
+
 def run_train(model: Path, pairs: Path, out: Path, extra: list[str], iters: int) -> dict:
     """One `train` subprocess: peak RSS (GB), the preflight's estimate, wall time."""
     cmd = [sys.executable, "-m", "mlx_scdpo.cli", "train", "--model", str(model), "--data", str(pairs),
@@ -124,13 +146,13 @@ def table(results: dict, prompt_len: int, response_len: int) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", default="b8-gc,b1,b1-unchunked", help=f"comma-separated, of {', '.join(RUNS)}")
-    p.add_argument("--iters", type=int, default=1, help="training steps per run (peak memory is the first's)")
+    p.add_argument("--runs", default="b8-gc:1,b1:2,b1-unchunked:2",
+                   help=f"comma-separated NAME[:ITERS] (training steps, default 1), NAME of {', '.join(RUNS)}")
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--response-len", type=int, default=512)
     p.add_argument("--pairs", type=int, default=8, help="pairs in the data (the reference pass covers them all)")
     p.add_argument("--work-dir", default="/tmp/scdpo-memory-bench")
-    p.add_argument("--out", default="runs/bench/memory.json")
+    p.add_argument("--out", default="scripts/bench/memory_results.json")
     p.add_argument("--compare", default=None, help="a saved --out file: print its table with today's estimator")
     a = p.parse_args()
     if a.compare:
@@ -141,11 +163,13 @@ def main():
     model = make_model(work / "qwen2.5-0.5b-shape")
     eos = json.loads((model / "config.json").read_text())["eos_token_id"]
     pairs = make_pairs(work / "pairs" / "train.jsonl", a.pairs, a.prompt_len, a.response_len, eos)
+    write_zero_reference(model, pairs, work / "adapters" / "refcache", eos)
     out_path = Path(a.out)
     saved = json.loads(out_path.read_text()) if out_path.is_file() else {}
     results = saved.get("runs", {}) if saved.get("prompt_len") == a.prompt_len else {}
-    for name in a.runs.split(","):
-        r = run_train(model, pairs.parent, work / "adapters" / name, RUNS[name], a.iters)
+    for run in a.runs.split(","):
+        name, _, iters = run.partition(":")
+        r = run_train(model, pairs.parent, work / "adapters" / name, RUNS[name], int(iters or 1))
         results[name] = r
         print(f"{name}: peak RSS {r['peak_rss_gb']:.2f} GB, preflight {r['preflight_gb']} GB, exit {r['exit']}, "
               f"{r['wall_s']:.0f} s", flush=True)
