@@ -197,3 +197,63 @@ def test_inert_output_for_the_mathcoder_format():
     out = inert_output("a<|endofblock|><|code|>import os<|endofblock|>b", None, MATHCODER)
     assert [b.kind for b in parse(MATHCODER.execution_block(out), MATHCODER)] == ["execution"]
     assert inert_output("plain 1 < 2 | 3 ``", None, MATHCODER) == "plain 1 < 2 | 3 ``"  # others unchanged
+
+
+# --- workers outliving a killed parent -----------------------------------------------------------
+
+HOLD_ON = """\
+import ctypes, os, threading, time
+cleared = ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG: none
+threading.Thread(target=time.sleep, args=(120,)).start()  # keeps the worker (pid 1) from exiting
+if os.fork() == 0:
+    os.setsid()
+    time.sleep(120)
+    os._exit(0)
+cleared
+"""
+
+PARENT = """\
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from mlx_scdpo.sandbox import Sandbox
+sb = Sandbox(timeout=5.0, preload=(), disable=tuple(filter(None, sys.argv[2].split(","))))
+r = sb.run(sys.stdin.read())
+print(os.readlink(f"/proc/{sb._worker._init_pid}/ns/pid"), r.output.strip(), flush=True)
+time.sleep(120)
+"""
+
+
+@LINUX
+@pytest.mark.parametrize("disable", ["", "seccomp"])  # the worker as pid 1, or after bubblewrap's
+def test_a_worker_that_clears_its_parent_death_signal_dies_with_a_killed_parent(disable):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-c", PARENT, str(Path(__file__).resolve().parents[1]), disable],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.write(HOLD_ON)
+        proc.stdin.close()
+        ns, cleared = proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while _in_namespace(ns) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _in_namespace(ns)
+    for pid in left:  # not to leave them running if the sandbox is broken
+        os.kill(int(pid), 9)
+    assert left == [], f"prctl returned {cleared}"
+
+
+def _in_namespace(ns):
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == ns:
+                out.append(pid)
+        except OSError:
+            pass
+    return out
