@@ -204,10 +204,13 @@ def _has_write_bit(path: str) -> bool:
 
 def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
     """bubblewrap's arguments, up to the command it runs."""
-    # --as-pid-1: the worker is the namespace's pid 1, with the seccomp filter. bubblewrap's own
-    # pid 1 runs without it, and a block could rewrite that process's memory through /proc/1/mem.
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534",
-            "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--as-pid-1"]
+            "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if seccomp_fd is not None:
+        # The worker is the namespace's pid 1, under the filter: bubblewrap's own pid 1 runs
+        # without it, and a block could rewrite that process through /proc/1/mem. (The filter
+        # also keeps the worker from clearing its parent-death signal.)
+        argv.append("--as-pid-1")
     # Merged /usr: /bin, /lib... are symlinks into /usr on current distributions.
     system = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
     for path in system:
@@ -276,11 +279,13 @@ def seccomp_program() -> bytes | None:
             nr = lib.seccomp_syscall_resolve_name(call.encode())
             if nr >= 0 and lib.seccomp_rule_add(ctx, deny, nr, 0) != 0:
                 return None
-        for call in ("socket", "socketpair"):  # rules of one call are OR-ed: deny every other family
+        top = max(SOCKET_FAMILIES)
+        families = [(_SCMP_CMP_GT, top)] + [(_SCMP_CMP_EQ, f) for f in range(top) if f not in SOCKET_FAMILIES]
+        # The worker is the namespace's pid 1 and dies with bubblewrap (--die-with-parent); a
+        # block that cleared its parent-death signal would outlive a killed parent.
+        for call, checks in (("socket", families), ("socketpair", families), ("prctl", [(_SCMP_CMP_EQ, 1)])):
             nr = lib.seccomp_syscall_resolve_name(call.encode())
-            top = max(SOCKET_FAMILIES)
-            checks = [(_SCMP_CMP_GT, top)] + [(_SCMP_CMP_EQ, f) for f in range(top) if f not in SOCKET_FAMILIES]
-            for op, value in checks:
+            for op, value in checks:  # rules of one call are OR-ed
                 cmp = _ScmpArgCmp(0, op, value, 0)
                 if nr >= 0 and lib.seccomp_rule_add_array(ctx, deny, nr, 1, ctypes.byref(cmp)) != 0:
                     return None

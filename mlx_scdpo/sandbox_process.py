@@ -179,9 +179,14 @@ class _Worker:
         self.isolation = {"mode": mode, "limits": [str(x) for x in hello["limits"]],
                           "seccomp": mode == "bwrap" and seccomp_r is not None,
                           "cgroup": self.cgroup.version if self.cgroup else None}
-        if mode == "bwrap":  # outer bwrap -> the worker, pid 1 of the sandbox's namespace (--as-pid-1)
+        if mode == "bwrap":  # outer bwrap -> [its pid 1, without --as-pid-1 ->] the worker
             init = _children(self.proc.pid)
-            self._init_pid = self._worker_pid = init[0] if len(init) == 1 else None
+            self._init_pid = init[0] if len(init) == 1 else None
+            if "--as-pid-1" in argv:
+                self._worker_pid = self._init_pid
+            else:
+                worker = _children(self._init_pid) if self._init_pid else []
+                self._worker_pid = worker[0] if len(worker) == 1 else None
         self.isolation["kills_leftover_processes"] = self._worker_pid is not None
 
     def _stderr_tail(self) -> str:
