@@ -129,7 +129,10 @@ def test_payload_grades_false_without_side_effect(payload, watched):
         assert is_equivalent(pred, gold, "gsm8k") is False
         assert time.perf_counter() - t < 2.0
     t = time.perf_counter()
-    assert grade(f"We compute it.\nThe answer is $\\boxed{{{payload}}}$.", "2", "math") is False
+    # A boxed "expr = 2" may state the answer 2 (extraction can keep the right-hand side): either verdict is
+    # acceptable there; what matters is that nothing runs (checked below).
+    verdict = grade(f"We compute it.\nThe answer is $\\boxed{{{payload}}}$.", "2", "math")
+    assert verdict is False or payload.replace(" ", "").endswith("=2")
     assert time.perf_counter() - t < 2.0
     stats = worker.stats()
     if stats is not None:  # None only right after a timeout kill (no worker running)
