@@ -102,3 +102,15 @@ def test_gsm8k_lm_eval_both_filters():
     got = gsm8k_lm_eval("so \\boxed{18}", "18")
     assert got["flexible-extract"] == {"filtered": "18", "exact_match": True}
     assert got["strict-match"] == {"filtered": "[invalid]", "exact_match": False}
+
+
+def test_gsm8k_reference_answers_pass_both_lm_eval_filters():
+    """lm-eval's target is the dataset's full ``answer``; each reference answer, as a response, scores 1."""
+    from conftest import shared_data
+    from eval.data import read_jsonl
+
+    rows = read_jsonl(shared_data("gsm8k_test.jsonl"))
+    assert len(rows) == 1319
+    bad = [i for i, r in enumerate(rows)
+           if not all(v["exact_match"] for v in gsm8k_lm_eval(r["answer"], r["answer"]).values())]
+    assert bad == []
