@@ -85,6 +85,7 @@ _PLAIN_ALTERNATIVES = re.compile(
 )
 # "x = 3 or -3" closing a sentence.
 _PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
+_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*\.?\s*$")  # "x = ±3"
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
 _TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
 
@@ -272,6 +273,8 @@ def _phrase(rest: str) -> str | None:
     if hope:
         rest = rest[: hope.start()].rstrip().rstrip(".")
     rest = rest.lstrip(" \t:*\n")
+    if re.match(r"not\b", rest):  # "the answer is not 5; it is 6": no answer here
+        return None
     spans = math_spans(rest)
     if spans and spans[0][0] == 0:
         return spans[0][2]
@@ -306,10 +309,13 @@ def last_number(text: str) -> str | None:
 
 
 def _plain_alternatives(text: str) -> str | None:
-    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``."""
+    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``; ``x = ±3`` -> ``\\pm 3``."""
     m = _PLAIN_PM.search(text.rstrip())
     if m:
         return f"{m.group(1)}, {m.group(2)}"
+    m = _PLAIN_PLUS_MINUS.search(text.rstrip())
+    if m:
+        return f"\\pm {m.group(1)}"
     hits = list(_PLAIN_ALTERNATIVES.finditer(text))
     if not hits or _NUMBER.search(text[hits[-1].end() :]):
         return None

@@ -147,6 +147,9 @@ SHAPES = [
     ("the final answer is the larger of the two: $x=1$.", "1"),
     ("so the plane is \\(5x - 7y + 11z + 4 = 0\\).", "5x - 7y + 11z + 4 = 0"),
     # Phrase endings.
+    ("The answer is not 5; it is 6.", "6"),
+    ("So x = ±3.", "\\pm 3"),
+    ("Hence $x = \\pm 3$.", "\\pm 3"),
     ("The answer is 8, not 7.", "8"),
     ("The answer is 18 because she had 3 left.", "18"),
     ('Final Answer: The final answer is \\"$12 $ and $13 $\\". I hope it is correct.', "12, 13"),
@@ -210,10 +213,8 @@ def test_math_verify_suite_completions(case):
 
 
 KNOWN_WRONG = [
-    ("The answer is not 5; it is 6.", "6", "a negated phrase is read as the list 'not 5, it is 6'"),
     ("\\boxed{a+b = 7}", "7", "an expression of letters before '=' is kept whole: it cannot be told from "
      "an equation answer such as x + y = 10"),
-    ("So x = ±3.", "3, -3", "plain-text ± is not expanded into two values; the last number 3 is read"),
     ("so the final answer is \\boxed{\\frac{3", "\\frac{3}{4}", "a truncated box cannot be completed"),
 ]
 
