@@ -58,6 +58,7 @@ def test_strict_match(response, expected):
     ("no digits", "[invalid]"),
     ("x </s> 9", "[invalid]"),
     ("x 9<|im_end|>garbage 10", "9"),
+    ("So the final answer is $\\boxed{18}$.", "$."),   # "$." is the last run of [$0-9.,]{2,}
 ])
 def test_flexible_extract(response, expected):
     assert apply_gsm8k_filter("flexible-extract", response) == expected
@@ -74,6 +75,7 @@ def test_flexible_extract(response, expected):
     ("ABC", "abc", True),         # ignore_case
     ("5,", "5", True),
     ("-3", "3", False),
+    ("$.", "18", False),           # "$." reduces to "" and scores 0 (a boxed answer in dollars)
 ])
 def test_exact_match(pred, ref, expected):
     assert exact_match(pred, ref) is expected
