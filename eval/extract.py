@@ -323,10 +323,9 @@ def _plain_alternatives(text: str) -> str | None:
     return ", ".join(dict.fromkeys(v.replace(" ", "").rstrip(".") for v in values))
 
 
-def _last_formula(text: str) -> str | None:
+def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
     """The last math span when no bare number follows it; dollar amounts with prose in
     between (``$5 and $7``) are not formulas."""
-    spans = math_spans(text)
     if not spans:
         return None
     _, end, content = spans[-1]
@@ -368,10 +367,15 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     out = last_execution_output(text)
     if out is not None:
         return out.splitlines()[-1].strip()
-    for fallback in (_plain_alternatives, _last_formula):
-        got = fallback(text)
-        if got:
-            return clean_answer(got, any_lhs=True)
+    got = _plain_alternatives(text)
+    if got:
+        return clean_answer(got, any_lhs=True)
+    spans = math_spans(text)
+    got = _last_formula(text, spans)
+    if got:
+        # "the equation of the circle is \[(x-1)^2 + (y+2)^2 = 9\]": the equation is the answer
+        equation = re.search(r"equation|line|plane|circle|parabola", text[max(0, spans[-1][0] - 80) : spans[-1][0]], re.I)
+        return clean_answer(got, any_lhs=not equation)
     return last_number(text)
 
 
