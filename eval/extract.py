@@ -87,6 +87,8 @@ _PLAIN_ALTERNATIVES = re.compile(
 _PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
 _PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*\.?\s*$")  # "x = ±3"
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
+# Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
+_CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if)\s*$", re.I)
 _TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
 
 
@@ -329,6 +331,10 @@ def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
     if not spans:
         return None
     _, end, content = spans[-1]
+    if len(spans) > 1:
+        gap = text[spans[-2][1] : spans[-1][0]]
+        if _CONDITION.search(gap) and "\n" not in gap and not _NUMBER.search(gap):
+            _, _, content = spans[-2]  # "is $2\sqrt{2}$, attained at $x=\sqrt{2}$": the value, not where
     if _NUMBER.search(text[end:]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
         return None
     return content.strip() or None

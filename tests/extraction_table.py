@@ -5,8 +5,8 @@ GSM8K / Minerva style answers. ``FRESH`` was written after the extractor, in the
 chat models' answers, and measured before any change: 38/40 (the 2 misses: ``**9**.`` read as
 ``9**``, since fixed; a choice letter before the value, in ``FRESH_KNOWN_WRONG``). ``FRESH2``,
 written later the same way, scored 28/30 before any change, as did Math-Verify (both missed
-the same two: an equation after "the equation of the circle is", since fixed, and a value
-followed by "attained at $x=\\sqrt{2}$", in ``FRESH_KNOWN_WRONG``). Used by tests/test_extract.py and
+the same two: an equation after "the equation of the circle is", and a value
+followed by "attained at $x=\\sqrt{2}$", both since fixed). Used by tests/test_extract.py and
 scripts/bench/extraction.py (which also runs Math-Verify's parser on the same rows).
 """
 
@@ -192,10 +192,10 @@ FRESH2 = [
     ('fresh2', 'gsm8k', 'The answer is: $\\boxed{42}$', '42'),
     ('fresh2', 'gsm8k', 'Mike is 3 times as old as his 4-year-old son, so he is 12. In 5 years he will be 12 + 5 = 17 years old.', '17'),
     ('fresh2', 'gsm8k', 'She reads 20 pages/day for 2 weeks (14 days): 20 x 14 = 280 pages.\n\n## Final answer\n280', '280'),
+    ('fresh2', 'math', 'So the minimum value is $2\\sqrt{2}$, attained at $x=\\sqrt{2}$.', '2\\sqrt{2}'),
 ]
 
 # (class, task, completion, gold, reason): extraction still wrong; tests mark them xfail(strict=True).
 FRESH_KNOWN_WRONG = [
     ('fresh', 'math', 'So the answer is (C) $\\frac{5}{2}$.', '\\frac{5}{2}', "a choice letter before the value is kept: '(C) $\\frac{5}{2}$'"),
-    ('fresh2', 'math', 'So the minimum value is $2\\sqrt{2}$, attained at $x=\\sqrt{2}$.', '2\\sqrt{2}', "the last formula wins over the value named before it: 'is $2\\sqrt{2}$, attained at $x=\\sqrt{2}$'"),
 ]
