@@ -26,7 +26,8 @@ The order is fixed and documented (first rule that yields an answer wins):
 7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``).
 8. The last inline/display formula when no bare number follows it (Math-Verify's
    ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
-   (``\\(3 \\times 4 = 12\\)`` is ``12``).
+   (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
+   last formula is a condition (``is $9$ when $x = 3$``) the formula before it.
 9. The last number in the text (Qwen2.5-Math's ``use_last_number``; lm-eval's GSM8K
    ``flexible-extract`` idea, whose exact regex lives in ``eval.lm_eval_filters``).
 
