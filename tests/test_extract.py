@@ -118,7 +118,7 @@ SHAPES = [
     ("so \\(3 \\times 4 = 12\\)", "12"),
     ("We have \\(x = 3\\), so the total is 15.", "15"),
     ("The maximum is $9$ when $x = 3$.", "9"),
-    ("Thus the equation of the line is \\(y = 2x + 3\\).", "y = 2x + 3"),
+    ("Thus the equation of the line is \\(y = 2x + 3\\).", "2x + 3"),  # the label "y =" goes, as everywhere
     ("The costs are $5 and then $7", "7"),
     ("It costs $5 and the other item costs $7 dollars", "7"),
     # GSM8K marker: the last one counts; an anchor inside it is read.
