@@ -89,7 +89,7 @@ _PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(
 _PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*\.?\s*$")  # "x = ±3"
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
 # Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
-_CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if)\s*$", re.I)
+_CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if|in|on|over|within)\s*$", re.I)
 _TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
 
 

@@ -6,7 +6,8 @@ chat models' answers, and measured before any change: 38/40 (the 2 misses: ``**9
 ``9**``, since fixed; a choice letter before the value, in ``FRESH_KNOWN_WRONG``). ``FRESH2``,
 written later the same way, scored 28/30 before any change, as did Math-Verify (both missed
 the same two: an equation after "the equation of the circle is", and a value
-followed by "attained at $x=\\sqrt{2}$", both since fixed). Used by tests/test_extract.py and
+followed by "attained at $x=\\sqrt{2}$", both since fixed). ``FRESH3``, later again: 19/20,
+as Math-Verify (both: a value followed by "in $[0,\\pi]$", since fixed). Used by tests/test_extract.py and
 scripts/bench/extraction.py (which also runs Math-Verify's parser on the same rows).
 """
 
@@ -193,6 +194,29 @@ FRESH2 = [
     ('fresh2', 'gsm8k', 'Mike is 3 times as old as his 4-year-old son, so he is 12. In 5 years he will be 12 + 5 = 17 years old.', '17'),
     ('fresh2', 'gsm8k', 'She reads 20 pages/day for 2 weeks (14 days): 20 x 14 = 280 pages.\n\n## Final answer\n280', '280'),
     ('fresh2', 'math', 'So the minimum value is $2\\sqrt{2}$, attained at $x=\\sqrt{2}$.', '2\\sqrt{2}'),
+]
+
+FRESH3 = [
+    ('fresh3', 'math', 'We need $3x - 7 = 11$, so $3x = 18$ and $x = 6$.\n\nThe final answer is: $\\boxed{6}$', '6'),
+    ('fresh3', 'math', '**Final Answer**\n\\[\n\\boxed{\\dfrac{\\sqrt{3}}{4}}\n\\]', '\\frac{\\sqrt{3}}{4}'),
+    ('fresh3', 'math', 'The LCM of 4, 6 and 10 is 60. So they will all meet again after 60 minutes.', '60'),
+    ('fresh3', 'math', 'Plugging in, $f(3) = 2(3)^2 - 3 + 1 = 16$.', '16'),
+    ('fresh3', 'math', 'Thus, $\\cos \\theta = -\\frac{1}{2}$, which means $\\theta = \\frac{2\\pi}{3}$ in $[0,\\pi]$.', '\\frac{2\\pi}{3}'),
+    ('fresh3', 'math', 'The coefficients sum to $p(1) = 1 - 3 + 5 = 3$. Therefore, the sum of the coefficients is $\\boxed{3}$.', '3'),
+    ('fresh3', 'math', "There are $4! = 24$ arrangements of the letters, but the two L's are identical so we divide by 2: $24/2 = 12$.\n\nAnswer: $\\boxed{12}$ arrangements.", '12'),
+    ('fresh3', 'math', 'Hence the point is $(x, y) = (3, -1)$.', '(3,-1)'),
+    ('fresh3', 'math', 'The number $0.\\overline{36}$ equals $\\frac{36}{99} = \\frac{4}{11}$.', '\\frac{4}{11}'),
+    ('fresh3', 'math', 'By the Pythagorean theorem the hypotenuse is $\\sqrt{5^2+12^2}=13$, so the perimeter is $5+12+13=30$.', '30'),
+    ('fresh3', 'math', 'The answer is $x=-\\frac{1}{2}$.', '-\\frac{1}{2}'),
+    ('fresh3', 'math', 'So $m+n = 7 + 9 = \\boxed{16}$.\n\n(We check: $\\gcd(7, 9) = 1$.)', '16'),
+    ('fresh3', 'gsm8k', 'A pizza has 8 slices. 3 pizzas have 3 * 8 = 24 slices. 5 friends eat 4 slices each: 5 * 4 = 20. Leftover: 24 - 20 = 4 slices.\n\nThe answer is 4.', '4'),
+    ('fresh3', 'gsm8k', 'He spent $35 on shoes and $15 on socks, totaling $35 + $15 = $50. He started with $80, so he has $80 - $50 = $30 left.', '30'),
+    ('fresh3', 'gsm8k', "Let's solve:\n1. Cost of apples: 6 × $0.50 = $3.00\n2. Cost of bananas: 12 × $0.25 = $3.00\n3. Total: $3.00 + $3.00 = $6.00\n\nThe total cost is $6.", '6'),
+    ('fresh3', 'gsm8k', 'In 2 hours the car travels 2 * 55 = 110 miles, which leaves 200 - 110 = 90 miles.\nFinal answer: 90', '90'),
+    ('fresh3', 'gsm8k', 'The class has 30 students; 40% of 30 = 0.4 * 30 = 12 students walk. The rest, 30 - 12 = 18, take the bus.\n\n#### 18', '18'),
+    ('fresh3', 'gsm8k', 'So she baked 2 dozen = 24 cookies and gave away 1/3, i.e. 8, keeping 16 cookies for herself.', '16'),
+    ('fresh3', 'gsm8k', 'Each of the 4 tires costs $75, so 4 * 75 = 300 dollars. With the $20 installation fee, the total is 300 + 20 = 320 dollars.\nThe answer is $320.', '320'),
+    ('fresh3', 'gsm8k', 'The answer is 7 because 21 / 3 = 7.', '7'),
 ]
 
 # (class, task, completion, gold, reason): extraction still wrong; tests mark them xfail(strict=True).

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from extraction_table import FRESH, FRESH2, FRESH_KNOWN_WRONG, REALISTIC
+from extraction_table import FRESH, FRESH2, FRESH3, FRESH_KNOWN_WRONG, REALISTIC
 
 from eval import extract_answer, is_equivalent
 from eval.extract import clean_answer, find_boxed, last_boxed
@@ -195,8 +195,8 @@ def test_peer_parser_conventions(completion, gold):
     assert is_equivalent(extract_answer(completion), gold)
 
 
-@pytest.mark.parametrize("cls,task,completion,gold", REALISTIC + FRESH + FRESH2,
-                         ids=[f"{r[0]}-{i}" for i, r in enumerate(REALISTIC + FRESH + FRESH2)])
+@pytest.mark.parametrize("cls,task,completion,gold", REALISTIC + FRESH + FRESH2 + FRESH3,
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(REALISTIC + FRESH + FRESH2 + FRESH3)])
 def test_realistic_completions(cls, task, completion, gold):
     assert is_equivalent(extract_answer(completion, task), gold, "gsm8k" if task == "gsm8k" else "math")
 

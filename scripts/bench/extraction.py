@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from extraction_table import FRESH, FRESH2, FRESH_KNOWN_WRONG, REALISTIC  # noqa: E402
+from extraction_table import FRESH, FRESH2, FRESH3, FRESH_KNOWN_WRONG, REALISTIC  # noqa: E402
 
 from eval import extract_answer, is_equivalent  # noqa: E402
 from eval.data import read_jsonl  # noqa: E402
@@ -99,7 +99,7 @@ def main() -> None:
     ours = ours_mv = theirs = 0
     missed: Counter = Counter()
     mv_missed: Counter = Counter()
-    table = REALISTIC + FRESH + FRESH2 + [row[:4] for row in FRESH_KNOWN_WRONG]
+    table = REALISTIC + FRESH + FRESH2 + FRESH3 + [row[:4] for row in FRESH_KNOWN_WRONG]
     for cls, task, completion, gold in table:
         got = extract_answer(completion, task)
         ok = is_equivalent(got, gold, "gsm8k" if task == "gsm8k" else "math")
