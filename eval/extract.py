@@ -26,7 +26,8 @@ The order is fixed and documented (first rule that yields an answer wins):
 7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``).
 8. The last inline/display formula when no bare number follows it (Math-Verify's
    ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
-   (``\\(3 \\times 4 = 12\\)`` is ``12``).
+   (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
+   last formula is a condition (``is $9$ when $x = 3$``) the formula before it.
 9. The last number in the text (Qwen2.5-Math's ``use_last_number``; lm-eval's GSM8K
    ``flexible-extract`` idea, whose exact regex lives in ``eval.lm_eval_filters``).
 
@@ -85,7 +86,10 @@ _PLAIN_ALTERNATIVES = re.compile(
 )
 # "x = 3 or -3" closing a sentence.
 _PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
+_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*\.?\s*$")  # "x = ±3"
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
+# Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
+_CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if|in|on|over|within)\s*$", re.I)
 _TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
 
 
@@ -272,6 +276,8 @@ def _phrase(rest: str) -> str | None:
     if hope:
         rest = rest[: hope.start()].rstrip().rstrip(".")
     rest = rest.lstrip(" \t:*\n")
+    if re.match(r"not\b", rest):  # "the answer is not 5; it is 6": no answer here
+        return None
     spans = math_spans(rest)
     if spans and spans[0][0] == 0:
         return spans[0][2]
@@ -306,10 +312,13 @@ def last_number(text: str) -> str | None:
 
 
 def _plain_alternatives(text: str) -> str | None:
-    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``."""
+    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``; ``x = ±3`` -> ``\\pm 3``."""
     m = _PLAIN_PM.search(text.rstrip())
     if m:
         return f"{m.group(1)}, {m.group(2)}"
+    m = _PLAIN_PLUS_MINUS.search(text.rstrip())
+    if m:
+        return f"\\pm {m.group(1)}"
     hits = list(_PLAIN_ALTERNATIVES.finditer(text))
     if not hits or _NUMBER.search(text[hits[-1].end() :]):
         return None
@@ -317,13 +326,16 @@ def _plain_alternatives(text: str) -> str | None:
     return ", ".join(dict.fromkeys(v.replace(" ", "").rstrip(".") for v in values))
 
 
-def _last_formula(text: str) -> str | None:
+def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
     """The last math span when no bare number follows it; dollar amounts with prose in
     between (``$5 and $7``) are not formulas."""
-    spans = math_spans(text)
     if not spans:
         return None
     _, end, content = spans[-1]
+    if len(spans) > 1:
+        gap = text[spans[-2][1] : spans[-1][0]]
+        if _CONDITION.search(gap) and "\n" not in gap and not _NUMBER.search(gap):
+            _, _, content = spans[-2]  # "is $2\sqrt{2}$, attained at $x=\sqrt{2}$": the value, not where
     if _NUMBER.search(text[end:]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
         return None
     return content.strip() or None
@@ -362,10 +374,15 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     out = last_execution_output(text)
     if out is not None:
         return out.splitlines()[-1].strip()
-    for fallback in (_plain_alternatives, _last_formula):
-        got = fallback(text)
-        if got:
-            return clean_answer(got, any_lhs=True)
+    got = _plain_alternatives(text)
+    if got:
+        return clean_answer(got, any_lhs=True)
+    spans = math_spans(text)
+    got = _last_formula(text, spans)
+    if got:
+        # "the equation of the circle is \[(x-1)^2 + (y+2)^2 = 9\]": the equation is the answer
+        equation = re.search(r"equation|line|plane|circle|parabola", text[max(0, spans[-1][0] - 80) : spans[-1][0]], re.I)
+        return clean_answer(got, any_lhs=not equation)
     return last_number(text)
 
 
