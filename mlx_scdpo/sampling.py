@@ -10,7 +10,9 @@ Output, appended one line per finished problem (resumable by ``problem_id``):
 ``OUT/solutions.jsonl`` with the prompt, its token ids, and every kept sample's text,
 token ids *as generated* (never re-tokenized), extracted answer and verdict. Naive pairs
 (first correct x first ``naive_wrong`` wrong; reference 1x1 GSM8K, 1x2 MATH) go to
-``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.pairs``.
+``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.pairs``. A wrong solution cut off by
+``max_tokens`` (or the code-execution budget) is no rejected side, and does not count as
+one of the ``min_wrong`` wanted, unless ``include_truncated``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class SampleArgs:
     block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown or mathcoder."})
     max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference 6)."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: the "
+                                                                    "few-shot headers; '' for none)."})
+    include_truncated: bool = field(default=False, metadata={"help": "Wrong solutions cut off by --max-tokens may "
+                                                                     "be rejected sides."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -88,8 +94,10 @@ class ProblemState:
     draws: list[int] = field(default_factory=list)  # this round's draw numbers
     got: dict = field(default_factory=dict)  # draw number -> result, until the round is complete
 
-    def count(self, correct: bool) -> int:
-        return sum(1 for s in self.samples if s["correct"] == correct)
+    def count(self, correct: bool, include_truncated: bool = True) -> int:
+        from mlx_scdpo.pairs import is_truncated
+
+        return sum(1 for s in self.samples if s["correct"] == correct and (include_truncated or not is_truncated(s)))
 
     def add(self, text: str, ids: list[int], grade: dict, finish_reason: str, gen_mask: list[int] | None = None) -> None:
         self.n_sampled += 1
@@ -106,7 +114,8 @@ class ProblemState:
         self.samples.append(sample)
 
     def is_done(self, args: SampleArgs) -> bool:
-        enough = self.count(True) >= args.min_correct and self.count(False) >= args.min_wrong
+        enough = self.count(True) >= args.min_correct and \
+            self.count(False, args.include_truncated) >= args.min_wrong
         return enough or self.n_sampled >= args.budget
 
 
@@ -166,12 +175,12 @@ def problem_id(task: str, problem) -> str:
     return problem.unique_id or f"{task}/{problem.doc_id}"
 
 
-def naive_pairs(record: dict, n_wrong: int) -> list[dict]:
-    """First correct solution x first ``n_wrong`` wrong ones."""
-    from mlx_scdpo.pairs import make_pair
+def naive_pairs(record: dict, n_wrong: int, include_truncated: bool = False) -> list[dict]:
+    """First correct solution x first ``n_wrong`` wrong ones (truncated ones only if ``include_truncated``)."""
+    from mlx_scdpo.pairs import is_truncated, make_pair
 
     correct = [s for s in record["samples"] if s["correct"]]
-    wrong = [s for s in record["samples"] if not s["correct"]]
+    wrong = [s for s in record["samples"] if not s["correct"] and (include_truncated or not is_truncated(s))]
     if not correct:
         return []
     return [make_pair(record, prefix_text="", prefix_ids=[], chosen=correct[0], rejected=w, source="naive", k=0,
@@ -200,7 +209,7 @@ def sample_identity(args: SampleArgs) -> dict:
 def _run_sample(args: SampleArgs) -> dict:
     from eval.blocks import FORMATS
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots
+    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
 
     if args.task not in ("gsm8k", "math"):
         raise UserError(f"--task {args.task}: sampling supports gsm8k and math")
@@ -221,6 +230,7 @@ def _run_sample(args: SampleArgs) -> dict:
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
     shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat, fmt is not None)
+    stop = stop_strings(args.stop)
     n_wrong = args.naive_wrong if args.naive_wrong is not None else (1 if args.task == "gsm8k" else 2)
     (out / "sample_config.json").write_text(json.dumps(asdict(args), indent=2))
 
@@ -236,7 +246,7 @@ def _run_sample(args: SampleArgs) -> dict:
             record = {"problem_id": s.pid, "task": args.task, "question": s.problem.question, "gold": s.problem.gold,
                       "prompt": s.prompt_text, "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled,
                       "seed": args.seed, "solution_format": args.solution_format,
-                      "block_format": fmt.name if fmt else None, "samples": s.samples}
+                      "block_format": fmt.name if fmt else None, "stop": list(stop), "samples": s.samples}
             fs.write(json.dumps(record, ensure_ascii=False) + "\n")
             fs.flush()
             counts["problems"] += 1
@@ -253,7 +263,7 @@ def _run_sample(args: SampleArgs) -> dict:
         window = ProblemWindow(iter(todo), build, args, write)
         for (state, draw), c in stream_completions(
                 model, tokenizer, window.pull, fmt=fmt, pool=pool, max_tokens=args.max_tokens,
-                batch_size=args.batch_size, max_rounds=args.max_rounds):
+                batch_size=args.batch_size, max_rounds=args.max_rounds, stop_strings=stop):
             grade = grade_sample(args.task, c.text, state.problem.gold, grade_format)
             counts["samples"] += 1
             kill_point("sample-draw")
@@ -262,5 +272,6 @@ def _run_sample(args: SampleArgs) -> dict:
         bar.close()
     # Naive pairs are derived from the solutions file as a whole (so a resumed run never
     # duplicates them), read line by line, and rewritten atomically.
-    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in iter_finished(sol_path) for p in naive_pairs(r, n_wrong)))
+    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in iter_finished(sol_path)
+                                                     for p in naive_pairs(r, n_wrong, args.include_truncated)))
     return counts

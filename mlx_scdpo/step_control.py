@@ -37,12 +37,12 @@ from contextlib import ExitStack
 from eval.blocks import FORMATS
 from mlx_scdpo.jsonl import SOLUTION_SCHEMA, iter_finished, write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
-from mlx_scdpo.pairs import make_pair
+from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock, kill_point
 from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
     stream_completions
-from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps, step_temperatures
+from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps
 
 
 @dataclass
@@ -66,6 +66,10 @@ class StepControlArgs:
     max_code_rounds: int = field(default=8, metadata={"help": "Code executions per continuation (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (code format)."})
     seed: int = field(default=0, metadata={"help": "Seed for prefixes and sampling."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: those "
+                                                                    "`sample` used; '' for none)."})
+    include_truncated: bool = field(default=False, metadata={"help": "Continuations cut off by --max-tokens may be "
+                                                                     "rejected sides."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -97,6 +101,7 @@ class Prefix:
     rounds_done: int = 0
     seq: int = 0  # position in the run's input order
     cancelled: bool = False  # its problem reached the cap: the outcome no longer matters
+    ramp: object = None  # the running continuation's temperature ramp (read back for the pair)
 
     @property
     def code_blocks(self) -> list[str]:
@@ -293,8 +298,7 @@ class PrefixWindow:
 def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> dict:
     from mlx_scdpo.generation import prefill_cache
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.ramp import StepTemperatureProcessor, boundary_mask
-    from mlx_scdpo.steps import boundary_chars
+    from mlx_scdpo.ramp import StepRamp
 
     sc_path = out / "step_control.jsonl"
     done, pairs_of = set(), {}
@@ -304,27 +308,28 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
             pairs_of[row["problem_id"]] = pairs_of.get(row["problem_id"], 0) + 1
     (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))
     model, tokenizer = load_model(args.model, args.adapter_path)
+    stop = run_stop_strings(args, iter_solutions(args.solutions))
     stats = {"split_token": 0, "problems": 0}
     cap_default = {"gsm8k": 2, "math": 3}
 
     def cap(record: dict) -> int:
         return args.max_pairs_per_problem or cap_default.get(record["task"], 3)
 
-    masks = {}
+    ramps = {}
 
-    def mask_for(fmt):
+    def ramp_for(fmt):
         key = fmt.name if fmt else "cot"
-        if key not in masks:
-            masks[key] = boundary_mask(tokenizer, boundary_chars("code" if fmt else "cot", fmt))
-        return masks[key]
+        if key not in ramps:
+            ramps[key] = StepRamp(tokenizer, "code" if fmt else "cot", fmt, args.step_unit)
+        return ramps[key]
 
     def prepare(p: Prefix) -> None:
         if p.fmt is None:  # chain-of-thought: the prompt + prefix is prefilled once, copied into every round
             p.cache = prefill_cache(model, p.prompt_ids)
 
     def request(p: Prefix) -> Request:
-        ramp = StepTemperatureProcessor(mask_for(p.fmt), args.t0, args.dt, args.tmax)
-        return Request(p, p.prompt_ids, [ramp, item_noise(1.0, args.seed, p.prefix_id, p.round)], cache=p.cache,
+        p.ramp = ramp_for(p.fmt).processor(args.t0, args.dt, args.tmax)  # read back when the continuation is done
+        return Request(p, p.prompt_ids, [p.ramp, item_noise(1.0, args.seed, p.prefix_id, p.round)], cache=p.cache,
                        setup_code=p.code_blocks)
 
     bar = None
@@ -356,7 +361,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
             pool = pools.enter_context(sandbox_pool(fmt, args.batch_size, args.timeout))
             for p, c in stream_completions(model, tokenizer, window.pull, fmt=fmt, pool=pool,
                                            max_tokens=args.max_tokens, batch_size=args.batch_size,
-                                           max_rounds=args.max_code_rounds):
+                                           max_rounds=args.max_code_rounds, stop_strings=stop):
                 _continuation_done(p, c, window, args, tokenizer)
             peak = max(peak, window.peak_live)
     if bar is not None:
@@ -374,27 +379,39 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
 
 def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs, tokenizer) -> None:
     """Grade a prefix's continuation: a pair, another round, or the prefix is exhausted."""
+    from mlx_scdpo.ramp import step_temperatures
+
     kill_point("step-control-draw")
     p.rounds_done = p.round
+    ramp, p.ramp = p.ramp, None
     if p.cancelled or window.capped(p):
         window.finish(p, "capped")
         return
     grade_format = p.fmt.name if p.fmt else "cot"
     grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format)
     steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
-    if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars):
+    if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
+            or not args.include_truncated and c.finish_reason in TRUNCATED:
         if p.round < args.rounds:  # right (or unusable): this prefix tries again
             p.round += 1
             window.again(p)
         else:
             window.finish(p, "exhausted")
         return
-    generated = [t for t, m in zip(c.tokens, getattr(c, "gen_mask", None) or [1] * len(c.tokens)) if m]
-    temps = step_temperatures([tokenizer.decode([t]) for t in generated], "code" if p.fmt else "cot",
-                              p.fmt, args.t0, args.dt, args.tmax)
+    temps = step_temperatures(tokenizer, c.tokens, ramp, "code" if p.fmt else "cot", p.fmt, args.step_unit)
     window.finish(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
                               "extracted": grade["extracted"], "finish_reason": c.finish_reason,
                               "solution_index": p.prefix_id.split("#")[1]})
+
+
+def run_stop_strings(args: StepControlArgs, records) -> tuple[str, ...]:
+    """``--stop`` when given, else the stop strings ``sample`` recorded (the defaults for older files)."""
+    from mlx_scdpo.prompts import stop_strings
+
+    if args.stop is not None:
+        return stop_strings(args.stop)
+    lists = [r["stop"] for r in records if isinstance(r.get("stop"), list)]
+    return stop_strings([s for stop in lists for s in stop if isinstance(s, str)]) if lists else stop_strings()
 
 
 def step_control_pairs(solutions: str, sc_path: Path, tokenizer, args: StepControlArgs):
@@ -420,8 +437,10 @@ def step_control_pairs(solutions: str, sc_path: Path, tokenizer, args: StepContr
                 steps = solution_steps(sol["text"], record_format(rec), args.step_unit)
                 prefix_text = "".join(steps.steps[: row["k"]])
                 t = token_boundary(tokenizer, sol["ids"], sol["text"], len(prefix_text))
-                chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:]}
-                rejected = {"text": row["rejected"], "ids": row["rejected_ids"]}
+                chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:],
+                          "finish_reason": sol.get("finish_reason")}
+                rejected = {"text": row["rejected"], "ids": row["rejected_ids"],
+                            "finish_reason": row.get("finish_reason")}
                 yield make_pair(rec, prefix_text=prefix_text, prefix_ids=sol["ids"][:t], chosen=chosen,
                                 rejected=rejected, source="step_control", k=row["k"],
                                 temperatures=row["temperatures"], round=row["round"])

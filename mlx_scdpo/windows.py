@@ -119,14 +119,15 @@ def stream_completions(
     from ``pool``; completions then carry ``gen_mask`` (1: generated, 0: execution output).
     ``stop_tokens`` replaces the tokenizer's EOS ids (``[]``: every sequence runs to ``max_tokens``).
     """
-    from mlx_lm.generate import BatchGenerator
-
-    from mlx_scdpo.code_generation import CodeCompletion
-    from mlx_scdpo.generation import _TAIL_TOKENS, Completion, _cut_at_stop, copy_cache, stop_trigger_ids
+    from mlx_scdpo.code_generation import CodeCompletion, inert_output
+    from mlx_scdpo.generation import _TAIL_TOKENS, Completion, _stop_position, copy_cache, stop_trigger_ids, \
+        trim_at_stop
+    from mlx_scdpo.generation import BatchGenerator  # mlx-lm's, as the batched generators use it (tests patch it)
 
     stop_ids = tokenizer.eos_token_ids if stop_tokens is None else stop_tokens
     gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in stop_ids] or None,
                          completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
+    stop_strings = [s for s in stop_strings if s]
     stop_triggers = stop_trigger_ids(tokenizer, stop_strings) if stop_strings else None
     code_triggers = stop_trigger_ids(tokenizer, [fmt.code_close]) if fmt is not None else None
     live: dict[int, _Live] = {}  # BatchGenerator uid -> sequence
@@ -149,7 +150,8 @@ def stream_completions(
             insert(s, p, None, [], max_tokens)
 
     def resume(s: _Live, cache, output: str):
-        exec_tokens = tokenizer.encode(fmt.execution_block(output), add_special_tokens=False)
+        exec_tokens = tokenizer.encode(fmt.execution_block(inert_output(output, tokenizer, fmt)),
+                                       add_special_tokens=False)
         context = s.request.prompt + s.tokens
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
@@ -161,10 +163,11 @@ def stream_completions(
             s.sandbox.run(code)
 
     def finish(s: _Live, reason: str):
+        if stop_strings:  # a stop string ends the sequence; no token overlapping it is kept
+            kept, hit = trim_at_stop(tokenizer, s.tokens, stop_strings, start=s.segment_start)
+            if hit:
+                s.tokens, s.gen_mask, reason = kept, s.gen_mask[:len(kept)], "stop"
         text = tokenizer.decode(s.tokens)
-        if stop_strings:
-            text, hit = _cut_at_stop(text, stop_strings)
-            reason = "stop_string" if hit else reason
         if fmt is None:
             return s.request.tag, Completion(0, s.tokens, text, reason)
         s.sandbox.close()
@@ -208,8 +211,10 @@ def stream_completions(
                     s.gen_mask.append(1)
                 reason = r.finish_reason
                 if reason is None and stop_strings and (stop_triggers is None or r.token in stop_triggers):
-                    if _cut_at_stop(tokenizer.decode(s.tokens[-_TAIL_TOKENS:]), stop_strings)[1]:
-                        reason = "stop_string"
+                    # Looked for in the model's own text since the last execution block.
+                    tail = s.tokens[max(s.segment_start, len(s.tokens) - _TAIL_TOKENS):]
+                    if _stop_position(tokenizer.decode(tail), stop_strings) >= 0:
+                        reason = "stop"
                         stopped.append(r.uid)
                 if reason is None and fmt is not None and (code_triggers is None or r.token in code_triggers):
                     code = pending_code(tokenizer.decode(s.tokens[s.segment_start:]), fmt)

@@ -81,8 +81,8 @@ def _toy_solutions(path: Path, n: int) -> Path:
 
 def _step_control_args(solutions, out, batch_size=3):
     return ["step-control", "--model", TOY, "--solutions", str(solutions), "--output-dir", str(out),
-            "--max-tokens", "48", "--rounds", "3", "--max-pairs-per-problem", "1", "--t0", "1.2", "--dt", "0.2",
-            "--tmax", "1.6", "--batch-size", str(batch_size), "--seed", "5", "--no-progress"]
+            "--max-tokens", "48", "--rounds", "3", "--max-pairs-per-problem", "1", "--t0", "1.8", "--dt", "0.4",
+            "--tmax", "2.6", "--batch-size", str(batch_size), "--seed", "5", "--no-progress"]
 
 
 def _sample_args(problems, out, batch_size=5):

@@ -105,19 +105,19 @@ def throughput(args) -> None:
     from mlx_lm.sample_utils import make_sampler
 
     from mlx_scdpo.generation import prefill_cache
-    from mlx_scdpo.ramp import StepTemperatureProcessor, boundary_mask
+    from mlx_scdpo.ramp import StepRamp
     from mlx_scdpo.tiny_model import make_tiny_model
     from mlx_scdpo.windows import Request, item_noise, stream_completions
 
     with tempfile.TemporaryDirectory() as d:
         model, tok = load(str(make_tiny_model(d, args.size)))
-    mask = boundary_mask(tok, ("\n",))
+    ramp = StepRamp(tok)
     prompts = [tok.encode(f"Question {i}: what is {i} * {i + 3}?\nStep 1: {i} * {i + 3} = {i * (i + 3)}\n"
                           f"Step 2: add {i}\n", add_special_tokens=False) for i in range(args.prefixes)]
 
     def ours():
         caches = [prefill_cache(model, p) for p in prompts]
-        reqs = [Request(i, p, [StepTemperatureProcessor(mask), item_noise(1.0, 0, "bench", i, 1)], cache=c)
+        reqs = [Request(i, p, [ramp.processor(), item_noise(1.0, 0, "bench", i, 1)], cache=c)
                 for i, (p, c) in enumerate(zip(prompts, caches))]
 
         def pull(n):
