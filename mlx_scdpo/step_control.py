@@ -12,14 +12,17 @@ sandbox holds the prefix's variables, and execution outputs never count as steps
 Rounds: a continuation that still reaches the right answer re-queues its prefix for the
 next round (up to ``rounds``); the first wrong (or answer-less) continuation that passes
 the noise filter becomes the rejected side of a pair and retires the prefix. Once a
-problem has ``max_pairs_per_problem`` pairs (reference intent: 2 GSM8K, 3 MATH) its other
-prefixes retire.
+problem has ``max_pairs_per_problem`` pairs (reference intent: 2 GSM8K, 3 MATH) its later
+prefixes retire as ``capped`` (decided in input order, so resumed runs agree).
 
-For chain-of-thought, the prompt + prefix is prefilled once per prefix; its KV cache is
-copied into every round's continuation. Prefix token ids are the solution's own ids up to the step
-boundary; a boundary that falls inside a token is skipped (counted in the summary).
+Streaming (``mlx_scdpo.windows``): the solutions are read one record at a time and at most
+``batch_size`` prefixes are live, each with one continuation in flight; round r of a prefix
+draws from its own PRNG stream (seed, prefix, r). For chain-of-thought, the prompt + prefix
+is prefilled once when the prefix enters; its KV cache is copied into every round's
+continuation and dropped when it retires. Prefix token ids are the solution's own ids up to
+the step boundary; a boundary that falls inside a token is skipped (counted in the summary).
 
-Output, one line per retired prefix, appended (resumable by ``prefix_id``):
+Output, one line per retired prefix, appended in input order (resumable by ``prefix_id``):
 ``OUT/step_control.jsonl``; pairs in ``OUT/pairs_step_control.jsonl`` (rewritten from it).
 """
 

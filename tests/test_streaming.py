@@ -88,7 +88,7 @@ def _step_control_args(solutions, out, batch_size=3):
 def _sample_args(problems, out, batch_size=5):
     return ["sample", "--model", TOY, "--data-files", str(problems), "--output-dir", str(out),
             "--samples-per-round", "2", "--budget", "6", "--min-correct", "1", "--min-wrong", "1",
-            "--max-tokens", "48", "--batch-size", str(batch_size), "--problems-per-batch", "3", "--seed", "2",
+            "--max-tokens", "96", "--batch-size", str(batch_size), "--problems-per-batch", "3", "--seed", "2",
             "--no-progress"]
 
 

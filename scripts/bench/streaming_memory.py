@@ -82,7 +82,7 @@ def memory(args) -> None:
     train, _ = make_splits(args.large, 0, seed=0)
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        for command in ("sample", "step-control"):
+        for command in args.commands:
             peaks = {}
             for n in (args.small, args.large):
                 data = d / f"{command}_{n}.jsonl"
@@ -161,6 +161,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", choices=["memory", "throughput"], default=None)
+    ap.add_argument("--commands", nargs="+", choices=["sample", "step-control"], default=["sample", "step-control"])
     ap.add_argument("--child", choices=["sample", "step-control"], help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
