@@ -71,7 +71,8 @@ _LIST_GAP = re.compile(
 )
 # Connectors that join alternatives inside one answer (top level only).
 _ALTERNATIVE = re.compile(
-    r"(?:\s*,?\s*(?:\\(?:text|textnormal|mbox|mathrm)\{\s*,?\s*(?:and|or)\s*\}|\\q?quad|;|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z]))\s*)+"
+    r"(?<!\s)(?:\s*(?:,\s*)?(?:\\(?:text|textnormal|mbox|mathrm)\{\s*(?:,\s*)?(?:and|or)\s*\}|\\q?quad|;"
+    r"|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z])))+\s*"
 )
 # Relations other than "=": never split an answer around "=" when one is present.
 _RELATION = re.compile(r"[<>≤≥≠]|\\(?:le|ge|leq|geq|lt|gt|ne|neq|leqslant|geqslant|approx|sim|equiv)(?![a-zA-Z])")
@@ -82,11 +83,11 @@ _LABEL = re.compile(
     r"|\((?:\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*,)+\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*\))$"
 )
 _PLAIN_ALTERNATIVES = re.compile(
-    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,\s*(?:or|and)?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
+    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,(?:\s*(?:or|and))?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
 )
 # "x = 3 or -3" closing a sentence.
-_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
-_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*\.?\s*$")  # "x = ±3"
+_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*(?:\.\s*)?$")
+_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*(?:\.\s*)?$")  # "x = ±3"
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
 # Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
 _CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if|in|on|over|within)\s*$", re.I)
@@ -213,7 +214,8 @@ def _mathy(part: str) -> bool:
 def strip_math(s: str) -> str:
     """Drop surrounding ``$``/``$$``/``\\(..\\)``/``\\[..\\]``, quotes, a final period, and ``**``."""
     s = s.strip().strip("*").strip()
-    s = re.sub(r'^(?:\\?"|“)\s*|\s*(?:\\?"|”)$', "", s)  # quoted: "\"$12$\"" (Math-Verify suite)
+    s = re.sub(r'^(?:\\?"|“)', "", s).strip()  # quoted: "\"$12$\"" (Math-Verify suite)
+    s = re.sub(r'(?:\\?"|”)$', "", s).strip()
     changed = True
     while changed and s:
         changed = False
