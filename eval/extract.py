@@ -52,7 +52,8 @@ _GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)")
 _ANCHORS = re.compile(
     r"final answer is\s*:?"                      # Minerva / lm-eval minerva_math
     r"|the answer is\s*:?"                       # Wei et al. CoT; Qwen2.5-Math "he answer is"
-    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",  # "Answer:", "**Final Answer:**"
+    # "Answer:", "**Final Answer:**"
+    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",
     re.IGNORECASE,
 )
 _HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
@@ -90,8 +91,14 @@ _PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(
 _PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*(?:\.\s*)?$")  # "x = ±3"
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
 # Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
-_CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if|in|on|over|within)\s*$", re.I)
-_TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
+_CONDITION = re.compile(
+    r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?"
+    r"(?:at|when|for|where|if|in|on|over|within)\s*$",
+    re.I,
+)
+_TRAILING_CLAUSE = re.compile(
+    r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL
+)
 
 
 def strip_think(text: str) -> str:
@@ -338,7 +345,8 @@ def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
         gap = text[spans[-2][1] : spans[-1][0]]
         if _CONDITION.search(gap) and "\n" not in gap and not _NUMBER.search(gap):
             _, _, content = spans[-2]  # "is $2\sqrt{2}$, attained at $x=\sqrt{2}$": the value, not where
-    if _NUMBER.search(text[end:]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
+    words = re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content))
+    if _NUMBER.search(text[end:]) or words:
         return None
     return content.strip() or None
 
@@ -383,7 +391,8 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     got = _last_formula(text, spans)
     if got:
         # "the equation of the circle is \[(x-1)^2 + (y+2)^2 = 9\]": the equation is the answer
-        equation = re.search(r"equation|line|plane|circle|parabola", text[max(0, spans[-1][0] - 80) : spans[-1][0]], re.I)
+        before = text[max(0, spans[-1][0] - 80) : spans[-1][0]]
+        equation = re.search(r"equation|line|plane|circle|parabola", before, re.I)
         return clean_answer(got, any_lhs=not equation)
     return last_number(text)
 
