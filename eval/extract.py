@@ -23,11 +23,13 @@ The order is fixed and documented (first rule that yields an answer wins):
    also on the next line) the whole formula is the answer.
 6. The last execution-output block of a code-integrated solution
    (```` ```output ```` fences, ToRA / Qwen-TIR; or MathCoder's ``<|execution|>``).
-7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``).
+7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``; this package's rule for issue 10's
+   plain-text alternatives, which neither Math-Verify nor Qwen2.5-Math's parser reads).
 8. The last inline/display formula when no bare number follows it (Math-Verify's
    ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
    (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
-   last formula is a condition (``is $9$ when $x = 3$``) the formula before it.
+   last formula is a condition (``is $9$ when $x = 3$``) the formula before it (both this
+   package's rules, from the fresh batches in ``tests/extraction_table.py``).
 9. The last number in the text (Qwen2.5-Math's ``use_last_number``; lm-eval's GSM8K
    ``flexible-extract`` idea, whose exact regex lives in ``eval.lm_eval_filters``).
 
