@@ -1,0 +1,167 @@
+"""An outsider's bad-input table, per command: every numeric and choice option at and beyond its
+range (0, negatives, 2**63, nan, text), YAML configs with wrong types and repeated keys, output
+paths that are files or inputs, special files, damaged model folders, records with wrong types.
+
+Every case must end with exit code 2 and ONE line on stderr naming the file, line, field or
+option, no traceback, and every input byte-unchanged.
+"""
+
+import hashlib
+import json
+import os
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mlx_scdpo.cli import main
+
+PAIR = {"prompt": "Q: 1 + 1 =", "chosen": " 2.", "rejected": " 3.", "source": "naive",
+        "prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4]}
+SOLUTION = {"problem_id": "p/0", "task": "gsm8k", "question": "Q", "gold": "2", "prompt": "Q: 1 + 1 =",
+            "prompt_ids": [1, 2, 3], "samples": [{"text": " 2", "ids": [4], "correct": True}]}
+PROBLEM = {"question": "What is 1 + 1?", "answer": "#### 2"}
+
+
+def _lines(*rows):
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+
+
+def _digests(paths):
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
+
+
+def _one_line_exit_2(argv, inputs=(), must_name=None):
+    """Run the CLI; assert exit 2, one line naming ``must_name``, inputs unchanged. Returns the line."""
+    before = _digests(inputs)
+    res = CliRunner().invoke(main, [str(a) for a in argv])
+    assert res.exit_code == 2, (argv, res.exit_code, res.output, res.exception)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (argv, res.stderr)
+    assert "Traceback" not in res.output
+    assert _digests(inputs) == before, argv  # inputs are never written
+    if must_name is not None:
+        assert str(must_name) in lines[0], (argv, lines[0])
+    return lines[0]
+
+
+# ---------------------------------------------------------------- every ranged option, from the CLI itself
+
+#: Required arguments of each command (their values are never reached: the bad option is refused first).
+REQUIRED = {
+    "eval": ["--model", "m", "--task", "gsm8k"], "sample": ["--model", "m", "--output-dir", "o"],
+    "step-control": ["--model", "m", "--solutions", "s", "--output-dir", "o"],
+    "train": ["--model", "m", "--data", "d"], "credit": ["--model", "m", "--adapter-path", "a", "--pairs", "p"],
+    "build-pairs": ["x.jsonl", "--output-dir", "o"], "export": ["--adapter-path", "a", "--peft", "p"],
+    "quickstart": [], "score": ["c.jsonl", "--task", "gsm8k"],
+}
+
+
+def _bad_values(typ) -> list[str]:
+    """Values outside a click type: below and above its range, non-numbers, 2**63, nan."""
+    if isinstance(typ, click.Choice):
+        return ["nope", ""]
+    out = ["abc", "", str(-2**63)]
+    if isinstance(typ, click.IntRange):
+        out += ["1.5", "true", str(2**63)]
+        if typ.min is not None:
+            out.append(str(typ.min - 1))
+        if typ.max is not None:
+            out.append(str(typ.max + 1))
+        if type(typ).__name__ == "AllOrPositive":
+            out.append("0")
+    else:  # a finite number in a range
+        out += ["nan", "inf", "-inf", "1e400"]
+        if typ.min is not None:
+            out.append(str(typ.min) if typ.min_open else str(typ.min - 1))
+        if typ.max is not None:
+            out.append(str(typ.max) if typ.max_open else str(typ.max + 1))
+    return out
+
+
+def _option_cases():
+    cases = []
+    for name, cmd in sorted(main.commands.items()):
+        for p in cmd.params:
+            if isinstance(p, click.Option) and isinstance(p.type, (click.IntRange, click.FloatRange, click.Choice)):
+                for value in _bad_values(p.type):
+                    cases.append(pytest.param(name, p.opts[0], value, id=f"{name}{p.opts[0]}={value or 'empty'}"))
+    return cases
+
+
+def test_every_numeric_option_is_ranged():
+    """No int/float option escapes the range table (a bare click.INT takes 2**63)."""
+    for name, cmd in main.commands.items():
+        for p in cmd.params:
+            assert not isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType)) \
+                or isinstance(p.type, (click.IntRange, click.FloatRange)), (name, p.name)
+
+
+@pytest.mark.parametrize("command,flag,value", _option_cases())
+def test_option_out_of_range_is_one_line(command, flag, value):
+    _one_line_exit_2([command, *REQUIRED[command], flag, value], must_name=flag)
+
+
+# ---------------------------------------------------------------- YAML configs (-c)
+
+YAML_CASES = [  # (text, what the line must name)
+    ("seed: 9223372036854775808\n", "seed"),
+    ("seed: 4294967296\n", "seed"),
+    ("batch_size: 9223372036854775807\n", "batch_size"),
+    ("batch_size: true\n", "batch_size"),
+    ("batch_size: 1.0\n", "batch_size"),
+    ("batch_size: [1]\n", "batch_size"),
+    ("batch_size: {a: 1}\n", "batch_size"),
+    ("learning_rate: .nan\n", "learning_rate"),
+    ("learning_rate: -.inf\n", "learning_rate"),
+    ("learning_rate: 1e999\n", "learning_rate"),
+    ("learning_rate: 'fast'\n", "learning_rate"),
+    ("epochs: 1e300\n", "epochs"),
+    ("timeout: 1e300\n", "timeout"),
+    ("loss_type: 5\n", "loss_type"),
+    ("loss_type: null\n", "loss_type"),
+    ("model: null\n", "model"),
+    ("model: [a, b]\n", "model"),
+    ("resume: 'yes'\n", "resume"),
+    ("resume: 1\n", "resume"),
+    ("lora_keys: [1, 2]\n", "lora_keys"),
+    ("lora_keys: self_attn.q_proj\n", "lora_keys"),
+    ("batch_size: 2\nbatch_size: 3\n", "batch_size"),  # a repeated key: PyYAML would keep the last silently
+    ("batch-size: 2\nbatch-size: 3\n", "batch-size"),
+    ("nonsense: 1\n", "nonsense"),
+    ("config: other.yaml\n", "config"),
+    ("- batch_size\n", ""),
+    ("42\n", ""),
+    ("batch_size: [\n", ""),
+    ("!!python/object:os.system {}\n", ""),
+]
+
+
+@pytest.mark.parametrize("text,name", YAML_CASES, ids=lambda x: x if isinstance(x, str) else None)
+def test_yaml_config_faults_are_one_line(tmp_path, text, name):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    line = _one_line_exit_2(["train", "-c", cfg, "--model", tmp_path / "m", "--data", tmp_path / "d"], [cfg],
+                            must_name=cfg)
+    assert name in line and "m:" not in line  # refused before the (missing) model is looked at
+
+
+def test_yaml_config_non_utf8_and_special_files(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"batch_size: \xff\n")
+    _one_line_exit_2(["train", "-c", cfg, "--model", "m", "--data", "d"], [cfg], must_name=cfg)
+    os.mkfifo(tmp_path / "fifo.yaml")  # never written: must not hang
+    _one_line_exit_2(["train", "-c", tmp_path / "fifo.yaml", "--model", "m", "--data", "d"], must_name="fifo.yaml")
+    _one_line_exit_2(["train", "-c", tmp_path, "--model", "m", "--data", "d"], must_name=tmp_path)
+
+
+def test_huge_sizes_within_range_neither_crash_nor_allocate(tiny_model, tmp_path):
+    """--batch-size 2**31-1 trains (padding stops at the data); a LoRA rank above the hidden size is
+    refused from config.json before the model loads (an allocation that large segfaults MLX)."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(_lines(PAIR, PAIR, PAIR))
+    base = ["train", "--model", tiny_model, "--data", pairs, "--adapter-path", tmp_path / "ad", "--no-progress",
+            "--iters", "1", "--num-layers", "1", "--ref-cache-dir", tmp_path / "ref"]
+    res = CliRunner().invoke(main, [str(a) for a in base + ["--batch-size", str(2**31 - 1)]])
+    assert res.exit_code == 0, res.output
+    _one_line_exit_2(base + ["--lora-rank", str(2**31 - 1)], [pairs], must_name="--lora-rank")
