@@ -165,3 +165,119 @@ def test_huge_sizes_within_range_neither_crash_nor_allocate(tiny_model, tmp_path
     res = CliRunner().invoke(main, [str(a) for a in base + ["--batch-size", str(2**31 - 1)]])
     assert res.exit_code == 0, res.output
     _one_line_exit_2(base + ["--lora-rank", str(2**31 - 1)], [pairs], must_name="--lora-rank")
+
+
+# ---------------------------------------------------------------- paths: outputs that are files or inputs, special files
+
+@pytest.fixture()
+def files(tmp_path):
+    f = {"pairs": tmp_path / "pairs.jsonl", "problems": tmp_path / "problems.jsonl",
+         "solutions": tmp_path / "solutions.jsonl", "completions": tmp_path / "completions.jsonl",
+         "afile": tmp_path / "afile"}
+    f["pairs"].write_bytes(_lines(PAIR, PAIR, PAIR))
+    f["problems"].write_bytes(_lines(PROBLEM))
+    f["solutions"].write_bytes(_lines(SOLUTION))
+    f["completions"].write_bytes(_lines({"doc_id": 0, "response": "2", "target": "2"}))
+    f["afile"].write_text("not a folder")
+    return f
+
+
+def _outputs_at(out, tiny_model, f):
+    m = ["--model", tiny_model]
+    return {
+        "eval": ["eval", *m, "--task", "gsm8k", "--data-files", f["problems"], "--output-dir", out],
+        "sample": ["sample", *m, "--data-files", f["problems"], "--output-dir", out, "--no-progress"],
+        "step-control": ["step-control", *m, "--solutions", f["solutions"], "--output-dir", out, "--no-progress"],
+        "train": ["train", *m, "--data", f["pairs"], "--adapter-path", out, "--no-progress"],
+        "train-ref-cache": ["train", *m, "--data", f["pairs"], "--adapter-path", out.parent / "ad", "--ref-cache-dir",
+                            out, "--no-progress", "--iters", "1"],
+        "build-pairs": ["build-pairs", f["pairs"], "--output-dir", out],
+        "score": ["score", f["completions"], "--task", "gsm8k", "--output-dir", out],
+        "quickstart": ["quickstart", "--output-dir", out, "--n-train", "2", "--no-progress"],
+    }
+
+
+@pytest.mark.parametrize("command", ["eval", "sample", "step-control", "train", "train-ref-cache", "build-pairs",
+                                     "score", "quickstart"])
+@pytest.mark.parametrize("where", ["is_a_file", "under_a_file"])
+def test_output_folder_that_is_a_file(tiny_model, files, command, where):
+    out = files["afile"] if where == "is_a_file" else files["afile"] / "sub"
+    argv = _outputs_at(out, tiny_model, files)[command]
+    _one_line_exit_2(argv, list(files.values()), must_name=files["afile"])
+
+
+def test_build_pairs_never_writes_over_its_inputs(files, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.jsonl").write_bytes(_lines(PAIR, PAIR, PAIR))
+    (out / "valid.jsonl").write_bytes(_lines(PAIR))
+    inputs = [out / "train.jsonl", out / "valid.jsonl"]
+    _one_line_exit_2(["build-pairs", out / "train.jsonl", "--output-dir", out], inputs, must_name="train.jsonl")
+    _one_line_exit_2(["build-pairs", files["pairs"], out / "valid.jsonl", "--output-dir", out], inputs,
+                     must_name="valid.jsonl")
+    os.symlink(out / "train.jsonl", tmp_path / "link.jsonl")  # the same file by another name
+    _one_line_exit_2(["build-pairs", tmp_path / "link.jsonl", "--output-dir", out], inputs, must_name="link.jsonl")
+    os.symlink(out, tmp_path / "out-link")
+    _one_line_exit_2(["build-pairs", out / "train.jsonl", "--output-dir", tmp_path / "out-link"], inputs)
+
+
+def test_credit_html_and_export_never_write_over_their_inputs(files, tmp_path):
+    adapters = tmp_path / "ad"
+    adapters.mkdir()
+    (adapters / "adapter_config.json").write_text(json.dumps({"lora_parameters": {"rank": 4, "scale": 1.0},
+                                                              "num_layers": 1}))
+    (adapters / "adapters.safetensors").write_bytes(b"\0" * 16)
+    inputs = [files["pairs"], adapters / "adapter_config.json", adapters / "adapters.safetensors"]
+    base = ["credit", "--model", tmp_path / "m", "--adapter-path", adapters, "--pairs", files["pairs"]]
+    _one_line_exit_2(base + ["--html", files["pairs"]], inputs, must_name=files["pairs"])
+    _one_line_exit_2(base + ["--html", adapters / "adapter_config.json"], inputs)
+    _one_line_exit_2(["export", "--adapter-path", adapters, "--peft", adapters], inputs, must_name=adapters)
+    _one_line_exit_2(["export", "--adapter-path", adapters, "--peft", adapters / "adapters.safetensors"], inputs)
+    _one_line_exit_2(["export", "--adapter-path", adapters, "--peft", files["afile"] / "sub"], inputs)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "dev_null", "dev_zero", "missing"])
+def test_special_files_as_inputs_never_hang(tiny_model, files, tmp_path, kind):
+    """A FIFO nobody writes to would block a reader forever; devices never end or are empty."""
+    path = {"fifo": tmp_path / "in.jsonl", "folder": tmp_path / "dir.jsonl", "dev_null": "/dev/null",
+            "dev_zero": "/dev/zero", "missing": tmp_path / "none.jsonl"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    m, out = ["--model", tiny_model], tmp_path / "out"
+    for argv in (["train", *m, "--data", path, "--adapter-path", out],
+                 ["build-pairs", path, "--output-dir", out],
+                 ["credit", *m, "--adapter-path", out, "--pairs", path],
+                 ["step-control", *m, "--solutions", path, "--output-dir", out],
+                 ["eval", *m, "--task", "gsm8k", "--data-files", path, "--output-dir", out],
+                 ["sample", *m, "--data-files", path, "--output-dir", out],
+                 ["score", path, "--task", "gsm8k"],
+                 ["train", "-c", path, *m, "--data", files["pairs"]]):
+        _one_line_exit_2(argv, list(files.values()), must_name=path)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "config.json", "model.safetensors"])
+def test_a_fifo_in_the_model_folder_never_hangs(tiny_model, files, tmp_path, name):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    os.remove(model / name)
+    os.mkfifo(model / name)
+    _one_line_exit_2(["eval", "--model", model, "--task", "gsm8k", "--data-files", files["problems"], "--output-dir",
+                      tmp_path / "out"], list(files.values()), must_name=model)
+    _one_line_exit_2(["train", "--model", model, "--data", files["pairs"], "--adapter-path", tmp_path / "ad"],
+                     list(files.values()), must_name=model)
+
+
+def test_python_m_eval_usage_errors_are_one_line(files):
+    import subprocess
+    import sys
+
+    for argv in (["score", str(files["completions"]), "--task", "aime"], ["score", str(files["completions"])],
+                 ["score", str(files["completions"]), "--task", "gsm8k", "--output-dir", str(files["afile"])]):
+        res = subprocess.run([sys.executable, "-m", "eval", *argv], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, (argv, res.stderr)
+    res = CliRunner().invoke(main, ["eval", "--model", "m"])  # click lists the choices of a missing option
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "--task" in res.stderr
