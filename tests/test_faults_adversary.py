@@ -281,3 +281,90 @@ def test_python_m_eval_usage_errors_are_one_line(files):
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, (argv, res.stderr)
     res = CliRunner().invoke(main, ["eval", "--model", "m"])  # click lists the choices of a missing option
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "--task" in res.stderr
+
+
+# ---------------------------------------------------------------- records: non-JSON numbers and wrong field types
+
+GOOD = {"train": PAIR, "build-pairs": PAIR, "credit": PAIR, "step-control": SOLUTION, "eval": PROBLEM,
+        "sample": PROBLEM, "score": {"doc_id": 0, "response": "2", "target": "2"}}
+
+
+def _record_argv(command, path, tiny_model, out):
+    m = ["--model", tiny_model]
+    return {"train": ["train", *m, "--data", path, "--adapter-path", out, "--no-progress"],
+            "build-pairs": ["build-pairs", path, "--output-dir", out],
+            "credit": ["credit", *m, "--adapter-path", out, "--pairs", path],
+            "step-control": ["step-control", *m, "--solutions", path, "--output-dir", out, "--no-progress"],
+            "eval": ["eval", *m, "--task", "gsm8k", "--data-files", path, "--output-dir", out],
+            "sample": ["sample", *m, "--data-files", path, "--output-dir", out, "--no-progress"],
+            "score": ["score", path, "--task", "gsm8k", "--output-dir", out]}[command]
+
+
+NON_JSON_NUMBERS = {"nan": b"NaN", "infinity": b"Infinity", "minus_infinity": b"-Infinity", "overflow": b"1e400"}
+
+
+@pytest.mark.parametrize("number", list(NON_JSON_NUMBERS))
+@pytest.mark.parametrize("command", list(GOOD))
+def test_nan_and_infinity_are_not_json(tiny_model, tmp_path, command, number):
+    """Python's json reads NaN/Infinity (and 1e400 as inf); JSON has none: a line with one is refused."""
+    good = GOOD[command]
+    bad = json.dumps({**good, "extra": 0}).encode().replace(b'"extra": 0', b'"extra": ' + NON_JSON_NUMBERS[number])
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(_lines(good) + bad + b"\n")
+    line = _one_line_exit_2(_record_argv(command, path, tiny_model, tmp_path / "out"), [path], must_name=f"{path}:2")
+    assert "not JSON" in line or "beyond the range" in line
+
+
+PROBLEM_FAULTS = [  # (task, rows, the line and field the error names)
+    ("gsm8k", [PROBLEM, {"question": "Q?", "answer": None}], ":2: field 'answer'"),
+    ("gsm8k", [{"question": "Q?", "answer": [2]}], ":1: field 'answer'"),
+    ("gsm8k", [{"question": "Q?", "answer": True}], ":1: field 'answer'"),
+    ("math", [{"problem": "Q?", "solution": ["\\boxed{1}"]}], ":1: field 'solution'"),
+    ("math", [{"problem": "Q?", "answer": {"a": 1}}], ":1: field 'answer'"),
+    ("math", [{"problem": "Q?", "answer": "1", "type": "A"}, {"problem": "R?", "answer": "1", "type": 5}],
+     ":2: field 'type'"),
+    ("math", [{"problem": "Q?", "answer": "1", "unique_id": {"a": 1}}], ":1: field 'unique_id'"),
+    ("math", [{"problem": "Q?", "answer": "1", "unique_id": 7}], ":1: field 'unique_id'"),
+    ("math", [{"problem": "Q?", "answer": "1", "level": [1, 2]}], ":1: field 'level'"),
+    ("math", [{"problem": "Q?", "answer": "1", "subject": False}], ":1: field 'subject'"),
+]
+
+
+@pytest.mark.parametrize("task,rows,named", PROBLEM_FAULTS)
+def test_problem_fields_of_the_wrong_type(tiny_model, tmp_path, task, rows, named):
+    """A gold given as a list or true would be graded as the text "[2]" or "True"; an id that is an object
+    crashes sampling: each is one line before anything loads."""
+    path = tmp_path / "problems.jsonl"
+    path.write_bytes(_lines(*rows))
+    m = ["--model", tmp_path / "no-model"]  # never reached
+    _one_line_exit_2(["eval", *m, "--task", task, "--data-files", path, "--output-dir", tmp_path / "e"], [path],
+                     must_name=f"{path}{named}")
+    _one_line_exit_2(["sample", *m, "--task", task, "--data-files", path, "--output-dir", tmp_path / "s"], [path],
+                     must_name=f"{path}{named}")
+
+
+COMPLETION_FAULTS = [
+    ([{"doc_id": 0, "response": "2", "target": None}], ":1: field 'target'"),
+    ([{"doc_id": 0, "response": "2", "target": []}], ":1: field 'target'"),
+    ([{"doc_id": 0, "response": "2", "target": {"v": 2}}], ":1: field 'target'"),
+    ([{"doc_id": True, "response": "2", "target": "2"}], ":1: field 'doc_id'"),
+    ([{"doc_id": 0, "response": "2", "target": "2"}, {"doc_id": 0, "response": "3", "target": "2"}],
+     ":2: field 'doc_id'"),  # graded twice, it would count twice
+]
+
+
+@pytest.mark.parametrize("rows,named", COMPLETION_FAULTS)
+def test_score_completion_faults(tmp_path, rows, named):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(_lines(*rows))
+    _one_line_exit_2(["score", path, "--task", "gsm8k", "--output-dir", tmp_path / "o"], [path],
+                     must_name=f"{path}{named}")
+
+
+def test_score_mixed_subject_types_do_not_crash_the_breakdown(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(_lines({"doc_id": 0, "response": "\\boxed{2}", "target": "2", "subject": "Algebra"},
+                            {"doc_id": 1, "response": "\\boxed{2}", "target": "2", "subject": 5}))
+    res = CliRunner().invoke(main, ["score", str(path), "--task", "math", "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "subject 5" in res.output and "subject Algebra" in res.output
