@@ -111,6 +111,8 @@ def parse_rational(s: str) -> Fraction | None:
     if not s or len(s) > 200:
         return None
     if _DEC.match(s):
+        if "e" in s and abs(int(s.split("e")[1])) > 100:
+            return None  # Fraction("1e999999999") would build a billion-digit integer
         try:
             return Fraction(s)
         except (ValueError, ZeroDivisionError):
@@ -132,24 +134,105 @@ def parse_rational(s: str) -> Fraction | None:
     return None
 
 
-def normalize_gsm8k(s: str) -> str | None:
-    """A GSM8K answer as a bare number string: ``$1,000.00`` -> ``1000``; None for a list."""
-    s = str(s).strip()
-    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
-    s = _TEXT_RE.sub(r"\1", s)
-    s = re.sub(r"(\d)\{?,\}?(?=\d{3}(?!\d))", r"\1", s)
-    if re.search(r"\d\s*,\s*-?\d", s):  # "18, 19": a list, not one answer
+_ONES = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+_FRACTION_WORDS = {"half": Fraction(1, 2), "quarter": Fraction(1, 4)}
+
+
+def words_to_number(s: str) -> Fraction | None:
+    """``twelve`` -> 12, ``three hundred and five`` -> 305, ``3 million`` / ``1.5 million`` -> exact value.
+
+    None unless the whole string is a number in words (optionally led by one numeral).
+    """
+    words = re.sub(r"[-\s]+", " ", s.strip().lower().replace(",", " ")).split()
+    if not words or len(words) > 12:
         return None
-    m = re.search(r"-?\d+(?:\.\d+)?(?:/\d+)?", s)
-    if not m:
-        return s.strip().rstrip(".")
-    num = m.group(0)
-    v = parse_rational(num) if "/" not in num else _slash(num)
+    total, current, seen = Fraction(0), Fraction(0), False
+    if re.fullmatch(r"\d+(?:\.\d+)?", words[0]):
+        if len(words) == 1 or words[1] not in _SCALES:
+            return None
+        current, seen, words = Fraction(words[0]), True, words[1:]
+    for w in words:
+        if w == "and" and seen:
+            continue
+        if w in _ONES:
+            current += _ONES[w]
+        elif w in _TENS:
+            current += _TENS[w]
+        elif w in _SCALES and seen:
+            scale = _SCALES[w]
+            if scale == 100:
+                current *= 100
+            else:
+                total += current * scale
+                current = Fraction(0)
+        else:
+            return None
+        seen = True
+    return total + current if seen else None
+
+
+# GSM8K: a number, optionally signed, thousands-separated, a fraction or mixed number
+# (``3 1/2``), then at most a few unit words ("5 apples", "20 dollars per hour" is not one).
+_GSM_NUMBER = re.compile(
+    r"^(?P<sign>[-+]?)(?P<num>\d+(?:\.\d+)?|\.\d+)(?:\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)|\s*/\s*(?P<den>\d+))?"
+    r"\s*(?P<unit>[a-zA-Z][a-zA-Z.\s]{0,30})?$")
+_MINUS = ("\u2212", "\u2013", "\u2012", "\ufe63", "\uff0d")
+
+
+def unicode_minus(s: str) -> str:
+    """``−3`` (U+2212 and other dashes) -> ``-3``: else the sign is lost and ``−3`` grades equal to ``3``."""
+    for m in _MINUS:
+        s = s.replace(m, "-")
+    return s
+
+
+def normalize_gsm8k(s: str) -> str | None:
+    """A GSM8K answer as a bare number string: ``$1,000.00`` -> ``1000``; None if it is not one number.
+
+    lm-eval's GSM8K ``strict-match`` reads ``#### <number>``; here the extracted answer must be
+    one number, possibly with currency, percent, thousands separators (``1,000``, ``1{,}000``,
+    ``1 000``), a fraction or a mixed number (``3 1/2`` = 7/2), or number words, plus unit words.
+    Anything else (a list, an expression, code) is None and grades False.
+    """
+    s = unicode_minus(str(s)).strip()
+    for _ in range(3):
+        m = re.fullmatch(r"\\boxed\{(.*)\}|\$(.*)\$|\\\((.*)\\\)", s.strip(), re.DOTALL)
+        if not m:
+            break
+        s = next(g for g in m.groups() if g is not None)
+    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "").replace("\\!", "")
+    s = _TEXT_RE.sub(r"\1", s)
+    s = s.replace("\\,", ",").replace("\\ ", " ").replace("~", " ")
+    s = re.sub(r"(\d)\{,\}(?=\d{3}(?!\d))", r"\1", s)
+    s = re.sub(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d,])", lambda m: m.group(1) + m.group(2).replace(",", ""), s)
+    s = re.sub(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d/])", lambda m: m.group(1) + m.group(2).replace(" ", ""), s)
+    s = s.strip().rstrip(".").strip()
+    v = words_to_number(s)
     if v is None:
-        return num
+        m = _GSM_NUMBER.match(s)
+        if not m:
+            return None
+        unit = (m.group("unit") or "").strip()
+        if unit:
+            w = words_to_number(f"1 {unit.split()[0]}")
+            if w is not None:  # "3 million"
+                v = Fraction(m.group("num")) * w
+                if len(unit.split()) > 1:
+                    return None
+        if v is None:
+            v = Fraction(m.group("num"))
+            if m.group("den") is not None:
+                if "." in m.group("num") or int(m.group("den")) == 0:
+                    return None
+                v = v / int(m.group("den"))
+            elif m.group("mden") is not None:
+                if "." in m.group("num") or int(m.group("mden")) == 0:
+                    return None
+                v = v + Fraction(int(m.group("mnum")), int(m.group("mden")))
+        if m.group("sign") == "-":
+            v = -v
     return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
-
-
-def _slash(num: str) -> Fraction | None:
-    a, b = num.split("/")
-    return Fraction(int(a), int(b)) if int(b) else None

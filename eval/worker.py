@@ -23,17 +23,33 @@ DEFAULT_TIMEOUT = 1.0
 _START_TIMEOUT = 60.0
 
 
+#: Pairs graded once before the guards go up, so sympy's lazy imports happen unguarded.
+_WARM_UP = (("symbolic", "\\frac{\\sqrt{2}}{2}", "\\sin(\\frac{\\pi}{4})"), ("symbolic", "2\\sin x\\cos x", "\\sin 2x"),
+            ("symbolic", "(x+1)^2", "x^2+2x+1"), ("symbolic", "1.5", "\\frac32"), ("symbolic", "\\log_2 8", "3"),
+            ("relation", ("y", "=", "2x+3"), ("2x+3", "=", "y")), ("relation", ("x", "<", "3"), ("2x", "<", "6")))
+
+
 def serve() -> None:
-    """Worker loop: one JSON request per line on stdin, one JSON verdict per line on stdout."""
-    from eval import symbolic
+    """Worker loop: one JSON request per line on stdin, one verdict per line on stdout.
+
+    Verdicts are ``1``/``0``; the ``stats`` request answers one JSON line (``eval.guard.stats``).
+    """
+    from eval import guard, symbolic
 
     ops = {"symbolic": symbolic.symbolic_equal, "relation": symbolic.relation_equal}
+    for op, a, b in _WARM_UP:
+        ops[op](a, b)
+    guard.install()
     out = sys.stdout
     out.write("ready\n")
     out.flush()
     for line in sys.stdin:
         try:
             op, a, b = json.loads(line)
+            if op == "stats":
+                out.write(json.dumps(guard.stats()) + "\n")
+                out.flush()
+                continue
             verdict = bool(ops[op](a, b))
         except Exception:
             verdict = False
@@ -101,6 +117,20 @@ class SymbolicWorker:
             self.timeouts += 1
             self._kill()
             return False
+
+    def stats(self, timeout: float = 5.0) -> dict | None:
+        """The worker's guard counters (``eval.guard.stats``); None if it is not running."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                return None
+            self._proc.stdin.write(json.dumps(["stats", None, None]) + "\n")
+            self._proc.stdin.flush()
+            line = self._readline(timeout)
+            return json.loads(line) if line else None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     def close(self) -> None:
         with self._lock:

@@ -55,6 +55,34 @@ class _Solution:
         return sum(self.gen_mask)
 
 
+#: Inserted after the first character of a delimiter or special token found in program output.
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def inert_output(output: str, tokenizer, fmt: BlockFormat) -> str:
+    """Program output that stays text in token space and in the solution's blocks.
+
+    Tokenizers turn the text of a special token (``<|im_end|>``, the EOS text) into that
+    control token, and a printed block delimiter (a line of ``` in the markdown format,
+    ``<|endofblock|>`` in MathCoder's) would close the execution block early and let the
+    program write a fake code block or final answer into the solution. Each is broken by a
+    zero-width space after its first character; other output is unchanged.
+    """
+    marks = {getattr(t, "content", t) for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()}
+    marks |= set(getattr(tokenizer, "all_special_tokens", None) or ())
+    marks |= {d.strip() for d in (fmt.code_open, fmt.code_close, fmt.exec_open, fmt.exec_close, fmt.text_open,
+                                  fmt.text_close)}
+    marks = sorted((m for m in marks if isinstance(m, str) and len(m) > 1), key=len, reverse=True)
+    for _ in range(8):  # a replacement never creates a longer mark; a few passes settle overlaps
+        before = output
+        for m in marks:
+            if m in output:
+                output = output.replace(m, m[0] + ZERO_WIDTH_SPACE + m[1:])
+        if output == before:
+            break
+    return output
+
+
 def _close_triggers(tokenizer, fmt: BlockFormat) -> set[int] | None:
     from mlx_scdpo.generation import stop_trigger_ids
 
@@ -115,7 +143,8 @@ def generate_with_code(
         return CodeCompletion(s.index, s.tokens, tokenizer.decode(s.tokens), reason, s.executions, s.gen_mask)
 
     def resume(s: _Solution, cache, output: str):
-        exec_tokens = tokenizer.encode(fmt.execution_block(output), add_special_tokens=False)
+        exec_tokens = tokenizer.encode(fmt.execution_block(inert_output(output, tokenizer, fmt)),
+                                       add_special_tokens=False)
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
         s.segment_start = len(s.tokens)

@@ -64,6 +64,7 @@ OPTION_TYPES = {
     "max_code_rounds": NON_NEGATIVE, "solutions_per_problem": POSITIVE, "prefixes_per_solution": POSITIVE,
     "rounds": POSITIVE, "max_pairs_per_problem": POSITIVE, "max_steps": POSITIVE, "max_step_chars": POSITIVE,
     "max_naive": NON_NEGATIVE, "n_train": POSITIVE, "n_test": POSITIVE, "seed": NON_NEGATIVE,
+    "logits_chunk": NON_NEGATIVE, "memory_limit_gb": Number(min=0),
     # rates and scales
     "learning_rate": Number(min=0, min_open=True), "warmup_ratio": FRACTION, "weight_decay": Number(min=0),
     "lora_scale": Number(min=0, min_open=True), "lora_dropout": Number(min=0, max=1, max_open=True),

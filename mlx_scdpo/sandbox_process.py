@@ -116,7 +116,7 @@ class _Worker:
         self._init_pid = self._worker_pid = None
         self._max_frame = 12 * (limits.max_output + 1024) + 4096  # JSON-escaped output and fields
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(limits).items()}
-        cfg["sys_path"] = [p for p in sys.path if p and os.path.isdir(p)]  # -I drops .pth / editable dirs
+        cfg["sys_path"] = iso.worker_sys_path(sys.path, limits.preload)  # -I drops .pth / editable dirs
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -179,11 +179,14 @@ class _Worker:
         self.isolation = {"mode": mode, "limits": [str(x) for x in hello["limits"]],
                           "seccomp": mode == "bwrap" and seccomp_r is not None,
                           "cgroup": self.cgroup.version if self.cgroup else None}
-        if mode == "bwrap":  # outer bwrap -> its init (pid 1 inside) -> the worker
+        if mode == "bwrap":  # outer bwrap -> [its pid 1, without --as-pid-1 ->] the worker
             init = _children(self.proc.pid)
             self._init_pid = init[0] if len(init) == 1 else None
-            worker = _children(self._init_pid) if self._init_pid else []
-            self._worker_pid = worker[0] if len(worker) == 1 else None
+            if "--as-pid-1" in argv:
+                self._worker_pid = self._init_pid
+            else:
+                worker = _children(self._init_pid) if self._init_pid else []
+                self._worker_pid = worker[0] if len(worker) == 1 else None
         self.isolation["kills_leftover_processes"] = self._worker_pid is not None
 
     def _stderr_tail(self) -> str:

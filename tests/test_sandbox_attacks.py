@@ -205,7 +205,7 @@ def test_setsid_burners_do_not_outlive_their_block(pool):
             "        if os.fork() == 0:\n            while True:\n                pass\n        os._exit(0)\n'started'")
     with pool.sandbox() as sb:
         assert sb.run(code).output == "'started'\n"
-        assert sb.run(LIVE_PIDS).output == "[1, 2]\n"
+        assert sb.run(LIVE_PIDS).output in ("[1]\n", "[1, 2]\n")  # [bwrap's pid 1,] the worker
         t = time.perf_counter()
         assert sb.run("sum(i * i for i in range(10 ** 6))").error is None and time.perf_counter() - t < TIMEOUT
 
@@ -272,7 +272,7 @@ def test_secrets_of_the_host_are_not_visible(pool):
         """)
     r = attack(pool, code)
     seen = eval(r.output)  # the test's own output, from a dict of bools and ints
-    assert not any(v for k, v in seen.items() if k != "pids") and seen["pids"] == [1, 2], seen
+    assert not any(v for k, v in seen.items() if k != "pids") and seen["pids"] in ([1], [1, 2]), seen
 
 
 def test_session_keyring_is_out_of_reach(pool):
