@@ -257,3 +257,22 @@ def _in_namespace(ns):
         except OSError:
             pass
     return out
+
+
+# --- burners between blocks ----------------------------------------------------------------------
+
+
+@LINUX
+def test_threads_a_block_left_do_not_run_between_blocks(pool):
+    # Forked burners are killed when the block ends; a thread left in the worker used to keep
+    # running (and forking new burners) while the model wrote its next tokens.
+    with pool.sandbox() as sb:
+        r = sb.run("import os, threading, time\nstamps = []\ndef keep():\n    while True:\n"
+                   "        stamps.append(time.monotonic())\n        if os.fork() == 0:\n            while True:\n"
+                   "                pass\n        time.sleep(0.01)\nthreading.Thread(target=keep, daemon=True).start()\n"
+                   "time.sleep(0.1)\nend = time.monotonic()")
+        assert r.error is None
+        time.sleep(1.0)
+        r = sb.run("start = time.monotonic()\nlen([t for t in stamps if end + 0.05 < t < start - 0.05])")
+        assert r.output == "0\n"
+        assert sb.run("sum(i * i for i in range(1000))").output == "332833500\n"
