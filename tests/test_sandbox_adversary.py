@@ -276,3 +276,98 @@ def test_threads_a_block_left_do_not_run_between_blocks(pool):
         r = sb.run("start = time.monotonic()\nlen([t for t in stamps if end + 0.05 < t < start - 0.05])")
         assert r.output == "0\n"
         assert sb.run("sum(i * i for i in range(1000))").output == "332833500\n"
+
+
+# --- protocol abuse and self-harm: bounded, and the next block answers -------------------------------
+
+PIPES = "import json, os, struct, sys, fcntl\ncfg = json.loads(sys.argv[1])\nfd, rq = cfg['reply_fd'], cfg['request_fd']\n"
+SELF_HARM = {  # attack: the results the block itself may give (the next one must be right)
+    "close the reply pipe": (PIPES + "os.close(fd)", {"killed"}),
+    "close the request pipe": (PIPES + "os.close(rq)", {None, "killed"}),
+    "/dev/null over the request pipe": (PIPES + "os.dup2(os.open('/dev/null', os.O_RDONLY), rq)", {None, "killed"}),
+    "the request pipe over the reply pipe": (PIPES + "os.dup2(rq, fd)", {"killed", "protocol"}),
+    "a 4 GB frame header": (PIPES + "os.write(fd, struct.pack('<I', 0xFFFFFFFF))", {"protocol"}),
+    "a header, then exit": (PIPES + "os.write(fd, struct.pack('<I', 100))\nos._exit(0)", {"killed"}),
+    "a 4 KB reply pipe": (PIPES + "fcntl.fcntl(fd, 1031, 4096)\nprint('y' * 3999)", {None}),
+    "a non-blocking reply pipe": (PIPES + "os.set_blocking(fd, False)\nprint('z' * 3999)", {None}),
+    "a str whose slices are 50 MB": ("import sys\nclass S(str):\n    def __getitem__(self, k):\n"
+                                     "        return 'x' * (50 << 20)\n    def __str__(self):\n        return self\n"
+                                     "sys.stdout.write(S('a'))", {"protocol", "timeout"}),
+    "an exception whose str() never returns": ("class E(Exception):\n    def __str__(self):\n        while True:\n"
+                                               "            pass\nraise E()", {"timeout"}),
+    "a 10 MB exception message": ("raise ValueError('v' * (10 << 20))", {"exception"}),
+    "the reply never sent": ("import __main__, time\n__main__._send = lambda f, o: time.sleep(100)", {"timeout"}),
+    "a reply nested 100,000 deep": ("import __main__, json\n__main__.json = type('J', (), {'dumps': staticmethod("
+                                    "lambda o: '[' * 100000 + ']' * 100000), 'loads': json.loads})", {"protocol"}),
+    "SIGSTOP to itself": ("import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)", {None, "timeout"}),
+    "SIGKILL to its process group": ("import os, signal\nos.killpg(0, signal.SIGKILL)", {None, "killed"}),
+    "SIGKILL to every process": ("import os, signal\nos.kill(-1, signal.SIGKILL)", {None, "exception", "killed"}),
+    "3 open files at most": ("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (3, 3))", {None}),
+    "50 MB of address space": ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (50 << 20, 50 << 20))", {None}),
+    "a 1 ms interval timer that raises": ("import signal\nsignal.signal(signal.SIGALRM, lambda *a: 1 / 0)\n"
+                                          "signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)", {None, "exception"}),
+    "a C stack overflow": ("import sys\nsys.setrecursionlimit(10 ** 7)\ndef f(n):\n    return f(n + 1)\nf(0)",
+                           {"killed", "timeout", "exception"}),
+}
+
+
+@LINUX
+@pytest.mark.parametrize("name", list(SELF_HARM))
+def test_self_harm_and_protocol_abuse_are_contained(pool, name):
+    code, allowed = SELF_HARM[name]
+    with pool.sandbox() as sb:
+        t = time.perf_counter()
+        r = sb.run(code)
+        assert time.perf_counter() - t < BOUND and r.error in allowed, r
+        after = sb.run("6 * 7")  # a worker the block broke is found dead now ("killed"), then replaced
+        assert after.output == "42\n" or (after.error in ("killed", "protocol") and sb.run("6 * 7").output == "42\n")
+    r.output.encode("utf-8")
+    assert len(r.output) < 5000
+
+
+# --- two jobs on one host ------------------------------------------------------------------------
+
+JOB_A = """\
+import sys
+sys.path.insert(0, sys.argv[1])
+from mlx_scdpo.sandbox import SandboxPool
+with SandboxPool(size=2, timeout=3.0, preload=()) as pool, pool.sandbox() as sb:
+    sb.run("x = 5")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(sb.run("x").output.strip(), flush=True)
+"""
+
+JOB_B = """\
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from mlx_scdpo.sandbox import SandboxPool
+with SandboxPool(size=2, timeout=3.0, preload=()) as pool:
+    for code in ["import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass",
+                 "import os, signal\\nos.kill(-1, signal.SIGKILL)"]:
+        with pool.sandbox() as sb:
+            sb.run(code)
+    os._exit(0)  # without closing the pool, as a killed job would
+"""
+
+
+@LINUX
+def test_one_job_s_attacks_and_clean_up_leave_another_job_s_sandboxes_alone():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = str(Path(__file__).resolve().parents[1])
+    a = subprocess.Popen([sys.executable, "-c", JOB_A, project], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert a.stdout.readline() == "ready\n"
+        b = subprocess.run([sys.executable, "-c", JOB_B, project], timeout=60)
+        c = subprocess.run([sys.executable, "-c", JOB_B, project], timeout=60)  # cleans up after b
+        assert b.returncode == 0 and c.returncode == 0
+        a.stdin.write("go\n")
+        a.stdin.flush()
+        assert a.stdout.readline() == "5\n"  # job A's worker kept its state
+    finally:
+        a.kill()
+        a.wait()
