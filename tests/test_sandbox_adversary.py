@@ -371,3 +371,49 @@ def test_one_job_s_attacks_and_clean_up_leave_another_job_s_sandboxes_alone():
     finally:
         a.kill()
         a.wait()
+
+
+# --- kernel interfaces and host services ---------------------------------------------------------
+
+RAW_SYSCALLS = {  # x86-64 numbers: name -> (number, arguments); each must fail with EPERM
+    "io_uring_setup": (425, (8, 0)), "bpf": (321, (0, 0, 0)), "perf_event_open": (298, (0, 0, -1, -1, 0)),
+    "userfaultfd": (323, (0,)), "keyctl (session keyring)": (250, (0, -3, 0)), "add_key": (248, (0, 0, 0, 0, 0)),
+    "ptrace (attach pid 1)": (101, (16, 1, 0, 0)), "process_vm_readv": (310, (1, 0, 0, 0, 0, 0)),
+    "memfd_create": (319, (0, 0)), "unshare (user)": (272, (0x10000000,)), "mount": (165, (0, 0, 0, 0, 0)),
+    "open_by_handle_at": (304, (0, 0, 0)), "inotify_init1": (294, (0,)), "fanotify_init": (300, (0, 0)),
+}
+
+
+@LINUX
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 system call numbers")
+def test_raw_system_calls_outside_the_filter_are_refused(pool):
+    needs_seccomp(pool)
+    calls = {name: nr_args for name, nr_args in RAW_SYSCALLS.items()}
+    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+            f"calls = {calls!r}\nout = {{}}\nfor name, (nr, args) in calls.items():\n"
+            "    ctypes.set_errno(0)\n    r = libc.syscall(nr, *[ctypes.c_long(a) for a in args])\n"
+            "    out[name] = (r, ctypes.get_errno())\nout")
+    got = eval(attack(pool, code).output)  # a dict of int pairs printed by our own code
+    assert {k: v for k, v in got.items() if v != (-1, 1)} == {}
+
+
+@LINUX
+def test_host_unix_sockets_are_out_of_reach(pool, tmp_path):
+    import socket
+
+    path = tmp_path / "host.sock"
+    abstract = f"\0mlx_scdpo_adversary_{os.getpid()}"
+    servers = []
+    for address in (str(path), abstract):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(address)
+        s.listen()
+        servers.append(s)
+    try:
+        code = ("import socket\nout = []\nfor a in " + repr([str(path), abstract]) + ":\n"
+                "    try:\n        socket.socket(socket.AF_UNIX).connect(a)\n        out.append('connected')\n"
+                "    except OSError as e:\n        out.append(type(e).__name__)\nout")
+        assert attack(pool, code).output == "['FileNotFoundError', 'ConnectionRefusedError']\n"
+    finally:
+        for s in servers:
+            s.close()
