@@ -352,6 +352,7 @@ with SandboxPool(size=2, timeout=3.0, preload=()) as pool:
 
 
 @LINUX
+@pytest.mark.slow  # three interpreters, two pools: about 10 s on a loaded machine
 def test_one_job_s_attacks_and_clean_up_leave_another_job_s_sandboxes_alone():
     import subprocess
     import sys
