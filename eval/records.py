@@ -13,6 +13,7 @@ A schema maps field names to kinds: a Python type (``str``, ``int``, ``float``, 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from eval.errors import UserError, where
@@ -85,6 +86,26 @@ def check_record(row, path, lineno: int, schema: dict | None = None, optional: d
     return row
 
 
+class _NotJSON(ValueError):
+    """NaN, Infinity or a number beyond float range: Python's json reads them, JSON (RFC 8259) has none."""
+
+
+def _no_constant(name: str):
+    raise _NotJSON(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotJSON(f"{text[:20]} is beyond the range of a number")
+    return value
+
+
+def strict_loads(text: str):
+    """``json.loads`` refusing NaN, Infinity and out-of-range numbers (``_NotJSON``)."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
 def iter_lines(path: str | Path):
     """(line number, parsed JSON value) of every line of a JSONL file; bad bytes or JSON raise ``UserError``."""
     path = Path(path)
@@ -97,9 +118,11 @@ def iter_lines(path: str | Path):
             if not line.strip():
                 raise UserError(f"{where(path, lineno)}: blank line (expected one JSON object per line)")
             try:
-                value = json.loads(line)
+                value = strict_loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
+            except _NotJSON as e:
+                raise UserError(f"{where(path, lineno)}: invalid JSON ({e})") from None
             except RecursionError:
                 raise UserError(f"{where(path, lineno)}: JSON nested too deeply") from None
             yield lineno, value
@@ -113,8 +136,8 @@ def read_records(path: str | Path, schema: dict | None = None, optional: dict | 
     JSON array of records (numbered from 1). An empty file raises unless ``allow_empty``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    if not path.is_file():  # a FIFO or device could hang or never end: only regular files are read
+        raise UserError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     try:
         return _read_records(path, schema, optional, numbered, allow_empty, json_array)
     except OSError as e:  # unreadable (permissions, a folder, an I/O error)
@@ -124,9 +147,11 @@ def read_records(path: str | Path, schema: dict | None = None, optional: dict | 
 def _read_records(path: Path, schema, optional, numbered: bool, allow_empty: bool, json_array: bool) -> list:
     if json_array and path.suffix == ".json" and _starts_with_bracket(path):
         try:
-            rows = json.loads(path.read_bytes().decode("utf-8"))
+            rows = strict_loads(path.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:
             raise UserError(f"{path}: not UTF-8 text") from None
+        except _NotJSON as e:
+            raise UserError(f"{path}: invalid JSON ({e})") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
         except RecursionError:

@@ -11,6 +11,7 @@ some blocks were adapted (``num_layers``), ``layers_to_transform`` lists them (w
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder (--peft takes an output folder)")
+    if out.is_dir() and Path(adapter_path).is_dir() and os.path.samefile(out, adapter_path):
+        raise UserError(f"{out_dir}: is the adapter folder itself; export to another folder (inputs are never "
+                        f"changed)")
     config, weights = read_adapters(adapter_path)
     if config.get("fine_tune_type", "lora") != "lora":
         raise UserError(f"{adapter_path}: fine_tune_type {config['fine_tune_type']} cannot be exported to PEFT LoRA")

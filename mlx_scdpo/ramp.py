@@ -52,7 +52,7 @@ class StepRamp:
         """Per token id: generated steps it would complete after ``scanner``'s text."""
         key = scanner.key()
         if key not in self._ends:
-            ends = np.zeros(self.size, dtype=np.float32)
+            ends = np.zeros(self.size, dtype=np.uint8)  # a few dozen states x the vocabulary: keep it small
             for i, piece in self.candidates:
                 s = scanner.copy()
                 s.feed(piece)
@@ -73,17 +73,23 @@ class StepTemperatureProcessor:
         self.start = None  # context length at the first call (the prompt)
         self.seen = 0
         self.tokens: list[int] = []  # generated (and inserted) tokens known on the host
-        self.fed = 0  # characters of their text already scanned
+        self.base = 0  # tokens[:base] are scanned to their last character
+        self.fed = 0  # characters of the text of tokens[base:] already scanned
         self.pending = None  # the newest token, still lazy
         self.applied: dict[int, mx.array] = {}  # position after the prompt -> temperature
 
     def _known(self, tokens: list[int]) -> None:
         self.tokens += tokens
-        text = self.ramp.tokenizer.decode(self.tokens)
-        stable = len(text.rstrip("\ufffd"))  # a character whose bytes are not all here yet waits
-        if stable > self.fed:
-            self.scanner.feed(text[self.fed:stable])
-            self.fed = stable
+        # Decode only what is new, after one anchor token (so a SentencePiece leading space survives).
+        decode = self.ramp.tokenizer.decode
+        anchor = self.tokens[self.base - 1:self.base] if self.base else []
+        text = decode(anchor + self.tokens[self.base:])[len(decode(anchor)) if anchor else 0:]
+        stable = text.rstrip("\ufffd")  # a character whose bytes are not all here yet waits
+        self.scanner.feed(stable[self.fed:])
+        if len(stable) == len(text):
+            self.base, self.fed = len(self.tokens), 0
+        else:
+            self.fed = max(self.fed, len(stable))
 
     def __call__(self, context: mx.array, logits: mx.array) -> mx.array:
         n = context.size
@@ -101,7 +107,7 @@ class StepTemperatureProcessor:
         steps = self.scanner.generated
         if self.pending is not None:
             ends = self.ramp.step_ends(self.scanner)
-            steps = steps + ends[mx.minimum(self.pending, ends.size - 1)]
+            steps = steps + ends[mx.minimum(self.pending, ends.size - 1)].astype(mx.float32)
         temp = mx.minimum(self.t0 + self.dt * steps, self.tmax)
         self.applied[n - self.start] = temp
         return logits / temp

@@ -4,12 +4,14 @@ Isolation comes from existing, hardened tools, chosen by what the host has (dete
 assumed):
 
 * Linux: bubblewrap (``bwrap``, what Flatpak uses). User, mount, pid, ipc, net, uts and
-  cgroup namespaces; a new root holding only the Python installation and the ``sys.path``
-  directories (read-only), a few files from ``/etc`` the dynamic linker needs, a fresh
-  ``/proc`` and minimal ``/dev``; size-bounded private tmpfs for the scratch directory,
-  ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run``; ``--die-with-parent``, ``--new-session``,
-  no nested user namespaces, and a seccomp filter built by libseccomp when it is installed
-  (no keyrings, ptrace, memfd, SysV IPC, io_uring, bpf, perf).
+  cgroup namespaces; a new root holding only the Python installation and the import path it
+  needs (read-only, ``worker_sys_path``), a few files from ``/etc`` the dynamic linker needs,
+  a fresh ``/proc`` (its writable entries read-only: the sandbox's uid is the host's) and
+  minimal ``/dev``; size-bounded private tmpfs for the scratch directory, ``/tmp``,
+  ``/var/tmp``, ``/dev/shm`` and ``/run``; ``--die-with-parent``, ``--new-session``, no nested
+  user namespaces, and a seccomp filter built by libseccomp when it is installed (no
+  keyrings, ptrace, memfd, SysV IPC, io_uring, bpf, perf, inotify, socket families beyond
+  unix / inet / inet6, clearing the parent-death signal), with the worker as pid 1.
 * macOS: ``sandbox-exec`` with a Seatbelt profile: no network, no writes outside the scratch
   directory, no reads of the user's files (only the Python installation and ``sys.path``).
 * Elsewhere: ``SandboxUnavailable`` (one clear line), unless ``MLX_SCDPO_SANDBOX=unconfined``

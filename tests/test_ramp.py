@@ -105,6 +105,21 @@ def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text):
         [1.0 + i for i in range(len(generated))])
 
 
+def test_multibyte_characters_split_across_tokens(tiny_model):
+    # Byte-level BPE spells "∑" and "α" as several tokens: the scan waits for a character's last byte.
+    from mlx_lm import load
+
+    _, tok = load(str(tiny_model))
+    text = "∑ a\n$$\nα\n$$\nβγ\n\nδ\nz"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert len(ids) > len(text)  # some characters take several tokens
+    temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, t0=1.0, dt=1.0, tmax=1e6)
+    for i in range(len(ids) + 1):
+        prefix = tok.decode(ids[:i]).rstrip("\ufffd")
+        assert round(temps[i] - 1) == len(split_steps(prefix + "x").steps) - 1, (i, prefix)
+    assert step_temperatures(tok, ids, proc) == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
 def test_ramp_on_the_tiny_tokenizer_matches_split_steps(tiny_model):
     from mlx_lm import load
 
