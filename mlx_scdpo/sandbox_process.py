@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import asdict
 
 from mlx_scdpo import sandbox_cgroup as cgroups
@@ -132,6 +133,9 @@ class _Worker:
         try:
             if mode == "bwrap":
                 program = None if "seccomp" in limits.disable else iso.seccomp_program()
+                if program is None and "seccomp" not in limits.disable:
+                    warnings.warn("mlx-scdpo: libseccomp is not installed (apt-get install libseccomp2): the sandbox "
+                                  "runs without its system-call filter (README, Sandbox)", RuntimeWarning, stacklevel=2)
                 if program is not None:
                     seccomp_r, seccomp_w = os.pipe()  # a few KB: fits the pipe buffer
                     os.write(seccomp_w, program)

@@ -418,3 +418,13 @@ def test_host_unix_sockets_are_out_of_reach(pool, tmp_path):
     finally:
         for s in servers:
             s.close()
+
+
+@LINUX
+def test_a_missing_libseccomp_is_said_not_hidden(monkeypatch):
+    from mlx_scdpo.sandbox import Sandbox
+
+    monkeypatch.setattr(sandbox_isolation, "seccomp_program", lambda: None)
+    with pytest.warns(RuntimeWarning, match="libseccomp"):
+        with Sandbox(timeout=TIMEOUT, preload=()) as sb:
+            assert sb.isolation["seccomp"] is False and sb.run("6 * 7").output == "42\n"
