@@ -428,3 +428,23 @@ def test_a_missing_libseccomp_is_said_not_hidden(monkeypatch):
     with pytest.warns(RuntimeWarning, match="libseccomp"):
         with Sandbox(timeout=TIMEOUT, preload=()) as sb:
             assert sb.isolation["seccomp"] is False and sb.run("6 * 7").output == "42\n"
+
+
+def test_threads_do_not_run_between_blocks_without_bubblewrap_either(monkeypatch):
+    # The path macOS takes (here with the Linux isolation switched off): the worker is paused too.
+    import warnings
+
+    from mlx_scdpo.sandbox import Sandbox
+
+    monkeypatch.setenv(sandbox_isolation.UNCONFINED_ENV, "unconfined")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sb = Sandbox(timeout=TIMEOUT, preload=(), disable=("bwrap", "seatbelt"))
+    with sb:
+        r = sb.run("import threading, time\nstamps = []\ndef keep():\n    while True:\n"
+                   "        stamps.append(time.monotonic())\n        time.sleep(0.01)\n"
+                   "threading.Thread(target=keep, daemon=True).start()\ntime.sleep(0.1)\nend = time.monotonic()")
+        assert r.error is None, r
+        time.sleep(1.0)
+        r = sb.run("start = time.monotonic()\nlen([t for t in stamps if end + 0.05 < t < start - 0.05])")
+        assert r.output == "0\n"
