@@ -448,3 +448,15 @@ def test_threads_do_not_run_between_blocks_without_bubblewrap_either(monkeypatch
         time.sleep(1.0)
         r = sb.run("start = time.monotonic()\nlen([t for t in stamps if end + 0.05 < t < start - 0.05])")
         assert r.output == "0\n"
+
+
+def test_inert_output_leaves_whitespace_tokens_and_plain_output_alone():
+    from eval.blocks import MARKDOWN
+    from mlx_scdpo.code_generation import inert_output
+
+    class Tok:  # a tokenizer with a whitespace-only added token and a markup one
+        added_tokens_decoder = {5: "    ", 6: "<tool_call>"}
+        all_special_tokens = ["</s>"]
+
+    out = "a    b\n1 < 2\n<tool_call></s>``"
+    assert inert_output(out, Tok(), MARKDOWN) == "a    b\n1 < 2\n<\u200btool_call><\u200b/s>``"
