@@ -318,10 +318,14 @@ def _sbpl(path: str) -> str:
 
 def seatbelt_profile(sys_path, scratch: str, worker: str) -> str:
     """A deny-by-default Seatbelt profile: Python may run, read its installation and the system,
-    write only to ``scratch``; no network, no reads of the user's files."""
+    write only to ``scratch``; no network, no reads of the user's files or temporary directories."""
     scratch = os.path.realpath(scratch)
     python = [_sbpl(p) for p in python_dirs(sys_path)]
-    private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~")])]
+    # Temporary directories hold other programs' files (the scratch inside one is allowed below).
+    import tempfile
+
+    private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~"), "/private/tmp", "/tmp",
+                                                 tempfile.gettempdir()])]
     not_private = " ".join(f"(require-not (subpath {p}))" for p in private)
     return "\n".join([
         "(version 1)",

@@ -460,3 +460,18 @@ def test_inert_output_leaves_whitespace_tokens_and_plain_output_alone():
 
     out = "a    b\n1 < 2\n<tool_call></s>``"
     assert inert_output(out, Tok(), MARKDOWN) == "a    b\n1 < 2\n<\u200btool_call><\u200b/s>``"
+
+
+def test_seatbelt_profile_keeps_temporary_directories_private(tmp_path):
+    # Other programs' files in /tmp and the user's $TMPDIR; the scratch inside one stays allowed.
+    import tempfile
+
+    from mlx_scdpo.sandbox import WORKER_PATH
+
+    scratch = tempfile.mkdtemp(prefix="mlx-scdpo-sandbox-")
+    try:
+        profile = sandbox_isolation.seatbelt_profile([], scratch, WORKER_PATH)
+    finally:
+        os.rmdir(scratch)
+    assert f'(require-not (subpath "{os.path.realpath(tempfile.gettempdir())}"))' in profile
+    assert f'(allow file-read* file-write* (subpath "{os.path.realpath(scratch)}"))' in profile
