@@ -237,7 +237,9 @@ def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: in
             argv += ["--ro-bind", path, path]
     argv += ["--size", str(scratch_mb << 20), "--tmpfs", SCRATCH_IN_SANDBOX, "--chdir", SCRATCH_IN_SANDBOX]
     argv += ["--ro-bind", worker, WORKER_IN_SANDBOX]
-    argv += ["--remount-ro", "/"]  # the new root itself (parents of the binds) is not writable
+    # The new root itself (parents of the binds) and /dev are not writable: bubblewrap's /dev is
+    # a tmpfs of half the host's memory (/dev/shm, /dev/pts and the device nodes are own mounts).
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return argv

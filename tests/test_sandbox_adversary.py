@@ -475,3 +475,25 @@ def test_seatbelt_profile_keeps_temporary_directories_private(tmp_path):
         os.rmdir(scratch)
     assert f'(require-not (subpath "{os.path.realpath(tempfile.gettempdir())}"))' in profile
     assert f'(allow file-read* file-write* (subpath "{os.path.realpath(scratch)}"))' in profile
+
+
+# --- what is writable inside ---------------------------------------------------------------------
+
+DEVICES = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}
+PRIVATE_TMPFS = {"/scratch", "/tmp", "/var/tmp", "/dev/shm", "/run"}
+
+
+@LINUX
+def test_every_writable_mount_is_a_bounded_private_tmpfs_or_a_device(pool):
+    # bubblewrap's /dev was a writable tmpfs of half the host's memory (120 MB written in a test).
+    r = attack(pool, "[l.split()[1:4] for l in open('/proc/self/mounts')]")
+    mounts = eval(r.output)  # a list of [mountpoint, type, options] printed by our own code
+    for point, kind, options in mounts:
+        opts = options.split(",")
+        if "ro" in opts or point in DEVICES or point in ("/proc", "/dev/pts"):
+            continue
+        assert point in PRIVATE_TMPFS and kind == "tmpfs", (point, kind, options)
+        size = [o for o in opts if o.startswith("size=")]
+        assert size and int(size[0][5:-1]) <= 64 << 10, (point, options)  # KB, at most scratch_mb
+    r = attack(pool, "open('/dev/fill', 'wb')")
+    assert r.error == "exception" and "Read-only file system" in r.output
