@@ -497,3 +497,14 @@ def test_every_writable_mount_is_a_bounded_private_tmpfs_or_a_device(pool):
         assert size and int(size[0][5:-1]) <= 64 << 10, (point, options)  # KB, at most scratch_mb
     r = attack(pool, "open('/dev/fill', 'wb')")
     assert r.error == "exception" and "Read-only file system" in r.output
+
+
+@LINUX
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 system call numbers")
+def test_new_namespaces_through_raw_clone_are_refused(pool):
+    # seccomp refuses unshare(), not clone() flags: --disable-userns and the dropped capabilities do.
+    code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+            "out = []\nfor flags in (0x10000000, 0x20000000, 0x40000000, 0x08000000, 0x02000000):\n"
+            "    r = libc.syscall(56, flags | 17, 0, 0, 0, 0)\n    if r == 0:\n        os._exit(0)\n"
+            "    if r > 0:\n        os.waitpid(r, 0)\n    out.append(r > 0)\nout")
+    assert attack(pool, code).output == "[False, False, False, False, False]\n"
