@@ -61,19 +61,26 @@ def read_finished(path: str | Path, key: str | None) -> dict | list:
     rename, with the good lines only. A complete last line that only lacks its newline is
     kept and the newline added.
     """
+    rows = list(iter_finished(path, key))
+    return {r[key]: r for r in rows} if key else rows
+
+
+def iter_finished(path: str | Path, key: str | None = None):
+    """``read_finished``'s rows one at a time (the log is repaired first): memory stays flat for long logs."""
     path = Path(path)
     if not path.exists():
-        return {} if key else []
-    rows, clean = [], True
+        return
+    clean = True
     with open(path, "rb") as f:
         for raw in f:
-            row = _parse_line(raw, key)
-            if row is not None:
-                rows.append(row)
-            clean = clean and row is not None and raw.endswith(b"\n")
+            if not raw.endswith(b"\n") or _parse_line(raw, key) is None:
+                clean = False
+                break
     if not clean:
         _repair(path, key)
-    return {r[key]: r for r in rows} if key else rows
+    with open(path, "rb") as f:
+        for raw in f:
+            yield _parse_line(raw, key)
 
 
 def _repair(path: Path, key: str | None) -> None:
