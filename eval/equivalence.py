@@ -238,10 +238,55 @@ def _setlike(s: str) -> bool:
     return bool(ops) and len(letters) == 1 and "," not in s
 
 
+def _unparen(s: str) -> str:
+    """``(\\frac{1}{3})`` -> ``\\frac{1}{3}``: brackets around one item carry nothing."""
+    while len(s) > 2 and s[0] == "(" and s[-1] == ")" and _wrapped(s) and len(split_top_level(s[1:-1])) == 1:
+        s = s[1:-1]
+    return s
+
+
+_VAR = r"[a-zA-Z](?:\([a-z]\))?"
+_BOUND = r"[^<>=!,]+"
+_CHAIN = re.compile(rf"^(?P<a>{_BOUND})(?P<o1><=?)(?P<v>{_VAR})(?P<o2><=?)(?P<b>{_BOUND})$")
+_CHAIN_DOWN = re.compile(rf"^(?P<b>{_BOUND})(?P<o2>>=?)(?P<v>{_VAR})(?P<o1>>=?)(?P<a>{_BOUND})$")
+_UPPER = re.compile(rf"^(?:(?P<v>{_VAR})(?P<o><=?)(?P<b>{_BOUND})|(?P<b2>{_BOUND})(?P<o2>>=?)(?P<v2>{_VAR}))$")
+_LOWER = re.compile(rf"^(?:(?P<v>{_VAR})(?P<o>>=?)(?P<a>{_BOUND})|(?P<a2>{_BOUND})(?P<o2><=?)(?P<v2>{_VAR}))$")
+
+
+def _inequality_as_interval(s: str) -> str | None:
+    """``1<x<=2`` -> ``(1,2]``, ``x>=3`` -> ``[3,\\infty)``: one variable, as an interval string."""
+    m = _CHAIN.match(s) or _CHAIN_DOWN.match(s)
+    if m:
+        left = "[" if m.group("o1").endswith("=") else "("
+        right = "]" if m.group("o2").endswith("=") else ")"
+        return f"{left}{m.group('a')},{m.group('b')}{right}"
+    m = _UPPER.match(s)
+    if m:
+        op, b = (m.group("o"), m.group("b")) if m.group("v") else (m.group("o2"), m.group("b2"))
+        return f"(-\\infty,{b}{']' if op.endswith('=') else ')'}"
+    m = _LOWER.match(s)
+    if m:
+        op, a = (m.group("o"), m.group("a")) if m.group("v") else (m.group("o2"), m.group("a2"))
+        return f"{'[' if op.endswith('=') else '('}{a},\\infty)"
+    return None
+
+
+def _intervalish(s: str) -> bool:
+    return "\\cup" in s or (len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _wrapped(s)
+                             and len(split_top_level(s[1:-1])) == 2)
+
+
 def _answer_equal(p: str, g: str, percent: bool, deadline: float, depth: int = 0) -> bool:
     p, g = p.strip(), g.strip()
+    if _choice(p) and _choice(g):
+        return _choice(p) == _choice(g)
+    p, g = _unparen(p), _unparen(g)
     if p == g:
         return True
+    if _intervalish(g) and not _intervalish(p) and _inequality_as_interval(p):
+        p = _inequality_as_interval(p)
+    elif _intervalish(p) and not _intervalish(g) and _inequality_as_interval(g):
+        g = _inequality_as_interval(g)
     if depth > 4 or not p or not g:
         return False
     listed = len(split_top_level(p)) > 1 or len(split_top_level(g)) > 1
