@@ -28,7 +28,7 @@ _HEDGE = re.compile(r"\bor\b|\beither\b|\\text\{\s*or\s*\}|\\lor", re.IGNORECASE
 _MATRIX = re.compile(r"^\\begin\{([pbvB]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}$", re.DOTALL)
 _OPEN, _CLOSE = "([{", ")]}"
 # Exponents whose value would be astronomically large: nested powers or long literals.
-_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d{4,}|\*\*\s*\(?\s*\d{4,}|!\s*!|\d{4,}\s*!")
+_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d+\s*\}?\s*\^|\^\s*\{?\s*\d{4,}|\*\*\s*\(?\s*\d{4,}|!\s*!|\d{4,}\s*!")
 _MAX_LEN = 400
 
 
