@@ -1,18 +1,29 @@
 """Answer equivalence for GSM8K and MATH.
 
-Order of checks (cheap and exact first; sympy last, in a killable worker process):
+No answer text is ever executed: strings are compared here, exact numbers with ``fractions``,
+and everything symbolic is parsed by an ANTLR LaTeX grammar in a killable, guarded worker
+process (``eval.symbolic``, ``eval.guard``, ``eval.worker``). Order of checks (cheap and exact first):
 
-1. Normalized strings equal (``eval.normalize.strip_string``) -> equal.
-2. Hedged predictions (``18 or 19``, ``either``) never equal a single gold value.
-3. Structure: matrices (elementwise), ``\\pm`` (two-element set), unions of intervals
+1. Normalized strings equal (``eval.normalize.strip_string``: wrappers, ``\\boxed{}``, units,
+   thousands separators, number words, spacing) -> equal.
+2. Hedged predictions (``18 or 19``) never equal a single gold value.
+3. Labels and working are read off: ``x = 5``, ``(p,q) = (3,2)``, ``|AB| = 1``, ``x = 5+5+1 = 11``,
+   ``18 - 3 = 15`` (the last side), ``x \\approx 3``; genuine equations stay relations.
+4. Structure: matrices (elementwise), ``\\pm`` (two-element set), unions of intervals
    (unordered), intervals / tuples / points / vectors (ordered, bracket kinds must
-   match so ``(1,2]`` != ``[1,2]``), bare comma lists and ``\\{...\\}`` sets (unordered).
-4. Relations: equations and inequalities compared as ``rhs - lhs`` up to a constant
+   match so ``(1,2]`` != ``[1,2]``), bare comma / ``or`` / ``and`` lists and ``\\{...\\}`` sets
+   (unordered). Inequalities in one variable become intervals; unions that simplify and
+   matrix arithmetic go to the worker.
+5. Relations: equations and inequalities compared as ``rhs - lhs`` up to a constant
    factor (positive for inequalities), so swapped sides and scaled forms match.
-5. Scalars: exact rationals (integers, decimals, fractions, mixed numbers) compare
-   exactly; percent answers also match their value / 100; otherwise sympy
-   (``simplify(a - b) == 0``; floats against irrationals only within 1e-9 relative).
-   ``10^{10^{10}}``-style towers are never handed to sympy (they would not finish).
+6. Scalars: exact rationals (integers, decimals, fractions, mixed numbers, ``1.5\\times10^3``,
+   ``0.\\overline{3}``) compare exactly; percent answers also match their value / 100; base
+   subscripts (``204_5``) compare digits and base; text compares case-insensitively; otherwise
+   sympy in the worker (sampled identity, then ``simplify``; floats against irrationals only
+   within 1e-9 relative). ``10^{10^{10}}``-style towers are never handed to sympy.
+
+Every pair has one time bound (``timeout``, default 1 s) across all its worker calls; when it
+runs out the answer is "not equal": a false negative is preferred to a false positive.
 """
 
 from __future__ import annotations
