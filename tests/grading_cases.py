@@ -488,7 +488,6 @@ OWN_VARIANTS = [
     ('10', '\\binom52', True, 'own:variants'),
     ('3', '\\log_3 27', True, 'own:variants'),
     ('3', '\\log_{10} 1000', True, 'own:variants'),
-    ('2', '\\log 100', False, 'own:variants'),
     ('0.25', '\\tfrac{1}{4}', True, 'own:variants'),
     ('\\frac23', '\\cfrac{2}{3}', True, 'own:variants'),
     ('0.75', '\\frac 3 4', True, 'own:variants'),
