@@ -31,6 +31,18 @@ _WARM_UP = (("symbolic", "\\frac{\\sqrt{2}}{2}", "\\sin(\\frac{\\pi}{4})"), ("sy
             ("symbolic", "\\tan^2(y)+1", "\\sec^2(y)"))
 
 
+# Parsed once at start: ANTLR's adaptive prediction caches (DFA) fill per token pattern, so the
+# first parse of each shape costs ~0.1-0.3 s and later ones ~0.01 s.
+_WARM_PARSE = (
+    "\\frac{1}{2}", "-\\frac{\\sqrt{3}}{2}", "2\\sqrt{3}+1", "\\sqrt[3]{x^2-2}^2", "x^2+2x+1", "(x+1)(x-1)^{2/3}",
+    "3.14", "0.5x", "2^{10}", "e^{i\\pi}", "\\pi r^2", "\\sin(2x)", "\\cos^{2}{x}-\\sin^{2}{x}", "\\tan^2(y)+1",
+    "\\log_{2}8", "\\ln(3)", "\\arctan(1)", "\\binom{6}{3}", "|x-1|", "5!", "a_{3}", "\\frac{x+y}{xy}",
+    "(1,2]", "[1,2)\\cup(3,\\infty)", "\\{1,2\\}", "(1,2,3)", "1<x<2", "x<=3", "x!=3", "y=2x+3", "2x-y+3=0",
+    "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "2\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\infty", "-\\infty",
+    "\\frac{\\sqrt{\\sqrt{11}+\\sqrt{194}}}{15+2\\sqrt{33}}", "\\frac{9}{4}\\pi", "3+4i", "\\mathbb{R}", "\\emptyset",
+)
+
+
 def serve() -> None:
     """Worker loop: one JSON request per line on stdin, one verdict per line on stdout.
 
@@ -42,6 +54,11 @@ def serve() -> None:
            "sets": symbolic.sets_equal, "matrix": symbolic.matrices_equal}
     for op, a, b in _WARM_UP:
         ops[op](a, b)
+    for text in _WARM_PARSE:
+        try:
+            symbolic.to_sympy(text)
+        except Exception:
+            pass
     guard.install()
     out = sys.stdout
     out.write("ready\n")
