@@ -58,16 +58,22 @@ def test_bulk_inserted_tokens_do_not_count_but_are_scanned():
     assert temps == pytest.approx([temperature_for_step(0)] * 2 + [temperature_for_step(1)])
 
 
-def test_the_newest_token_is_never_read_when_applied():
-    # The newest token of each call is looked up lazily; reading it would stall decoding.
-    ramp = StepRamp(PIECES)
-    proc = ramp.processor()
-    prompt = [1, 2]
-    proc(mx.array(prompt), mx.ones((1, 128)))
-    proc(mx.array(prompt + [NL]), mx.ones((1, 128)))
-    assert proc.tokens == [] and proc.pending is not None  # the "\n" is still lazy
-    proc(mx.array(prompt + [NL, 7]), mx.ones((1, 128)))
-    assert proc.tokens == [NL]
+def test_observed_tokens_need_no_read():
+    # The generation loop passes each token it receives (observe): the processor then reads nothing
+    # from its context; the newest token (still being computed) is looked up lazily.
+    proc = StepRamp(PIECES).processor()
+    prompt, gen = [1, 2], [7, NL, 8, NL]
+    temps = []
+    for i in range(len(gen) + 1):
+        context = prompt + gen[:i]
+        if i >= 2:
+            proc.observe([gen[i - 2]])  # a step behind, as BatchGenerator hands tokens back
+        temps.append(round(1.0 / proc(mx.array(context), mx.ones((1, 128)))[0, 0].item(), 6))
+        assert proc.tokens == gen[:max(i - 1, 0)]  # only observed tokens are known: nothing was read
+    assert temps == pytest.approx([1.1, 1.1, 1.2, 1.2, 1.3])
+    # Without observe the processor reads all but the newest token from its context.
+    temps2, proc2 = applied_temperatures([prompt + gen[:i] for i in range(len(gen) + 1)])
+    assert temps2 == temps and proc2.tokens == gen[:-1]
 
 
 TEXTS = [
