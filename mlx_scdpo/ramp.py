@@ -42,6 +42,11 @@ class StepRamp:
         vocab = tokenizer.get_vocab()
         self.size = max(max(vocab.values()) + 1, getattr(tokenizer, "vocab_size", 0) or 0)
         pieces = tokenizer.batch_decode([[i] for i in range(self.size)])
+        self.pieces = pieces
+        # Byte-level BPE: a text is its tokens' pieces end to end (a SentencePiece piece alone
+        # drops its leading space). Checked on pairs of tokens spread over the vocabulary.
+        probe = range(0, self.size - 1, max(1, self.size // 256))
+        self.pieces_concatenate = all(tokenizer.decode([i, i + 1]) == pieces[i] + pieces[i + 1] for i in probe)
         triggers = self.scanner().trigger_chars()
         # Only a token holding the last character of a step end can end a step.
         self.candidates = [(i, p) for i, p in enumerate(pieces) if any(c in p for c in triggers)]
@@ -80,6 +85,13 @@ class StepTemperatureProcessor:
         self.applied: dict[int, mx.array] = {}  # position after the prompt -> temperature
 
     def _known(self, tokens: list[int]) -> None:
+        pieces = self.ramp.pieces
+        if self.base == len(self.tokens) and self.ramp.pieces_concatenate and \
+                all(t < len(pieces) and "\ufffd" not in pieces[t] for t in tokens):  # whole characters
+            self.tokens += tokens
+            self.scanner.feed("".join(pieces[t] for t in tokens))
+            self.base = len(self.tokens)
+            return
         self.tokens += tokens
         # Decode only what is new, after one anchor token (so a SentencePiece leading space survives).
         decode = self.ramp.tokenizer.decode

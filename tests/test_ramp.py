@@ -31,6 +31,14 @@ class CharTokenizer:
         return [inverse[c] for c in text]
 
 
+class LeadingSpaceTokenizer(CharTokenizer):
+    """Decodes as SentencePiece does: a text's leading space is dropped (so pieces do not concatenate)."""
+
+    def decode(self, ids):
+        text = super().decode(ids)
+        return text[1:] if text.startswith(" ") else text
+
+
 PIECES = CharTokenizer({1: "q", 2: "?", NL: "\n", 7: "a", 8: "b", 9: "c"})
 
 
@@ -77,18 +85,20 @@ def test_observed_tokens_need_no_read():
 
 
 TEXTS = [
-    ("cot", None, "line", "We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n"),
+    ("cot", None, "line", " We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n"),
     ("cot", None, "paragraph", "First.\nStill first.\n\nSecond \\[\n\n\\]\n \n\nThird\n```\n\n```\n\nEnd"),
     ("cot", None, "line", "a\n```python\nx = 1\n\ny = 2\n```\n\\[ 1\n\\]\n$$ x $$ y\nz"),
     ("code", MARKDOWN, "line", "We compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo\n\nit is 42."),
 ]
 
 
+@pytest.mark.parametrize("tokenizer", [CharTokenizer, LeadingSpaceTokenizer])
 @pytest.mark.parametrize("style, fmt, unit, text", TEXTS)
-def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text):
+def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text, tokenizer):
     # Character tokens: at every position, the step the ramp samples in is the number of
     # steps of split_steps(text) that are complete there (the rest of the text cannot change them).
-    tok = CharTokenizer()
+    tok = tokenizer()
+    assert StepRamp(tok).pieces_concatenate == (tokenizer is CharTokenizer)
     ids = tok.encode(text)
     temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, style, fmt, unit,
                                        t0=1.0, dt=1.0, tmax=1e6)
