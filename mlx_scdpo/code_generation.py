@@ -117,7 +117,7 @@ def generate_with_code(
         raise ValueError(f"unknown schedule {schedule!r}")
     gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
                          sampler=sampler, completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
-    from mlx_scdpo.generation import _TAIL_TOKENS, _stop_position, stop_trigger_ids, trim_at_stop
+    from mlx_scdpo.generation import _TAIL_TOKENS, _stop_position, observe, stop_trigger_ids, trim_at_stop
 
     triggers = _close_triggers(tokenizer, fmt)
     stop_strings = [s for s in stop_strings if s]
@@ -148,6 +148,7 @@ def generate_with_code(
                                        add_special_tokens=False)
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
+        observe(procs[s.index], exec_tokens)
         s.segment_start = len(s.tokens)
         (uid,) = gen.insert([exec_tokens], [max(1, max_tokens - s.generated)], caches=[cache],
                             all_tokens=[s.prompt + s.tokens[: -len(exec_tokens)]],
@@ -175,6 +176,7 @@ def generate_with_code(
                 if r.finish_reason != "stop":
                     s.tokens.append(r.token)
                     s.gen_mask.append(1)
+                    observe(procs[s.index], [r.token])
                 if r.finish_reason is not None:
                     del by_uid[r.uid]
                     yield finish(s, r.finish_reason)

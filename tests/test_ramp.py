@@ -31,6 +31,14 @@ class CharTokenizer:
         return [inverse[c] for c in text]
 
 
+class LeadingSpaceTokenizer(CharTokenizer):
+    """Decodes as SentencePiece does: a text's leading space is dropped (so pieces do not concatenate)."""
+
+    def decode(self, ids):
+        text = super().decode(ids)
+        return text[1:] if text.startswith(" ") else text
+
+
 PIECES = CharTokenizer({1: "q", 2: "?", NL: "\n", 7: "a", 8: "b", 9: "c"})
 
 
@@ -58,31 +66,39 @@ def test_bulk_inserted_tokens_do_not_count_but_are_scanned():
     assert temps == pytest.approx([temperature_for_step(0)] * 2 + [temperature_for_step(1)])
 
 
-def test_the_newest_token_is_never_read_when_applied():
-    # The newest token of each call is looked up lazily; reading it would stall decoding.
-    ramp = StepRamp(PIECES)
-    proc = ramp.processor()
-    prompt = [1, 2]
-    proc(mx.array(prompt), mx.ones((1, 128)))
-    proc(mx.array(prompt + [NL]), mx.ones((1, 128)))
-    assert proc.tokens == [] and proc.pending is not None  # the "\n" is still lazy
-    proc(mx.array(prompt + [NL, 7]), mx.ones((1, 128)))
-    assert proc.tokens == [NL]
+def test_observed_tokens_need_no_read():
+    # The generation loop passes each token it receives (observe): the processor then reads nothing
+    # from its context; the newest token (still being computed) is looked up lazily.
+    proc = StepRamp(PIECES).processor()
+    prompt, gen = [1, 2], [7, NL, 8, NL]
+    temps = []
+    for i in range(len(gen) + 1):
+        context = prompt + gen[:i]
+        if i >= 2:
+            proc.observe([gen[i - 2]])  # a step behind, as BatchGenerator hands tokens back
+        temps.append(round(1.0 / proc(mx.array(context), mx.ones((1, 128)))[0, 0].item(), 6))
+        assert proc.tokens == gen[:max(i - 1, 0)]  # only observed tokens are known: nothing was read
+    assert temps == pytest.approx([1.1, 1.1, 1.2, 1.2, 1.3])
+    # Without observe the processor reads all but the newest token from its context.
+    temps2, proc2 = applied_temperatures([prompt + gen[:i] for i in range(len(gen) + 1)])
+    assert temps2 == temps and proc2.tokens == gen[:-1]
 
 
 TEXTS = [
-    ("cot", None, "line", "We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n"),
+    ("cot", None, "line", " We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n"),
     ("cot", None, "paragraph", "First.\nStill first.\n\nSecond \\[\n\n\\]\n \n\nThird\n```\n\n```\n\nEnd"),
     ("cot", None, "line", "a\n```python\nx = 1\n\ny = 2\n```\n\\[ 1\n\\]\n$$ x $$ y\nz"),
     ("code", MARKDOWN, "line", "We compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo\n\nit is 42."),
 ]
 
 
+@pytest.mark.parametrize("tokenizer", [CharTokenizer, LeadingSpaceTokenizer])
 @pytest.mark.parametrize("style, fmt, unit, text", TEXTS)
-def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text):
+def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text, tokenizer):
     # Character tokens: at every position, the step the ramp samples in is the number of
     # steps of split_steps(text) that are complete there (the rest of the text cannot change them).
-    tok = CharTokenizer()
+    tok = tokenizer()
+    assert StepRamp(tok).pieces_concatenate == (tokenizer is CharTokenizer)
     ids = tok.encode(text)
     temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, style, fmt, unit,
                                        t0=1.0, dt=1.0, tmax=1e6)
