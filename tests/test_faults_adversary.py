@@ -368,3 +368,49 @@ def test_score_mixed_subject_types_do_not_crash_the_breakdown(tmp_path):
     res = CliRunner().invoke(main, ["score", str(path), "--task", "math", "--output-dir", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert "subject 5" in res.output and "subject Algebra" in res.output
+
+
+PAIR_TEXT = {"prompt": "Q: 1 + 1 =", "chosen": " 2.", "rejected": " 3."}
+ASSISTANT = [{"role": "assistant", "content": "2"}]
+PAIR_FAULTS = {  # name: (bad line 2, what the line names); the private check feeds such files to both commands
+    "lone_surrogate_prompt": (b'{"prompt": "Q \\ud800", "chosen": " 2.", "rejected": " 3."}', "surrogate"),
+    "lone_surrogate_chosen": (b'{"prompt": "Q", "chosen": "\\udfff", "rejected": " 3."}', "surrogate"),
+    "empty_messages": (json.dumps({"prompt": [], "chosen": [], "rejected": []}).encode(), "prompt"),
+    "message_role_not_text": (json.dumps({"prompt": [{"role": 5, "content": "x"}], "chosen": ASSISTANT,
+                                          "rejected": ASSISTANT}).encode(), "prompt"),
+    "message_without_content": (json.dumps({"prompt": [{"role": "user"}], "chosen": ASSISTANT,
+                                            "rejected": ASSISTANT}).encode(), "prompt"),
+    "ids_of_lists": (json.dumps({**PAIR_TEXT, "prompt_ids": [1], "chosen_ids": [[2]], "rejected_ids": [3]}).encode(),
+                     "chosen_ids"),
+    "ids_negative": (json.dumps({**PAIR_TEXT, "prompt_ids": [1], "chosen_ids": [-1], "rejected_ids": [3]}).encode(),
+                     "chosen_ids"),
+    "ids_float": (json.dumps({**PAIR_TEXT, "prompt_ids": [1.0], "chosen_ids": [2], "rejected_ids": [3]}).encode(),
+                  "prompt_ids"),
+    "k_true": (json.dumps({**PAIR_TEXT, "k": True}).encode(), "'k'"),
+    "source_number": (json.dumps({**PAIR_TEXT, "source": 1}).encode(), "source"),
+    "bom_inside": (b"\xef\xbb\xbf" + json.dumps(PAIR_TEXT).encode(), "BOM"),
+    "utf16": (json.dumps(PAIR_TEXT).encode("utf-16"), "UTF-8"),
+    "cr_line_ends": (json.dumps(PAIR_TEXT).encode() + b"\r" + json.dumps(PAIR_TEXT).encode(), "invalid JSON"),
+    "spaces_only": (b"   \t ", "blank"),
+}
+
+
+@pytest.mark.parametrize("name", list(PAIR_FAULTS))
+def test_pair_faults_for_build_pairs_and_train(tiny_model, tmp_path, name):
+    bad, named = PAIR_FAULTS[name]
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(_lines({**PAIR_TEXT, "question": "1 + 1?"}) + bad + b"\n")
+    for argv in (["build-pairs", path, "--output-dir", tmp_path / "bp"],
+                 ["build-pairs", path, "--output-dir", tmp_path / "bpc", "--conversational"],
+                 ["train", "--model", tiny_model, "--data", path, "--adapter-path", tmp_path / "ad", "--no-progress"]):
+        line = _one_line_exit_2(argv, [path], must_name=f"{path}:2")
+        assert named in line or argv[-1] == "--conversational", line  # that one may name 'question' first
+
+
+def test_conversational_responses_must_be_assistant_turns(tiny_model, tmp_path):
+    """A user turn as the chosen response cannot be rendered after the prompt's generation prompt."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(_lines({"prompt": [{"role": "user", "content": "1 + 1?"}], "chosen": ASSISTANT,
+                             "rejected": [{"role": "user", "content": "3"}]}))
+    _one_line_exit_2(["train", "--model", tiny_model, "--data", path, "--adapter-path", tmp_path / "ad"], [path],
+                     must_name=f"{path}:1: field 'rejected'")
