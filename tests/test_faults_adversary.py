@@ -167,7 +167,7 @@ def test_huge_sizes_within_range_neither_crash_nor_allocate(tiny_model, tmp_path
     _one_line_exit_2(base + ["--lora-rank", str(2**31 - 1)], [pairs], must_name="--lora-rank")
 
 
-# ---------------------------------------------------------------- paths: outputs that are files or inputs, special files
+# ---------------------------------------------------------------- paths: outputs that are files or inputs; FIFOs
 
 @pytest.fixture()
 def files(tmp_path):
@@ -414,3 +414,76 @@ def test_conversational_responses_must_be_assistant_turns(tiny_model, tmp_path):
                              "rejected": [{"role": "user", "content": "3"}]}))
     _one_line_exit_2(["train", "--model", tiny_model, "--data", path, "--adapter-path", tmp_path / "ad"], [path],
                      must_name=f"{path}:1: field 'rejected'")
+
+
+# ---------------------------------------------------------------- adapters: damaged configs and tensors, credit records
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("adapters")
+    pairs = d / "pairs.jsonl"
+    pairs.write_bytes(_lines(*[{"prompt": f"Q{i}:", "chosen": " a", "rejected": " b"} for i in range(4)]))
+    res = CliRunner().invoke(main, [str(a) for a in ["train", "--model", tiny_model, "--data", pairs, "--adapter-path",
+                                                     d / "ad", "--iters", "1", "--num-layers", "1", "--lora-rank", "4",
+                                                     "--no-progress", "--ref-cache-dir", d / "ref"]])
+    assert res.exit_code == 0, res.output
+    return d / "ad"
+
+
+def _lora(config, **changes):
+    return {**config, "lora_parameters": {**config["lora_parameters"], **changes}}
+
+
+ADAPTER_FAULTS = {
+    "rank_zero": lambda c: _lora(c, rank=0), "rank_true": lambda c: _lora(c, rank=True),
+    "rank_huge": lambda c: _lora(c, rank=2**40), "scale_text": lambda c: _lora(c, scale="x"),
+    "scale_nan": lambda c: _lora(c, scale=float("nan")), "type_unknown": lambda c: {**c, "fine_tune_type": "nope"},
+    "not_an_object": lambda c: [c],
+    "no_lora_parameters": lambda c: {k: v for k, v in c.items() if k != "lora_parameters"},
+}
+
+
+@pytest.mark.parametrize("fault", list(ADAPTER_FAULTS))
+def test_damaged_adapter_config(tiny_model, adapters, tmp_path, fault):
+    import shutil
+
+    bad = tmp_path / "ad"
+    shutil.copytree(adapters, bad, ignore=shutil.ignore_patterns("checkpoint*"))
+    config = ADAPTER_FAULTS[fault](json.loads((adapters / "adapter_config.json").read_text()))
+    (bad / "adapter_config.json").write_text(json.dumps(config))  # json writes NaN as Python reads it
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(_lines({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4]}))
+    inputs = [bad / "adapter_config.json", bad / "adapters.safetensors", pairs]
+    name = bad / "adapter_config.json"
+    _one_line_exit_2(["export", "--adapter-path", bad, "--peft", tmp_path / "peft"], inputs, must_name=name)
+    _one_line_exit_2(["credit", "--model", tiny_model, "--adapter-path", bad, "--pairs", pairs], inputs, must_name=name)
+    assert not (tmp_path / "peft").exists()
+
+
+def test_export_refuses_tensors_that_disagree_with_the_config(adapters, tmp_path):
+    """A PEFT config whose r differs from the tensors would load, silently wrong."""
+    import shutil
+
+    import mlx.core as mx
+
+    bad = tmp_path / "ad"
+    shutil.copytree(adapters, bad, ignore=shutil.ignore_patterns("checkpoint*"))
+    mx.save_safetensors(str(bad / "adapters.safetensors"), {"model.layers.0.self_attn.q_proj.lora_a": mx.zeros((8, 2)),
+                                                            "model.layers.0.self_attn.q_proj.lora_b": mx.zeros((2, 8))})
+    _one_line_exit_2(["export", "--adapter-path", bad, "--peft", tmp_path / "peft"], [bad / "adapters.safetensors"],
+                     must_name="rank")
+    assert not (tmp_path / "peft").exists()
+
+
+def test_credit_records_and_html_path(tiny_model, adapters, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    for bad, named in (({"prompt_ids": [1], "chosen_ids": [], "rejected_ids": []}, ":1: field 'chosen_ids' is empty"),
+                       ({"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": []}, ":1: field 'rejected_ids'")):
+        pairs.write_bytes(_lines(bad))
+        _one_line_exit_2(["credit", "--model", tiny_model, "--adapter-path", adapters, "--pairs", pairs], [pairs],
+                         must_name=f"{pairs}{named}")
+    pairs.write_bytes(_lines({"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [3]}))
+    for html in (tmp_path, tmp_path / "missing" / "x.html"):  # checked before the model loads, not after
+        line = _one_line_exit_2(["credit", "--model", tmp_path / "no-model", "--adapter-path", adapters, "--pairs",
+                                 pairs, "--html", html], [pairs], must_name=html)
+        assert "no-model" not in line
