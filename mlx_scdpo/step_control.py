@@ -32,7 +32,7 @@ from pathlib import Path
 
 from eval.errors import UserError
 from eval.score import grade_sample
-from mlx_scdpo.jsonl import SOLUTION_SCHEMA, read_finished, read_records, write_jsonl_atomic
+from mlx_scdpo.jsonl import read_finished, read_solutions, write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
 from mlx_scdpo.pairs import make_pair
 from mlx_scdpo.preference_data import check_solution_ids
@@ -147,7 +147,7 @@ def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: d
 def run_step_control(args: StepControlArgs) -> dict:
     """Sample erring continuations in rounds; write outcomes and pairs; return counts."""
     check_values(args)  # before anything loads
-    records = read_records(args.solutions, SOLUTION_SCHEMA)
+    records = read_solutions(args.solutions)
     if not any(s["correct"] for r in records for s in r["samples"]):
         raise UserError(f"{args.solutions}: no correct solution to continue from")
     check_solution_ids(records, config_vocab_size(args.model), args.solutions)

@@ -487,3 +487,30 @@ def test_credit_records_and_html_path(tiny_model, adapters, tmp_path):
         line = _one_line_exit_2(["credit", "--model", tmp_path / "no-model", "--adapter-path", adapters, "--pairs",
                                  pairs, "--html", html], [pairs], must_name=html)
         assert "no-model" not in line
+
+
+# ---------------------------------------------------------------- step-control: solutions records
+
+SOLUTION_FAULTS = {  # a solutions.jsonl record (usually written by `sample`) edited by hand or by another tool
+    "empty_prompt_ids": ([{**SOLUTION, "prompt_ids": []}], ":1: field 'prompt_ids' is empty"),
+    "empty_gold": ([{**SOLUTION, "gold": " "}], ":1: field 'gold' is empty"),
+    "empty_problem_id": ([{**SOLUTION, "problem_id": ""}], ":1: field 'problem_id' is empty"),
+    "unknown_block_format": ([{**SOLUTION, "solution_format": "code", "block_format": "nope"}],
+                             ":1: field 'block_format'"),  # was a KeyError
+    "solution_format_number": ([{**SOLUTION, "solution_format": 5}], ":1: field 'solution_format'"),
+    "unknown_solution_format": ([{**SOLUTION, "solution_format": "prose"}], ":1: field 'solution_format'"),
+    "unknown_task": ([{**SOLUTION, "task": "aime"}], ":1: field 'task'"),
+    "problem_twice": ([SOLUTION, SOLUTION], ":2: field 'problem_id'"),  # would merge two problems' continuations
+    "correct_as_text": ([{**SOLUTION, "samples": [{"text": " 2", "ids": [4], "correct": "true"}]}],
+                        ":1: field 'samples'"),
+}
+
+
+@pytest.mark.parametrize("fault", list(SOLUTION_FAULTS))
+def test_step_control_solution_faults(tiny_model, tmp_path, fault):
+    rows, named = SOLUTION_FAULTS[fault]
+    path = tmp_path / "solutions.jsonl"
+    path.write_bytes(_lines(*rows))
+    _one_line_exit_2(["step-control", "--model", tiny_model, "--solutions", path, "--output-dir", tmp_path / "out",
+                      "--no-progress"], [path], must_name=f"{path}{named}")
+    assert not (tmp_path / "out" / "step_control.jsonl").exists()
