@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eval.errors import UserError, where
-from eval.extract import last_boxed
+from eval.extract import clean_answer, last_boxed
 from eval.records import read_records
 
 TASKS = ("gsm8k", "math", "math500")
@@ -75,7 +75,7 @@ def gsm8k_gold(answer: str) -> str | None:
 def math_gold(row: dict) -> str | None:
     if row.get("answer") not in (None, ""):
         return str(row["answer"]).strip()
-    return last_boxed(row.get("solution") or "")
+    return clean_answer(last_boxed(row.get("solution") or ""))
 
 
 def _level(value) -> int | None:

@@ -3,19 +3,37 @@
 The order is fixed and documented (first rule that yields an answer wins):
 
 1. Reasoning models: only the text after the last closing ``</think>`` is read
-   (DeepSeek-R1 / Qwen3 convention).
+   (DeepSeek-R1 / Qwen3 convention; lm-eval's ``think_end_token``).
 2. Invented few-shot continuations are cut: everything from the first
    ``\\n\\nQuestion:`` / ``\\n\\nProblem:`` on (lm-eval's GSM8K / Minerva stop strings).
-3. The last balanced ``\\boxed{...}`` / ``\\fbox{...}`` (also ``\\boxed 5``), as in
-   Hendrycks et al.'s ``last_boxed_only_string``. When the final line holds several
-   boxes (``\\boxed{2}, \\boxed{3}``) they form one answer ``2, 3``.
-4. GSM8K's ``#### N`` (the dataset's own answer marker).
-5. Minerva's ``Final Answer: The final answer is X. I hope it is correct.``,
-   then ``The answer is X`` (chain-of-thought prompting, Wei et al.), then ``Answer: X``.
+3. The last balanced ``\\boxed{...}`` / ``\\fbox{...}`` (also ``\\boxed 5``), as in Hendrycks
+   et al.'s ``last_boxed_only_string`` (copied by lm-eval's ``minerva_math/utils.py`` and
+   Qwen2.5-Math's ``parser.py``). Boxes right before it that are separated from it only by
+   connectors (``,``, ``and``, ``or``, ``\\quad``, ``\\text{ and }``, ``x =``) are one answer
+   list (``\\boxed{-2} \\text{ and } \\boxed{1}`` is ``-2, 1``, Math-Verify's ``test_all.py``
+   cases); boxes separated by prose are earlier attempts or sub-answers and are dropped
+   (``\\boxed{7}, no: the correct count is \\boxed{8}`` is ``8``). An answer phrase (rule 5)
+   after the last box that holds a number or formula overrides it (Math-Verify's
+   ``test_math_extraction_additional_cases``: boxed steps, then ``Final Answer: ...``).
+4. GSM8K's ``#### N`` (the dataset's own answer marker; the last one counts).
+5. The last answer phrase: Minerva's ``Final Answer: The final answer is X. I hope it is
+   correct.`` (Lewkowycz et al. 2022, lm-eval ``get_unnormalized_answer``), ``the answer is X``
+   (chain-of-thought prompting, Wei et al. 2022; Qwen2.5-Math ``"he answer is"``) and
+   ``Answer: X``. When ``X`` opens with math (``$..$``, ``\\(..\\)``, ``\\[..\\]``, ``$$..$$``,
+   also on the next line) the whole formula is the answer.
 6. The last execution-output block of a code-integrated solution
    (```` ```output ```` fences, ToRA / Qwen-TIR; or MathCoder's ``<|execution|>``).
-7. The last number in the text (lm-eval's GSM8K "flexible-extract" fallback).
+7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``).
+8. The last inline/display formula when no bare number follows it (Math-Verify's
+   ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
+   (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
+   last formula is a condition (``is $9$ when $x = 3$``) the formula before it.
+9. The last number in the text (Qwen2.5-Math's ``use_last_number``; lm-eval's GSM8K
+   ``flexible-extract`` idea, whose exact regex lives in ``eval.lm_eval_filters``).
 
+Every answer is cleaned the same way (``clean_answer``): math delimiters and a final period
+dropped, a label ``p(8) =`` / ``(p,q,r) =`` before the value dropped (not around an
+inequality), and alternatives joined by ``and``/``or``/``;``/``\\quad`` become a list ``a, b``.
 Nothing found gives ``None``; no input raises.
 """
 
@@ -27,21 +45,52 @@ from eval.blocks import FORMATS, final_text, last_execution
 
 _THINK_END = "</think>"
 _FEWSHOT_CUTS = ("\n\nQuestion:", "\n\nProblem:")
-_BOX_MACROS = ("\\boxed", "\\fbox")
 
-# lm-eval gsm8k "strict-match": r"#### (\-?[0-9\.\,]+)"
-_GSM8K_STRICT = re.compile(r"####\s*(\-?[0-9\.\,]+)")
-_GSM8K_MARKER = re.compile(r"####\s*(.+)")
-# Minerva (Lewkowycz et al. 2022) answer phrase.
-_FINAL_ANSWER = re.compile(
-    r"final answer is\s*:?\s*(.+?)(?:\.?\s*I hope it is correct|\n|$)", re.IGNORECASE | re.DOTALL
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)")
+# Answer phrases, case-insensitive; the LAST occurrence of any of them wins.
+_ANCHORS = re.compile(
+    r"final answer is\s*:?"                      # Minerva / lm-eval minerva_math
+    r"|the answer is\s*:?"                       # Wei et al. CoT; Qwen2.5-Math "he answer is"
+    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",  # "Answer:", "**Final Answer:**"
+    re.IGNORECASE,
 )
-_ANSWER_IS = re.compile(r"the answer is\s*:?\s*(.+?)(?:\n|$)", re.IGNORECASE)
-_ANSWER_COLON = re.compile(r"(?:^|\n)\s*\**answer\**\s*:\s*(.+?)(?:\n|$)", re.IGNORECASE)
+_HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
 _OUTPUT_FENCE = re.compile(r"```output\n(.*?)(?:```|$)", re.DOTALL)
 _MATHCODER_EXEC = re.compile(r"<\|execution\|>(.*?)(?:<\|endofblock\|>|$)", re.DOTALL)
-# lm-eval gsm8k "flexible-extract": r"(-?[$0-9.,]{2,})|(-?[0-9]+)", last match.
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+# Math spans, in the four delimiters Math-Verify's LaTeX extraction reads.
+_MATH_OPEN = re.compile(r"(?<!\\)\$\$|\\\[|\\\(|(?<!\\)\$")
+_MATH_CLOSE = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
+_OPENERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
+
+# Text allowed between two boxes of one answer list.
+_LIST_GAP = re.compile(
+    r"(?:\s|\$|\\[()\[\]]|[,;.:]|\\q?quad|\\[,;:! ]|&|\\\\|\\(?:text|textnormal|mbox|mathrm)\{\s*(?:and|or)?\s*,?\s*\}"
+    r"|\band\b|\bor\b|(?:[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+)\s*=)*"
+)
+# Connectors that join alternatives inside one answer (top level only).
+_ALTERNATIVE = re.compile(
+    r"(?:\s*,?\s*(?:\\(?:text|textnormal|mbox|mathrm)\{\s*,?\s*(?:and|or)\s*\}|\\q?quad|;|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z]))\s*)+"
+)
+# Relations other than "=": never split an answer around "=" when one is present.
+_RELATION = re.compile(r"[<>≤≥≠]|\\(?:le|ge|leq|geq|lt|gt|ne|neq|leqslant|geqslant|approx|sim|equiv)(?![a-zA-Z])")
+# A label before "=": x, a_1, p(8), f(-1), \theta, |AB|, \angle ABC, (p,q,r), AB, m\angle A.
+_LABEL = re.compile(
+    r"^(?:m?\\angle\s*[A-Z]{1,3}|\|[A-Z]{1,3}\||[A-Z]{2,3}"
+    r"|\\?[a-zA-Z]+(?:_\{?\w+\}?)?'*(?:\s*\([^()=]*\))?"
+    r"|\((?:\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*,)+\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*\))$"
+)
+_PLAIN_ALTERNATIVES = re.compile(
+    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,\s*(?:or|and)?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
+)
+# "x = 3 or -3" closing a sentence.
+_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
+_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*\.?\s*$")  # "x = ±3"
+_PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
+# Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
+_CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if|in|on|over|within)\s*$", re.I)
+_TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
 
 
 def strip_think(text: str) -> str:
@@ -70,58 +119,181 @@ def _read_braced(text: str, start: int) -> tuple[str, int] | None:
     return None
 
 
-def find_boxed(text: str) -> list[tuple[int, str]]:
-    """All ``\\boxed``/``\\fbox`` contents with their start offsets, in order.
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every ``\\boxed``/``\\fbox``, in order.
 
-    Follows Hendrycks' ``last_boxed_only_string``: a balanced brace group, or the
-    ``\\boxed 5`` form which runs to the next ``$`` or whitespace. Unbalanced boxes
-    (a truncated completion) are skipped.
+    Hendrycks' ``last_boxed_only_string``: a balanced brace group, or the ``\\boxed 5`` form
+    which runs to the next ``$`` or whitespace. Unbalanced boxes (a truncated completion)
+    are skipped.
     """
     found = []
-    pattern = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
-    for m in pattern.finditer(text):
+    for m in _BOX.finditer(text):
         j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
             got = _read_braced(text, j)
             if got is not None:
-                found.append((m.start(), got[0].strip()))
+                found.append((m.start(), got[1], got[0].strip()))
         elif j > m.end():  # "\boxed 5"
             k = j
             while k < len(text) and not text[k].isspace() and text[k] != "$":
                 k += 1
             if k > j:
-                found.append((m.start(), text[j:k].rstrip(".,")))
+                found.append((m.start(), k, text[j:k].rstrip(".,")))
     return found
 
 
+def find_boxed(text: str) -> list[tuple[int, str]]:
+    """All ``\\boxed``/``\\fbox`` contents with their start offsets, in order."""
+    return [(start, content) for start, _, content in _boxes(text)]
+
+
 def last_boxed(text: str) -> str | None:
-    """The last boxed answer; several boxes on the final boxed line are joined by ``, ``."""
-    boxes = find_boxed(text)
+    """The last boxed answer, with the boxes listed right before it (module rule 3) joined by ``, ``."""
+    boxes = [b for b in _boxes(text) if b[2]]
     if not boxes:
         return None
-    last_start = boxes[-1][0]
-    line_start = text.rfind("\n", 0, last_start) + 1
-    same_line = list(dict.fromkeys(b for start, b in boxes if start >= line_start))
-    return ", ".join(same_line) if len(same_line) > 1 else boxes[-1][1]
+    group = [boxes[-1]]
+    for prev in reversed(boxes[:-1]):
+        gap = text[prev[1] : group[0][0]]
+        if len(gap) > 120 or not _LIST_GAP.fullmatch(gap):
+            break
+        group.insert(0, prev)
+    return ", ".join(dict.fromkeys(b[2] for b in group))
 
 
-def _clean_phrase(ans: str) -> str | None:
-    ans = ans.strip().strip("*").strip()
-    boxed = last_boxed(ans)
+def _split_top(s: str, pattern: re.Pattern) -> list[str]:
+    """Split ``s`` at matches of ``pattern`` that lie outside any bracket or brace."""
+    depth, before, after = 0, [], []
+    for c in s:
+        before.append(depth)
+        if c in "({[":
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+        after.append(depth)
+    parts, last = [], 0
+    for m in pattern.finditer(s):
+        if m.end() > m.start() and before[m.start()] == 0 and after[m.end() - 1] == 0:
+            parts.append(s[last : m.start()])
+            last = m.end()
+    parts.append(s[last:])
+    return parts
+
+
+def _rhs(s: str, any_lhs: bool = False) -> str:
+    """The value after a label: ``p(8) = \\frac{3}{56}`` -> ``\\frac{3}{56}``.
+
+    The last side is taken after a label or a computation with no letters (``3! \\times 5! =
+    720``); with ``any_lhs`` (a formula read from running text: ``\\frac{1}{3}\\pi r^2 h = 12\\pi``)
+    after any left side unless the value is ``0``. Kept whole when it holds another relation
+    (``-2 \\le x = ...``), when the left side is an expression (``x + 2y = 4`` is an equation),
+    or when the value side is empty.
+    """
+    if _RELATION.search(s):
+        return s
+    sides = [p.strip() for p in _split_top(s, re.compile(r"(?<![=!<>\\])=(?!=)"))]
+    if len(sides) < 2 or not sides[-1]:
+        return s
+    if len(sides) > 2 and len(_split_top(s, re.compile(","))) > 1:  # "x=2, y=3": several labelled values
+        return s
+    lhs = re.sub(r"\\left|\\right|\\!|\\,", "", sides[0]).strip()
+    if _LABEL.match(lhs) or not re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", lhs)):
+        return sides[-1]  # a label, or a computation "3! \times 5! = 720"
+    if any_lhs and sides[-1] != "0":  # "x^2 - 5x + 6 = 0" is an equation, not a value
+        return sides[-1]
+    return s
+
+
+def _mathy(part: str) -> bool:
+    return bool(re.search(r"[\d\\]", part)) or len(part.strip()) <= 3
+
+
+def strip_math(s: str) -> str:
+    """Drop surrounding ``$``/``$$``/``\\(..\\)``/``\\[..\\]``, quotes, a final period, and ``**``."""
+    s = s.strip().strip("*").strip()
+    s = re.sub(r'^(?:\\?"|“)\s*|\s*(?:\\?"|”)$', "", s)  # quoted: "\"$12$\"" (Math-Verify suite)
+    changed = True
+    while changed and s:
+        changed = False
+        for open_, close in _OPENERS:
+            inner = s[len(open_) : -len(close)]
+            if (len(s) >= len(open_) + len(close) and s.startswith(open_) and s.endswith(close)
+                    and open_ not in inner and close not in inner):  # not "$12$ and $13$"
+                s, changed = inner.strip(), True
+                break
+        stripped = s.rstrip(" \t\n.").strip("*").strip()
+        if stripped != s:
+            s, changed = stripped, True
+    return s
+
+
+def clean_answer(ans: str | None, any_lhs: bool = False) -> str | None:
+    """Delimiters off, alternatives joined as ``a, b``, labels before ``=`` dropped."""
+    if ans is None:
+        return None
+    s = strip_math(ans)
+    parts = [p.strip().strip(",").strip() for p in _split_top(s, _ALTERNATIVE)]
+    if len(parts) > 1 and all(p and _mathy(p) for p in parts):
+        s = ", ".join(dict.fromkeys(_rhs(strip_math(p), any_lhs) for p in parts))
+    else:
+        s = _rhs(s, any_lhs)
+    return s or None
+
+
+def math_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of ``$$..$$``, ``\\[..\\]``, ``\\(..\\)``, ``$..$`` spans, left to right
+    (the delimiters Math-Verify's LaTeX extraction reads). ``\\$`` is a dollar sign, not a
+    delimiter. Linear time: an opener with no closer after it disables that kind."""
+    spans, i, dead = [], 0, set()
+    while True:
+        m = _MATH_OPEN.search(text, i)
+        if m is None:
+            return spans
+        op = m.group(0)
+        if op in dead:
+            i = m.end()
+            continue
+        close = _MATH_CLOSE[op]
+        j = text.find(close, m.end())
+        while j >= 0 and close[0] == "$" and text[j - 1] == "\\":
+            j = text.find(close, j + 1)
+        if j < 0:
+            dead.add(op)
+            i = m.end()
+            continue
+        content = text[m.end() : j]
+        if content.strip():
+            spans.append((m.start(), j + len(close), content))
+        i = j + len(close)
+
+
+def _phrase(rest: str) -> str | None:
+    """The answer right after an anchor: a formula that opens it (possibly on the next lines),
+    else the first line up to the sentence end."""
+    hope = _HOPE.search(rest)
+    if hope:
+        rest = rest[: hope.start()].rstrip().rstrip(".")
+    rest = rest.lstrip(" \t:*\n")
+    if re.match(r"not\b", rest):  # "the answer is not 5; it is 6": no answer here
+        return None
+    spans = math_spans(rest)
+    if spans and spans[0][0] == 0:
+        return spans[0][2]
+    line = rest.split("\n", 1)[0]
+    boxed = last_boxed(line)
     if boxed is not None:
         return boxed
-    ans = ans.rstrip(".").strip()
-    if len(ans) >= 2 and ans[0] == "$" and ans[-1] == "$":
-        ans = ans.strip("$").strip()
-    return ans or None
-
-
-def extract_gsm8k_strict(text: str) -> str | None:
-    """lm-eval's GSM8K strict match: the number after the first ``####``."""
-    m = _GSM8K_STRICT.search(text)
-    return m.group(1).rstrip(".").rstrip(",") if m else None
+    line = re.split(r"\.\s+(?=[A-Z])", line, maxsplit=1)[0]
+    line = _TRAILING_CLAUSE.sub("", line)
+    spans = math_spans(line)
+    prose = "".join(line[a:b] for a, b in zip([0] + [e for _, e, _ in spans], [st for st, _, _ in spans] + [len(line)]))
+    words = set(re.findall(r"[a-zA-Z]{3,}", prose)) - {"and", "text"}
+    if spans and words and not re.search(r"\d", prose):
+        # "the larger of the two: $x=1$": the formula, not the prose around it
+        return spans[-1][2]
+    return line.strip() or None
 
 
 def last_execution_output(text: str) -> str | None:
@@ -139,6 +311,36 @@ def last_number(text: str) -> str | None:
     return nums[-1].rstrip(".,") if nums else None
 
 
+def _plain_alternatives(text: str) -> str | None:
+    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``; ``x = ±3`` -> ``\\pm 3``."""
+    m = _PLAIN_PM.search(text.rstrip())
+    if m:
+        return f"{m.group(1)}, {m.group(2)}"
+    m = _PLAIN_PLUS_MINUS.search(text.rstrip())
+    if m:
+        return f"\\pm {m.group(1)}"
+    hits = list(_PLAIN_ALTERNATIVES.finditer(text))
+    if not hits or _NUMBER.search(text[hits[-1].end() :]):
+        return None
+    values = [hits[-1].group(2)] + _PLAIN_VALUE.findall(hits[-1].group(3))
+    return ", ".join(dict.fromkeys(v.replace(" ", "").rstrip(".") for v in values))
+
+
+def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
+    """The last math span when no bare number follows it; dollar amounts with prose in
+    between (``$5 and $7``) are not formulas."""
+    if not spans:
+        return None
+    _, end, content = spans[-1]
+    if len(spans) > 1:
+        gap = text[spans[-2][1] : spans[-1][0]]
+        if _CONDITION.search(gap) and "\n" not in gap and not _NUMBER.search(gap):
+            _, _, content = spans[-2]  # "is $2\sqrt{2}$, attained at $x=\sqrt{2}$": the value, not where
+    if _NUMBER.search(text[end:]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
+        return None
+    return content.strip() or None
+
+
 def extract_answer(completion: str, task: str = "math") -> str | None:
     """Extract the final answer of ``completion`` following the module's documented order.
 
@@ -150,19 +352,37 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     text = cut_fewshot(strip_think(completion))
     boxed = last_boxed(text)
     if boxed:
-        return boxed
-    m = _GSM8K_MARKER.search(text)
-    if m and m.group(1).strip():
-        return _clean_phrase(m.group(1))
-    for pattern in (_FINAL_ANSWER, _ANSWER_IS, _ANSWER_COLON):
-        hits = pattern.findall(text)
-        if hits:
-            got = _clean_phrase(hits[-1])
-            if got:
+        # A Minerva-style answer phrase written after the last box is the later answer
+        # (lm-eval's minerva_math reads only that phrase); prose after a box is not.
+        after = [m for m in _ANCHORS.finditer(text) if m.start() >= _boxes(text)[-1][1]]
+        for m in reversed(after):
+            got = clean_answer(_phrase(text[m.end() :]))
+            if got and re.search(r"[\d\\]", got):
                 return got
+        return clean_answer(boxed)
+    markers = [m for m in _GSM8K_MARKER.findall(text) if m.strip()]
+    if markers:
+        inner = list(_ANCHORS.finditer(markers[-1]))  # "#### The answer is 42"
+        got = clean_answer(_phrase(markers[-1][inner[-1].end() :] if inner else markers[-1]))
+        if got:
+            return got
+    anchors = list(_ANCHORS.finditer(text))
+    for m in reversed(anchors):
+        got = clean_answer(_phrase(text[m.end() :]))
+        if got:
+            return got
     out = last_execution_output(text)
     if out is not None:
         return out.splitlines()[-1].strip()
+    got = _plain_alternatives(text)
+    if got:
+        return clean_answer(got, any_lhs=True)
+    spans = math_spans(text)
+    got = _last_formula(text, spans)
+    if got:
+        # "the equation of the circle is \[(x-1)^2 + (y+2)^2 = 9\]": the equation is the answer
+        equation = re.search(r"equation|line|plane|circle|parabola", text[max(0, spans[-1][0] - 80) : spans[-1][0]], re.I)
+        return clean_answer(got, any_lhs=not equation)
     return last_number(text)
 
 
@@ -175,7 +395,7 @@ def extract_code_answer(completion: str, block_format: str = "markdown") -> str 
     text = cut_fewshot(strip_think(completion))
     boxed = last_boxed(final_text(text, fmt))
     if boxed:
-        return boxed
+        return clean_answer(boxed)
     out = last_execution(text, fmt)
     if out is not None:
         return out.splitlines()[-1].strip()

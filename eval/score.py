@@ -6,10 +6,12 @@ Output files (lm-evaluation-harness layout):
   ``exact_match_stderr,<filter>`` (sample standard error, as lm-eval's ``mean_stderr``),
   ``n-samples``, ``config``, ``versions``; MATH adds ``breakdown`` by subject and level.
 * ``samples_<task>_<time>.jsonl``: one line per document with ``doc_id``, ``prompt``,
-  ``response``, ``extracted``, ``target``, ``correct`` (and ``strict_*`` for GSM8K).
+  ``response``, ``extracted``, ``target``, ``correct`` (and ``lm_eval`` for GSM8K).
 
-GSM8K filters are lm-eval's: ``strict-match`` (``#### N`` only) and ``flexible-extract``
-(this package's full extraction order). MATH has one filter, ``flexible-extract``.
+Filter names: ``scdpo-grader`` is this package's grading (``extract_answer`` then
+``is_equivalent``), for every task. For GSM8K the report also has lm-eval's own filters,
+``strict-match`` and ``flexible-extract``, computed exactly as lm-eval computes them
+(``eval.lm_eval_filters``), so those keys can be compared with lm-eval's numbers.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from pathlib import Path
 from eval.data import Problem, check_task, load_problems, read_jsonl
 from eval.equivalence import is_equivalent
 from eval.errors import UserError, where
-from eval.extract import cut_fewshot, extract_answer, extract_code_answer, extract_gsm8k_strict, strip_think
+from eval.extract import extract_answer, extract_code_answer
+from eval.lm_eval_filters import GSM8K_FILTERS, gsm8k_lm_eval
 
+GRADER_FILTER = "scdpo-grader"
 RESPONSE_FIELDS = ("response", "completion", "output", "text")
 TARGET_FIELDS = ("target", "gold")
 
@@ -51,12 +55,7 @@ def grade_sample(task: str, response: str, target: str, solution_format: str = "
         extracted = extract_answer(response, task)
     else:
         extracted = extract_code_answer(response, solution_format)
-    out = {"extracted": extracted, "correct": is_equivalent(extracted, target, equiv_task)}
-    if task == "gsm8k":
-        strict = extract_gsm8k_strict(cut_fewshot(strip_think(response)))
-        out["strict_extracted"] = strict
-        out["strict_correct"] = is_equivalent(strict, target, "gsm8k")
-    return out
+    return {"extracted": extracted, "correct": is_equivalent(extracted, target, equiv_task)}
 
 
 def _metric(values: list[bool], name: str) -> dict:
@@ -66,9 +65,10 @@ def _metric(values: list[bool], name: str) -> dict:
 
 def aggregate(task: str, samples: list[dict]) -> dict:
     """Task metrics from graded samples."""
-    res = {"alias": task, **_metric([s["correct"] for s in samples], "flexible-extract")}
+    res = {"alias": task, **_metric([s["correct"] for s in samples], GRADER_FILTER)}
     if task == "gsm8k":
-        res.update(_metric([s["strict_correct"] for s in samples], "strict-match"))
+        for name in GSM8K_FILTERS:
+            res.update(_metric([s["lm_eval"][name]["exact_match"] for s in samples], name))
         return res
     groups: dict[str, dict] = {"subject": defaultdict(list), "level": defaultdict(list)}
     for s in samples:
@@ -135,6 +135,8 @@ def score_rows(task: str, rows: list[dict], problems: list[Problem] | None = Non
         else:
             sample.update(subject=row.get("subject") or row.get("type"), level=row.get("level"))
         sample.update(grade_sample(task, response, target, solution_format))
+        if task == "gsm8k":
+            sample["lm_eval"] = gsm8k_lm_eval(response, target)
         samples.append(sample)
     return samples
 

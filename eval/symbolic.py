@@ -1,124 +1,57 @@
-"""LaTeX -> sympy conversion and symbolic comparison.
+"""LaTeX -> sympy conversion and symbolic comparison, run only inside the grading worker.
 
-This module runs inside the grading worker process (see ``eval.worker``): sympy can
-loop or allocate without bound on adversarial input, so it never runs in the caller.
-The LaTeX subset is what MATH answers use (Hendrycks et al. 2021): ``\\frac``,
-``\\sqrt[n]{}``, powers, ``\\pi``, ``\\infty``, trig/log functions, ``i``.
+Answers are parsed by ``latex2sympy2_extended`` (the ANTLR LaTeX grammar that Math-Verify
+uses, https://github.com/huggingface/latex2sympy2_extended) straight into sympy objects:
+no answer text is ever turned into Python source (no ``eval``, ``exec``, ``sympify(str)``
+or ``parse_expr``; ``eval.guard`` enforces this in the worker). sympy can loop or
+allocate without bound on adversarial input, so this module never runs in the caller.
 """
 
 from __future__ import annotations
 
-import re
-import string
-
 import sympy
-from sympy.parsing.sympy_parser import (
-    convert_xor,
-    implicit_multiplication_application,
-    parse_expr,
-    standard_transformations,
-)
+from latex2sympy2_extended import latex2sympy
+from latex2sympy2_extended.latex2sympy2 import ConversionConfig
+from latex2sympy2_extended.math_normalization import NormalizationConfig
 
-_TRANSFORMS = standard_transformations + (implicit_multiplication_application, convert_xor)
-_LOCALS = {c: sympy.Symbol(c) for c in string.ascii_letters}
-_LOCALS.update(
-    pi=sympy.pi, I=sympy.I, oo=sympy.oo, sqrt=sympy.sqrt, root=sympy.root, sin=sympy.sin,
-    cos=sympy.cos, tan=sympy.tan, cot=sympy.cot, sec=sympy.sec, csc=sympy.csc, log=sympy.log,
-    exp=sympy.exp, asin=sympy.asin, acos=sympy.acos, atan=sympy.atan, Abs=sympy.Abs,
-)
-_FUNCS = {
-    "\\arcsin": " asin", "\\arccos": " acos", "\\arctan": " atan", "\\sin": " sin", "\\cos": " cos",
-    "\\tan": " tan", "\\cot": " cot", "\\sec": " sec", "\\csc": " csc", "\\ln": " log", "\\log": " log",
-    "\\exp": " exp",
-}
-_SYMBOLS = {
-    "\\pi": " pi ", "\\infty": " oo ", "\\cdot": "*", "\\times": "*", "\\div": "/",
-    "\\le": "<=", "\\ge": ">=",
-}
+# The caller has already normalized the string (eval.normalize); only LaTeX spelling here.
+_NORMALIZE = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=False,
+                                 boxed="all", equations=False)
+# Case matters for symbols (A != a); MATH's mixed numbers: 2\frac{1}{2} = 5/2.
+_CONVERT = ConversionConfig(interpret_as_mixed_fractions=True, interpret_simple_eq_as_assignment=False,
+                            interpret_contains_as_eq=True, lowercase_symbols=False)
+_I = sympy.Symbol("i")
+_I_REAL = sympy.Symbol("i", real=True)
 #: Relative tolerance used only when one side is a float and the other is not exact.
 REL_TOL = 1e-9
 
 
-def _braced(s: str, i: int) -> tuple[str, int]:
-    """Content of the group starting at ``s[i]`` (``{...}`` or a single char) and the end index."""
-    while i < len(s) and s[i] == " ":
-        i += 1
-    if i >= len(s):
-        raise ValueError("missing argument")
-    if s[i] == "\\":  # "\frac\pi4": a macro is one argument
-        m = re.match(r"\\[a-zA-Z]+", s[i:])
-        if m:
-            return m.group(0), i + len(m.group(0))
-    if s[i] != "{":
-        return s[i], i + 1
-    depth = 0
-    for j in range(i, len(s)):
-        if s[j] == "{":
-            depth += 1
-        elif s[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return s[i + 1 : j], j + 1
-    raise ValueError("unbalanced braces")
-
-
-def latex_to_expr_string(s: str) -> str:
-    """Rewrite a normalized LaTeX answer as a sympy-parsable string."""
-    out = []
-    i = 0
-    while i < len(s):
-        if s.startswith("\\frac", i) or s.startswith("\\binom", i):
-            is_binom = s.startswith("\\binom", i)
-            num, j = _braced(s, i + (6 if is_binom else 5))
-            den, j = _braced(s, j)
-            a, b = latex_to_expr_string(num), latex_to_expr_string(den)
-            out.append(f"binomial({a},{b})" if is_binom else f"(({a})/({b}))")
-            i = j
-        elif s.startswith("\\sqrt", i):
-            j = i + 5
-            if j < len(s) and s[j] == "[":
-                k = s.index("]", j)
-                n = latex_to_expr_string(s[j + 1 : k])
-                arg, j = _braced(s, k + 1)
-                out.append(f"root(({latex_to_expr_string(arg)}),({n}))")
-            else:
-                arg, j = _braced(s, j)
-                out.append(f"sqrt({latex_to_expr_string(arg)})")
-            i = j
-        elif s[i] == "^":
-            arg, j = _braced(s, i + 1)
-            out.append(f"**({latex_to_expr_string(arg)})")
-            i = j
-        elif s[i] == "\\":
-            m = re.match(r"\\[a-zA-Z]+", s[i:])
-            name = m.group(0) if m else s[i : i + 2]
-            if name in _FUNCS:
-                out.append(_FUNCS[name])
-            elif name in _SYMBOLS:
-                out.append(_SYMBOLS[name])
-            else:
-                raise ValueError(f"unsupported macro {name}")
-            i += len(name)
-        elif s[i] in "{}":
-            out.append("(" if s[i] == "{" else ")")
-            i += 1
-        elif s[i] == "i" and not (i > 0 and s[i - 1].isalpha()) and not (i + 1 < len(s) and s[i + 1].isalpha()):
-            out.append(" I ")  # MATH writes the imaginary unit as i.
-            i += 1
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
 def to_sympy(s: str):
-    """Parse a normalized LaTeX answer into a sympy expression (raises on failure)."""
-    text = latex_to_expr_string(s)
-    if "binomial" in text:
-        local = dict(_LOCALS, binomial=sympy.binomial)
-    else:
-        local = _LOCALS
-    return parse_expr(text, local_dict=local, transformations=_TRANSFORMS, evaluate=True)
+    """Parse a normalized LaTeX answer into a sympy object (raises on failure).
+
+    MATH writes the imaginary unit as ``i``; the parser leaves it a symbol.
+    """
+    expr = latex2sympy(s, normalization_config=_NORMALIZE, conversion_config=_CONVERT)
+    if isinstance(expr, sympy.Basic) and expr.has(_I, _I_REAL):
+        expr = expr.subs({_I: sympy.I, _I_REAL: sympy.I})
+    return _evaluated(expr)
+
+
+def _evaluated(e, depth: int = 0):
+    """Rebuild the parser's unevaluated tree with evaluation on (``-1*2*x`` -> ``-2*x``, unions merged)."""
+    if depth > 60:
+        return e
+    if isinstance(e, sympy.MatrixBase):
+        return e.applyfunc(lambda x: _evaluated(x, depth + 1))
+    if not isinstance(e, sympy.Basic) or not e.args or isinstance(e, (sympy.Symbol, sympy.Number)):
+        return e
+    try:
+        rebuilt = e.func(*[_evaluated(a, depth + 1) for a in e.args])
+    except Exception:
+        return e
+    if isinstance(rebuilt, sympy.UnevaluatedExpr):
+        rebuilt = rebuilt.args[0]
+    return rebuilt
 
 
 def _has_float(e) -> bool:
@@ -135,7 +68,7 @@ def _numeric_gap(a, b) -> bool | None:
         subs = {s: sympy.Float(point[i % 4] + i // 4) for i, s in enumerate(symbols)}
         try:
             va, vb = complex(sympy.N(a.subs(subs), 20)), complex(sympy.N(b.subs(subs), 20))
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError):
             return None
         scale = max(abs(va), abs(vb), 1e-12)
         if abs(va - vb) > 1e-6 * scale:
@@ -144,9 +77,15 @@ def _numeric_gap(a, b) -> bool | None:
 
 
 def exprs_equal(a, b) -> bool:
-    """Equality of two sympy expressions: exact unless a float is involved."""
+    """Equality of two sympy scalars: exact unless a float is involved."""
+    if not isinstance(a, sympy.Expr) or not isinstance(b, sympy.Expr):
+        return False
+    if a.has(sympy.zoo, sympy.nan) or b.has(sympy.zoo, sympy.nan):
+        return False  # "5:00" parses as 5/0: never equal to anything
     if a == b:
         return True
+    if a.has(sympy.oo, -sympy.oo) or b.has(sympy.oo, -sympy.oo):
+        return False  # infinities are equal only structurally (inf - inf is no test)
     if _numeric_gap(a, b):
         return False
     if not (a.free_symbols or b.free_symbols):
@@ -154,10 +93,31 @@ def exprs_equal(a, b) -> bool:
             va, vb = complex(sympy.N(a, 30)), complex(sympy.N(b, 30))
             scale = max(abs(va), abs(vb), 1e-300)
             return abs(va - vb) <= REL_TOL * scale
+        if _constants_equal(a, b):
+            return True
         return sympy.simplify(a - b) == 0
     if _has_float(a) or _has_float(b):
         return False
-    return sympy.simplify(a - b) == 0
+    diff = sympy.simplify(a - b)
+    if diff == 0:
+        return True
+    # Trigonometric identities (2 sin x cos x = sin 2x, tan^2 + 1 = sec^2) that simplify leaves apart.
+    if diff.has(sympy.sin, sympy.cos, sympy.tan, sympy.sec, sympy.csc, sympy.cot):
+        return sympy.simplify(sympy.expand_trig(diff).rewrite(sympy.cos)) == 0
+    return False
+
+
+def _constants_equal(a, b) -> bool | None:
+    """Two constant expressions agreeing to 50 digits are equal (nested radicals: simplify is slow)."""
+    try:
+        va, vb = sympy.N(a, 60), sympy.N(b, 60)
+        va, vb = complex(va), complex(vb)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    scale = max(abs(va), abs(vb), 1e-300)
+    if scale == float("inf") or scale != scale:
+        return None
+    return abs(va - vb) <= 1e-14 * scale and abs(sympy.N(a - b, 60)) <= sympy.Float(10) ** -45 * max(1, scale)
 
 
 def symbolic_equal(pred: str, gold: str) -> bool:
@@ -179,11 +139,53 @@ def relation_equal(pred: tuple[str, str, str], gold: tuple[str, str, str]) -> bo
             return False
         dp = to_sympy(pred[2]) - to_sympy(pred[0])
         dg = to_sympy(gold[2]) - to_sympy(gold[0])
+        if dp.has(sympy.zoo, sympy.nan) or dg.has(sympy.zoo, sympy.nan):
+            return False
         if dg == 0 or dp == 0:
             return dp == dg
         ratio = sympy.simplify(dp / dg)
         if ratio.free_symbols or ratio == 0 or not ratio.is_number:
             return False
-        return bool(ratio > 0) if pred[1] != "=" else True
+        return bool(ratio > 0) if pred[1] in ("<", "<=") else True
+    except Exception:
+        return False
+
+
+def _as_set(e):
+    """A sympy Set from a parsed interval / union / set, or an inequality (chain) in one variable."""
+    if isinstance(e, sympy.Set):
+        return e
+    if isinstance(e, sympy.Eq) and isinstance(e.rhs, sympy.Set):  # "x \\in (1, 2)"
+        return e.rhs
+    from sympy.core.function import AppliedUndef
+
+    if isinstance(e, (sympy.Rel, sympy.And)) and e.atoms(AppliedUndef):  # "0 < f(x) < 1": f(x) is the variable
+        e = e.replace(lambda t: isinstance(t, AppliedUndef), lambda t: sympy.Symbol("t_", real=True))
+    if isinstance(e, (sympy.Rel, sympy.And)) and len(e.free_symbols) == 1:
+        (x,) = e.free_symbols
+        return e.as_set() if x.is_real else e.subs(x, sympy.Symbol(x.name, real=True)).as_set()
+    raise ValueError("not a set")
+
+
+def sets_equal(pred: str, gold: str) -> bool:
+    """Intervals, unions and inequalities as sets: ``[1,2]\\cup[2,3]`` = ``[1,3]``, ``1<x<2`` = ``(1,2)``."""
+    try:
+        a, b = _as_set(to_sympy(pred)), _as_set(to_sympy(gold))
+        if a == b:
+            return True
+        return sympy.Complement(a, b) == sympy.S.EmptySet and sympy.Complement(b, a) == sympy.S.EmptySet
+    except Exception:
+        return False
+
+
+def matrices_equal(pred: str, gold: str) -> bool:
+    """Matrices after arithmetic (``2\\begin{pmatrix}..``, sums), compared entry by entry."""
+    try:
+        a, b = to_sympy(pred), to_sympy(gold)
+        a = a.doit() if hasattr(a, "doit") else a
+        b = b.doit() if hasattr(b, "doit") else b
+        if not (isinstance(a, sympy.MatrixBase) and isinstance(b, sympy.MatrixBase)) or a.shape != b.shape:
+            return False
+        return all(exprs_equal(x, y) for x, y in zip(a, b))
     except Exception:
         return False

@@ -23,17 +23,36 @@ DEFAULT_TIMEOUT = 1.0
 _START_TIMEOUT = 60.0
 
 
-def serve() -> None:
-    """Worker loop: one JSON request per line on stdin, one JSON verdict per line on stdout."""
-    from eval import symbolic
+#: Pairs graded once before the guards go up, so sympy's lazy imports happen unguarded.
+_WARM_UP = (("symbolic", "\\frac{\\sqrt{2}}{2}", "\\sin(\\frac{\\pi}{4})"), ("symbolic", "2\\sin x\\cos x", "\\sin 2x"),
+            ("symbolic", "(x+1)^2", "x^2+2x+1"), ("symbolic", "1.5", "\\frac32"), ("symbolic", "\\log_2 8", "3"),
+            ("relation", ("y", "=", "2x+3"), ("2x+3", "=", "y")), ("relation", ("x", "<", "3"), ("2x", "<", "6")),
+            ("sets", "[1,2]\\cup[2,3]", "1\\leq x\\leq 3"), ("matrix", "2\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\4\\end{pmatrix}"),
+            ("symbolic", "\\tan^2(y)+1", "\\sec^2(y)"))
 
-    ops = {"symbolic": symbolic.symbolic_equal, "relation": symbolic.relation_equal}
+
+def serve() -> None:
+    """Worker loop: one JSON request per line on stdin, one verdict per line on stdout.
+
+    Verdicts are ``1``/``0``; the ``stats`` request answers one JSON line (``eval.guard.stats``).
+    """
+    from eval import guard, symbolic
+
+    ops = {"symbolic": symbolic.symbolic_equal, "relation": symbolic.relation_equal,
+           "sets": symbolic.sets_equal, "matrix": symbolic.matrices_equal}
+    for op, a, b in _WARM_UP:
+        ops[op](a, b)
+    guard.install()
     out = sys.stdout
     out.write("ready\n")
     out.flush()
     for line in sys.stdin:
         try:
             op, a, b = json.loads(line)
+            if op == "stats":
+                out.write(json.dumps(guard.stats()) + "\n")
+                out.flush()
+                continue
             verdict = bool(ops[op](a, b))
         except Exception:
             verdict = False
@@ -41,28 +60,49 @@ def serve() -> None:
         out.flush()
 
 
+def _spawn() -> subprocess.Popen:
+    # A fresh interpreter (not fork: the caller may hold MLX / thread state; not
+    # multiprocessing's spawn: it re-imports the caller's __main__).
+    return subprocess.Popen(
+        [sys.executable, "-c", "from eval.worker import serve; serve()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, bufsize=1, start_new_session=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+
+
 class SymbolicWorker:
-    """One worker process; thread-safe (requests are serialized)."""
+    """One worker process plus a warm spare; thread-safe (requests are serialized).
+
+    Starting a worker (sympy + the ANTLR parser) takes seconds; after a timeout kill the
+    spare, started in the background, takes over at once, so the pair after a slow one
+    is not charged for a restart.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc = None
-        self._conn = None
+        self._spare = None
+        self._spare_ready = False
         self.timeouts = 0
 
     def _start(self) -> None:
-        # A fresh interpreter (not fork: the caller may hold MLX / thread state; not
-        # multiprocessing's spawn: it re-imports the caller's __main__).
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from eval.worker import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, bufsize=1, start_new_session=True,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        )
+        proc, ready, self._spare, self._spare_ready = (self._spare or _spawn()), self._spare_ready, None, False
         self._proc = proc
-        if self._readline(_START_TIMEOUT) != "ready":
+        if not ready and self._readline(_START_TIMEOUT) != "ready":
             self._kill()
             raise RuntimeError("the sympy grading worker did not start")
+        self._spare = _spawn()
+
+    def warm(self) -> None:
+        """Start the worker and wait until the spare is ready too (before timing anything)."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._kill()
+                self._start()
+            if self._spare is not None and not self._spare_ready:
+                ready, _, _ = select.select([self._spare.stdout], [], [], _START_TIMEOUT)
+                self._spare_ready = bool(ready) and self._spare.stdout.readline().strip() == "ready"
 
     def _readline(self, timeout: float) -> str | None:
         ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
@@ -102,9 +142,26 @@ class SymbolicWorker:
             self._kill()
             return False
 
+    def stats(self, timeout: float = 5.0) -> dict | None:
+        """The worker's guard counters (``eval.guard.stats``); None if it is not running."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                return None
+            self._proc.stdin.write(json.dumps(["stats", None, None]) + "\n")
+            self._proc.stdin.flush()
+            line = self._readline(timeout)
+            return json.loads(line) if line else None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     def close(self) -> None:
         with self._lock:
             self._kill()
+            if self._spare is not None:
+                self._proc, self._spare = self._spare, None
+                self._kill()
 
 
 _WORKER: SymbolicWorker | None = None

@@ -48,11 +48,14 @@ main.add_command(score_command)
 @click.option("--timeout", type=option_type("timeout"), default=6.0, show_default=True, help="Seconds per code block.")
 @click.option("--schedule", type=click.Choice(["continuous", "rounds"]), default="continuous", show_default=True,
               help="Code loop: resume each solution when its block ran, or the whole batch in rounds.")
+@click.option("--stop", multiple=True, help="A text stop string (repeatable; default: the few-shot headers "
+                                            "'\\n\\nQuestion:' and '\\n\\nProblem:'; --stop '' for none).")
 def eval_command(**kwargs):
     """Greedy benchmark of a model (resumable); writes lm-eval-shaped reports."""
     from eval.score import format_summary
     from mlx_scdpo.evaluate import EvalArgs, run_eval
 
+    kwargs["stop"] = list(kwargs["stop"]) or None
     try:
         metrics, res_path, sam_path = run_eval(EvalArgs(**kwargs))
     except UserError as e:

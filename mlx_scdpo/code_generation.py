@@ -13,6 +13,8 @@ nothing is recomputed. Two schedules:
 ``scripts/bench/code_loop.py`` measures the two. Caps: ``max_rounds`` executions and
 ``max_tokens`` model-generated tokens per solution. Token ids are kept as generated;
 ``gen_mask`` marks which ids the model produced (1) and which came from executions (0).
+Text stop strings end a solution as in ``mlx_scdpo.generation`` (looked for in the model's
+own text since the last execution block, never in execution outputs).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class CodeCompletion:
     index: int
     tokens: list[int]
     text: str
-    finish_reason: str  # "stop", "length", "max_rounds"
+    finish_reason: str  # "stop" (EOS or a stop string), "length", "max_rounds"
     executions: int
     gen_mask: list[int] = field(default_factory=list)
 
@@ -51,6 +53,34 @@ class _Solution:
     @property
     def generated(self) -> int:
         return sum(self.gen_mask)
+
+
+#: Inserted after the first character of a delimiter or special token found in program output.
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def inert_output(output: str, tokenizer, fmt: BlockFormat) -> str:
+    """Program output that stays text in token space and in the solution's blocks.
+
+    Tokenizers turn the text of a special token (``<|im_end|>``, the EOS text) into that
+    control token, and a printed block delimiter (a line of ``` in the markdown format,
+    ``<|endofblock|>`` in MathCoder's) would close the execution block early and let the
+    program write a fake code block or final answer into the solution. Each is broken by a
+    zero-width space after its first character; other output is unchanged.
+    """
+    marks = {getattr(t, "content", t) for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()}
+    marks |= set(getattr(tokenizer, "all_special_tokens", None) or ())
+    marks |= {d.strip() for d in (fmt.code_open, fmt.code_close, fmt.exec_open, fmt.exec_close, fmt.text_open,
+                                  fmt.text_close)}
+    marks = sorted((m for m in marks if isinstance(m, str) and len(m) > 1), key=len, reverse=True)
+    for _ in range(8):  # a replacement never creates a longer mark; a few passes settle overlaps
+        before = output
+        for m in marks:
+            if m in output:
+                output = output.replace(m, m[0] + ZERO_WIDTH_SPACE + m[1:])
+        if output == before:
+            break
+    return output
 
 
 def _close_triggers(tokenizer, fmt: BlockFormat) -> set[int] | None:
@@ -74,6 +104,7 @@ def generate_with_code(
     schedule: str = "continuous",
     on_token: Callable[[int], None] | None = None,
     setup_code: Callable[[int], list[str]] | None = None,
+    stop_strings: Sequence[str] = (),
 ) -> Iterator[CodeCompletion]:
     """Yield a ``CodeCompletion`` per prompt as it finishes (see module docstring).
 
@@ -85,7 +116,11 @@ def generate_with_code(
         raise ValueError(f"unknown schedule {schedule!r}")
     gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
                          sampler=sampler, completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
+    from mlx_scdpo.generation import _TAIL_TOKENS, _stop_position, stop_trigger_ids, trim_at_stop
+
     triggers = _close_triggers(tokenizer, fmt)
+    stop_strings = [s for s in stop_strings if s]
+    stop_triggers = stop_trigger_ids(tokenizer, stop_strings) if stop_strings else None
     sols = [_Solution(i, list(p), pool.sandbox()) for i, p in enumerate(prompts)]
     if setup_code is not None:
         for s in sols:
@@ -100,11 +135,16 @@ def generate_with_code(
     executor = ThreadPoolExecutor(max_workers=max(1, min(batch_size, 16)))
 
     def finish(s: _Solution, reason: str) -> CodeCompletion:
+        if stop_strings:  # a stop string ends the solution; its tokens are not kept
+            kept, hit = trim_at_stop(tokenizer, s.tokens, stop_strings, start=s.segment_start)
+            if hit:
+                s.tokens, s.gen_mask, reason = kept, s.gen_mask[:len(kept)], "stop"
         s.sandbox.close()
         return CodeCompletion(s.index, s.tokens, tokenizer.decode(s.tokens), reason, s.executions, s.gen_mask)
 
     def resume(s: _Solution, cache, output: str):
-        exec_tokens = tokenizer.encode(fmt.execution_block(output), add_special_tokens=False)
+        exec_tokens = tokenizer.encode(fmt.execution_block(inert_output(output, tokenizer, fmt)),
+                                       add_special_tokens=False)
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
         s.segment_start = len(s.tokens)
@@ -137,6 +177,13 @@ def generate_with_code(
                 if r.finish_reason is not None:
                     del by_uid[r.uid]
                     yield finish(s, r.finish_reason)
+                    continue
+                if stop_strings and (stop_triggers is None or r.token in stop_triggers) and _stop_position(
+                        tokenizer.decode(s.tokens[max(s.segment_start, len(s.tokens) - _TAIL_TOKENS):]),
+                        stop_strings) >= 0:
+                    stopped.append(r.uid)
+                    del by_uid[r.uid]
+                    yield finish(s, "stop")
                     continue
                 if triggers is not None and r.token not in triggers:
                     continue
@@ -185,4 +232,4 @@ def solution_stream(model, tokenizer, prompts, *, fmt, sampler, max_tokens, batc
         yield generate_with_code(model, tokenizer, prompts, pool, fmt=fmt, max_tokens=max_tokens,
                                  max_rounds=max_rounds, batch_size=batch_size, sampler=sampler,
                                  logits_processors=logits_processors, setup_code=setup_code, schedule=schedule,
-                                 on_token=on_token)
+                                 on_token=on_token, stop_strings=stop_strings)

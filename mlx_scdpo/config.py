@@ -70,6 +70,7 @@ OPTION_TYPES = {
     "max_code_rounds": NON_NEGATIVE, "solutions_per_problem": POSITIVE, "prefixes_per_solution": POSITIVE,
     "rounds": POSITIVE, "max_pairs_per_problem": POSITIVE, "max_steps": POSITIVE, "max_step_chars": POSITIVE,
     "max_naive": NON_NEGATIVE, "n_train": POSITIVE, "n_test": POSITIVE, "seed": click.IntRange(min=0, max=MAX_SEED),
+    "logits_chunk": NON_NEGATIVE, "memory_limit_gb": Number(min=0),
     # rates and scales
     "learning_rate": Number(min=0, min_open=True), "warmup_ratio": FRACTION, "weight_decay": Number(min=0),
     "lora_scale": Number(min=0, min_open=True), "lora_dropout": Number(min=0, max=1, max_open=True),
@@ -191,6 +192,8 @@ def dataclass_options(cls, skip: tuple[str, ...] = ()):
                 help_text += f" [default: {f.default}]"
             if typ is bool:
                 fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)(fn)
+            elif typing.get_origin(typ) is list:  # repeatable: --stop A --stop B
+                fn = click.option(flag, f.name, multiple=True, default=None, help=help_text)(fn)
             else:
                 fn = click.option(flag, f.name, type=option_type(f.name, typ), default=None, help=help_text)(fn)
         return click.option("-c", "--config", default=None, help="YAML file of options (CLI flags win).")(fn)
@@ -231,7 +234,8 @@ def build_args(cls, kwargs: dict, config: str | None = None):
             if name not in fields:
                 raise UserError(f"{config}: field '{key}' is not an option of this command")
             values[name] = _yaml_value(cls, fields[name], key, value, config)
-    values.update({k: v for k, v in kwargs.items() if k in fields and v is not None})
+    values.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()
+                   if k in fields and v is not None and v != ()})
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING]
     if missing:
         raise UserError(f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")

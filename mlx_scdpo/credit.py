@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from eval.errors import UserError
-from mlx_scdpo.dpo import token_logps
+from mlx_scdpo.logps import check_output_head, token_logps
 
 
 @dataclass
@@ -29,7 +29,7 @@ class TokenRewards:
 
 def response_rewards(model, prompt_ids: list[int], response_ids: list[int], beta: float, decode) -> TokenRewards:
     """Implicit reward of every response token (policy vs adapters-off reference)."""
-    from mlx_scdpo.train import set_adapter_scale
+    from mlx_scdpo.models import set_adapter_scale
 
     seq = prompt_ids + response_ids
     inputs, targets = mx.array([seq[:-1]]), mx.array([seq[1:]])
@@ -115,6 +115,7 @@ def read_credit_pairs(path: str) -> list[dict]:
 
 def credit_report(model, tokenizer, pairs: list[dict], beta: float) -> dict:
     """Per-pair token rewards and, where the first wrong step is known, the share after it."""
+    check_output_head(model)
     shares, rendered = [], []
     for pair in pairs:
         chosen = response_rewards(model, pair["prompt_ids"], pair["chosen_ids"], beta, tokenizer.decode)

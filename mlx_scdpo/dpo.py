@@ -17,13 +17,9 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlx_scdpo.logps import DEFAULT_CHUNK, token_logps
+
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-
-
-def token_logps(model, inputs: mx.array, targets: mx.array) -> mx.array:
-    """Log-probability of each target token, shape (batch, length)."""
-    logits = model(inputs).astype(mx.float32)
-    return -nn.losses.cross_entropy(logits, targets, reduction="none")
 
 
 def dpo_loss(policy_chosen: mx.array, policy_rejected: mx.array, ref_chosen: mx.array, ref_rejected: mx.array,
@@ -44,27 +40,29 @@ def dpo_loss(policy_chosen: mx.array, policy_rejected: mx.array, ref_chosen: mx.
     return losses, chosen_rewards, rejected_rewards
 
 
-def pair_logps(model, batch: dict):
+def pair_logps(model, batch: dict, chunk: int = DEFAULT_CHUNK):
     """Summed response log-probs and response token counts of chosen and rejected rows.
 
     ``batch`` holds either the shared-prompt arrays (``prompts`` ...; see
     ``mlx_scdpo.shared_prompt``) or ``inputs``, ``targets``, ``mask`` of shape (2B, L):
     chosen rows first, then rejected rows, so both sides go through one forward pass.
+    ``chunk``: logits computed at once by the LM head (``mlx_scdpo.logps``; 0: all).
     """
     if "prompts" in batch:
         from mlx_scdpo.shared_prompt import shared_pair_logps
 
-        return shared_pair_logps(model, batch)
-    lp = token_logps(model, batch["inputs"], batch["targets"]) * batch["mask"]
+        return shared_pair_logps(model, batch, chunk)
+    lp = token_logps(model, batch["inputs"], batch["targets"], chunk) * batch["mask"]
     sums = lp.sum(axis=-1)
     counts = batch["mask"].sum(axis=-1)
     b = sums.shape[0] // 2
     return sums[:b], sums[b:], counts[:b], counts[b:]
 
 
-def dpo_objective(model, batch: dict, beta: float, loss_type: str, label_smoothing: float, rpo_alpha: float):
+def dpo_objective(model, batch: dict, beta: float, loss_type: str, label_smoothing: float, rpo_alpha: float,
+                  chunk: int = DEFAULT_CHUNK):
     """Mean loss over the batch's pairs and the metrics TRL logs (as MLX scalars)."""
-    pc, pr, nc, nr = pair_logps(model, batch)
+    pc, pr, nc, nr = pair_logps(model, batch, chunk)
     rc, rr = batch["ref_chosen"], batch["ref_rejected"]
     if loss_type == "ipo":  # TRL averages log-probs over response tokens for IPO
         pc_l, pr_l, rc_l, rr_l = pc / nc, pr / nr, rc / nc, rr / nr

@@ -43,6 +43,8 @@ class EvalArgs:
     max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference: 6)."})
     schedule: str = field(default="continuous", metadata={"help": "Code loop: continuous or rounds."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop strings (default: the few-shot "
+                                                                    "headers \\n\\nQuestion: and \\n\\nProblem:)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -56,10 +58,7 @@ def run_identity(args: EvalArgs) -> dict:
             "task": args.task, "dataset": args.dataset, "chat_template": args.chat_template,
             "num_shots": args.num_shots, "max_tokens": args.max_tokens, "solution_format": args.solution_format,
             "block_format": args.block_format if code else None, "max_rounds": args.max_rounds if code else None,
-            "timeout": args.timeout if code else None}
-
-
-STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
+            "timeout": args.timeout if code else None, "stop": args.stop}
 
 
 def run_eval(args: EvalArgs):
@@ -85,7 +84,7 @@ def run_eval(args: EvalArgs):
 def _run_eval(args: EvalArgs, problems, fmt):
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash
+    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash, stop_strings
 
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
@@ -104,6 +103,7 @@ def _run_eval(args: EvalArgs, problems, fmt):
                             f"the prompt settings changed); use another --output-dir")
     todo = [i for i, p in enumerate(problems) if p.doc_id not in done]
 
+    stop = stop_strings(args.stop)
     stats = {"tokens": 0, "t0": time.perf_counter()}
     bar = None
     if args.progress and todo:
@@ -116,7 +116,7 @@ def _run_eval(args: EvalArgs, problems, fmt):
 
     stream = solution_stream(model, tokenizer, [built[i][0] for i in todo], fmt=fmt, sampler=None,
                              max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_rounds,
-                             timeout=args.timeout, stop_strings=STOP_STRINGS, schedule=args.schedule,
+                             timeout=args.timeout, stop_strings=stop, schedule=args.schedule,
                              on_token=on_token)
     with open(gen_path, "a", encoding="utf-8") as f, stream as completions:
         for c in completions:
@@ -140,7 +140,7 @@ def _run_eval(args: EvalArgs, problems, fmt):
     rows = [{**done[p.doc_id], "target": p.gold} for p in problems]
     samples = score_rows(args.task, rows, problems, solution_format=fmt.name if fmt else "cot")
     config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
-              "decoding": "greedy", "stop_strings": list(STOP_STRINGS)}
+              "decoding": "greedy", "stop_strings": list(stop)}
     config.pop("progress")
     res_path, sam_path = write_report(out, args.task, samples, config)
     return aggregate(args.task, samples), res_path, sam_path

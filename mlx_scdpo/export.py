@@ -3,13 +3,16 @@
 mlx-lm stores ``<module>.lora_a`` with shape (in, r) and ``<module>.lora_b`` (r, out) and
 computes ``y = W x + scale * (x A) B``. PEFT stores ``lora_A.weight`` (r, in) and
 ``lora_B.weight`` (out, r) and scales by ``lora_alpha / r``; so A and B are transposed,
-``lora_alpha = scale * r``, and keys gain PEFT's ``base_model.model.`` prefix.
+``lora_alpha = scale * r``, and keys gain PEFT's ``base_model.model.`` prefix. When only
+some blocks were adapted (``num_layers``), ``layers_to_transform`` lists them (with
+``layers_pattern``), as PEFT's ``LoraConfig`` takes them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import mlx.core as mx
@@ -55,6 +58,11 @@ def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) 
         "fan_in_fan_out": False, "base_model_name_or_path": base_model or config.get("model"),
         "inference_mode": True,
     }
+    layers = sorted({int(m.group(1)) for k in tensors if (m := re.search(r"\.layers\.(\d+)\.", k))})
+    if config.get("num_layers", -1) != -1 and layers:
+        # Only the last --num-layers blocks were adapted: without this PEFT adds LoRA to every layer.
+        peft_config["layers_to_transform"] = layers
+        peft_config["layers_pattern"] = "layers"
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "adapter_model.safetensors"), {k: mx.array(v) for k, v in tensors.items()},
                         metadata={"format": "pt"})

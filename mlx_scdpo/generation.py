@@ -3,6 +3,9 @@
 ``BatchGenerator`` does continuous batching over token ids and stops on token
 sequences; benchmarks also need *text* stop strings (``\\n\\nQuestion:``) whose
 tokenization depends on context, so each finished token's tail is decoded and checked.
+A sequence that writes a stop string ends with ``finish_reason`` "stop" (as on EOS), and
+neither its ids nor its text keep any token that overlaps the stop string: the ids stop at
+the last token that ends before it (``trim_at_stop``), and the text is their decoding.
 Finished sequences are yielded as soon as they end, so callers can append results
 incrementally (resumable runs).
 """
@@ -25,13 +28,33 @@ class Completion:
     index: int
     tokens: list[int]
     text: str
-    finish_reason: str  # "stop" (EOS), "stop_string" or "length"
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
     extra: dict = field(default_factory=dict)
 
 
-def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=-1)
-    return (text, False) if cut < 0 else (text[:cut], True)
+def _stop_position(text: str, stop_strings: Sequence[str]) -> int:
+    """Where the first stop string starts in ``text`` (-1: none)."""
+    return min((i for i in (text.find(s) for s in stop_strings if s) if i >= 0), default=-1)
+
+
+def trim_at_stop(tokenizer, tokens: list[int], stop_strings: Sequence[str],
+                 start: int = 0) -> tuple[list[int], bool]:
+    """``tokens`` cut before the first stop string in the decoding of ``tokens[start:]``.
+
+    Keeps the longest run of tokens whose decoding ends at or before the stop string, so
+    a token that holds the stop string's first characters (``".\\n\\n"``) goes too. Returns
+    (tokens, whether a stop string was found)."""
+    text = tokenizer.decode(tokens[start:])
+    cut = _stop_position(text, stop_strings)
+    if cut < 0:
+        return tokens, False
+    t = len(tokens)
+    while t > start:  # the stop string was just completed: only a few tokens to drop
+        head = tokenizer.decode(tokens[start:t])
+        if len(head) <= cut and text.startswith(head):
+            break
+        t -= 1
+    return tokens[:t], True
 
 
 def prefill_cache(model, tokens: Sequence[int]) -> list:
@@ -126,14 +149,12 @@ def generate_batched(
                     toks.append(r.token)
                 reason = r.finish_reason
                 if stop_strings and reason is None and (triggers is None or r.token in triggers):
-                    if _cut_at_stop(tokenizer.decode(toks[-_TAIL_TOKENS:]), stop_strings)[1]:
-                        reason = "stop_string"
+                    if _stop_position(tokenizer.decode(toks[-_TAIL_TOKENS:]), stop_strings) >= 0:
+                        reason = "stop"
                         stopped.append(r.uid)
                 if reason is not None:
-                    text, hit = _cut_at_stop(tokenizer.decode(toks), stop_strings)
-                    if hit:
-                        reason = "stop_string"
-                    yield Completion(index_of[r.uid], tokens.pop(r.uid), text, reason)
+                    toks, hit = trim_at_stop(tokenizer, tokens.pop(r.uid), stop_strings)
+                    yield Completion(index_of[r.uid], toks, tokenizer.decode(toks), "stop" if hit else reason)
             if stopped:
                 gen.remove(stopped)
     finally:

@@ -104,3 +104,37 @@ def load_model(model: str, adapter_path: str | None = None):
     if on_cpu():
         mdl.set_dtype(mx.float32)
     return mdl, tokenizer
+
+
+def _base_magnitude(module) -> mx.array:
+    """The magnitude a DoRA layer starts from (mlx-lm's ``set_linear`` / ``set_embedding``): the norms of
+    the frozen weight's rows, with which it computes exactly the base layer when its adapter is off."""
+    if hasattr(module, "linear"):
+        return mx.linalg.norm(module._dequantized_weight().astype(mx.float32), axis=1)
+    return mx.linalg.norm(module.embedding.weight, axis=1)
+
+
+def set_adapter_scale(model, scale: float | None, saved: dict | None = None) -> dict:
+    """Set every LoRA/DoRA layer's scale (0 switches adapters off); ``None`` restores ``saved``.
+
+    Scale 0 alone leaves a DoRA layer at ``m / ||W|| * W x`` with its trained magnitude
+    ``m``: not the base model. So while adapters are off a DoRA layer also gets its base
+    magnitude back, and the trained one is restored with the scale.
+    Returns the old (scale, magnitude) of each layer.
+    """
+    saved = saved if saved is not None else {}
+    for name, module in model.named_modules():
+        if not (hasattr(module, "lora_a") and hasattr(module, "scale")):
+            continue
+        dora = "m" in module
+        if scale is None:
+            module.scale, m = saved[name]
+            if dora:
+                module.m = m
+            continue
+        saved.setdefault(name, (module.scale, module.m if dora else None))
+        module.scale = scale
+        if dora:
+            module.m = _base_magnitude(module) if scale == 0 else saved[name][1]
+    return saved
+

@@ -7,7 +7,10 @@ prompt, plus the kept steps for step-controlled pairs) and metadata:
 * ``problem_id``, ``source`` (``"naive"`` or ``"step_control"``), ``k`` (kept steps),
   ``temperatures`` (one per generated step of the rejected side), ``round``;
 * ``prompt_ids``, ``chosen_ids``, ``rejected_ids``: token ids as sampled, so training
-  masks line up exactly (``prompt_ids + chosen_ids`` is the chosen sequence).
+  masks line up exactly (``prompt_ids + chosen_ids`` is the chosen sequence);
+* ``chosen_finish_reason``, ``rejected_finish_reason``: how each side's generation ended
+  ("stop", or a truncation: "length", "max_rounds"). Training appends EOS only to a side
+  that stopped (``mlx_scdpo.preference_data``): a cut-off response never learns to end there.
 
 ``--conversational`` writes TRL's conversational form instead: ``prompt`` is the user
 message, ``chosen`` / ``rejected`` are one assistant message each holding the kept steps
@@ -25,6 +28,14 @@ from pathlib import Path
 from eval.errors import UserError
 from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, fsync_dir, read_records, write_jsonl_atomic
 from mlx_scdpo.run_state import file_digest, folder_lock, kill_point
+
+#: Finish reasons of a response cut off before its end (token budget, code-execution budget).
+TRUNCATED = ("length", "max_rounds")
+
+
+def is_truncated(sample: dict) -> bool:
+    return sample.get("finish_reason") in TRUNCATED
+
 
 def make_pair(record: dict, *, prefix_text: str, prefix_ids: list[int], chosen: dict, rejected: dict, source: str,
               k: int, temperatures: list[float], round: int) -> dict:
@@ -44,6 +55,8 @@ def make_pair(record: dict, *, prefix_text: str, prefix_ids: list[int], chosen: 
         "prompt_ids": record["prompt_ids"] + prefix_ids,
         "chosen_ids": chosen["ids"],
         "rejected_ids": rejected["ids"],
+        "chosen_finish_reason": chosen.get("finish_reason"),
+        "rejected_finish_reason": rejected.get("finish_reason"),
     }
 
 

@@ -8,7 +8,10 @@ response boundary is exact):
   ``rejected_ids`` (from ``mlx-scdpo sample``) use them as they are;
 * conversational pairs (lists of messages) go through the chat template: the prompt with
   the generation prompt, each response as the rest of the rendered conversation;
-* EOS is appended to a response once (not if it already ends with it);
+* EOS is appended to a response once (not if it already ends with it), unless the pair
+  marks that side as truncated (``chosen_finish_reason`` / ``rejected_finish_reason`` is
+  "length" or "max_rounds"): a response cut off by the token budget did not end, and an EOS
+  would teach that stopping mid-sentence is how such answers end;
 * if prompt + the longer response exceeds ``max_length``, the prompt is cut from the left to
   ``max_prompt_length``, then responses are cut to fit (TRL's ``keep_end`` for prompts);
 * only response tokens are scored: ``mask[t] = 1`` where ``targets[t]`` is a response token.
@@ -122,6 +125,12 @@ def _encode_text(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def _truncated(pair: dict, side: str) -> bool:
+    from mlx_scdpo.pairs import TRUNCATED
+
+    return pair.get(f"{side}_finish_reason") in TRUNCATED
+
+
 def tokenize_pair(tokenizer, pair: dict, max_length: int = 1024, max_prompt_length: int = 512) -> TokenizedPair:
     """Token ids of one pair (see module docstring)."""
     eos = tokenizer.eos_token_id
@@ -136,12 +145,19 @@ def tokenize_pair(tokenizer, pair: dict, max_length: int = 1024, max_prompt_leng
             text = full(side)
             if not text.startswith(prompt_text):
                 raise UserError("the chat template renders the prompt differently inside the conversation")
-            responses.append(_encode_text(tokenizer, text[len(prompt_text):].rstrip("\n")))
+            response = text[len(prompt_text):].rstrip("\n")
+            content = pair[side][-1].get("content") if pair[side] else None
+            if _truncated(pair, side) and isinstance(content, str) and response.startswith(content):
+                response = content  # no end-of-turn marker after a cut-off response
+            responses.append(_encode_text(tokenizer, response))
         chosen, rejected = responses
     else:
         prompt = tokenizer.encode(pair["prompt"])
         chosen, rejected = _encode_text(tokenizer, pair["chosen"]), _encode_text(tokenizer, pair["rejected"])
-    chosen, rejected = _with_eos(chosen, eos), _with_eos(rejected, eos)
+    if not _truncated(pair, "chosen"):
+        chosen = _with_eos(chosen, eos)
+    if not _truncated(pair, "rejected"):
+        rejected = _with_eos(rejected, eos)
     longest = max(len(chosen), len(rejected))
     if len(prompt) + longest > max_length:
         prompt = prompt[-max_prompt_length:]

@@ -145,6 +145,21 @@ def build_prompt_tokens(tokenizer, task: str, question: str, num_shots: int, cha
     return tokenizer.encode(text), text
 
 
+#: Every prompt style's next-problem header: a few-shot prompt (``fewshot_prompt``) starts each
+#: problem with "Question:" (GSM8K, code-integrated) or "Problem:" (MATH, as lm-eval's
+#: ``minerva_math`` stops at "Problem:"), so a base model that runs on past its answer writes
+#: one of these next. Chat prompts end on the template's EOS and rarely reach them.
+DEFAULT_STOP = ("\n\nQuestion:", "\n\nProblem:")
+
+
+def stop_strings(stop=None) -> tuple[str, ...]:
+    """The text stop strings of a run: ``stop`` when given (``--stop``, repeatable; an empty
+    string, ``--stop ''``, means none), else ``DEFAULT_STOP``."""
+    if stop is None:
+        return DEFAULT_STOP
+    return tuple(dict.fromkeys(s for s in stop if s))
+
+
 def prompts_hash(texts: list[str]) -> str:
     h = hashlib.sha256()
     for t in texts:

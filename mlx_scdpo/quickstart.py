@@ -63,7 +63,7 @@ def default_model() -> str:
 
 
 def _accuracy(metrics: dict) -> float:
-    return metrics["exact_match,flexible-extract"]
+    return metrics["exact_match,scdpo-grader"]
 
 
 def run_quickstart(args: QuickstartArgs, log=print) -> dict:

@@ -1,11 +1,19 @@
 """Seeded sampling and the per-step temperature ramp as MLX logits processors.
 
-``StepTemperatureProcessor`` sees the tokens generated so far (mlx-lm passes each
-sequence's context) and divides the logits by ``min(T0 + i * dT, Tmax)`` where ``i`` is
-the number of step boundaries generated so far, so the temperature switches exactly on
-the token after a boundary. Everything stays lazy (no ``.item()``, no host sync), so
-mlx-lm's pipelined decoding is not stalled. Tokens inserted in bulk (a prompt, an
-execution block) never count: only a context that grew by exactly one token is checked.
+``StepTemperatureProcessor`` divides the logits by ``min(T0 + i * dT, Tmax)`` where ``i``
+is the number of steps the sequence has completed, counted with ``steps.StepScanner``
+(the definition ``split_steps`` cuts with, so ``--step-unit``, display math, ``align``
+environments, fences and code blocks count alike in both). The temperature switches on the
+token right after the one that ends a step.
+
+Nothing waits for the GPU: when the processor runs, the sequence's newest token is still
+being computed. Every older token is known on the host (mlx-lm evaluated it a step
+before), so the processor scans the text up to the newest token on the host and looks the
+newest token up, lazily, in a table of "does this token end a step from here", one per
+scanner state, shared by every sequence of a run (``StepRamp``). Tokens inserted in bulk
+(an execution block) are read at once; execution outputs never count as steps.
+Each applied temperature is kept by position (``temperatures()``), so what a pair records
+is what was applied (``step_temperatures``).
 
 ``SeededSampler`` draws from an explicit PRNG key that it splits on every call: the
 same seed gives the same samples and different seeds differ, independent of MLX's
@@ -14,46 +22,120 @@ global random state (mlx-lm's compiled sampler captures that state).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 
 import mlx.core as mx
+import numpy as np
 
-from mlx_scdpo.steps import DT, T0, TMAX
+from mlx_scdpo.steps import DT, T0, TMAX, StepScanner, split_steps
 
 
-def boundary_mask(tokenizer, marks: tuple[str, ...]) -> mx.array:
-    """1.0 for every vocabulary id whose decoded text contains one of ``marks``."""
-    vocab = tokenizer.get_vocab()
-    size = max(max(vocab.values()) + 1, getattr(tokenizer, "vocab_size", 0) or 0)
-    pieces = tokenizer.batch_decode([[i] for i in range(size)])
-    ids = [i for i, piece in enumerate(pieces) if any(m in piece for m in marks)]
-    mask = mx.zeros((size,), dtype=mx.float32)
-    if ids:
-        mask[mx.array(ids)] = 1.0
-    return mask
+class StepRamp:
+    """What every sequence's ramp shares: each token's text and, per scanner state, which
+    tokens would end a step (built on first use of each state; a few dozen states occur)."""
+
+    def __init__(self, tokenizer, style: str = "cot", fmt=None, unit: str = "line"):
+        self.tokenizer, self.style, self.fmt, self.unit = tokenizer, style, fmt, unit
+        vocab = tokenizer.get_vocab()
+        self.size = max(max(vocab.values()) + 1, getattr(tokenizer, "vocab_size", 0) or 0)
+        pieces = tokenizer.batch_decode([[i] for i in range(self.size)])
+        triggers = self.scanner().trigger_chars()
+        # Only a token holding the last character of a step end can end a step.
+        self.candidates = [(i, p) for i, p in enumerate(pieces) if any(c in p for c in triggers)]
+        self._ends: dict[tuple, mx.array] = {}
+
+    def scanner(self) -> StepScanner:
+        return StepScanner(self.style, self.fmt, self.unit)
+
+    def step_ends(self, scanner: StepScanner) -> mx.array:
+        """Per token id: generated steps it would complete after ``scanner``'s text."""
+        key = scanner.key()
+        if key not in self._ends:
+            ends = np.zeros(self.size, dtype=np.uint8)  # a few dozen states x the vocabulary: keep it small
+            for i, piece in self.candidates:
+                s = scanner.copy()
+                s.feed(piece)
+                ends[i] = s.generated - scanner.generated
+            self._ends[key] = mx.array(ends)
+        return self._ends[key]
+
+    def processor(self, t0: float = T0, dt: float = DT, tmax: float = TMAX) -> "StepTemperatureProcessor":
+        return StepTemperatureProcessor(self, t0, dt, tmax)
 
 
 class StepTemperatureProcessor:
     """Per-sequence logits processor implementing the step-wise temperature ramp."""
 
-    def __init__(self, mask: mx.array, t0: float = T0, dt: float = DT, tmax: float = TMAX):
-        self.mask, self.t0, self.dt, self.tmax = mask, t0, dt, tmax
-        self.count = None
-        self.prev_boundary = mx.array(1.0)  # the prefix ends at a step boundary
+    def __init__(self, ramp: StepRamp, t0: float = T0, dt: float = DT, tmax: float = TMAX):
+        self.ramp, self.t0, self.dt, self.tmax = ramp, t0, dt, tmax
+        self.scanner = ramp.scanner()
+        self.start = None  # context length at the first call (the prompt)
         self.seen = 0
+        self.tokens: list[int] = []  # generated (and inserted) tokens known on the host
+        self.base = 0  # tokens[:base] are scanned to their last character
+        self.fed = 0  # characters of the text of tokens[base:] already scanned
+        self.pending = None  # the newest token, still lazy
+        self.applied: dict[int, mx.array] = {}  # position after the prompt -> temperature
+
+    def _known(self, tokens: list[int]) -> None:
+        self.tokens += tokens
+        # Decode only what is new, after one anchor token (so a SentencePiece leading space survives).
+        decode = self.ramp.tokenizer.decode
+        anchor = self.tokens[self.base - 1:self.base] if self.base else []
+        text = decode(anchor + self.tokens[self.base:])[len(decode(anchor)) if anchor else 0:]
+        stable = text.rstrip("\ufffd")  # a character whose bytes are not all here yet waits
+        self.scanner.feed(stable[self.fed:])
+        if len(stable) == len(text):
+            self.base, self.fed = len(self.tokens), 0
+        else:
+            self.fed = max(self.fed, len(stable))
 
     def __call__(self, context: mx.array, logits: mx.array) -> mx.array:
         n = context.size
-        if self.count is None:
-            self.count = mx.array(0.0)
-        elif n == self.seen + 1:
-            last = context[-1]
-            is_boundary = mx.where(last < self.mask.size, self.mask[mx.minimum(last, self.mask.size - 1)], 0.0)
-            # A boundary right after a boundary (a blank line) does not start a new step.
-            self.count = self.count + is_boundary * (1.0 - self.prev_boundary)
-            self.prev_boundary = is_boundary
+        if self.start is None:
+            self.start = n
+        else:
+            if self.pending is not None:
+                self._known([self.pending.item()])  # computed a step ago: no wait
+                self.pending = None
+            if n == self.seen + 1:
+                self.pending = context[-1]
+            elif n > self.start + len(self.tokens):  # inserted in bulk: all on the host already
+                self._known(context[self.start + len(self.tokens):].tolist())
         self.seen = n
-        return logits / mx.minimum(self.t0 + self.dt * self.count, self.tmax)
+        steps = self.scanner.generated
+        if self.pending is not None:
+            ends = self.ramp.step_ends(self.scanner)
+            steps = steps + ends[mx.minimum(self.pending, ends.size - 1)].astype(mx.float32)
+        temp = mx.minimum(self.t0 + self.dt * steps, self.tmax)
+        self.applied[n - self.start] = temp
+        return logits / temp
+
+    def temperatures(self) -> dict[int, float]:
+        """Temperature applied to the token at each position after the prompt."""
+        mx.eval(list(self.applied.values()))
+        return {k: v.item() for k, v in self.applied.items()}
+
+
+def step_temperatures(tokenizer, tokens: list[int], processor: StepTemperatureProcessor, style: str = "cot",
+                      fmt=None, unit: str = "line") -> list[float]:
+    """The temperature ``processor`` applied to each generated step of ``tokens`` (a
+    continuation; steps as ``split_steps`` cuts it, execution outputs left out): at the
+    step's first token, or for a block, the first token after its opening delimiter (a text
+    step before a block is known to have ended only once that delimiter is complete)."""
+    applied = processor.temperatures()
+    steps = split_steps(tokenizer.decode(tokens), style, fmt, unit)
+    token_starts = [len(tokenizer.decode(tokens[:j])) for j in range(len(tokens))]
+    openers = tuple(op for _, op in fmt.openers()) if fmt is not None else ()
+    temps, start = [], 0
+    for text, kind in zip(steps.steps, steps.kinds):
+        first = start + next((len(op) for op in openers if text.startswith(op)), 0)
+        j = bisect.bisect_right(token_starts, first) - 1  # the token holding that character
+        if kind != "execution" and j in applied:
+            temps.append(applied[j])
+        start += len(text)
+    return temps
 
 
 def stable_seed(*parts) -> int:

@@ -10,7 +10,9 @@ Output, appended one line per finished problem (resumable by ``problem_id``):
 ``OUT/solutions.jsonl`` with the prompt, its token ids, and every kept sample's text,
 token ids *as generated* (never re-tokenized), extracted answer and verdict. Naive pairs
 (first correct x first ``naive_wrong`` wrong; reference 1x1 GSM8K, 1x2 MATH) go to
-``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.pairs``.
+``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.pairs``. A wrong solution cut off by
+``max_tokens`` (or the code-execution budget) is no rejected side, and does not count as
+one of the ``min_wrong`` wanted, unless ``include_truncated``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ class SampleArgs:
     block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown or mathcoder."})
     max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference 6)."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: the "
+                                                                    "few-shot headers; '' for none)."})
+    include_truncated: bool = field(default=False, metadata={"help": "Wrong solutions cut off by --max-tokens may "
+                                                                     "be rejected sides."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -78,8 +84,10 @@ class ProblemState:
     seen: set = field(default_factory=set)
     n_sampled: int = 0
 
-    def count(self, correct: bool) -> int:
-        return sum(1 for s in self.samples if s["correct"] == correct)
+    def count(self, correct: bool, include_truncated: bool = True) -> int:
+        from mlx_scdpo.pairs import is_truncated
+
+        return sum(1 for s in self.samples if s["correct"] == correct and (include_truncated or not is_truncated(s)))
 
     def add(self, text: str, ids: list[int], grade: dict, finish_reason: str, gen_mask: list[int] | None = None) -> None:
         self.n_sampled += 1
@@ -96,7 +104,8 @@ class ProblemState:
         self.samples.append(sample)
 
     def is_done(self, args: SampleArgs) -> bool:
-        enough = self.count(True) >= args.min_correct and self.count(False) >= args.min_wrong
+        enough = self.count(True) >= args.min_correct and \
+            self.count(False, args.include_truncated) >= args.min_wrong
         return enough or self.n_sampled >= args.budget
 
 
@@ -104,12 +113,12 @@ def problem_id(task: str, problem) -> str:
     return problem.unique_id or f"{task}/{problem.doc_id}"
 
 
-def naive_pairs(record: dict, n_wrong: int) -> list[dict]:
-    """First correct solution x first ``n_wrong`` wrong ones."""
-    from mlx_scdpo.pairs import make_pair
+def naive_pairs(record: dict, n_wrong: int, include_truncated: bool = False) -> list[dict]:
+    """First correct solution x first ``n_wrong`` wrong ones (truncated ones only if ``include_truncated``)."""
+    from mlx_scdpo.pairs import is_truncated, make_pair
 
     correct = [s for s in record["samples"] if s["correct"]]
-    wrong = [s for s in record["samples"] if not s["correct"]]
+    wrong = [s for s in record["samples"] if not s["correct"] and (include_truncated or not is_truncated(s))]
     if not correct:
         return []
     return [make_pair(record, prefix_text="", prefix_ids=[], chosen=correct[0], rejected=w, source="naive", k=0,
@@ -138,7 +147,7 @@ def _run_sample(args: SampleArgs) -> dict:
     from eval.blocks import FORMATS
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots
+    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
     from mlx_scdpo.ramp import SeededSampler, stable_seed
 
     if args.task not in ("gsm8k", "math"):
@@ -160,6 +169,7 @@ def _run_sample(args: SampleArgs) -> dict:
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
     shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat, fmt is not None)
+    stop = stop_strings(args.stop)
     n_wrong = args.naive_wrong if args.naive_wrong is not None else (1 if args.task == "gsm8k" else 2)
     (out / "sample_config.json").write_text(json.dumps(asdict(args), indent=2))
 
@@ -189,7 +199,7 @@ def _run_sample(args: SampleArgs) -> dict:
                 sampler = SeededSampler(stable_seed(args.seed, chunk[0].doc_id, round_), args.temperature)
                 with solution_stream(model, tokenizer, [s.prompt_ids for s in requests], fmt=fmt, sampler=sampler,
                                      max_tokens=args.max_tokens, batch_size=args.batch_size,
-                                     max_rounds=args.max_rounds, timeout=args.timeout) as stream:
+                                     max_rounds=args.max_rounds, timeout=args.timeout, stop_strings=stop) as stream:
                     for c in stream:
                         s = requests[c.index]
                         grade = grade_sample(args.task, c.text, s.problem.gold, grade_format)
@@ -201,7 +211,7 @@ def _run_sample(args: SampleArgs) -> dict:
                           "question": s.problem.question, "gold": s.problem.gold, "prompt": s.prompt_text,
                           "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
                           "solution_format": args.solution_format, "block_format": fmt.name if fmt else None,
-                          "samples": s.samples}
+                          "stop": list(stop), "samples": s.samples}
                 fs.write(json.dumps(record, ensure_ascii=False) + "\n")
                 counts["problems"] += 1
             fs.flush()
@@ -212,5 +222,5 @@ def _run_sample(args: SampleArgs) -> dict:
     # Naive pairs are derived from the solutions file as a whole (so a resumed run never
     # duplicates them) and rewritten atomically.
     records = read_finished(sol_path, None)
-    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in records for p in naive_pairs(r, n_wrong)))
+    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in records for p in naive_pairs(r, n_wrong, args.include_truncated)))
     return counts

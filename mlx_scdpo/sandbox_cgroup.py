@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 
 _counter = itertools.count()
@@ -77,7 +78,8 @@ def find_parents(root: str = "/") -> tuple[str, dict[str, str]] | None:
 
 
 def remove_stale(parents: tuple[str, dict[str, str]]) -> None:
-    """Remove empty sandbox cgroups left by processes that were killed before their clean-up."""
+    """Remove sandbox cgroups left by processes that were killed before their clean-up, and
+    whatever still runs in them (a worker that outlived its parent)."""
     for parent in parents[1].values():
         try:
             names = os.listdir(parent)
@@ -87,10 +89,7 @@ def remove_stale(parents: tuple[str, dict[str, str]]) -> None:
             parts = name.split("-")
             if len(parts) == 4 and name.startswith("mlx-scdpo-") and parts[2].isdigit() \
                     and not os.path.exists(f"/proc/{parts[2]}"):
-                try:
-                    os.rmdir(os.path.join(parent, name))  # fails while processes remain: then kept
-                except OSError:
-                    pass
+                Cgroup(parents[0], [os.path.join(parent, name)]).remove()  # its processes killed first
 
 
 class Cgroup:
@@ -106,6 +105,12 @@ class Cgroup:
             kill = os.path.join(d, "cgroup.kill")
             if os.path.exists(kill):
                 _write(kill, "1")
+            else:  # cgroup v1: no cgroup.kill
+                for pid in _read(os.path.join(d, "cgroup.procs")).split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (OSError, ValueError):
+                        pass
         for d in self.dirs:
             for _ in range(100):
                 try:

@@ -4,12 +4,14 @@ Isolation comes from existing, hardened tools, chosen by what the host has (dete
 assumed):
 
 * Linux: bubblewrap (``bwrap``, what Flatpak uses). User, mount, pid, ipc, net, uts and
-  cgroup namespaces; a new root holding only the Python installation and the ``sys.path``
-  directories (read-only), a few files from ``/etc`` the dynamic linker needs, a fresh
-  ``/proc`` and minimal ``/dev``; size-bounded private tmpfs for the scratch directory,
-  ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run``; ``--die-with-parent``, ``--new-session``,
-  no nested user namespaces, and a seccomp filter built by libseccomp when it is installed
-  (no keyrings, ptrace, memfd, SysV IPC, io_uring, bpf, perf).
+  cgroup namespaces; a new root holding only the Python installation and the import path it
+  needs (read-only, ``worker_sys_path``), a few files from ``/etc`` the dynamic linker needs,
+  a fresh ``/proc`` (its writable entries read-only: the sandbox's uid is the host's) and
+  minimal ``/dev``; size-bounded private tmpfs for the scratch directory, ``/tmp``,
+  ``/var/tmp``, ``/dev/shm`` and ``/run``; ``--die-with-parent``, ``--new-session``, no nested
+  user namespaces, and a seccomp filter built by libseccomp when it is installed (no
+  keyrings, ptrace, memfd, SysV IPC, io_uring, bpf, perf, inotify, socket families beyond
+  unix / inet / inet6, clearing the parent-death signal), with the worker as pid 1.
 * macOS: ``sandbox-exec`` with a Seatbelt profile: no network, no writes outside the scratch
   directory, no reads of the user's files (only the Python installation and ``sys.path``).
 * Elsewhere: ``SandboxUnavailable`` (one clear line), unless ``MLX_SCDPO_SANDBOX=unconfined``
@@ -45,7 +47,15 @@ SECCOMP_DENIED = (
     "io_uring_enter", "io_uring_register", "mount", "umount2", "pivot_root", "unshare", "setns", "swapon", "swapoff",
     "reboot", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "acct", "quotactl",
     "open_by_handle_at", "name_to_handle_at", "fanotify_init", "personality", "move_pages", "migrate_pages", "mbind",
-    "lookup_dcookie", "syslog", "vhangup", "fsopen", "fsmount", "open_tree", "move_mount")
+    "lookup_dcookie", "syslog", "vhangup", "fsopen", "fsmount", "open_tree", "move_mount",
+    # Counted per host user (the sandbox's uid is the host's): a block could use up root's
+    # inotify instances or message-queue bytes on the whole host while it lives.
+    "inotify_init", "inotify_init1", "mq_open")
+
+# Socket families a block may create: AF_UNIX, AF_INET, AF_INET6 (the network namespace has no
+# network). Others are not confined by it: AF_VSOCK reaches the hypervisor's host from a VM,
+# AF_ALG / AF_NETLINK / AF_PACKET are kernel attack surface.
+SOCKET_FAMILIES = (1, 2, 10)
 
 
 class SandboxUnavailable(UserError):
@@ -119,6 +129,38 @@ def _readable_dirs(paths) -> list[str]:
     return out
 
 
+def worker_sys_path(sys_path, preload) -> list[str]:
+    """The import path the worker needs: entries inside the Python installation or virtual
+    environment, site-packages (the user's too), ``PYTHONPATH`` entries and the places the
+    ``preload`` modules come from. Not the script's directory or the working directory
+    (``sys.path[0]``: ``/tmp``, a project tree, ``/work`` ...): every entry kept is readable
+    inside the sandbox, and a bound ``/tmp`` would replace the private one."""
+    import importlib.util
+    import site
+
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
+    sites = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages(),
+             *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    roots = {os.path.realpath(p) for p in sites if p}
+    for name in preload or ():
+        try:
+            spec = importlib.util.find_spec(name.split(".")[0])
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            continue
+        places = list(spec.submodule_search_locations or []) or ([spec.origin] if spec.has_location else [])
+        roots |= {os.path.dirname(os.path.realpath(p)) for p in places if p}
+    out = []
+    for p in sys_path:
+        if not p or not os.path.isdir(p):
+            continue
+        real = os.path.realpath(p)
+        if real in roots or any(real == q or real.startswith(q.rstrip("/") + "/") for q in prefixes):
+            out.append(p)
+    return out
+
+
 def python_dirs(sys_path) -> list[str]:
     """What the worker must read: the interpreter's installation and its import path, never
     ``/`` or the home directory itself (a script run from ``~`` puts ``~`` on ``sys.path``)."""
@@ -128,10 +170,49 @@ def python_dirs(sys_path) -> list[str]:
     return _readable_dirs(p for p in wanted if p != "/" and not (home == p or home.startswith(p + "/")))
 
 
+@functools.lru_cache(maxsize=None)
+def proc_writable(proc: str = "/proc") -> tuple[str, ...]:
+    """Entries of ``/proc`` (not processes) that hold a file with a write bit: made read-only.
+
+    The sandbox's uid is the host's (root's, when run as root), so the owner's write bit is
+    its own: sysctls (kernel.core_pattern is host root), sysrq-trigger, mtrr, pressure
+    triggers. bubblewrap covers /proc/sys only when it may write it itself, not on every host.
+    """
+    out = ["/proc/sys", "/proc/sysrq-trigger"]
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return tuple(out)
+    for name in sorted(names):
+        path = os.path.join(proc, name)
+        if name.isdigit() or name in ("self", "thread-self", "sys") or os.path.islink(path):
+            continue
+        found = False
+        for d, dirs, files in os.walk(path) if os.path.isdir(path) else [(proc, [], [name])]:
+            found = any(_has_write_bit(os.path.join(d, f)) for f in files)
+            if found:
+                break
+        if found:
+            out.append("/proc/" + name)
+    return tuple(out)
+
+
+def _has_write_bit(path: str) -> bool:
+    try:
+        return bool(os.lstat(path).st_mode & 0o222)
+    except OSError:
+        return False
+
+
 def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
     """bubblewrap's arguments, up to the command it runs."""
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534",
             "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if seccomp_fd is not None:
+        # The worker is the namespace's pid 1, under the filter: bubblewrap's own pid 1 runs
+        # without it, and a block could rewrite that process through /proc/1/mem. (The filter
+        # also keeps the worker from clearing its parent-death signal.)
+        argv.append("--as-pid-1")
     # Merged /usr: /bin, /lib... are symlinks into /usr on current distributions.
     system = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
     for path in system:
@@ -142,7 +223,13 @@ def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: in
     for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives"):
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
+    # The sandbox's uid is the host's uid (root's, when run as root), so sysctls are writable
+    # (kernel.core_pattern: host root) unless /proc/sys is read-only. bubblewrap covers it only
+    # when it may write it itself, which it may not on every host: cover it here too.
+    argv += ["--proc", "/proc"]
+    for path in proc_writable():
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--dev", "/dev"]
     for path in ("/tmp", "/var/tmp", "/dev/shm", "/run"):
         argv += ["--size", str(tmp_mb << 20), "--tmpfs", path]
     for path in python_dirs(sys_path):  # after the tmpfs mounts, which would hide a bind below /tmp
@@ -157,6 +244,13 @@ def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: in
 
 
 SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_CMP_EQ, _SCMP_CMP_GT = 4, 6
+
+
+class _ScmpArgCmp(ctypes.Structure):  # libseccomp's struct scmp_arg_cmp
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
 _EPERM = 1
 
 
@@ -174,6 +268,8 @@ def seccomp_program() -> bytes | None:
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(_ScmpArgCmp)]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
@@ -185,6 +281,16 @@ def seccomp_program() -> bytes | None:
             nr = lib.seccomp_syscall_resolve_name(call.encode())
             if nr >= 0 and lib.seccomp_rule_add(ctx, deny, nr, 0) != 0:
                 return None
+        top = max(SOCKET_FAMILIES)
+        families = [(_SCMP_CMP_GT, top)] + [(_SCMP_CMP_EQ, f) for f in range(top) if f not in SOCKET_FAMILIES]
+        # The worker is the namespace's pid 1 and dies with bubblewrap (--die-with-parent); a
+        # block that cleared its parent-death signal would outlive a killed parent.
+        for call, checks in (("socket", families), ("socketpair", families), ("prctl", [(_SCMP_CMP_EQ, 1)])):
+            nr = lib.seccomp_syscall_resolve_name(call.encode())
+            for op, value in checks:  # rules of one call are OR-ed
+                cmp = _ScmpArgCmp(0, op, value, 0)
+                if nr >= 0 and lib.seccomp_rule_add_array(ctx, deny, nr, 1, ctypes.byref(cmp)) != 0:
+                    return None
         r, w = os.pipe()
         try:
             if lib.seccomp_export_bpf(ctx, w) != 0:

@@ -20,6 +20,7 @@ import json
 import linecache
 import os
 import resource
+import signal
 import struct
 import sys
 import traceback
@@ -171,6 +172,10 @@ def main():
     for mod in cfg.get("preload") or []:
         __import__(mod)
     limits = set_limits(cfg)
+    if os.getpid() == 1:
+        # pid 1 of a namespace ignores signals it has no handler for, SIGXCPU included:
+        # the per-block CPU limit needs one (the hard limit's SIGKILL needs none).
+        signal.signal(signal.SIGXCPU, lambda *_: os._exit(128 + signal.SIGXCPU))
     sys.stdin = io.StringIO("")  # input() raises EOFError
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # start-up errors went to the parent; the model's code writes nowhere

@@ -13,14 +13,18 @@ computation (tested) at less compute and memory, most so for SCDPO's long prefix
 ``grad_checkpoint`` would re-run a layer against a cache it already appended to).
 
 Works for mlx-lm models shaped ``model.model(inputs, cache) -> hidden`` with either
-``model.lm_head`` or tied ``model.model.embed_tokens`` (Llama, Qwen2/3, Mistral, ...);
-``supports_shared_prompt`` tells, and callers fall back to the plain path otherwise.
+``model.lm_head`` or tied ``model.model.embed_tokens`` (Llama, Qwen2/3, Mistral, Gemma-2,
+Cohere, Granite, ...); the head and the model's output transform come from
+``mlx_scdpo.logps.output_head`` and run in chunks of positions. ``supports_shared_prompt``
+tells, and callers fall back to the plain path otherwise.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
+
+from mlx_scdpo.logps import DEFAULT_CHUNK, chunked_logps, output_head, vocab_size
 
 
 class TrainKVCache:
@@ -71,15 +75,27 @@ class ResponseKVCache(TrainKVCache):
 
 
 def supports_shared_prompt(model) -> bool:
-    inner = getattr(model, "model", None)
-    return inner is not None and hasattr(inner, "layers") and (
-        hasattr(model, "lm_head") or hasattr(inner, "embed_tokens"))
+    """Whether the shared path gives this model's plain log-probs, tried on two short pairs.
 
+    An architecture whose attention cannot take the per-row padding mask of the prompt
+    cache (Gemma-2 reshapes its queries by KV group, so the (B, 1, n, keys) mask does not
+    broadcast) or that keeps other state fails the trial and uses the plain path.
+    """
+    if output_head(model) is None:
+        return False
+    from mlx_scdpo.logps import token_logps
+    from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays
 
-def _head(model):
-    if hasattr(model, "lm_head"):
-        return model.lm_head
-    return model.model.embed_tokens.as_linear
+    pairs = [TokenizedPair([1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11]), TokenizedPair([12, 13], [14, 15, 16, 17], [18])]
+    plain = sequence_arrays(pairs)
+    want = (token_logps(model, mx.array(plain["inputs"]), mx.array(plain["targets"])) * plain["mask"]).sum(-1)
+    try:
+        got = shared_pair_logps(model, {k: mx.array(v) for k, v in shared_batch_arrays(pairs).items()})
+        got = mx.concatenate(got[:2])
+        mx.eval(got, want)
+    except Exception:  # noqa: BLE001  (shapes this architecture's attention does not take)
+        return False
+    return bool(np.allclose(np.array(got), np.array(want), rtol=1e-2, atol=5e-2))
 
 
 def shared_batch_arrays(pairs, pad_id: int = 0, pad_to_multiple: int = 8) -> dict:
@@ -104,29 +120,22 @@ def shared_batch_arrays(pairs, pad_id: int = 0, pad_to_multiple: int = 8) -> dic
     return {"prompts": prompts, "left_padding": left, "responses": responses, "response_mask": mask}
 
 
-def _token_logps(logits, targets):
-    logits = logits.astype(mx.float32)
-    lse = mx.logsumexp(logits, axis=-1)
-    picked = mx.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return picked - lse
-
-
-def shared_pair_logps(model, batch: dict):
+def shared_pair_logps(model, batch: dict, chunk: int = DEFAULT_CHUNK):
     """(chosen sums, rejected sums, chosen counts, rejected counts) of response log-probs."""
-    inner, head = model.model, _head(model)
+    inner = model.model
+    module, head = output_head(model)
     layers = len(inner.layers)
     left = batch["left_padding"]
     caches = [TrainKVCache(left) for _ in range(layers)]
     hidden = inner(batch["prompts"], cache=caches)
-    first_logits = head(hidden[:, -1:, :])  # predicts each response's first token
-    first_logits = mx.concatenate([first_logits, first_logits], axis=0)  # chosen rows, rejected rows
+    first = hidden[:, -1:, :]  # predicts each response's first token
+    hidden = [mx.concatenate([first, first], axis=0)]  # chosen rows, rejected rows
     responses, mask = batch["responses"], batch["response_mask"]
-    lp = [_token_logps(first_logits, responses[:, :1])]
     if responses.shape[1] > 1:
         caches2 = [c.repeated(2) for c in caches]
-        h = inner(responses[:, :-1], cache=caches2)
-        lp.append(_token_logps(head(h), responses[:, 1:]))
-    lp = mx.concatenate(lp, axis=1) * mask
+        hidden.append(inner(responses[:, :-1], cache=caches2))
+    hidden = hidden[0] if len(hidden) == 1 else mx.concatenate(hidden, axis=1)
+    lp = chunked_logps(head, module, hidden, responses, chunk, vocab_size(model)) * mask
     sums, counts = lp.sum(axis=-1), mask.sum(axis=-1)
     b = sums.shape[0] // 2
     return sums[:b], sums[b:], counts[:b], counts[b:]

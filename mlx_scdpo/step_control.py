@@ -34,11 +34,11 @@ from eval.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import read_finished, read_solutions, write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
-from mlx_scdpo.pairs import make_pair
+from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.preference_data import check_solution_ids
 from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock
-from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps, step_temperatures
+from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps
 
 
 @dataclass
@@ -62,6 +62,10 @@ class StepControlArgs:
     max_code_rounds: int = field(default=8, metadata={"help": "Code executions per continuation (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (code format)."})
     seed: int = field(default=0, metadata={"help": "Seed for prefixes and sampling."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: those "
+                                                                    "`sample` used; '' for none)."})
+    include_truncated: bool = field(default=False, metadata={"help": "Continuations cut off by --max-tokens may be "
+                                                                     "rejected sides."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -170,13 +174,13 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.generation import prefill_cache
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.ramp import SeededSampler, StepTemperatureProcessor, boundary_mask, stable_seed
-    from mlx_scdpo.steps import boundary_chars
+    from mlx_scdpo.ramp import SeededSampler, StepRamp, stable_seed, step_temperatures
 
     sc_path = out / "step_control.jsonl"
     done = read_finished(sc_path, "prefix_id")
     (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))
     model, tokenizer = load_model(args.model, args.adapter_path)
+    stop = run_stop_strings(args, records)
     prefixes, stats = plan_prefixes(records, tokenizer, args, done)
     task_of = {r["problem_id"]: r["task"] for r in records}
     cap_default = {"gsm8k": 2, "math": 3}
@@ -188,13 +192,13 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
     def cap(problem: str) -> int:
         return args.max_pairs_per_problem or cap_default.get(task_of[problem], 3)
 
-    masks = {}
+    ramps = {}
 
-    def mask_for(fmt):
+    def ramp_for(fmt):
         key = fmt.name if fmt else "cot"
-        if key not in masks:
-            masks[key] = boundary_mask(tokenizer, boundary_chars("code" if fmt else "cot", fmt))
-        return masks[key]
+        if key not in ramps:
+            ramps[key] = StepRamp(tokenizer, "code" if fmt else "cot", fmt, args.step_unit)
+        return ramps[key]
 
     bar = None
     if args.progress and prefixes:
@@ -231,15 +235,21 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                         if p.cache is None:
                             p.cache = prefill_cache(model, p.prompt_ids)
                 sampler = SeededSampler(stable_seed(args.seed, round_, fmt.name if fmt else "cot"), 1.0)
-                mask = mask_for(fmt)
+                ramp, applied = ramp_for(fmt), {}  # applied: each continuation's ramp, read back below
+
+                def ramp_processor(i, ramp=ramp, applied=applied):
+                    applied[i] = ramp.processor(args.t0, args.dt, args.tmax)
+                    return [applied[i]]
+
                 with solution_stream(
                         model, tokenizer, [p.prompt_ids for p in group], fmt=fmt, sampler=sampler,
                         max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_code_rounds,
                         timeout=args.timeout, caches=[p.cache for p in group] if fmt is None else None,
-                        logits_processors=lambda i: [StepTemperatureProcessor(mask, args.t0, args.dt, args.tmax)],
-                        setup_code=lambda i: group[i].code_blocks) as stream:
+                        logits_processors=ramp_processor,
+                        setup_code=lambda i: group[i].code_blocks, stop_strings=stop) as stream:
                     for c in stream:
                         results[group[c.index].prefix_id] = c
+                        c.ramp = applied[c.index]
             still = []
             for p in active:
                 c = results[p.prefix_id]
@@ -249,12 +259,12 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                 steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
                 problem = p.record["problem_id"]
                 if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
-                        or pairs_of.get(problem, 0) >= cap(problem):
+                        or pairs_of.get(problem, 0) >= cap(problem) \
+                        or not args.include_truncated and c.finish_reason in TRUNCATED:
                     still.append(p)  # right (or unusable): try this prefix again next round
                     continue
-                generated = [t for t, m in zip(c.tokens, getattr(c, "gen_mask", None) or [1] * len(c.tokens)) if m]
-                temps = step_temperatures([tokenizer.decode([t]) for t in generated], "code" if p.fmt else "cot",
-                                          p.fmt, args.t0, args.dt, args.tmax)
+                temps = step_temperatures(tokenizer, c.tokens, c.ramp, "code" if p.fmt else "cot", p.fmt,
+                                          args.step_unit)
                 pairs_of[problem] = pairs_of.get(problem, 0) + 1
                 retire(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
                                    "extracted": grade["extracted"], "finish_reason": c.finish_reason,
@@ -273,6 +283,16 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
             "capped": sum(r["status"] == "capped" for r in rows)}
 
 
+def run_stop_strings(args: StepControlArgs, records: list[dict]) -> tuple[str, ...]:
+    """``--stop`` when given, else the stop strings ``sample`` recorded (the defaults for older files)."""
+    from mlx_scdpo.prompts import stop_strings
+
+    if args.stop is not None:
+        return stop_strings(args.stop)
+    lists = [r["stop"] for r in records if isinstance(r.get("stop"), list)]
+    return stop_strings([s for stop in lists for s in stop if isinstance(s, str)]) if lists else stop_strings()
+
+
 def step_control_pairs(records: list[dict], sc_path: Path, tokenizer, args: StepControlArgs):
     """Pairs (TRL format) from the step-control outcomes: chosen = the rest of the correct solution."""
     by_id = {r["problem_id"]: r for r in records}
@@ -284,7 +304,8 @@ def step_control_pairs(records: list[dict], sc_path: Path, tokenizer, args: Step
         steps = solution_steps(sol["text"], record_format(rec), args.step_unit)
         prefix_text = "".join(steps.steps[: row["k"]])
         t = token_boundary(tokenizer, sol["ids"], sol["text"], len(prefix_text))
-        chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:]}
-        rejected = {"text": row["rejected"], "ids": row["rejected_ids"]}
+        chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:],
+                  "finish_reason": sol.get("finish_reason")}
+        rejected = {"text": row["rejected"], "ids": row["rejected_ids"], "finish_reason": row.get("finish_reason")}
         yield make_pair(rec, prefix_text=prefix_text, prefix_ids=sol["ids"][:t], chosen=chosen, rejected=rejected,
                         source="step_control", k=row["k"], temperatures=row["temperatures"], round=row["round"])

@@ -1,6 +1,7 @@
 """Steps of a solution, eligible prefixes, and the step-wise temperature ramp.
 
-Step splitting (``split_steps``; the steps always concatenate back to the solution):
+Step splitting (``split_steps``, at the step ends ``StepScanner`` finds; the steps always
+concatenate back to the solution):
 
 * chain-of-thought: a step is a line (``unit="line"``) or a paragraph (``"paragraph"``,
   split at blank lines), each keeping its trailing newline(s). A display-math environment
@@ -14,11 +15,12 @@ steps are never a prefix end (reference); a code-integrated prefix ends after a 
 an execution block, never right after a code block.
 
 Temperature ramp: the i-th generated step (0-based) is sampled at
-``temperature_for_step(i) = min(T0 + i * dT, Tmax)`` (reference: 1.1, 0.1, 1.4). A step
-ends with the token that contains its boundary (a newline for chain-of-thought, a block
-fence for code-integrated solutions); a boundary right after a boundary (a blank line)
-does not start a new step; execution outputs are inserted, not generated, so they never
-count.
+``temperature_for_step(i) = min(T0 + i * dT, Tmax)`` (reference: 1.1, 0.1, 1.4). The ramp
+(``mlx_scdpo.ramp``) counts generated steps with ``StepScanner``, the same definition
+``split_steps`` cuts with: the temperature rises on the token after the one that ends a
+step (the newline, or a block's closing delimiter); a blank line after a step end, a
+newline inside display math or a fence, and execution outputs (inserted, not generated)
+never start a step.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from eval.blocks import BlockFormat, parse
 
 T0, DT, TMAX = 1.1, 0.1, 1.4
 
-_MATH_OPEN = re.compile(r"\$\$|\\\[|\\begin\{([a-zA-Z*]+)\}|```")
+_BEGIN_PARTIAL = re.compile(r"\\(b(e(g(i(n(\{[a-zA-Z*]*)?)?)?)?)?)?")
+_BEGIN = re.compile(r"\\begin\{([a-zA-Z*]+)\}\Z")
+#: Chain-of-thought openers of a span never split (display math, code fences) and their closers.
+_COT_SPANS = {"$$": "$$", "\\[": "\\]", "```": "```"}
 
 
 def temperature_for_step(i: int, t0: float = T0, dt: float = DT, tmax: float = TMAX) -> float:
@@ -38,44 +43,154 @@ def temperature_for_step(i: int, t0: float = T0, dt: float = DT, tmax: float = T
     return min(t0 + i * dt, tmax)
 
 
-def _unsplittable_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of display math and code fences (never split inside)."""
-    spans, i = [], 0
-    while True:
-        m = _MATH_OPEN.search(text, i)
-        if not m:
-            return spans
-        tok = m.group(0)
-        if tok == "$$":
-            close = "$$"
-        elif tok == "\\[":
-            close = "\\]"
-        elif tok == "```":
-            close = "```"
-        else:
-            close = f"\\end{{{m.group(1)}}}"
-        end = text.find(close, m.end())
-        end = len(text) if end < 0 else end + len(close)
-        spans.append((m.start(), end))
-        i = end
+def _partial_suffix(s: str, is_partial) -> str:
+    """The longest suffix of ``s`` that ``is_partial`` accepts ("" if none)."""
+    for k in range(len(s), 0, -1):
+        if is_partial(s[-k:]):
+            return s[-k:]
+    return ""
+
+
+def _cot_opener_partial(s: str) -> bool:
+    return any(op.startswith(s) and op != s for op in _COT_SPANS) or bool(_BEGIN_PARTIAL.fullmatch(s))
+
+
+class StepScanner:
+    """Where steps end, found one character at a time: the one definition of a step.
+
+    ``split_steps`` cuts a solution where this scanner reports a step end, and the
+    temperature ramp (``mlx_scdpo.ramp``) counts the steps a generation has completed with
+    it, so the two never disagree. ``feed(text)`` returns one ``(index, kind)`` per step
+    completed in ``text`` (``index``: the character that completed it):
+
+    * chain-of-thought: a step ends at the first newline (``unit="line"``) or the second
+      newline of a blank line (``"paragraph"``) after some non-blank text since the last
+      step end, unless it lies inside display math (``$$...$$``, ``\\[...\\]``,
+      ``\\begin{env}...\\end{env}``) or a code fence (the first closer after the opener ends
+      it; one never closed runs to the end);
+    * code-integrated (``fmt``): a block (``eval.blocks.parse``) ends at its closing
+      delimiter; unmarked text ends where the next block's opener completes, unless it is
+      blank and follows another step (then it belongs to that step).
+
+    ``generated`` counts completed steps other than execution outputs (inserted, not
+    generated). ``key()`` is the whole state apart from the counts: equal keys react alike
+    to any further text.
+    """
+
+    def __init__(self, style: str = "cot", fmt: BlockFormat | None = None, unit: str = "line"):
+        if style != "cot" and fmt is None:
+            raise ValueError("code-integrated steps need a block format")
+        self.style, self.fmt, self.unit = style, fmt if style != "cot" else None, unit
+        self.pos = 0
+        self.steps = 0
+        self.generated = 0
+        self.tail = ""  # a marker begun but not complete
+        self.span = None  # cot: the closer awaited; code: the kind of the open block
+        self.content = False  # cot: non-blank text since the last step end; code: in the unmarked text
+        self.newlines = 0  # cot paragraphs: newlines in the current blank run (0, 1, 2+)
+        self.text_len = 0  # code: characters of unmarked text so far (0 or more, capped at 1)
+
+    def key(self) -> tuple:
+        return (self.span, self.tail, self.content, self.newlines, self.text_len, self.steps > 0)
+
+    def copy(self) -> "StepScanner":
+        new = StepScanner.__new__(StepScanner)
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def trigger_chars(self) -> set[str]:
+        """Characters one of which every step-ending piece of text holds."""
+        if self.fmt is None:
+            return {"\n"}
+        return {m[-1] for kind, opener in self.fmt.openers() for m in (opener, self.fmt.delimiters(kind)[1]) if m}
+
+    def feed(self, text: str) -> list[tuple[int, str]]:
+        events = []
+        step = self._cot_char if self.fmt is None else self._code_char
+        for ch in text:
+            kind = step(ch)
+            if kind is not None:
+                events.append((self.pos, kind))
+                self.steps += 1
+                self.generated += kind != "execution"
+            self.pos += 1
+        return events
+
+    def _cot_char(self, ch: str) -> str | None:
+        if self.span is not None:  # inside display math or a fence: only its closer matters
+            s = self.tail + ch
+            if s.endswith(self.span):
+                self.span, self.tail = None, ""
+            else:
+                self.tail = _partial_suffix(s, lambda x: self.span.startswith(x))
+            if not ch.isspace():
+                self.content = True
+                self.newlines = 0
+            return None
+        if ch == "\n":
+            self.tail = ""
+            self.newlines = min(self.newlines + 1, 2)
+            ends = self.content and (self.unit == "line" or self.newlines == 2)
+            if ends:
+                self.content = False
+                return "text"
+            return None
+        if ch.isspace():
+            self.tail = ""
+            return None
+        self.content, self.newlines = True, 0
+        s = self.tail + ch
+        for opener, closer in _COT_SPANS.items():
+            if s.endswith(opener):
+                self.span, self.tail = closer, ""
+                return None
+        m = _BEGIN.search(s)
+        if m:
+            self.span, self.tail = f"\\end{{{m.group(1)}}}", ""
+            return None
+        self.tail = _partial_suffix(s, _cot_opener_partial)
+        return None
+
+    def _code_char(self, ch: str) -> str | None:
+        fmt = self.fmt
+        s = self.tail + ch
+        if self.span is not None:  # inside a block: only its closer matters
+            closer = fmt.delimiters(self.span)[1]
+            if s.endswith(closer):
+                kind, self.span, self.tail = self.span, None, ""
+                return kind
+            self.tail = _partial_suffix(s, lambda x: closer.startswith(x))
+            return None
+        for kind, opener in sorted(fmt.openers(), key=lambda o: -len(o[1])):
+            if s.endswith(opener):  # the text before the opener (outside the marker) is complete
+                self._commit(s[: len(s) - len(opener)])
+                ended = self.text_len and (self.content or self.steps == 0)
+                self.span, self.tail, self.content, self.text_len = kind, "", False, 0
+                return "text" if ended else None
+        self.tail = _partial_suffix(s, lambda x: any(op.startswith(x) for _, op in fmt.openers()))
+        self._commit(s[: len(s) - len(self.tail)])  # characters that can no longer start an opener
+        return None
+
+    def _commit(self, text: str) -> None:
+        if text:
+            self.text_len = 1
+            self.content = self.content or bool(text.strip())
 
 
 def _split_cot(text: str, unit: str) -> list[str]:
-    sep = re.compile(r"\n+" if unit == "line" else r"\n\s*\n\s*")
-    spans = _unsplittable_spans(text)
-    steps, start = [], 0
-    for m in sep.finditer(text):
-        cut = m.end()
-        if any(a < m.start() < b for a, b in spans):
-            continue
-        if text[start:m.start()].strip():
-            steps.append(text[start:cut])
-            start = cut
-    if start < len(text):
-        if steps and not text[start:].strip():
-            steps[-1] += text[start:]
+    cuts = []
+    for i, _ in StepScanner("cot", unit=unit).feed(text):
+        end = i + 1  # the step keeps its newline(s) (paragraphs: all the blank run)
+        while end < len(text) and (text[end] == "\n" if unit == "line" else text[end].isspace()):
+            end += 1
+        cuts.append(end)
+    steps = [text[a:b] for a, b in zip([0] + cuts, cuts)]
+    rest = text[cuts[-1] if cuts else 0:]
+    if rest:
+        if steps and not rest.strip():
+            steps[-1] += rest
         else:
-            steps.append(text[start:])
+            steps.append(rest)
     return steps
 
 
@@ -128,28 +243,3 @@ def is_noisy(steps: Steps, fmt: BlockFormat | None = None, max_steps: int = 24, 
             if not b.closed or any(m in b.content for m in markers):
                 return True
     return False
-
-
-def boundary_chars(style: str, fmt: BlockFormat | None = None) -> tuple[str, ...]:
-    """Substrings whose appearance in a token ends a generated step."""
-    if style == "cot":
-        return ("\n",)
-    return tuple({fmt.code_open.strip(), fmt.code_close.strip(), fmt.text_close.strip()} - {""})
-
-
-def step_temperatures(generated_tokens: list[str], style: str = "cot", fmt: BlockFormat | None = None,
-                      t0: float = T0, dt: float = DT, tmax: float = TMAX) -> list[float]:
-    """Temperature used for each generated step, from the generated tokens' texts (mirrors the ramp)."""
-    marks = boundary_chars(style, fmt)
-    temps, i, open_step = [], 0, False
-    for piece in generated_tokens:
-        is_boundary = any(m in piece for m in marks)
-        if is_boundary and not open_step:
-            continue  # a blank line belongs to the step before it
-        if not open_step:
-            temps.append(temperature_for_step(i, t0, dt, tmax))
-            open_step = True
-        if is_boundary:
-            i += 1
-            open_step = False
-    return temps

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,8 @@ from eval.errors import UserError
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
 from mlx_scdpo.fast_swiglu import use_fast_swiglu
 from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic
+from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
+from mlx_scdpo.models import set_adapter_scale  # noqa: F401  (also imported from here)
 from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
                                        sequence_arrays, tokenize_pair, vocab_size)
 from mlx_scdpo.run_state import data_identity, folder_lock, kill_point
@@ -91,6 +94,11 @@ class TrainArgs:
                                                                      "first): a memory/speed trade in between."})
     shared_prompt: bool = field(default=True, metadata={"help": "Run each prompt once for chosen and rejected "
                                                                 "(falls back if the architecture is unsupported)."})
+    logits_chunk: int = field(default=DEFAULT_CHUNK, metadata={"help": "Logits (positions x vocabulary) the LM "
+                                                                     "head computes at once; 0: all at once."})
+    memory_limit_gb: float | None = field(default=None, metadata={"help": "Refuse to start when the estimated peak "
+                                                                          "memory exceeds this many GB (default: "
+                                                                          "the machine's memory; 0: no check)."})
     fast_swiglu: bool = field(default=True, metadata={"help": "On the CPU backend, SwiGLU with a vectorized sigmoid "
                                                               "and a leaner backward (mlx_scdpo/fast_swiglu.py)."})
     steps_per_report: int = field(default=10, metadata={"help": "Steps between metric reports."})
@@ -135,19 +143,6 @@ def add_adapters(model, args: TrainArgs) -> None:
         raise UserError(f"--fine-tune-type {args.fine_tune_type}: choose lora, dora or full")
 
 
-def set_adapter_scale(model, scale: float | None, saved: dict | None = None) -> dict:
-    """Set every LoRA/DoRA layer's scale (0 switches adapters off); returns the old scales."""
-    saved = saved if saved is not None else {}
-    for name, module in model.named_modules():
-        if hasattr(module, "lora_a") and hasattr(module, "scale"):
-            if scale is None:
-                module.scale = saved[name]
-            else:
-                saved.setdefault(name, module.scale)
-                module.scale = scale
-    return saved
-
-
 # ---------------------------------------------------------------- reference log-probs
 
 def _fingerprint(args: TrainArgs, pairs: list[TokenizedPair], fast_swiglu: bool = False) -> str:
@@ -165,14 +160,15 @@ def _fingerprint(args: TrainArgs, pairs: list[TokenizedPair], fast_swiglu: bool 
     return h.hexdigest()[:24]
 
 
-def compute_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, shared: bool) -> np.ndarray:
+def compute_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, shared: bool,
+                  chunk: int = DEFAULT_CHUNK) -> np.ndarray:
     """(N, 2) summed response log-probs (chosen, rejected) of ``model`` for every pair."""
     out = np.zeros((len(pairs), 2), dtype=np.float32)
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         arrays = batch_arrays([pairs[i] for i in idx], pad_id, shared)
-        pc, pr, _, _ = pair_logps(model, {k: mx.array(v) for k, v in arrays.items()})
+        pc, pr, _, _ = pair_logps(model, {k: mx.array(v) for k, v in arrays.items()}, chunk)
         mx.eval(pc, pr)
         out[idx, 0], out[idx, 1] = np.array(pc), np.array(pr)
     return out
@@ -185,7 +181,7 @@ def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: 
     path = cache_dir / f"{_fingerprint(args, pairs, fast_swiglu)}{'-shared' if shared else ''}.npy"
     if path.is_file():
         return np.load(path)
-    logps = compute_logps(model, pairs, args.batch_size, pad_id, shared)
+    logps = compute_logps(model, pairs, args.batch_size, pad_id, shared, args.logits_chunk)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npy")
     np.save(tmp, logps)
@@ -341,7 +337,8 @@ def resume_identity(args: TrainArgs, data_hash: str) -> dict:
 
     skip = ("resume", "stop_after", "progress", "report_to", "wandb_project", "adapter_path", "ref_cache_dir",
             "steps_per_report", "steps_per_eval", "val_batches", "save_every", "grad_checkpoint",
-            "grad_checkpoint_layers", "reference")  # the last three give the same gradients (tested)
+            "grad_checkpoint_layers", "reference", "logits_chunk",  # the same gradients (tested)
+            "memory_limit_gb")
     settings = {k: v for k, v in asdict(args).items() if k not in skip}
     return {**settings, "model": model_identity(args.model), "data": data_hash}
 
@@ -381,16 +378,17 @@ def evaluate(model, pairs, ref, args: TrainArgs, pad_id: int, on_the_fly: bool, 
     for idx in batches:
         batch = make_batch(pairs, ref, idx, args.batch_size, pad_id, shared)
         if on_the_fly:
-            _add_reference(model, batch)
-        loss, metrics = dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha)
+            _add_reference(model, batch, args.logits_chunk)
+        loss, metrics = dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha,
+                                      args.logits_chunk)
         for k, v in {"loss": loss, **metrics}.items():
             sums[k] = sums.get(k, 0.0) + v.item()
     return {f"eval/{k}": v / max(len(batches), 1) for k, v in sums.items()}
 
 
-def _add_reference(model, batch: dict) -> None:
+def _add_reference(model, batch: dict, chunk: int = DEFAULT_CHUNK) -> None:
     saved = set_adapter_scale(model, 0.0)
-    rc, rr, _, _ = pair_logps(model, batch)
+    rc, rr, _, _ = pair_logps(model, batch, chunk)
     set_adapter_scale(model, None, saved)
     batch["ref_chosen"], batch["ref_rejected"] = mx.stop_gradient(rc), mx.stop_gradient(rr)
 
@@ -429,6 +427,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     model, tokenizer = load_model(args.model)
     for rows, f in zip((train_rows, valid_rows), files):
         check_token_ids(rows, vocab_size(model), f)
+    check_output_head(model)  # an output transform we do not reproduce: refused before any work
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
     train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
@@ -436,6 +435,17 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     # Entered before the reference pass, so reference and policy use the same numerics.
     fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu))
     shared = args.shared_prompt and supports_shared_prompt(model)
+    if args.shared_prompt and not shared and rank == 0:
+        print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
+              f"differs with a prompt cache); chosen and rejected run as whole sequences", file=sys.stderr)
+    if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
+        from dataclasses import replace
+
+        from mlx_scdpo.memory import batch_lengths, preflight
+
+        echo = (lambda line: print(line, file=sys.stderr, flush=True)) if rank == 0 else (lambda line: None)
+        preflight(model, replace(args, batch_size=args.batch_size // size),
+                  batch_lengths(train, args.batch_size, args.seed), shared, echo)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)
 
@@ -468,7 +478,8 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         run = _start_reporting(args)
 
     def loss_fn(model, batch):
-        return dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha)
+        return dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha,
+                             args.logits_chunk)
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, optimizer.state, mx.random.state]
@@ -511,7 +522,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             batch = make_batch(train, ref_train, batches[pos], args.batch_size, pad_id, shared, rank, size)
             pos += 1
             if on_the_fly:
-                _add_reference(model, batch)
+                _add_reference(model, batch, args.logits_chunk)
             do_update = micro == args.grad_accumulation_steps - 1
             loss, metrics, grad = micro_step(batch, grad, do_update)
             mx.eval(state, loss, metrics, grad)

@@ -43,7 +43,7 @@ def train_and_eval(model, data, out: Path, base: Path, qs: QuickstartArgs, lr: f
     metrics, _, _ = run_eval(EvalArgs(model=model, adapter_path=str(out / "adapter"), task="gsm8k",
                                       data_files=str(base / "data" / "test_problems.jsonl"), max_tokens=96,
                                       batch_size=128, output_dir=str(out / "eval"), progress=False))
-    result = {"accuracy": metrics["exact_match,flexible-extract"],
+    result = {"accuracy": metrics["exact_match,scdpo-grader"],
               **{k: last[k] for k in ("rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")}}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result

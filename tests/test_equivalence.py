@@ -51,7 +51,7 @@ SYMBOLIC = [
     ("3+4i", "4i+3", True), ("3+4i", "3-4i", False), ("i", "i", True), ("\\frac{1+\\sqrt{5}}{2}", "\\frac{\\sqrt5+1}{2}", True),
     ("\\frac{1+\\sqrt{5}}{2}", "\\frac{1-\\sqrt{5}}{2}", False), ("\\sin x", "\\sin(x)", True), ("e^x", "e^{x}", True),
     ("2x+3", "3+2x", True), ("2x+3", "2x-3", False), ("\\frac{x}{2}", "0.5x", False), ("a^2b", "ba^2", True),
-    ("\\binom{5}{2}", "10", True), ("\\log_2 8", "3", False), ("\\frac{3\\sqrt{3}}{2}", "\\frac{3}{2}\\sqrt{3}", True),
+    ("\\binom{5}{2}", "10", True), ("\\log_2 8", "3", True), ("\\frac{3\\sqrt{3}}{2}", "\\frac{3}{2}\\sqrt{3}", True),
     ("\\sqrt{2}", "1.41421356237", True), ("\\sqrt{2}", "1.4142", False), ("4\\sqrt{2}", "\\sqrt{32}", True), ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt3}", True),
     ("\\infty", "\\infty", True), ("-\\infty", "\\infty", False), ("2^{-1}", "\\frac12", True), ("x^{2}", "x^2", True),
     ("6\\sqrt{6}", "\\sqrt{216}", True), ("\\frac \\pi4 + 2", "\\dfrac \\pi 4 + 2", True), ("\\frac\\pi4", "\\frac{\\pi}{3}", False), ("\\frac{9}{4}\\pi", "\\frac{9\\pi}{4}", True), ("10\\pi", "31.4", False),
@@ -114,7 +114,7 @@ GSM8K = [
     ("18", "$18.00", True), ("1000", "1,000", True), ("1000", "1{,}000", True), ("1000", "$1,000.00", True),
     ("18", "19", False), ("18", "180", False), ("18", "1.8", False), ("123456", "123450", False), ("-5", "-5", True),
     ("-5", "5", False), ("5", "5 apples", True), ("5", "5\\text{ apples}", True), ("20", "20%", True),
-    ("0.5", "1/2", True), ("18", "18 or 19", False), ("18", "18, 19", False), ("18", "", False), ("18", "eighteen", False),
+    ("0.5", "1/2", True), ("18", "18 or 19", False), ("18", "18, 19", False), ("18", "", False), ("18", "eighteen", True), ("7/2", "3 1/2", True), ("-3", "−3", True), ("3", "−3", False), ("1250", "1 250", True), ("0", "().__class__.__bases__[0]", False),
     ("1200", "1,200", True), ("1200", "1.200", False), ("3", "3.", True), ("42", "\\boxed{42}", True), ("70000", "70,000", True),
 ]
 

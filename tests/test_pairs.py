@@ -88,3 +88,64 @@ def test_build_pairs_bad_input(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "a", "chosen": "b"}\n')
     with pytest.raises(UserError, match="p.jsonl:1: field 'rejected' is missing"):
         build_pairs([str(tmp_path / "p.jsonl")], str(tmp_path / "o"))
+
+
+# Truncated responses (finish_reason "length": cut off by max_tokens) as TRL tests them: literal arrays.
+TRUNC = {**RECORD, "samples": [
+    {"text": "wrong 5 and on and", "ids": [5, 8, 8], "correct": False, "finish_reason": "length"},
+    {"text": "right 7", "ids": [7], "correct": True, "finish_reason": "stop"},
+    {"text": "wrong 6", "ids": [6], "correct": False, "finish_reason": "stop"}]}
+
+
+@pytest.mark.parametrize("include, expected", [(False, [[6]]), (True, [[5, 8, 8], [6]])])
+def test_truncated_wrong_solutions_are_no_rejected_side_by_default(include, expected):
+    pairs = naive_pairs(TRUNC, 2, include_truncated=include)
+    assert [p["rejected_ids"] for p in pairs] == expected
+    assert [(p["chosen_finish_reason"], p["rejected_finish_reason"]) for p in pairs] == \
+        [("stop", "length"), ("stop", "stop")][-len(expected):]
+
+
+def test_truncated_wrong_solutions_do_not_count_as_wanted_wrong_ones():
+    args = SampleArgs(model="m", output_dir="o", min_correct=1, min_wrong=1, budget=9)
+    s = ProblemState(problem=None, prompt_ids=[], prompt_text="")
+    s.add("right", [1], {"correct": True, "extracted": "7"}, "stop")
+    s.add("wrong and", [4, 4], {"correct": False, "extracted": None}, "length")
+    assert (s.count(False), s.count(False, include_truncated=False)) == (1, 0)
+    assert not s.is_done(args) and s.is_done(SampleArgs(model="m", output_dir="o", budget=9, include_truncated=True))
+
+
+class CharTokenizer:
+    """One id per character (ord), EOS 2: enough to see where EOS goes."""
+
+    eos_token_id = 2
+
+    def encode(self, text, add_special_tokens=True):
+        return [ord(c) for c in text]
+
+
+@pytest.mark.parametrize("chosen_reason, rejected_reason, chosen, rejected", [
+    ("stop", "stop", [7, 8, 2], [9, 2]),
+    ("stop", "length", [7, 8, 2], [9]),          # a cut-off response gets no EOS
+    ("length", "max_rounds", [7, 8], [9]),
+    (None, None, [7, 8, 2], [9, 2]),             # pairs without finish reasons: as before
+])
+def test_no_eos_after_a_truncated_response(chosen_reason, rejected_reason, chosen, rejected):
+    from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays, tokenize_pair
+
+    pair = {"prompt": "p", "chosen": "c", "rejected": "r", "prompt_ids": [5, 6], "chosen_ids": [7, 8],
+            "rejected_ids": [9], "chosen_finish_reason": chosen_reason, "rejected_finish_reason": rejected_reason}
+    tp = tokenize_pair(CharTokenizer(), pair)
+    assert tp == TokenizedPair([5, 6], chosen, rejected)
+    if (chosen_reason, rejected_reason) == ("stop", "length"):
+        arrays = sequence_arrays([tp], pad_to_multiple=1)
+        assert arrays["inputs"].tolist() == [[5, 6, 7, 8], [5, 6, 0, 0]]
+        assert arrays["targets"].tolist() == [[6, 7, 8, 2], [6, 9, 0, 0]]
+        assert arrays["mask"].tolist() == [[0, 1, 1, 1], [0, 1, 0, 0]]
+
+
+def test_no_eos_after_a_truncated_text_response():
+    from mlx_scdpo.preference_data import tokenize_pair
+
+    pair = {"prompt": "p", "chosen": "ab", "rejected": "c", "rejected_finish_reason": "length"}
+    tp = tokenize_pair(CharTokenizer(), pair)
+    assert (tp.prompt, tp.chosen, tp.rejected) == ([112], [97, 98, 2], [99])

@@ -1,38 +1,146 @@
-"""The temperature ramp processor switches exactly at step boundaries; seeded sampling."""
+"""The temperature ramp: it counts steps as split_steps cuts them, switches exactly on the token
+after a step's end, never waits for the newest token, and reports what it applied; seeded sampling."""
 
 import mlx.core as mx
 import pytest
 
-from mlx_scdpo.ramp import SeededSampler, StepTemperatureProcessor
-from mlx_scdpo.steps import step_temperatures, temperature_for_step
+from eval.blocks import MARKDOWN
+from mlx_scdpo.ramp import SeededSampler, StepRamp, step_temperatures
+from mlx_scdpo.steps import split_steps, temperature_for_step
 
-NL = 5  # the boundary token in these tests
+NL = 5  # the newline token in the first tests
 
 
-def applied_temperatures(contexts):
-    mask = mx.zeros((10,))
-    mask[NL] = 1.0
-    proc = StepTemperatureProcessor(mask)
-    logits = mx.ones((1, 10))
-    return [round(1.0 / proc(mx.array(c), logits)[0, 0].item(), 6) for c in contexts]
+class CharTokenizer:
+    """ids 0..127 are ASCII characters, 5 is overridden as "\n" in ``PIECES``."""
+
+    def __init__(self, pieces=None):
+        self.pieces = pieces or {i: chr(i) for i in range(128)}
+
+    def get_vocab(self):
+        return {f"t{i}": i for i in self.pieces}
+
+    def decode(self, ids):
+        return "".join(self.pieces.get(i, "") for i in ids)
+
+    def batch_decode(self, batch):
+        return [self.decode(ids) for ids in batch]
+
+    def encode(self, text):
+        inverse = {v: k for k, v in self.pieces.items()}
+        return [inverse[c] for c in text]
+
+
+PIECES = CharTokenizer({1: "q", 2: "?", NL: "\n", 7: "a", 8: "b", 9: "c"})
+
+
+def applied_temperatures(contexts, tokenizer=PIECES, style="cot", fmt=None, unit="line", **schedule):
+    """Temperatures the processor applies, one call per context (as mlx-lm calls it)."""
+    proc = StepRamp(tokenizer, style, fmt, unit).processor(**schedule)
+    logits = mx.ones((1, 128))
+    return [round(1.0 / proc(mx.array(c), logits)[0, 0].item(), 6) for c in contexts], proc
 
 
 def test_temperature_switches_on_the_token_after_a_boundary():
     prompt = [1, 2, NL]
     gen = [7, 8, NL, 7, NL, NL, 9, NL, 7, NL, 7]
-    contexts = [prompt + gen[:i] for i in range(len(gen) + 1)]
-    temps = applied_temperatures(contexts)
+    temps, proc = applied_temperatures([prompt + gen[:i] for i in range(len(gen) + 1)])
     # The temperature used to sample gen[i] is temps[i].
-    expected = [1.1, 1.1, 1.1, 1.2, 1.2, 1.3, 1.3, 1.3, 1.4, 1.4, 1.4, 1.4]
-    assert temps == pytest.approx(expected)
-    # The recorded per-step temperatures agree with what was applied.
-    pieces = ["\n" if t == NL else "x" for t in gen]
-    assert step_temperatures(pieces) == pytest.approx([1.1, 1.2, 1.3, 1.4, 1.4])
+    assert temps == pytest.approx([1.1, 1.1, 1.1, 1.2, 1.2, 1.3, 1.3, 1.3, 1.4, 1.4, 1.4, 1.4])
+    # What the pair records is read back from the processor: one per step, at its first token.
+    assert step_temperatures(PIECES, gen, proc) == pytest.approx([1.1, 1.2, 1.3, 1.4, 1.4])
+    assert proc.temperatures() == pytest.approx(dict(enumerate(temps)))
 
 
-def test_bulk_inserted_tokens_do_not_count():
-    temps = applied_temperatures([[1, NL], [1, NL, 7], [1, NL, 7, NL, NL, NL, 3]])
-    assert temps == pytest.approx([temperature_for_step(0)] * 3)
+def test_bulk_inserted_tokens_do_not_count_but_are_scanned():
+    temps, _ = applied_temperatures([[1, NL], [1, NL, 7], [1, NL, 7, NL, NL, NL, 3]])
+    # The execution-like insert holds a newline after content: a step ended inside it.
+    assert temps == pytest.approx([temperature_for_step(0)] * 2 + [temperature_for_step(1)])
+
+
+def test_the_newest_token_is_never_read_when_applied():
+    # The newest token of each call is looked up lazily; reading it would stall decoding.
+    ramp = StepRamp(PIECES)
+    proc = ramp.processor()
+    prompt = [1, 2]
+    proc(mx.array(prompt), mx.ones((1, 128)))
+    proc(mx.array(prompt + [NL]), mx.ones((1, 128)))
+    assert proc.tokens == [] and proc.pending is not None  # the "\n" is still lazy
+    proc(mx.array(prompt + [NL, 7]), mx.ones((1, 128)))
+    assert proc.tokens == [NL]
+
+
+TEXTS = [
+    ("cot", None, "line", "We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n"),
+    ("cot", None, "paragraph", "First.\nStill first.\n\nSecond \\[\n\n\\]\n \n\nThird\n```\n\n```\n\nEnd"),
+    ("cot", None, "line", "a\n```python\nx = 1\n\ny = 2\n```\n\\[ 1\n\\]\n$$ x $$ y\nz"),
+    ("code", MARKDOWN, "line", "We compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo\n\nit is 42."),
+]
+
+
+@pytest.mark.parametrize("style, fmt, unit, text", TEXTS)
+def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text):
+    # Character tokens: at every position, the step the ramp samples in is the number of
+    # steps of split_steps(text) that are complete there (the rest of the text cannot change them).
+    tok = CharTokenizer()
+    ids = tok.encode(text)
+    temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, style, fmt, unit,
+                                       t0=1.0, dt=1.0, tmax=1e6)
+    counts = [round(t - 1) for t in temps]
+    steps = split_steps(text, style, fmt, unit)
+    ends, pos = [], 0
+    for piece in steps.steps:
+        pos += len(piece)
+        ends.append(pos)
+    for i in range(len(ids) + 1):
+        done = split_steps(text[:i] + "x", style, fmt, unit)  # "x": a character that starts or extends a step
+        assert counts[i] == sum(k != "execution" for k in done.kinds[:-1]), (i, text[:i])
+    # Right after each step of split_steps that ends with its own delimiter (a line, a block; unmarked
+    # text between blocks ends only once the next block's opener is complete).
+    for n, (end, step) in enumerate(zip(ends[:-1], steps.steps), 1):
+        if fmt is None or step.startswith(tuple(op for _, op in fmt.openers())):
+            assert counts[end] == sum(k != "execution" for k in steps.kinds[:n])
+    generated = [s for s, k in zip(steps.steps, steps.kinds) if k != "execution"]
+    assert step_temperatures(tok, ids, proc, style, fmt, unit) == pytest.approx(
+        [1.0 + i for i in range(len(generated))])
+
+
+def test_multibyte_characters_split_across_tokens(tiny_model):
+    # Byte-level BPE spells "∑" and "α" as several tokens: the scan waits for a character's last byte.
+    from mlx_lm import load
+
+    _, tok = load(str(tiny_model))
+    text = "∑ a\n$$\nα\n$$\nβγ\n\nδ\nz"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert len(ids) > len(text)  # some characters take several tokens
+    temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, t0=1.0, dt=1.0, tmax=1e6)
+    for i in range(len(ids) + 1):
+        prefix = tok.decode(ids[:i]).rstrip("\ufffd")
+        assert round(temps[i] - 1) == len(split_steps(prefix + "x").steps) - 1, (i, prefix)
+    assert step_temperatures(tok, ids, proc) == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+def test_ramp_on_the_tiny_tokenizer_matches_split_steps(tiny_model):
+    from mlx_lm import load
+
+    from mlx_scdpo.generation import generate_batched
+
+    model, tok = load(str(tiny_model))
+    text = "x = 1\ny = 2\n\n$$\na\nb\n$$\nThe answer is 3.\nz"
+    script = tok.encode(text, add_special_tokens=False)
+    prompt = tok.encode("Question: what?\n", add_special_tokens=False)
+
+    def force(context, logits):
+        n = min(context.size - len(prompt), len(script) - 1)
+        return logits + mx.where(mx.arange(logits.shape[-1]) == script[n], 0.0, -1e9)
+
+    ramp = StepRamp(tok)
+    proc = ramp.processor()
+    (c,) = generate_batched(model, tok, [prompt], max_tokens=len(script), sampler=SeededSampler(3),
+                            logits_processors=[[proc, force]], stop_tokens=[])
+    assert c.tokens == script
+    assert [len(s) for s in split_steps(text).steps] == [6, 7, 10, 17, 1]
+    assert step_temperatures(tok, c.tokens, proc) == pytest.approx([1.1, 1.2, 1.3, 1.4, 1.4])
 
 
 def test_seeded_sampler_same_seed_same_samples_different_seed_differs():

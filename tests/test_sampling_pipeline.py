@@ -67,7 +67,8 @@ def test_step_control_pairs_share_exactly_k_steps(tiny_model, tmp_path):
     records = _solutions_file(tok, tmp_path / "solutions.jsonl")
     out = tmp_path / "sc"
     args = ["step-control", "--model", str(tiny_model), "--solutions", str(tmp_path / "solutions.jsonl"),
-            "--output-dir", str(out), "--max-tokens", "24", "--rounds", "2", "--max-pairs-per-problem", "1"]
+            "--output-dir", str(out), "--max-tokens", "24", "--rounds", "2", "--max-pairs-per-problem", "1",
+            "--include-truncated"]  # the random model seldom ends before 24 tokens
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     pairs = [json.loads(x) for x in (out / "pairs_step_control.jsonl").read_text().splitlines()]
@@ -131,7 +132,8 @@ def test_code_integrated_step_control(tiny_model, tmp_path):
     assert prefixes[1].code_blocks == ["x = 6 * 7\nprint(x)\n"]
     res = CliRunner().invoke(main, ["step-control", "--model", str(tiny_model), "--solutions",
                                     str(tmp_path / "solutions.jsonl"), "--output-dir", str(tmp_path / "sc"),
-                                    "--max-tokens", "16", "--rounds", "2", "--max-pairs-per-problem", "3"])
+                                    "--max-tokens", "16", "--rounds", "2", "--max-pairs-per-problem", "3",
+                                    "--include-truncated"])
     assert res.exit_code == 0, res.output
     pairs = [json.loads(x) for x in (tmp_path / "sc" / "pairs_step_control.jsonl").read_text().splitlines()]
     assert pairs and {p["k"] for p in pairs} <= {1, 3, 4}

@@ -109,7 +109,7 @@ def test_bounded_fork_storm(pool):
         assert r.error is None and int(r.output) < 200  # the process limit stopped it
         ns = pid_namespace(sb)
         # The sleeping children did not outlive the block: only bubblewrap's pid 1 and the worker.
-        assert sb.run("import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())").output == "[1, 2]\n"
+        assert sb.run("import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())").output in ("[1]\n", "[1, 2]\n")  # [bwrap's pid 1,] the worker
     assert processes_in(ns) == []  # and closing ended the whole pid namespace
 
 
@@ -233,6 +233,7 @@ def test_lazy_import_from_a_directory_only_the_owner_may_enter(tmp_path, monkeyp
     private.mkdir(mode=0o700)
     (private / "late_module.py").write_text("VALUE = 7\n")
     monkeypatch.syspath_prepend(str(private))
+    monkeypatch.setenv("PYTHONPATH", str(private))  # a library directory the user chose (not a script's)
     with Sandbox(timeout=5.0) as sb:
         assert sb.run("import late_module\nlate_module.VALUE * 6").output == "42\n"
         r = sb.run(f"import ctypes\nctypes.CDLL(None).open(b'{private}/w', 0o101, 0o644)")

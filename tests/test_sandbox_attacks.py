@@ -99,7 +99,11 @@ def test_unasked_frames_do_not_answer_the_next_block(pool):
                "import threading\nthreading.Timer(0.3, lambda: os.write(fd, struct.pack('<I', len(data)) + data)).start()")
         time.sleep(0.6)
         r = sb.run("'honest'")
-        assert r.output != "forged\n" and r.error == "protocol"
+        # The worker is paused between blocks: the forged frame comes before or after the honest
+        # reply, and is a protocol error of this block or of the next.
+        assert r.output != "forged\n" and (r.error == "protocol" or r.output == "'honest'\n")
+        r = sb.run("6 * 7")
+        assert r.output == "42\n" or r.error == "protocol"
         assert sb.run("6 * 7").output == "42\n"
 
 
@@ -154,7 +158,8 @@ def test_lone_surrogates_become_valid_utf8(pool):
     r = attack(pool, "print(chr(0xD800) + 'ok' + chr(0xDFFF))")
     r.output.encode("utf-8")  # would raise on a lone surrogate
     assert r.output == "?ok?\n"
-    forged = REPLY_FD + ("sys.stdout = sys.__stdout__\ndata = b'{\"output\": \"\\\\udc80\", \"error\": null, \"id\": 1}'\n"
+    forged = REPLY_FD + ("f = sys._getframe()\nwhile 'req' not in f.f_locals:\n    f = f.f_back\n"  # the request's id
+                         "data = b'{\"output\": \"\\\\udc80\", \"error\": null, \"id\": %d}' % f.f_locals['req']['id']\n"
                          "os.write(fd, struct.pack('<I', len(data)) + data)\nos._exit(0)")
     with pool.sandbox() as sb:
         r = sb.run(forged)
@@ -205,7 +210,7 @@ def test_setsid_burners_do_not_outlive_their_block(pool):
             "        if os.fork() == 0:\n            while True:\n                pass\n        os._exit(0)\n'started'")
     with pool.sandbox() as sb:
         assert sb.run(code).output == "'started'\n"
-        assert sb.run(LIVE_PIDS).output == "[1, 2]\n"
+        assert sb.run(LIVE_PIDS).output in ("[1]\n", "[1, 2]\n")  # [bwrap's pid 1,] the worker
         t = time.perf_counter()
         assert sb.run("sum(i * i for i in range(10 ** 6))").error is None and time.perf_counter() - t < TIMEOUT
 
@@ -272,7 +277,7 @@ def test_secrets_of_the_host_are_not_visible(pool):
         """)
     r = attack(pool, code)
     seen = eval(r.output)  # the test's own output, from a dict of bools and ints
-    assert not any(v for k, v in seen.items() if k != "pids") and seen["pids"] == [1, 2], seen
+    assert not any(v for k, v in seen.items() if k != "pids") and seen["pids"] in ([1], [1, 2]), seen
 
 
 def test_session_keyring_is_out_of_reach(pool):

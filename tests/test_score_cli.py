@@ -20,22 +20,29 @@ def test_score_gsm8k_writes_lm_eval_shaped_reports(tmp_path):
         {"doc_id": 0, "response": "3 + 4 = 7\n#### 7", "target": "7"},
         {"doc_id": 1, "response": "The answer is 9.", "target": "9"},
         {"doc_id": 2, "response": "#### 5", "target": "6"},
-        {"doc_id": 3, "response": "so \\boxed{1,000}", "target": "1000"},
+        {"doc_id": 3, "response": "so \\boxed{1,000} for 4 kids", "target": "1000"},
     ])
     res = CliRunner().invoke(main, ["score", str(comp), "--task", "gsm8k", "--output-dir", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     results = json.loads(next((tmp_path / "out").glob("results_*.json")).read_text())
     metrics = results["results"]["gsm8k"]
-    assert metrics["exact_match,flexible-extract"] == pytest.approx(0.75)
+    # This package's grading has its own name; lm-eval's names hold lm-eval's procedures:
+    # strict-match needs "#### N"; flexible-extract takes the last number-like run, and
+    # in doc 3 that is the "4" after the box.
+    assert metrics["exact_match,scdpo-grader"] == pytest.approx(0.75)
     assert metrics["exact_match,strict-match"] == pytest.approx(0.25)
+    assert metrics["exact_match,flexible-extract"] == pytest.approx(0.5)
     # lm-eval's mean_stderr: sqrt(var_{n-1} / n) = sqrt(0.25 / 4) for [1,1,0,1].
-    assert metrics["exact_match_stderr,flexible-extract"] == pytest.approx(0.25)
+    assert metrics["exact_match_stderr,scdpo-grader"] == pytest.approx(0.25)
     assert results["n-samples"]["gsm8k"]["effective"] == 4
     assert "sympy" in results["versions"]
     samples = [json.loads(x) for x in next((tmp_path / "out").glob("samples_gsm8k_*.jsonl")).read_text().splitlines()]
     assert [s["doc_id"] for s in samples] == [0, 1, 2, 3]
     assert samples[2]["correct"] is False
-    assert set(samples[0]) >= {"doc_id", "prompt", "response", "extracted", "target", "correct"}
+    assert set(samples[0]) >= {"doc_id", "prompt", "response", "extracted", "target", "correct", "lm_eval"}
+    assert samples[3]["lm_eval"]["flexible-extract"] == {"filtered": "4", "exact_match": False}
+    assert samples[1]["lm_eval"]["flexible-extract"] == {"filtered": "9.", "exact_match": True}
+    assert samples[1]["lm_eval"]["strict-match"] == {"filtered": "[invalid]", "exact_match": False}
 
 
 def test_score_math_breakdown_with_gold_from_dataset(tmp_path):
@@ -106,4 +113,5 @@ def test_score_code_format_uses_final_text_block(tmp_path):
     res = CliRunner().invoke(main, ["score", str(comp), "--task", "math", "--format", "markdown"])
     assert res.exit_code == 0, res.output
     metrics = json.loads(next(tmp_path.glob("results_*.json")).read_text())["results"]["math"]
-    assert metrics["exact_match,flexible-extract"] == 1.0
+    assert metrics["exact_match,scdpo-grader"] == 1.0
+    assert "exact_match,flexible-extract" not in metrics  # lm-eval's GSM8K names only for GSM8K

@@ -107,6 +107,8 @@ def test_export_peft(tiny_model, pairs_dir, tmp_path):
     cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["lora_alpha"] == 32
     assert set(cfg["target_modules"]) >= {"q_proj", "v_proj"}
+    # --num-layers 2 of the tiny model's 6: PEFT must adapt only those (else it adds LoRA everywhere)
+    assert cfg["layers_to_transform"] == [4, 5] and cfg["layers_pattern"] == "layers"
     mlx_w = mx.load(str(tmp_path / "ad" / "adapters.safetensors"))
     peft_w = mx.load(str(tmp_path / "peft" / "adapter_model.safetensors"))
     name = next(k for k in mlx_w if k.endswith("q_proj.lora_a"))[: -len(".lora_a")]
@@ -115,6 +117,16 @@ def test_export_peft(tiny_model, pairs_dir, tmp_path):
     pb = np.array(peft_w[f"base_model.model.{name}.lora_B.weight"])
     # The weight update of both conventions is the same matrix (out x in).
     np.testing.assert_allclose((8 * a @ b).T, (cfg["lora_alpha"] / cfg["r"]) * pb @ pa, rtol=1e-5, atol=1e-7)
+
+
+def test_export_peft_all_layers_names_no_subset(tiny_model, pairs_dir, tmp_path):
+    _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "1", "--num-layers", "-1")
+    res = CliRunner().invoke(main, ["export", "--adapter-path", str(tmp_path / "ad"), "--peft", str(tmp_path / "peft")])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert "layers_to_transform" not in cfg and "layers_pattern" not in cfg
+    weights = mx.load(str(tmp_path / "peft" / "adapter_model.safetensors"))
+    assert {k.split(".")[4] for k in weights} == {str(i) for i in range(6)}
 
 
 def test_bad_pairs_file_exits_2(tiny_model, tmp_path):
@@ -165,3 +177,57 @@ def test_yaml_config_precedence(tiny_model, pairs_dir, tmp_path):
     res = CliRunner().invoke(main, ["train", "--model", str(tiny_model), "--data", str(pairs_dir), "-c",
                                     str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2 and "nope.yaml: no such config file" in res.output
+
+
+def _dora_trained(tiny_model):
+    """A DoRA model whose adapters look trained: non-zero B and magnitudes away from the weight norms."""
+    from mlx.utils import tree_flatten
+
+    from mlx_scdpo.train import TrainArgs, add_adapters
+
+    model, tok = load(str(tiny_model))
+    mx.random.seed(3)
+    add_adapters(model, TrainArgs(model="m", data="d", num_layers=2, lora_rank=4, fine_tune_type="dora"))
+    updates = []
+    for name, p in tree_flatten(model.trainable_parameters()):
+        if name.endswith("lora_b"):
+            updates.append((name, mx.random.normal(p.shape) * 0.02))
+        elif name.endswith(".m"):
+            updates.append((name, p * (1 + 0.2 * mx.random.normal(p.shape))))
+    assert any(n.endswith(".m") for n, _ in updates)
+    model.load_weights(updates, strict=False)
+    return model, tok
+
+
+def test_dora_reference_is_the_base_model(tiny_model):
+    """Adapters off (on-the-fly reference, credit) gives the base model's log-probs: magnitudes too."""
+    from mlx_scdpo.credit import response_rewards
+    from mlx_scdpo.logps import token_logps
+    from mlx_scdpo.preference_data import TokenizedPair
+    from mlx_scdpo.shared_prompt import shared_batch_arrays
+    from mlx_scdpo.train import _add_reference
+
+    base, tok = load(str(tiny_model))
+    model, _ = _dora_trained(tiny_model)
+    pairs = [TokenizedPair([5, 9, 14, 200], [31, 7, 8, 2], [40, 41, 2]), TokenizedPair([6, 7], [8, 9, 2], [10, 2])]
+    batch = {k: mx.array(v) for k, v in shared_batch_arrays(pairs).items()}
+    base_c, base_r, _, _ = pair_logps_of(base, batch)
+    policy_c, _, _, _ = pair_logps_of(model, batch)
+    assert not np.allclose(np.array(policy_c), np.array(base_c), atol=1e-3)  # the adapters matter
+    _add_reference(model, batch)
+    np.testing.assert_allclose(np.array(batch["ref_chosen"]), np.array(base_c), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.array(batch["ref_rejected"]), np.array(base_r), rtol=1e-5, atol=1e-4)
+    again, _, _, _ = pair_logps_of(model, batch)  # the trained magnitudes are back
+    np.testing.assert_allclose(np.array(again), np.array(policy_c), rtol=1e-6, atol=1e-6)
+    # credit: the reward is beta * (policy - base model)
+    prompt, response = [5, 9, 14, 200], [31, 7, 8, 2]
+    rewards = response_rewards(model, prompt, response, 0.5, lambda ids: "x")
+    seq = mx.array([prompt + response])
+    want = 0.5 * (token_logps(model, seq[:, :-1], seq[:, 1:]) - token_logps(base, seq[:, :-1], seq[:, 1:]))
+    np.testing.assert_allclose(rewards.rewards, np.array(want[0, len(prompt) - 1:]), rtol=1e-4, atol=1e-5)
+
+
+def pair_logps_of(model, batch):
+    from mlx_scdpo.dpo import pair_logps
+
+    return pair_logps(model, batch)

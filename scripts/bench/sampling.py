@@ -22,7 +22,7 @@ import mlx.core as mx
 from mlx_lm import load, stream_generate
 
 from mlx_scdpo.generation import generate_batched, prefill_cache
-from mlx_scdpo.ramp import SeededSampler, StepTemperatureProcessor, boundary_mask
+from mlx_scdpo.ramp import SeededSampler, StepRamp
 from mlx_scdpo.tiny_model import make_tiny_model
 
 
@@ -36,13 +36,13 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         model, tok = load(str(make_tiny_model(d, args.size)))
-    nl_mask = boundary_mask(tok, ("\n",))
+    ramp = StepRamp(tok)
     prompts = [tok.encode(f"Question {i}: what is {i} * {i + 3}?\nStep 1: {i} * {i + 3} = {i * (i + 3)}\n"
                           f"Step 2: add {i}\n", add_special_tokens=False) for i in range(args.prefixes)]
 
     def ours():
         caches = [prefill_cache(model, p) for p in prompts]
-        procs = [[StepTemperatureProcessor(nl_mask)] for _ in prompts]
+        procs = [[ramp.processor()] for _ in prompts]
         return sum(len(c.tokens) for c in generate_batched(
             model, tok, prompts, max_tokens=args.max_tokens, batch_size=args.batch_size,
             sampler=SeededSampler(0), logits_processors=procs, caches=caches, stop_tokens=[]))
@@ -58,7 +58,7 @@ def main():
         tok._eos_token_ids = set()  # run to max_tokens, like the others
         try:
             for p in prompts[: args.loop_prefixes]:
-                proc = StepTemperatureProcessor(nl_mask)
+                proc = ramp.processor()
                 for _ in stream_generate(model, tok, mx.array(p), max_tokens=args.max_tokens,
                                          sampler=SeededSampler(0), logits_processors=[proc]):
                     n += 1
