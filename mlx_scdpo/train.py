@@ -444,7 +444,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         from mlx_scdpo.memory import batch_lengths, preflight
 
         echo = (lambda line: print(line, file=sys.stderr, flush=True)) if rank == 0 else (lambda line: None)
-        preflight(model, replace(args, batch_size=args.batch_size // size),
+        preflight(model, replace(args, batch_size=min(args.batch_size, len(train)) // size),  # as make_batch pads
                   batch_lengths(train, args.batch_size, args.seed), shared, echo)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)

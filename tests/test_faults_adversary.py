@@ -156,8 +156,9 @@ def test_yaml_config_non_utf8_and_special_files(tmp_path):
 
 
 def test_huge_sizes_within_range_neither_crash_nor_allocate(tiny_model, tmp_path):
-    """--batch-size 2**31-1 trains (padding stops at the data); a LoRA rank above the hidden size is
-    refused from config.json before the model loads (an allocation that large segfaults MLX)."""
+    """--batch-size 2**31-1 trains (padding and the memory estimate stop at the data); a LoRA rank above
+    the hidden size is refused from config.json before the model loads (an allocation that large
+    segfaults MLX)."""
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_bytes(_lines(PAIR, PAIR, PAIR))
     base = ["train", "--model", tiny_model, "--data", pairs, "--adapter-path", tmp_path / "ad", "--no-progress",
@@ -165,6 +166,8 @@ def test_huge_sizes_within_range_neither_crash_nor_allocate(tiny_model, tmp_path
     res = CliRunner().invoke(main, [str(a) for a in base + ["--batch-size", str(2**31 - 1)]])
     assert res.exit_code == 0, res.output
     _one_line_exit_2(base + ["--lora-rank", str(2**31 - 1)], [pairs], must_name="--lora-rank")
+    # a run that does not fit is refused with its one error line (the estimate is in it, not on a line before)
+    _one_line_exit_2(base + ["--memory-limit-gb", "0.001"], [pairs], must_name="exceeds")
 
 
 # ---------------------------------------------------------------- paths: outputs that are files or inputs; FIFOs
