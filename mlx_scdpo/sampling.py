@@ -180,8 +180,12 @@ def _run_sample(args: SampleArgs) -> dict:
         bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="sample", unit="problem")
     counts = {"problems": 0, "pairs": 0, "samples": 0}
     with open(sol_path, "a", encoding="utf-8") as fs:
-        for start in range(0, len(todo), args.problems_per_batch):
-            chunk = todo[start:start + args.problems_per_batch]
+        # Batches are fixed slices of the problem list, and the seeds depend on the batch: a batch half
+        # written when a run was killed is drawn again whole, so the rerun writes what one run would.
+        for start in range(0, len(problems), args.problems_per_batch):
+            chunk = problems[start:start + args.problems_per_batch]
+            if all(problem_id(args.task, p) in done for p in chunk):
+                continue
             states = []
             for p in chunk:
                 ids, text = build_prompt_tokens(tokenizer, args.task, p.question, shots, chat, fmt)
@@ -206,7 +210,7 @@ def _run_sample(args: SampleArgs) -> dict:
                         s.add(c.text, c.tokens, grade, c.finish_reason, getattr(c, "gen_mask", None))
                         counts["samples"] += 1
                 round_ += 1
-            for s in states:
+            for s in (s for s in states if problem_id(args.task, s.problem) not in done):
                 record = {"problem_id": problem_id(args.task, s.problem), "task": args.task,
                           "question": s.problem.question, "gold": s.problem.gold, "prompt": s.prompt_text,
                           "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
@@ -216,7 +220,7 @@ def _run_sample(args: SampleArgs) -> dict:
                 counts["problems"] += 1
             fs.flush()
             if bar is not None:
-                bar.update(len(chunk))
+                bar.update(sum(problem_id(args.task, p) not in done for p in chunk))
     if bar is not None:
         bar.close()
     # Naive pairs are derived from the solutions file as a whole (so a resumed run never

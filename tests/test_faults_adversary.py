@@ -517,3 +517,83 @@ def test_step_control_solution_faults(tiny_model, tmp_path, fault):
     _one_line_exit_2(["step-control", "--model", tiny_model, "--solutions", path, "--output-dir", tmp_path / "out",
                       "--no-progress"], [path], must_name=f"{path}{named}")
     assert not (tmp_path / "out" / "step_control.jsonl").exists()
+
+
+# ---------------------------------------------------------------- sample: a kill between two records of a batch
+
+def _sample_argv(tiny_model, problems, out):
+    return ["sample", "--model", str(tiny_model), "--data-files", str(problems), "--output-dir", str(out),
+            "--samples-per-round", "2", "--budget", "2", "--max-tokens", "6", "--problems-per-batch", "4",
+            "--no-progress"]
+
+
+def _by_problem(path):
+    return {r["problem_id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_sample_rerun_after_a_half_written_batch_equals_one_run(tiny_model, tmp_path):
+    """A kill while a batch's records are written leaves some of them (and a torn one): seeds depend on
+    the batch, so the rerun must draw that batch again whole, not a batch of the remaining problems."""
+    import shutil
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_bytes(_lines(*[{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(8)]))
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert CliRunner().invoke(main, _sample_argv(tiny_model, problems, straight)).exit_code == 0
+    written = (straight / "solutions.jsonl").read_bytes().splitlines(keepends=True)
+    killed.mkdir()
+    shutil.copy(straight / "sample_run.json", killed / "sample_run.json")
+    (killed / "solutions.jsonl").write_bytes(b"".join(written[:2]) + written[2][:40])  # 2 of batch 1, one torn
+    res = CliRunner().invoke(main, _sample_argv(tiny_model, problems, killed))
+    assert res.exit_code == 0, res.output
+    assert _by_problem(killed / "solutions.jsonl") == _by_problem(straight / "solutions.jsonl")
+    assert len((killed / "solutions.jsonl").read_text().splitlines()) == 8  # none twice
+    assert (killed / "pairs_naive.jsonl").read_bytes() == (straight / "pairs_naive.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_sample_killed_at_random_moments_then_rerun_equals_one_run(tiny_model, tmp_path):
+    import random
+    import subprocess
+    import sys
+    import time
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_bytes(_lines(*[{"question": f"What is {i} * 3?", "answer": f"#### {3 * i}"} for i in range(24)]))
+    argv = lambda out: [sys.executable, "-m", "mlx_scdpo.cli", *_sample_argv(tiny_model, problems, out)]  # noqa: E731
+    subprocess.run(argv(tmp_path / "straight"), check=True, capture_output=True, timeout=600)
+    out, rng = tmp_path / "killed", random.Random(13)
+    for _ in range(3):  # kill at a random moment after some progress, three times over
+        proc = subprocess.Popen(argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 8.0))
+        proc.kill()
+        proc.wait()
+    subprocess.run(argv(out), check=True, capture_output=True, timeout=600)
+    assert _by_problem(out / "solutions.jsonl") == _by_problem(tmp_path / "straight" / "solutions.jsonl")
+    assert len((out / "solutions.jsonl").read_text().splitlines()) == 24
+
+
+# ---------------------------------------------------------------- two runs on one folder
+
+def _hold(folder):
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from mlx_scdpo.run_state import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'holder'):\n    print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.parametrize("command", ["sample", "step-control", "eval", "train", "build-pairs"])
+def test_a_second_run_on_a_held_folder_stops_with_one_line(tiny_model, files, tmp_path, command):
+    out = tmp_path / "out"
+    holder = _hold(out)
+    try:
+        argv = _outputs_at(out, tiny_model, files)[command]
+        _one_line_exit_2(argv, list(files.values()), must_name=f"pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (out / "solutions.jsonl").exists() and not (out / "step_control.jsonl").exists()
