@@ -146,6 +146,19 @@ def stable_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") % (2**31)
 
 
+class RowNoise:
+    """Gumbel noise for one sequence, keyed by (its seed, its length). With argmax after it, a token
+    is drawn from softmax(logits) (the Gumbel-max trick) whatever batch the sequence runs in, so a
+    run resumed after a kill draws what an uninterrupted run drew."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __call__(self, context: mx.array, logits: mx.array) -> mx.array:
+        key = mx.random.key(self.seed * 1_000_003 + context.size)
+        return logits + mx.random.gumbel(shape=logits.shape, key=key).astype(logits.dtype)
+
+
 class SeededSampler:
     """Categorical sampling at ``temp`` from an explicit, split-per-call PRNG key."""
 

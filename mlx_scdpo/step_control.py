@@ -174,7 +174,7 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
     from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.generation import prefill_cache
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.ramp import SeededSampler, StepRamp, stable_seed, step_temperatures
+    from mlx_scdpo.ramp import RowNoise, SeededSampler, StepRamp, stable_seed, step_temperatures
 
     sc_path = out / "step_control.jsonl"
     done = read_finished(sc_path, "prefix_id")
@@ -234,12 +234,12 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
                     for p in group:
                         if p.cache is None:
                             p.cache = prefill_cache(model, p.prompt_ids)
-                sampler = SeededSampler(stable_seed(args.seed, round_, fmt.name if fmt else "cot"), 1.0)
+                sampler = SeededSampler(0, 0.0)  # argmax over RowNoise: each prefix's draw is its own
                 ramp, applied = ramp_for(fmt), {}  # applied: each continuation's ramp, read back below
 
                 def ramp_processor(i, ramp=ramp, applied=applied):
                     applied[i] = ramp.processor(args.t0, args.dt, args.tmax)
-                    return [applied[i]]
+                    return [applied[i], RowNoise(stable_seed(args.seed, round_, group[i].prefix_id))]
 
                 with solution_stream(
                         model, tokenizer, [p.prompt_ids for p in group], fmt=fmt, sampler=sampler,

@@ -597,3 +597,46 @@ def test_a_second_run_on_a_held_folder_stops_with_one_line(tiny_model, files, tm
         holder.kill()
         holder.wait()
     assert not (out / "solutions.jsonl").exists() and not (out / "step_control.jsonl").exists()
+
+
+# ---------------------------------------------------------------- step-control: killed between two outcomes
+
+def _step_control_case(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    records = []
+    for i in range(6):
+        text = f"Step 1: {i} + {i} = {2 * i}\nStep 2: so it is {2 * i}\nStep 3: check {2 * i}\nThe answer is " \
+               f"\\boxed{{{2 * i}}}."
+        records.append({**SOLUTION, "problem_id": f"p/{i}", "gold": str(2 * i),
+                        "prompt_ids": tok.encode(f"Q{i}: compute.\n", add_special_tokens=False),
+                        "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]})
+    solutions = tmp_path / "solutions.jsonl"
+    solutions.write_bytes(_lines(*records))
+    return lambda out: ["step-control", "--model", str(tiny_model), "--solutions", str(solutions), "--output-dir",
+                        str(out), "--rounds", "4", "--max-tokens", "3", "--max-pairs-per-problem", "9",
+                        "--include-truncated", "--no-progress"]
+
+
+def test_step_control_rerun_after_a_kill_between_outcomes_equals_one_run(tiny_model, tmp_path):
+    """Outcomes are appended as prefixes finish, over rounds. A rerun continues the rest in other
+    batches: each continuation's draw must not depend on its batch (nor on a shared, split-per-call
+    key), or the rerun's pairs differ from one run's."""
+    import shutil
+
+    argv = _step_control_case(tiny_model, tmp_path)
+    straight = tmp_path / "straight"
+    res = CliRunner().invoke(main, argv(straight))
+    assert res.exit_code == 0, res.output
+    rows = (straight / "step_control.jsonl").read_bytes().splitlines(keepends=True)
+    assert len({json.loads(r)["round"] for r in rows}) > 1  # outcomes from more than one round
+    for cut in (1, len(rows) - 1):
+        out = tmp_path / f"killed{cut}"
+        out.mkdir()
+        shutil.copy(straight / "step_control_run.json", out / "step_control_run.json")
+        (out / "step_control.jsonl").write_bytes(b"".join(rows[:cut]) + rows[cut][:25])  # and a torn line
+        res = CliRunner().invoke(main, argv(out))
+        assert res.exit_code == 0, res.output
+        for name in ("step_control.jsonl", "pairs_step_control.jsonl"):
+            assert sorted((out / name).read_bytes().splitlines()) == sorted((straight / name).read_bytes().splitlines())
