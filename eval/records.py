@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from eval.errors import UserError, where
@@ -28,7 +29,7 @@ def _token_ids(v) -> bool:
 
 
 def _text_or_messages(v) -> bool:
-    return isinstance(v, str) or (isinstance(v, list) and all(
+    return isinstance(v, str) or (isinstance(v, list) and bool(v) and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in v))
 
 
@@ -41,7 +42,7 @@ def _samples(v) -> bool:
 #: Named kinds: (check, what the error says the field must be).
 KINDS = {
     "token_ids": (_token_ids, "a list of non-negative integer token ids"),
-    "text_or_messages": (_text_or_messages, "text or a list of {role, content} messages"),
+    "text_or_messages": (_text_or_messages, "text or a non-empty list of {role, content} messages"),
     "samples": (_samples, "a list of samples with text, ids (token ids) and correct (true/false)"),
     "int": (_is_int, "an integer"),
 }
@@ -86,6 +87,10 @@ def check_record(row, path, lineno: int, schema: dict | None = None, optional: d
     return row
 
 
+#: A ``\\uD800``-``\\uDFFF`` escape: valid only as half of a pair (Python's json accepts a lone one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
 class _NotJSON(ValueError):
     """NaN, Infinity or a number beyond float range: Python's json reads them, JSON (RFC 8259) has none."""
 
@@ -104,6 +109,16 @@ def _finite(text: str) -> float:
 def strict_loads(text: str):
     """``json.loads`` refusing NaN, Infinity and out-of-range numbers (``_NotJSON``)."""
     return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
+def _check_unicode(value, raw: bytes, at: str) -> None:
+    """A lone surrogate escape (``"\\ud800"``) parses, but is not text: it could be neither tokenized
+    nor written back as UTF-8. Checked only where such an escape occurs (rare)."""
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{at}: a lone surrogate escape (\\ud800-\\udfff) is not Unicode text") from None
 
 
 def iter_lines(path: str | Path):
@@ -125,6 +140,7 @@ def iter_lines(path: str | Path):
                 raise UserError(f"{where(path, lineno)}: invalid JSON ({e})") from None
             except RecursionError:
                 raise UserError(f"{where(path, lineno)}: JSON nested too deeply") from None
+            _check_unicode(value, raw, where(path, lineno))
             yield lineno, value
 
 
@@ -158,6 +174,7 @@ def _read_records(path: Path, schema, optional, numbered: bool, allow_empty: boo
             raise UserError(f"{path}: JSON nested too deeply") from None
         if not isinstance(rows, list):
             raise UserError(f"{path}: expected a JSON array of objects")
+        _check_unicode(rows, path.read_bytes(), str(path))
         numbered_rows = list(enumerate(rows, 1))
     else:
         numbered_rows = list(iter_lines(path))

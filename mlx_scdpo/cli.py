@@ -154,6 +154,8 @@ def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color
 
             refuse_overwriting_inputs([pairs_file, Path(adapter_path) / "adapters.safetensors",
                                        Path(adapter_path) / "adapter_config.json"], [html_out])
+            if Path(html_out).is_dir() or not Path(html_out).absolute().parent.is_dir():
+                raise UserError(f"{html_out}: --html takes a file in an existing folder")
         pairs = read_credit_pairs(pairs_file)[:limit]
         mdl, tok = load_model(model, adapter_path)
         check_token_ids(pairs, vocab_size(mdl), pairs_file)

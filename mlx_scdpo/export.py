@@ -46,6 +46,11 @@ def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) 
         raise UserError(f"{adapter_path}: fine_tune_type {config['fine_tune_type']} cannot be exported to PEFT LoRA")
     lora = config["lora_parameters"]
     tensors = peft_state_dict({k: v.astype(mx.float32) for k, v in weights.items()})
+    ranks = {(v.shape[0] if k.endswith("lora_A.weight") else v.shape[1]) if v.ndim == 2 else -1
+             for k, v in tensors.items()}  # A is (r, in), B is (out, r)
+    if not tensors or ranks != {lora["rank"]}:  # a PEFT config with another r would load silently wrong
+        raise UserError(f"{adapter_path}: adapters.safetensors holds LoRA rank(s) {sorted(ranks)}, "
+                        f"adapter_config.json says {lora['rank']}")
     targets = sorted({k.split(".")[-3] for k in tensors})
     peft_config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora["rank"], "lora_alpha": lora["scale"] * lora["rank"],

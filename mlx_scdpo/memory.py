@@ -254,13 +254,13 @@ def preflight(model, args, lengths: set[tuple[int, int]], shared: bool, echo=pri
     limit, source = ((args.memory_limit_gb * GB, "--memory-limit-gb") if args.memory_limit_gb is not None
                      else machine_memory())
     shown = f"{limit / GB:.1f} GB ({source})" if limit else "no limit (--memory-limit-gb 0)"
-    echo(f"memory: estimated peak memory {est.total / GB:.2f} GB ({est.summary()}) at batch {args.batch_size}, "
-         f"prompt {prompt_len} + response {response_len} tokens; limit {shown}")
-    if limit and est.total > limit:
+    if limit and est.total > limit:  # the error line alone (it holds the estimate): one line on stderr
         fit = fitting_settings(shape, args, prompt_len, response_len, shared, limit)
         advice = (f"settings that fit: {fit[0]} (estimated {fit[1] / GB:.1f} GB)" if fit else
                   "even batch 1 with --grad-checkpoint does not fit: lower --max-length or use a smaller or "
                   "quantized model")
         raise UserError(f"estimated peak memory {est.total / GB:.1f} GB exceeds {limit / GB:.1f} GB ({source}); "
                         f"{advice}; --memory-limit-gb overrides")
+    echo(f"memory: estimated peak memory {est.total / GB:.2f} GB ({est.summary()}) at batch {args.batch_size}, "
+         f"prompt {prompt_len} + response {response_len} tokens; limit {shown}")
     return est

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import stat
 from pathlib import Path
 
@@ -25,9 +26,13 @@ def read_adapters(adapter_path: str) -> tuple[dict, dict]:
     except (UnicodeDecodeError, ValueError):
         raise UserError(f"{src / 'adapter_config.json'}: damaged (not JSON)") from None
     lora = config.get("lora_parameters") if isinstance(config, dict) else None
-    if not isinstance(lora, dict) or not isinstance(lora.get("rank"), int) or \
-            not isinstance(lora.get("scale"), (int, float)):
-        raise UserError(f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank and scale")
+    rank, scale = (lora.get("rank"), lora.get("scale")) if isinstance(lora, dict) else (None, None)
+    if not (isinstance(rank, int) and not isinstance(rank, bool) and 0 < rank < 2**31) or isinstance(scale, bool) \
+            or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise UserError(f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank (a positive integer) "
+                        f"and scale (a number)")
+    if config.get("fine_tune_type", "lora") not in ("lora", "dora", "full"):
+        raise UserError(f"{src / 'adapter_config.json'}: field 'fine_tune_type' must be lora, dora or full")
     if not isinstance(config.get("num_layers"), int):
         raise UserError(f"{src / 'adapter_config.json'}: field 'num_layers' is missing or not an integer")
     try:

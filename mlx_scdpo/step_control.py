@@ -38,7 +38,8 @@ from eval.score import grade_sample
 from contextlib import ExitStack
 
 from eval.blocks import FORMATS
-from mlx_scdpo.jsonl import SOLUTION_SCHEMA, iter_finished, write_jsonl_atomic
+from mlx_scdpo.jsonl import SOLUTION_OPTIONAL, SOLUTION_SCHEMA, check_solution_record, iter_finished, \
+    write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
 from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.config import check_values
@@ -179,8 +180,10 @@ def iter_solutions(path: str, vocab_size: int | None = None):
     from eval.errors import where
     from eval.records import check_record, iter_lines
 
+    seen: dict = {}
     for lineno, row in iter_lines(path):
-        rec = check_record(row, path, lineno, SOLUTION_SCHEMA)
+        rec = check_solution_record(check_record(row, path, lineno, SOLUTION_SCHEMA, SOLUTION_OPTIONAL),
+                                    where(path, lineno), seen)
         if vocab_size is not None:
             top = max([*rec["prompt_ids"], *(t for s in rec["samples"] for t in s["ids"])], default=-1)
             if top >= vocab_size:

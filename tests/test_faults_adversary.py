@@ -156,8 +156,9 @@ def test_yaml_config_non_utf8_and_special_files(tmp_path):
 
 
 def test_huge_sizes_within_range_neither_crash_nor_allocate(tiny_model, tmp_path):
-    """--batch-size 2**31-1 trains (padding stops at the data); a LoRA rank above the hidden size is
-    refused from config.json before the model loads (an allocation that large segfaults MLX)."""
+    """--batch-size 2**31-1 trains (padding and the memory estimate stop at the data); a LoRA rank above
+    the hidden size is refused from config.json before the model loads (an allocation that large
+    segfaults MLX)."""
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_bytes(_lines(PAIR, PAIR, PAIR))
     base = ["train", "--model", tiny_model, "--data", pairs, "--adapter-path", tmp_path / "ad", "--no-progress",
@@ -165,9 +166,11 @@ def test_huge_sizes_within_range_neither_crash_nor_allocate(tiny_model, tmp_path
     res = CliRunner().invoke(main, [str(a) for a in base + ["--batch-size", str(2**31 - 1)]])
     assert res.exit_code == 0, res.output
     _one_line_exit_2(base + ["--lora-rank", str(2**31 - 1)], [pairs], must_name="--lora-rank")
+    # a run that does not fit is refused with its one error line (the estimate is in it, not on a line before)
+    _one_line_exit_2(base + ["--memory-limit-gb", "0.001"], [pairs], must_name="exceeds")
 
 
-# ---------------------------------------------------------------- paths: outputs that are files or inputs, special files
+# ---------------------------------------------------------------- paths: outputs that are files or inputs; FIFOs
 
 @pytest.fixture()
 def files(tmp_path):
@@ -368,3 +371,272 @@ def test_score_mixed_subject_types_do_not_crash_the_breakdown(tmp_path):
     res = CliRunner().invoke(main, ["score", str(path), "--task", "math", "--output-dir", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert "subject 5" in res.output and "subject Algebra" in res.output
+
+
+PAIR_TEXT = {"prompt": "Q: 1 + 1 =", "chosen": " 2.", "rejected": " 3."}
+ASSISTANT = [{"role": "assistant", "content": "2"}]
+PAIR_FAULTS = {  # name: (bad line 2, what the line names); the private check feeds such files to both commands
+    "lone_surrogate_prompt": (b'{"prompt": "Q \\ud800", "chosen": " 2.", "rejected": " 3."}', "surrogate"),
+    "lone_surrogate_chosen": (b'{"prompt": "Q", "chosen": "\\udfff", "rejected": " 3."}', "surrogate"),
+    "empty_messages": (json.dumps({"prompt": [], "chosen": [], "rejected": []}).encode(), "prompt"),
+    "message_role_not_text": (json.dumps({"prompt": [{"role": 5, "content": "x"}], "chosen": ASSISTANT,
+                                          "rejected": ASSISTANT}).encode(), "prompt"),
+    "message_without_content": (json.dumps({"prompt": [{"role": "user"}], "chosen": ASSISTANT,
+                                            "rejected": ASSISTANT}).encode(), "prompt"),
+    "ids_of_lists": (json.dumps({**PAIR_TEXT, "prompt_ids": [1], "chosen_ids": [[2]], "rejected_ids": [3]}).encode(),
+                     "chosen_ids"),
+    "ids_negative": (json.dumps({**PAIR_TEXT, "prompt_ids": [1], "chosen_ids": [-1], "rejected_ids": [3]}).encode(),
+                     "chosen_ids"),
+    "ids_float": (json.dumps({**PAIR_TEXT, "prompt_ids": [1.0], "chosen_ids": [2], "rejected_ids": [3]}).encode(),
+                  "prompt_ids"),
+    "k_true": (json.dumps({**PAIR_TEXT, "k": True}).encode(), "'k'"),
+    "source_number": (json.dumps({**PAIR_TEXT, "source": 1}).encode(), "source"),
+    "bom_inside": (b"\xef\xbb\xbf" + json.dumps(PAIR_TEXT).encode(), "BOM"),
+    "utf16": (json.dumps(PAIR_TEXT).encode("utf-16"), "UTF-8"),
+    "cr_line_ends": (json.dumps(PAIR_TEXT).encode() + b"\r" + json.dumps(PAIR_TEXT).encode(), "invalid JSON"),
+    "spaces_only": (b"   \t ", "blank"),
+}
+
+
+@pytest.mark.parametrize("name", list(PAIR_FAULTS))
+def test_pair_faults_for_build_pairs_and_train(tiny_model, tmp_path, name):
+    bad, named = PAIR_FAULTS[name]
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(_lines({**PAIR_TEXT, "question": "1 + 1?"}) + bad + b"\n")
+    for argv in (["build-pairs", path, "--output-dir", tmp_path / "bp"],
+                 ["build-pairs", path, "--output-dir", tmp_path / "bpc", "--conversational"],
+                 ["train", "--model", tiny_model, "--data", path, "--adapter-path", tmp_path / "ad", "--no-progress"]):
+        line = _one_line_exit_2(argv, [path], must_name=f"{path}:2")
+        assert named in line or argv[-1] == "--conversational", line  # that one may name 'question' first
+
+
+def test_conversational_responses_must_be_assistant_turns(tiny_model, tmp_path):
+    """A user turn as the chosen response cannot be rendered after the prompt's generation prompt."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(_lines({"prompt": [{"role": "user", "content": "1 + 1?"}], "chosen": ASSISTANT,
+                             "rejected": [{"role": "user", "content": "3"}]}))
+    _one_line_exit_2(["train", "--model", tiny_model, "--data", path, "--adapter-path", tmp_path / "ad"], [path],
+                     must_name=f"{path}:1: field 'rejected'")
+
+
+# ---------------------------------------------------------------- adapters: damaged configs and tensors, credit records
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("adapters")
+    pairs = d / "pairs.jsonl"
+    pairs.write_bytes(_lines(*[{"prompt": f"Q{i}:", "chosen": " a", "rejected": " b"} for i in range(4)]))
+    res = CliRunner().invoke(main, [str(a) for a in ["train", "--model", tiny_model, "--data", pairs, "--adapter-path",
+                                                     d / "ad", "--iters", "1", "--num-layers", "1", "--lora-rank", "4",
+                                                     "--no-progress", "--ref-cache-dir", d / "ref"]])
+    assert res.exit_code == 0, res.output
+    return d / "ad"
+
+
+def _lora(config, **changes):
+    return {**config, "lora_parameters": {**config["lora_parameters"], **changes}}
+
+
+ADAPTER_FAULTS = {
+    "rank_zero": lambda c: _lora(c, rank=0), "rank_true": lambda c: _lora(c, rank=True),
+    "rank_huge": lambda c: _lora(c, rank=2**40), "scale_text": lambda c: _lora(c, scale="x"),
+    "scale_nan": lambda c: _lora(c, scale=float("nan")), "type_unknown": lambda c: {**c, "fine_tune_type": "nope"},
+    "not_an_object": lambda c: [c],
+    "no_lora_parameters": lambda c: {k: v for k, v in c.items() if k != "lora_parameters"},
+}
+
+
+@pytest.mark.parametrize("fault", list(ADAPTER_FAULTS))
+def test_damaged_adapter_config(tiny_model, adapters, tmp_path, fault):
+    import shutil
+
+    bad = tmp_path / "ad"
+    shutil.copytree(adapters, bad, ignore=shutil.ignore_patterns("checkpoint*"))
+    config = ADAPTER_FAULTS[fault](json.loads((adapters / "adapter_config.json").read_text()))
+    (bad / "adapter_config.json").write_text(json.dumps(config))  # json writes NaN as Python reads it
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(_lines({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4]}))
+    inputs = [bad / "adapter_config.json", bad / "adapters.safetensors", pairs]
+    name = bad / "adapter_config.json"
+    _one_line_exit_2(["export", "--adapter-path", bad, "--peft", tmp_path / "peft"], inputs, must_name=name)
+    _one_line_exit_2(["credit", "--model", tiny_model, "--adapter-path", bad, "--pairs", pairs], inputs, must_name=name)
+    assert not (tmp_path / "peft").exists()
+
+
+def test_export_refuses_tensors_that_disagree_with_the_config(adapters, tmp_path):
+    """A PEFT config whose r differs from the tensors would load, silently wrong."""
+    import shutil
+
+    import mlx.core as mx
+
+    bad = tmp_path / "ad"
+    shutil.copytree(adapters, bad, ignore=shutil.ignore_patterns("checkpoint*"))
+    mx.save_safetensors(str(bad / "adapters.safetensors"), {"model.layers.0.self_attn.q_proj.lora_a": mx.zeros((8, 2)),
+                                                            "model.layers.0.self_attn.q_proj.lora_b": mx.zeros((2, 8))})
+    _one_line_exit_2(["export", "--adapter-path", bad, "--peft", tmp_path / "peft"], [bad / "adapters.safetensors"],
+                     must_name="rank")
+    assert not (tmp_path / "peft").exists()
+
+
+def test_credit_records_and_html_path(tiny_model, adapters, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    for bad, named in (({"prompt_ids": [1], "chosen_ids": [], "rejected_ids": []}, ":1: field 'chosen_ids' is empty"),
+                       ({"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": []}, ":1: field 'rejected_ids'")):
+        pairs.write_bytes(_lines(bad))
+        _one_line_exit_2(["credit", "--model", tiny_model, "--adapter-path", adapters, "--pairs", pairs], [pairs],
+                         must_name=f"{pairs}{named}")
+    pairs.write_bytes(_lines({"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [3]}))
+    for html in (tmp_path, tmp_path / "missing" / "x.html"):  # checked before the model loads, not after
+        line = _one_line_exit_2(["credit", "--model", tmp_path / "no-model", "--adapter-path", adapters, "--pairs",
+                                 pairs, "--html", html], [pairs], must_name=html)
+        assert "no-model" not in line
+
+
+# ---------------------------------------------------------------- step-control: solutions records
+
+SOLUTION_FAULTS = {  # a solutions.jsonl record (usually written by `sample`) edited by hand or by another tool
+    "empty_prompt_ids": ([{**SOLUTION, "prompt_ids": []}], ":1: field 'prompt_ids' is empty"),
+    "empty_gold": ([{**SOLUTION, "gold": " "}], ":1: field 'gold' is empty"),
+    "empty_problem_id": ([{**SOLUTION, "problem_id": ""}], ":1: field 'problem_id' is empty"),
+    "unknown_block_format": ([{**SOLUTION, "solution_format": "code", "block_format": "nope"}],
+                             ":1: field 'block_format'"),  # was a KeyError
+    "solution_format_number": ([{**SOLUTION, "solution_format": 5}], ":1: field 'solution_format'"),
+    "unknown_solution_format": ([{**SOLUTION, "solution_format": "prose"}], ":1: field 'solution_format'"),
+    "unknown_task": ([{**SOLUTION, "task": "aime"}], ":1: field 'task'"),
+    "problem_twice": ([SOLUTION, SOLUTION], ":2: field 'problem_id'"),  # would merge two problems' continuations
+    "correct_as_text": ([{**SOLUTION, "samples": [{"text": " 2", "ids": [4], "correct": "true"}]}],
+                        ":1: field 'samples'"),
+}
+
+
+@pytest.mark.parametrize("fault", list(SOLUTION_FAULTS))
+def test_step_control_solution_faults(tiny_model, tmp_path, fault):
+    rows, named = SOLUTION_FAULTS[fault]
+    path = tmp_path / "solutions.jsonl"
+    path.write_bytes(_lines(*rows))
+    _one_line_exit_2(["step-control", "--model", tiny_model, "--solutions", path, "--output-dir", tmp_path / "out",
+                      "--no-progress"], [path], must_name=f"{path}{named}")
+    assert not (tmp_path / "out" / "step_control.jsonl").exists()
+
+
+# ---------------------------------------------------------------- sample: a kill between two records of a batch
+
+def _sample_argv(tiny_model, problems, out):
+    return ["sample", "--model", str(tiny_model), "--data-files", str(problems), "--output-dir", str(out),
+            "--samples-per-round", "2", "--budget", "2", "--max-tokens", "6", "--problems-per-batch", "4",
+            "--no-progress"]
+
+
+def _by_problem(path):
+    return {r["problem_id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_sample_rerun_after_a_half_written_batch_equals_one_run(tiny_model, tmp_path):
+    """A kill while a batch's records are written leaves some of them (and a torn one): seeds depend on
+    the batch, so the rerun must draw that batch again whole, not a batch of the remaining problems."""
+    import shutil
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_bytes(_lines(*[{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(8)]))
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert CliRunner().invoke(main, _sample_argv(tiny_model, problems, straight)).exit_code == 0
+    written = (straight / "solutions.jsonl").read_bytes().splitlines(keepends=True)
+    killed.mkdir()
+    shutil.copy(straight / "sample_run.json", killed / "sample_run.json")
+    (killed / "solutions.jsonl").write_bytes(b"".join(written[:2]) + written[2][:40])  # 2 of batch 1, one torn
+    res = CliRunner().invoke(main, _sample_argv(tiny_model, problems, killed))
+    assert res.exit_code == 0, res.output
+    assert _by_problem(killed / "solutions.jsonl") == _by_problem(straight / "solutions.jsonl")
+    assert len((killed / "solutions.jsonl").read_text().splitlines()) == 8  # none twice
+    assert (killed / "pairs_naive.jsonl").read_bytes() == (straight / "pairs_naive.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_sample_killed_at_random_moments_then_rerun_equals_one_run(tiny_model, tmp_path):
+    import random
+    import subprocess
+    import sys
+    import time
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_bytes(_lines(*[{"question": f"What is {i} * 3?", "answer": f"#### {3 * i}"} for i in range(24)]))
+    argv = lambda out: [sys.executable, "-m", "mlx_scdpo.cli", *_sample_argv(tiny_model, problems, out)]  # noqa: E731
+    subprocess.run(argv(tmp_path / "straight"), check=True, capture_output=True, timeout=600)
+    out, rng = tmp_path / "killed", random.Random(13)
+    for _ in range(3):  # kill at a random moment after some progress, three times over
+        proc = subprocess.Popen(argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 8.0))
+        proc.kill()
+        proc.wait()
+    subprocess.run(argv(out), check=True, capture_output=True, timeout=600)
+    assert _by_problem(out / "solutions.jsonl") == _by_problem(tmp_path / "straight" / "solutions.jsonl")
+    assert len((out / "solutions.jsonl").read_text().splitlines()) == 24
+
+
+# ---------------------------------------------------------------- two runs on one folder
+
+def _hold(folder):
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from mlx_scdpo.run_state import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'holder'):\n    print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.parametrize("command", ["sample", "step-control", "eval", "train", "build-pairs"])
+def test_a_second_run_on_a_held_folder_stops_with_one_line(tiny_model, files, tmp_path, command):
+    out = tmp_path / "out"
+    holder = _hold(out)
+    try:
+        argv = _outputs_at(out, tiny_model, files)[command]
+        _one_line_exit_2(argv, list(files.values()), must_name=f"pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (out / "solutions.jsonl").exists() and not (out / "step_control.jsonl").exists()
+
+
+# ---------------------------------------------------------------- step-control: killed between two outcomes
+
+def _step_control_case(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    records = []
+    for i in range(6):
+        text = f"Step 1: {i} + {i} = {2 * i}\nStep 2: so it is {2 * i}\nStep 3: check {2 * i}\nThe answer is " \
+               f"\\boxed{{{2 * i}}}."
+        records.append({**SOLUTION, "problem_id": f"p/{i}", "gold": str(2 * i),
+                        "prompt_ids": tok.encode(f"Q{i}: compute.\n", add_special_tokens=False),
+                        "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]})
+    solutions = tmp_path / "solutions.jsonl"
+    solutions.write_bytes(_lines(*records))
+    return lambda out: ["step-control", "--model", str(tiny_model), "--solutions", str(solutions), "--output-dir",
+                        str(out), "--rounds", "4", "--max-tokens", "3", "--max-pairs-per-problem", "9",
+                        "--include-truncated", "--no-progress"]
+
+
+def test_step_control_rerun_after_a_kill_between_outcomes_equals_one_run(tiny_model, tmp_path):
+    """Outcomes are appended as prefixes finish, over rounds. A rerun continues the rest in other
+    batches: each continuation's draw must not depend on its batch (nor on a shared, split-per-call
+    key), or the rerun's pairs differ from one run's."""
+    import shutil
+
+    argv = _step_control_case(tiny_model, tmp_path)
+    straight = tmp_path / "straight"
+    res = CliRunner().invoke(main, argv(straight))
+    assert res.exit_code == 0, res.output
+    rows = (straight / "step_control.jsonl").read_bytes().splitlines(keepends=True)
+    assert len({json.loads(r)["round"] for r in rows}) > 1  # outcomes from more than one round
+    for cut in (1, len(rows) - 1):
+        out = tmp_path / f"killed{cut}"
+        out.mkdir()
+        shutil.copy(straight / "step_control_run.json", out / "step_control_run.json")
+        (out / "step_control.jsonl").write_bytes(b"".join(rows[:cut]) + rows[cut][:25])  # and a torn line
+        res = CliRunner().invoke(main, argv(out))
+        assert res.exit_code == 0, res.output
+        for name in ("step_control.jsonl", "pairs_step_control.jsonl"):
+            assert sorted((out / name).read_bytes().splitlines()) == sorted((straight / name).read_bytes().splitlines())
