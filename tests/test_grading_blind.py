@@ -35,6 +35,12 @@ KNOWN_WRONG = {
     "b426": "\\log 100 (common log, = 2) read as the natural log",
     "b436": "GSM8K: '10 - 2 = 8' not read as its result side 8 (the MATH task does this)",
     "b438": "GSM8K: spaced minus '- 3' not read as -3",
+    # batch 3 (false-positive traps, written after batch 2 was measured)
+    "b460": "false positive: different single-variable labels dropped (x = 1, the vertical line, vs y = 1)",
+    "b461": "false positive: different single-variable labels dropped (y = 2 vs x = 2)",
+    "b494": "gold 'x = \\pm 3' against the list '-3, 3'",
+    "b502": "'The answer is 7 (not 8).' extracted as '7 (not 8)' (verdict right only because gold is 8)",
+    "b507": "'The answer is 7 (not 8).' extracted as '7 (not 8)', which does not equal gold 7",
 }
 
 
@@ -70,4 +76,5 @@ def test_blind_row(row):
         return
     graded = grade_sample(row["task"], row["pred"], row["gold"])
     assert graded["correct"] is row["expected"], graded
-    assert _same_answer(graded["extracted"], row["expected_extracted"], row["task"]), graded
+    if row["expected_extracted"] is not None:  # None: no complete answer to take (empty, truncated, hedged)
+        assert _same_answer(graded["extracted"], row["expected_extracted"], row["task"]), graded
