@@ -16,7 +16,8 @@ Ours: pairs through ``eval.is_equivalent(pred, gold, task)``; completions throug
 ``eval.score.grade_sample`` (``extract_answer`` then ``is_equivalent``).
 Math-Verify: ``verify(parse("$gold$"), parse(x))`` where ``x`` is ``"$pred$"`` for a pair (the
 prediction as it is when it already holds a ``$``) and the raw text for a completion, the wrapping
-its README gives for gold answers. Both graders are warmed up first; time is per row, wall clock.
+its README gives for gold answers; ``--mv-wrap boxed`` wraps gold and pair predictions in
+``\\boxed{}`` instead. Both graders are warmed up first; time is per row, wall clock.
 """
 
 from __future__ import annotations
@@ -44,14 +45,23 @@ def ours(row: dict) -> bool:
     return grade_sample(row["task"], row["pred"], row["gold"])["correct"]
 
 
-def math_verify_grader():
+def same_answer(extracted, expected: str, task: str) -> bool:
+    if extracted is None:
+        return False
+    return extracted.replace(" ", "") == expected.replace(" ", "") or is_equivalent(extracted, expected, task)
+
+
+def math_verify_grader(wrap: str = "dollar"):
     from math_verify import parse, verify
+
+    def box(s: str) -> str:
+        return f"${s}$" if wrap == "dollar" else f"\\boxed{{{s}}}"
 
     def grade(row: dict) -> bool:
         pred = row["pred"]
-        if row["kind"] == "pair" and "$" not in pred:
-            pred = f"${pred}$"
-        return bool(verify(parse(f"${row['gold']}$"), parse(pred)))
+        if row["kind"] == "pair" and (wrap == "boxed" or "$" not in pred):
+            pred = box(pred)
+        return bool(verify(parse(box(row["gold"])), parse(pred)))
 
     return grade
 
@@ -69,10 +79,18 @@ def run(name: str, fn, rows: list[dict]) -> dict:
     return {"name": name, "verdicts": verdicts, "times": times}
 
 
-def summarize(rows: list[dict], res: dict) -> dict:
+def origin(row: dict) -> str:
+    """Batch or peer suite a row comes from (batches 2 and 3 were written after seeing batch 1's results)."""
+    src = row["source"]
+    if src.startswith("own"):
+        return "own batch 3" if "batch 3" in src else "own batch 2" if "batch 2" in src else "own batch 1"
+    return src.split()[0].split("@")[0]
+
+
+def summarize(rows: list[dict], res: dict, key_fn=lambda row: row["class"]) -> dict:
     by = defaultdict(lambda: {"n": 0, "ok": 0, "fp": 0, "fn": 0})
     for row, v in zip(rows, res["verdicts"]):
-        for key in (row["class"], "ALL"):
+        for key in (key_fn(row), "ALL"):
             c = by[key]
             c["n"] += 1
             c["ok"] += v == row["expected"]
@@ -86,28 +104,35 @@ def main():
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--wrong", action="store_true", help="list the rows each grader gets wrong")
     ap.add_argument("--json", help="write per-row verdicts and times here")
+    ap.add_argument("--mv-wrap", choices=("dollar", "boxed"), default="dollar",
+                    help="how gold (and pair predictions) reach Math-Verify's parse: $..$ or \\boxed{..}")
     args = ap.parse_args()
     rows = load_rows(Path(args.data))
-    mv = math_verify_grader()
+    mv = math_verify_grader(args.mv_wrap)
     warm = {"kind": "pair", "task": "math", "gold": "2x", "pred": "1", "expected": False}
     ours(warm), mv(warm)  # start the sympy worker / imports outside the timed region
     results = [run("ours", ours, rows), run("math-verify", mv, rows)]
-    sums = [summarize(rows, r) for r in results]
-    classes = sorted(k for k in sums[0] if k != "ALL") + ["ALL"]
     print(f"{len(rows)} rows ({sum(r['kind'] == 'pair' for r in rows)} pairs, "
-          f"{sum(r['kind'] == 'completion' for r in rows)} completions) from {args.data}\n")
-    print(f"| class | n | ours acc | ours FP | ours FN | MV acc | MV FP | MV FN |")
-    print("|---|---|---|---|---|---|---|---|")
-    for k in classes:
-        a, b = sums[0][k], sums[1][k]
-        print(f"| {k} | {a['n']} | {a['ok']} ({a['ok'] / a['n']:.1%}) | {a['fp']} | {a['fn']} | "
-              f"{b['ok']} ({b['ok'] / b['n']:.1%}) | {b['fp']} | {b['fn']} |")
+          f"{sum(r['kind'] == 'completion' for r in rows)} completions) from {args.data}")
+    for title, key_fn in (("class", lambda row: row["class"]), ("origin", origin)):
+        sums = [summarize(rows, r, key_fn) for r in results]
+        keys = sorted(k for k in sums[0] if k != "ALL") + ["ALL"]
+        print(f"\n| {title} | n | ours acc | ours FP | ours FN | MV acc | MV FP | MV FN |")
+        print("|---|---|---|---|---|---|---|---|")
+        for k in keys:
+            a, b = sums[0][k], sums[1][k]
+            print(f"| {k} | {a['n']} | {a['ok']} ({a['ok'] / a['n']:.1%}) | {a['fp']} | {a['fn']} | "
+                  f"{b['ok']} ({b['ok'] / b['n']:.1%}) | {b['fp']} | {b['fn']} |")
     print()
     for r in results:
         t = r["times"]
         i = max(range(len(t)), key=t.__getitem__)
         print(f"{r['name']}: mean {sum(t) / len(t) * 1e3:.2f} ms/row, max {t[i] * 1e3:.1f} ms "
               f"(row {rows[i]['id']}: gold {rows[i]['gold']!r})")
+    misread = [row["id"] for row in rows if row["kind"] == "completion" and row["expected_extracted"] is not None
+               and not same_answer(grade_sample(row["task"], row["pred"], row["gold"])["extracted"],
+                                   row["expected_extracted"], row["task"])]
+    print(f"ours: completions whose extracted answer is not the expected one: {len(misread)} {misread}")
     if args.wrong:
         for r in results:
             print(f"\nrows {r['name']} gets wrong:")
