@@ -43,6 +43,11 @@ KNOWN_WRONG = {
     "b507": "'The answer is 7 (not 8).' extracted as '7 (not 8)', which does not equal gold 7",
 }
 
+# Rows whose verdict needs a sympy comparison taking about half of the worker's 1 s bound
+# (0.5-0.6 s measured on the 2-core machine): on a loaded machine it could time out, so they
+# are kept out of the default suite (the bench still measures them).
+SLOW = {"b237"}
+
 
 def _same_answer(extracted, expected: str, task: str) -> bool:
     if extracted is None:
@@ -53,7 +58,7 @@ def _same_answer(extracted, expected: str, task: str) -> bool:
 
 
 def _param(row):
-    marks = []
+    marks = [pytest.mark.slow] if row["id"] in SLOW else []
     if row["id"] in KNOWN_WRONG:
         marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_WRONG[row["id"]]))
     return pytest.param(row, id=f"{row['id']}-{row['class']}", marks=marks)
