@@ -445,7 +445,8 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
 
         from mlx_scdpo.memory import batch_lengths, preflight
 
-        echo = (lambda line: print(line, file=sys.stderr, flush=True)) if rank == 0 else (lambda line: None)
+        # stdout, with the training reports: stderr carries only errors (one line each)
+        echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
         # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
         preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
                   batch_lengths(train, args.batch_size, args.seed), shared, echo)
