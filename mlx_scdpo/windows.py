@@ -125,6 +125,7 @@ def stream_completions(
     from mlx_scdpo.generation import BatchGenerator  # mlx-lm's, as the batched generators use it (tests patch it)
 
     stop_ids = tokenizer.eos_token_ids if stop_tokens is None else stop_tokens
+    keep_heap_flat()
     gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in stop_ids] or None,
                          completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
     stop_strings = [s for s in stop_strings if s]
@@ -274,22 +275,38 @@ class InOrder:
 _libc = None
 
 
-def release_memory() -> None:
-    """Give freed memory back: MLX's buffer cache, and glibc's free lists (``malloc_trim``, Linux only).
-
-    Retired units leave many freed Python and MLX host allocations behind; glibc keeps them in
-    its arenas (resident) unless trimmed, which made peak RSS creep with the number of units.
-    """
+def _glibc():
+    """glibc through ctypes, or None (not Linux, another C library)."""
     global _libc
-    mx.clear_cache()
-    if not sys.platform.startswith("linux"):
-        return
     if _libc is None:
-        name = ctypes.util.find_library("c")
-        try:
-            lib = ctypes.CDLL(name) if name else False
-        except OSError:
-            lib = False
-        _libc = lib if lib and hasattr(lib, "malloc_trim") else False
-    if _libc:
-        _libc.malloc_trim(0)
+        _libc = False
+        if sys.platform.startswith("linux"):
+            name = ctypes.util.find_library("c")
+            try:
+                lib = ctypes.CDLL(name) if name else None
+            except OSError:
+                lib = None
+            if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt"):
+                _libc = lib
+    return _libc or None
+
+
+def keep_heap_flat() -> None:
+    """Serve large blocks (MLX's host buffers) from ``mmap`` so a freed one returns to the system.
+
+    glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MB),
+    after which such blocks come from the heap, where freed ones stay resident and fragment:
+    resident memory then crept with the number of units processed. A fixed threshold
+    (``mallopt(M_MMAP_THRESHOLD)``) keeps it set by the batch. Linux/glibc only; else nothing.
+    """
+    lib = _glibc()
+    if lib is not None:
+        lib.mallopt(-3, 1 << 18)  # M_MMAP_THRESHOLD: 256 KiB
+
+
+def release_memory() -> None:
+    """Give freed memory back: MLX's buffer cache, and glibc's free lists (``malloc_trim``, Linux only)."""
+    mx.clear_cache()
+    lib = _glibc()
+    if lib is not None:
+        lib.malloc_trim(0)
