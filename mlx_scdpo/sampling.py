@@ -222,5 +222,6 @@ def _run_sample(args: SampleArgs) -> dict:
     # Naive pairs are derived from the solutions file as a whole (so a resumed run never
     # duplicates them) and rewritten atomically.
     records = read_finished(sol_path, None)
-    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in records for p in naive_pairs(r, n_wrong, args.include_truncated)))
+    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in records
+                                                      for p in naive_pairs(r, n_wrong, args.include_truncated)))
     return counts
