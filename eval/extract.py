@@ -23,10 +23,13 @@ The order is fixed and documented (first rule that yields an answer wins):
    also on the next line) the whole formula is the answer.
 6. The last execution-output block of a code-integrated solution
    (```` ```output ```` fences, ToRA / Qwen-TIR; or MathCoder's ``<|execution|>``).
-7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``).
+7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``; this package's rule for issue 10's
+   plain-text alternatives, which neither Math-Verify nor Qwen2.5-Math's parser reads).
 8. The last inline/display formula when no bare number follows it (Math-Verify's
    ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
-   (``\\(3 \\times 4 = 12\\)`` is ``12``).
+   (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
+   last formula is a condition (``is $9$ when $x = 3$``) the formula before it (both this
+   package's rules, from the fresh batches in ``tests/extraction_table.py``).
 9. The last number in the text (Qwen2.5-Math's ``use_last_number``; lm-eval's GSM8K
    ``flexible-extract`` idea, whose exact regex lives in ``eval.lm_eval_filters``).
 
@@ -51,7 +54,8 @@ _GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)")
 _ANCHORS = re.compile(
     r"final answer is\s*:?"                      # Minerva / lm-eval minerva_math
     r"|the answer is\s*:?"                       # Wei et al. CoT; Qwen2.5-Math "he answer is"
-    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",  # "Answer:", "**Final Answer:**"
+    # "Answer:", "**Final Answer:**"
+    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",
     re.IGNORECASE,
 )
 _HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
@@ -70,7 +74,8 @@ _LIST_GAP = re.compile(
 )
 # Connectors that join alternatives inside one answer (top level only).
 _ALTERNATIVE = re.compile(
-    r"(?:\s*,?\s*(?:\\(?:text|textnormal|mbox|mathrm)\{\s*,?\s*(?:and|or)\s*\}|\\q?quad|;|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z]))\s*)+"
+    r"(?<!\s)(?:\s*(?:,\s*)?(?:\\(?:text|textnormal|mbox|mathrm)\{\s*(?:,\s*)?(?:and|or)\s*\}|\\q?quad|;"
+    r"|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z])))+\s*"
 )
 # Relations other than "=": never split an answer around "=" when one is present.
 _RELATION = re.compile(r"[<>≤≥≠]|\\(?:le|ge|leq|geq|lt|gt|ne|neq|leqslant|geqslant|approx|sim|equiv)(?![a-zA-Z])")
@@ -81,12 +86,21 @@ _LABEL = re.compile(
     r"|\((?:\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*,)+\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*\))$"
 )
 _PLAIN_ALTERNATIVES = re.compile(
-    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,\s*(?:or|and)?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
+    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,(?:\s*(?:or|and))?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
 )
 # "x = 3 or -3" closing a sentence.
-_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
+_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*(?:\.\s*)?$")
+_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*(?:\.\s*)?$")  # "x = ±3"
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
-_TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
+# Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
+_CONDITION = re.compile(
+    r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?"
+    r"(?:at|when|for|where|if|in|on|over|within)\s*$",
+    re.I,
+)
+_TRAILING_CLAUSE = re.compile(
+    r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL
+)
 
 
 def strip_think(text: str) -> str:
@@ -209,7 +223,8 @@ def _mathy(part: str) -> bool:
 def strip_math(s: str) -> str:
     """Drop surrounding ``$``/``$$``/``\\(..\\)``/``\\[..\\]``, quotes, a final period, and ``**``."""
     s = s.strip().strip("*").strip()
-    s = re.sub(r'^(?:\\?"|“)\s*|\s*(?:\\?"|”)$', "", s)  # quoted: "\"$12$\"" (Math-Verify suite)
+    s = re.sub(r'^(?:\\?"|“)', "", s).strip()  # quoted: "\"$12$\"" (Math-Verify suite)
+    s = re.sub(r'(?:\\?"|”)$', "", s).strip()
     changed = True
     while changed and s:
         changed = False
@@ -272,6 +287,8 @@ def _phrase(rest: str) -> str | None:
     if hope:
         rest = rest[: hope.start()].rstrip().rstrip(".")
     rest = rest.lstrip(" \t:*\n")
+    if re.match(r"not\b", rest):  # "the answer is not 5; it is 6": no answer here
+        return None
     spans = math_spans(rest)
     if spans and spans[0][0] == 0:
         return spans[0][2]
@@ -306,10 +323,13 @@ def last_number(text: str) -> str | None:
 
 
 def _plain_alternatives(text: str) -> str | None:
-    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``."""
+    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``; ``x = ±3`` -> ``\\pm 3``."""
     m = _PLAIN_PM.search(text.rstrip())
     if m:
         return f"{m.group(1)}, {m.group(2)}"
+    m = _PLAIN_PLUS_MINUS.search(text.rstrip())
+    if m:
+        return f"\\pm {m.group(1)}"
     hits = list(_PLAIN_ALTERNATIVES.finditer(text))
     if not hits or _NUMBER.search(text[hits[-1].end() :]):
         return None
@@ -317,14 +337,18 @@ def _plain_alternatives(text: str) -> str | None:
     return ", ".join(dict.fromkeys(v.replace(" ", "").rstrip(".") for v in values))
 
 
-def _last_formula(text: str) -> str | None:
+def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
     """The last math span when no bare number follows it; dollar amounts with prose in
     between (``$5 and $7``) are not formulas."""
-    spans = math_spans(text)
     if not spans:
         return None
     _, end, content = spans[-1]
-    if _NUMBER.search(text[end:]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
+    if len(spans) > 1:
+        gap = text[spans[-2][1] : spans[-1][0]]
+        if _CONDITION.search(gap) and "\n" not in gap and not _NUMBER.search(gap):
+            _, _, content = spans[-2]  # "is $2\sqrt{2}$, attained at $x=\sqrt{2}$": the value, not where
+    words = re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content))
+    if _NUMBER.search(text[end:]) or words:
         return None
     return content.strip() or None
 
@@ -362,10 +386,16 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     out = last_execution_output(text)
     if out is not None:
         return out.splitlines()[-1].strip()
-    for fallback in (_plain_alternatives, _last_formula):
-        got = fallback(text)
-        if got:
-            return clean_answer(got, any_lhs=True)
+    got = _plain_alternatives(text)
+    if got:
+        return clean_answer(got, any_lhs=True)
+    spans = math_spans(text)
+    got = _last_formula(text, spans)
+    if got:
+        # "the equation of the circle is \[(x-1)^2 + (y+2)^2 = 9\]": the equation is the answer
+        before = text[max(0, spans[-1][0] - 80) : spans[-1][0]]
+        equation = re.search(r"equation|line|plane|circle|parabola", before, re.I)
+        return clean_answer(got, any_lhs=not equation)
     return last_number(text)
 
 

@@ -20,6 +20,7 @@ _UNIT_WORDS = (
     "hours", "hour", "minutes", "minute", "seconds", "second", "days", "day", "weeks", "week",
     "years", "year", "pounds", "pound", "ounces", "ounce", "cups", "cup", "gallons", "gallon",
     "points", "point", "people", "students", "marbles", "apples", "cookies", "eggs", "ways",
+    "square centimeters", "square centimetres", "sq cm", "digits", "digit", "edges", "edge", "miles per hour",
     "sq", "ft", "in", "m", "s",
 )
 _UNIT_RE = re.compile(
@@ -33,16 +34,20 @@ _TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textrm|mathbf)\{([^{}]*)\}"
 _SPACING = ("\\!", "\\,", "\\;", "\\:", "\\qquad", "\\quad", "~")
 _THOUSANDS_BRACE = re.compile(r"(\d)\{,\}(\d{3})")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_LEADING_VAR = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?!=)")
-_TRAILING_VAR = re.compile(r"(?<![<>!])\s*=\s*[a-zA-Z](?:_\{?\w+\}?)?\s*$")
+# Any trailing \text{<words>} after a number is a unit ("5 \text{ digits}"), unless the words carry value.
+_ANY_TEXT_UNIT = re.compile(
+    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\{\s*(?!(?:or|and|million|billion|thousand|hundred|percent|pct)\b)"
+    r"[a-zA-Z][a-zA-Z .]*\}(?:\^\{?[23]\}?)?\s*$")
 _SQRT_BARE = re.compile(r"\\sqrt(\w)")
-_FRAC_BARE = re.compile(r"\\frac(?!\{)(\w)(\w)?")
+_FRAC_BARE = re.compile(r"\\(frac|binom)(?!\{)(\w)(\w)?")
+_FRAC_BARE_NUM = re.compile(r"\\(frac|binom)(\w)\{")
 _FRAC_HALF_BRACE = re.compile(r"\\frac\{([^{}]*)\}(\w)")
 
 
 def _fix_fracs(s: str) -> str:
     """``\\frac12`` -> ``\\frac{1}{2}``, ``\\frac{1}2`` -> ``\\frac{1}{2}`` (Hendrycks ``fix_fracs``)."""
-    s = _FRAC_BARE.sub(lambda m: "\\frac{%s}{%s}" % (m.group(1), m.group(2) or ""), s)
+    s = _FRAC_BARE_NUM.sub(r"\\\1{\2}{", s)  # "\frac3{3}"
+    s = _FRAC_BARE.sub(lambda m: "\\%s{%s}{%s}" % (m.group(1), m.group(2), m.group(3) or ""), s)
     return _FRAC_HALF_BRACE.sub(r"\\frac{\1}{\2}", s)
 
 
@@ -52,38 +57,114 @@ def _fix_a_slash_b(s: str) -> str:
     return "\\frac{%s}{%s}" % (m.group(1), m.group(2)) if m else s
 
 
+def _boxed_spans(s: str, macro: str = "\\boxed") -> list[tuple[int, int, int]]:
+    """(start, content start, end) of each top-level ``\\boxed{...}`` in ``s``."""
+    spans, i = [], 0
+    while True:
+        i = s.find(macro, i)
+        if i < 0:
+            return spans
+        j = i + len(macro)
+        while j < len(s) and s[j] == " ":
+            j += 1
+        if j >= len(s) or s[j] != "{":
+            i = j
+            continue
+        depth = 0
+        for k in range(j, len(s)):
+            depth += {"{": 1, "}": -1}.get(s[k], 0)
+            if depth == 0:
+                spans.append((i, j + 1, k))
+                i = k + 1
+                break
+        else:
+            return spans
+
+
+def unwrap_answer(s: str) -> str:
+    """Remove what a model leaves around an answer: ``$``/``\\(\\)``/``\\[\\]`` and ``\\boxed{}``.
+
+    Several ``\\boxed{}`` are one answer list (``\\boxed{12}, \\boxed{13}``; Math-Verify joins them too).
+    """
+    s = unicode_minus(str(s)).strip()
+    for _ in range(4):
+        prev = s
+        s = re.sub(r"^\$+|\$+\.?$", "", s).strip()
+        s = re.sub(r"^\\\(|\\\)\.?$|^\\\[|\\\]\.?$", "", s).strip()
+        s = s.replace("\\fbox", "\\boxed")
+        spans = _boxed_spans(s)
+        if len(spans) > 1:
+            s = ", ".join(s[c:e] for _, c, e in spans)
+        elif spans:
+            i, c, e = spans[0]
+            s = s[:i] + s[c:e] + s[e + 1:]
+        if s == prev:
+            break
+    return s.strip()
+
+
+_LIST_WORDS = re.compile(r"\\text\{\s*,?\s*(?:or|and)\s*\}|\s+(?:or|and)\s+|(?<=[\d})\]])\s*,?\s*(?:or|and)\s*(?=[-\d\\(\[])|\\(?:quad|qquad)")
+_ORDINAL = re.compile(r"(?<=\d)(?:\^\{?\\(?:text|mathrm)\{(?:st|nd|rd|th)\}\}?|\\(?:text|mathrm)\{(?:st|nd|rd|th)\}|(?:st|nd|rd|th)\b)")
+_PERCENT_WORDS = re.compile(r"(?<=[\d}])\s*(?:\\text\{\s*)?(?:percentage|percent|pct)\s*\}?\s*$")
+_REALS = ("\\mathbb{R}", "\\mathbb R", "\\R", "\\text{all real numbers}", "\\text{all reals}", "\\text{allrealnumbers}",
+          "all real numbers", "\\mathbb{R}^1", "(-\\infty,+\\infty)")
+_EMPTY = ("\\varnothing", "\\emptyset", "\\{\\}", "{}", "\\text{none}", "\\O")
+_REPEAT = re.compile(r"^(-?)(\d*)\.(\d*)\\overline\{(\d+)\}$")
+_TIMES_TEN = re.compile(r"^(-?\d+(?:\.\d+)?)(?:\\times|\\cdot|\*)10\^\{?(-?\d+)\}?$")
+
+
 def strip_string(s: str) -> str:
     """Canonical string form of a MATH answer; equal strings mean equal answers."""
-    s = str(s).strip()
-    s = s.replace("\n", "").replace("\\!", "")
-    # Display wrappers.
-    s = re.sub(r"^\$+|\$+$", "", s).strip()
+    s = unwrap_answer(s)
+    s = s.replace("\n", " ")
+    # Thousands separators written with spacing macros: "32,\! 349", "1\,250", "1{,}000".
+    s = re.sub(r"(\d),\\!\s*(?=\d{3}(?!\d))", r"\1", s)
+    s = re.sub(r"(\d)\\,(?=\d{3}(?!\d))", r"\1", s)
+    s = s.replace("\\!", "")
     s = s.replace("\\$", "").replace("$", "")
-    s = s.replace("\\displaystyle", "")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = s.replace("\\left", "").replace("\\right", "")
-    s = s.replace("\\bigl", "").replace("\\bigr", "").replace("\\Bigl", "").replace("\\Bigr", "")
+    s = s.replace("\\displaystyle", "").replace("\\textnormal", "\\text").replace("\\textrm", "\\text")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+    s = s.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
+    s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
+    s = re.sub(r"\\lt(?![a-zA-Z])", "<", s)
+    s = re.sub(r"\\gt(?![a-zA-Z])", ">", s)
+    # Relations in one spelling that survives space removal ("x \\leq 2" -> "x<=2").
+    s = re.sub(r"\\(?:leqslant|leq|le)(?![a-zA-Z])", "<=", s)
+    s = re.sub(r"\\(?:geqslant|geq|ge)(?![a-zA-Z])", ">=", s)
+    s = re.sub(r"\\(?:neq|ne)(?![a-zA-Z])", "!=", s)
+    if _PERCENT_WORDS.search(s):
+        s = _PERCENT_WORDS.sub(r"\\%", s)
+    s = _ORDINAL.sub("", s)
+    s = _LIST_WORDS.sub(",", s)
     for sp in _SPACING:
-        s = s.replace(sp, "")
+        s = s.replace(sp, " ")
     s = re.sub(r"(?<!\\)\\ ", " ", s)  # "\ " is a space, "\\ " a row break
+    s = s.replace(";", ",")  # "3; -3", "(0;-2;6)"
+    s = re.sub(r",(?:\s*,)+", ",", s).strip().strip(",")
     # "\sin x" -> "\sin{x}": keep the argument apart once spaces are removed.
-    s = re.sub(r"(\\(?:sin|cos|tan|cot|sec|csc|ln|log|sqrt|cdot|times))\s+([a-zA-Z0-9])", r"\1{\2}", s)
+    s = re.sub(r"(\\(?:sin|cos|tan|cot|sec|csc|ln|log|sqrt)(?:\^\{?\d\}?)?)\s+([a-zA-Z0-9])", r"\1{\2}", s)
+    s = re.sub(r"(\\(?:cdot|times))\s+([a-zA-Z])", r"\1{\2}", s)
     # Degrees and units.
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\circ", "").replace("°", "")
     s = _UNIT_RE.sub("", s)
+    s = _ANY_TEXT_UNIT.sub("", s)
     s = _BARE_UNIT_RE.sub("", s).strip()
     s = _TEXT_RE.sub(r"\1", s)
+    words = words_to_number(s) if re.fullmatch(r"(?:\d+(?:\.\d+)?\s+)?[A-Za-z][A-Za-z\- ]*", s.strip()) else None
+    if words is not None:  # "twelve", "two million", "3 million"
+        s = str(words.numerator) if words.denominator == 1 else f"{float(words):g}"
+    s = re.sub(r"(?<=[\w)}])\*\*(?=[\w({])", "^", s)  # plain-text power "x**2"
     # Percent is dropped (Hendrycks); equivalence also tries x/100 when only one side had it.
     s = s.replace("\\%", "").replace("%", "")
     s = _THOUSANDS_BRACE.sub(r"\1\2", s)
     s = s.strip().rstrip(".").strip()
+    if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):  # "1 250"
+        s = s.replace(" ", "")
+    m = re.fullmatch(r"(-?\d+)\s+(\d+)\s*/\s*(\d+)", s)  # "7 3/4": a mixed number
+    if m:
+        s = "%s\\frac{%s}{%s}" % m.groups()
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
-    # A leading "x =" / "k =" names the answer; drop it (Hendrycks keeps only rhs of short lhs).
-    if s.count("=") == 1 and _LEADING_VAR.match(s):
-        s = _LEADING_VAR.sub("", s, count=1)
-    elif s.count("=") == 1 and _TRAILING_VAR.search(s):  # "2x+3 = y" names it on the right
-        s = _TRAILING_VAR.sub("", s, count=1)
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)  # "x \in [2, 5)"
     s = _SQRT_BARE.sub(r"\\sqrt{\1}", s)
     s = s.replace(" ", "")
@@ -93,7 +174,12 @@ def strip_string(s: str) -> str:
     if s.startswith("+"):
         s = s[1:]
     s = _fix_a_slash_b(s)
-    # "\frac{1}{2}" and "1/2" compare equal as strings too.
+    if s in _REALS or s.replace(" ", "") in [r.replace(" ", "") for r in _REALS]:
+        s = "(-\\infty,\\infty)"
+    elif s in _EMPTY:
+        s = "\\emptyset"
+    elif s in ("\\mathbb{R}\\setminus\\{0\\}", "\\mathbb{R}-\\{0\\}"):
+        s = "(-\\infty,0)\\cup(0,\\infty)"
     return s
 
 
@@ -110,6 +196,17 @@ def parse_rational(s: str) -> Fraction | None:
     """
     if not s or len(s) > 200:
         return None
+    m = _REPEAT.match(s)
+    if m:  # 0.58\overline{3} = 0.58 + 3/900
+        sign, whole, fixed, rep = m.groups()
+        v = Fraction(int(whole or 0)) + (Fraction(int(fixed), 10 ** len(fixed)) if fixed else 0)
+        v += Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
+        return -v if sign else v
+    m = _TIMES_TEN.match(s)
+    if m and abs(int(m.group(2))) <= 100:  # 1.5\times10^{3}
+        return Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
+    if re.fullmatch(r"[a-z][a-z\- ]*|-?\d+(?:\.\d+)?(?:million|billion|thousand|hundred)", s):
+        return words_to_number(re.sub(r"(\d)([a-z])", r"\1 \2", s))
     if _DEC.match(s):
         if "e" in s and abs(int(s.split("e")[1])) > 100:
             return None  # Fraction("1e999999999") would build a billion-digit integer

@@ -26,7 +26,21 @@ _START_TIMEOUT = 60.0
 #: Pairs graded once before the guards go up, so sympy's lazy imports happen unguarded.
 _WARM_UP = (("symbolic", "\\frac{\\sqrt{2}}{2}", "\\sin(\\frac{\\pi}{4})"), ("symbolic", "2\\sin x\\cos x", "\\sin 2x"),
             ("symbolic", "(x+1)^2", "x^2+2x+1"), ("symbolic", "1.5", "\\frac32"), ("symbolic", "\\log_2 8", "3"),
-            ("relation", ("y", "=", "2x+3"), ("2x+3", "=", "y")), ("relation", ("x", "<", "3"), ("2x", "<", "6")))
+            ("relation", ("y", "=", "2x+3"), ("2x+3", "=", "y")), ("relation", ("x", "<", "3"), ("2x", "<", "6")),
+            ("sets", "[1,2]\\cup[2,3]", "1\\leq x\\leq 3"), ("matrix", "2\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\4\\end{pmatrix}"),
+            ("symbolic", "\\tan^2(y)+1", "\\sec^2(y)"))
+
+
+# Parsed once at start: ANTLR's adaptive prediction caches (DFA) fill per token pattern, so the
+# first parse of each shape costs ~0.1-0.3 s and later ones ~0.01 s.
+_WARM_PARSE = (
+    "\\frac{1}{2}", "-\\frac{\\sqrt{3}}{2}", "2\\sqrt{3}+1", "\\sqrt[3]{x^2-2}^2", "x^2+2x+1", "(x+1)(x-1)^{2/3}",
+    "3.14", "0.5x", "2^{10}", "e^{i\\pi}", "\\pi r^2", "\\sin(2x)", "\\cos^{2}{x}-\\sin^{2}{x}", "\\tan^2(y)+1",
+    "\\log_{2}8", "\\ln(3)", "\\arctan(1)", "\\binom{6}{3}", "|x-1|", "5!", "a_{3}", "\\frac{x+y}{xy}",
+    "(1,2]", "[1,2)\\cup(3,\\infty)", "\\{1,2\\}", "(1,2,3)", "1<x<2", "x<=3", "x!=3", "y=2x+3", "2x-y+3=0",
+    "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "2\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\infty", "-\\infty",
+    "\\frac{\\sqrt{\\sqrt{11}+\\sqrt{194}}}{15+2\\sqrt{33}}", "\\frac{9}{4}\\pi", "3+4i", "\\mathbb{R}", "\\emptyset",
+)
 
 
 def serve() -> None:
@@ -36,9 +50,15 @@ def serve() -> None:
     """
     from eval import guard, symbolic
 
-    ops = {"symbolic": symbolic.symbolic_equal, "relation": symbolic.relation_equal}
+    ops = {"symbolic": symbolic.symbolic_equal, "relation": symbolic.relation_equal,
+           "sets": symbolic.sets_equal, "matrix": symbolic.matrices_equal}
     for op, a, b in _WARM_UP:
         ops[op](a, b)
+    for text in _WARM_PARSE:
+        try:
+            symbolic.to_sympy(text)
+        except Exception:
+            pass
     guard.install()
     out = sys.stdout
     out.write("ready\n")
@@ -57,28 +77,49 @@ def serve() -> None:
         out.flush()
 
 
+def _spawn() -> subprocess.Popen:
+    # A fresh interpreter (not fork: the caller may hold MLX / thread state; not
+    # multiprocessing's spawn: it re-imports the caller's __main__).
+    return subprocess.Popen(
+        [sys.executable, "-c", "from eval.worker import serve; serve()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, bufsize=1, start_new_session=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+
+
 class SymbolicWorker:
-    """One worker process; thread-safe (requests are serialized)."""
+    """One worker process plus a warm spare; thread-safe (requests are serialized).
+
+    Starting a worker (sympy + the ANTLR parser) takes seconds; after a timeout kill the
+    spare, started in the background, takes over at once, so the pair after a slow one
+    is not charged for a restart.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc = None
-        self._conn = None
+        self._spare = None
+        self._spare_ready = False
         self.timeouts = 0
 
     def _start(self) -> None:
-        # A fresh interpreter (not fork: the caller may hold MLX / thread state; not
-        # multiprocessing's spawn: it re-imports the caller's __main__).
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from eval.worker import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, bufsize=1, start_new_session=True,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        )
+        proc, ready, self._spare, self._spare_ready = (self._spare or _spawn()), self._spare_ready, None, False
         self._proc = proc
-        if self._readline(_START_TIMEOUT) != "ready":
+        if not ready and self._readline(_START_TIMEOUT) != "ready":
             self._kill()
             raise RuntimeError("the sympy grading worker did not start")
+        self._spare = _spawn()
+
+    def warm(self) -> None:
+        """Start the worker and wait until the spare is ready too (before timing anything)."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._kill()
+                self._start()
+            if self._spare is not None and not self._spare_ready:
+                ready, _, _ = select.select([self._spare.stdout], [], [], _START_TIMEOUT)
+                self._spare_ready = bool(ready) and self._spare.stdout.readline().strip() == "ready"
 
     def _readline(self, timeout: float) -> str | None:
         ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
@@ -135,6 +176,9 @@ class SymbolicWorker:
     def close(self) -> None:
         with self._lock:
             self._kill()
+            if self._spare is not None:
+                self._proc, self._spare = self._spare, None
+                self._kill()
 
 
 _WORKER: SymbolicWorker | None = None

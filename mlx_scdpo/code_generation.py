@@ -72,7 +72,8 @@ def inert_output(output: str, tokenizer, fmt: BlockFormat) -> str:
     marks |= set(getattr(tokenizer, "all_special_tokens", None) or ())
     marks |= {d.strip() for d in (fmt.code_open, fmt.code_close, fmt.exec_open, fmt.exec_close, fmt.text_open,
                                   fmt.text_close)}
-    marks = sorted((m for m in marks if isinstance(m, str) and len(m) > 1), key=len, reverse=True)
+    # Whitespace-only added tokens (some tokenizers have runs of spaces) are text already.
+    marks = sorted((m for m in marks if isinstance(m, str) and len(m) > 1 and m.strip()), key=len, reverse=True)
     for _ in range(8):  # a replacement never creates a longer mark; a few passes settle overlaps
         before = output
         for m in marks:

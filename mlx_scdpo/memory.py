@@ -33,13 +33,17 @@ from eval.errors import UserError
 
 GB = 1e9
 
-# Elements kept per token per layer without checkpointing (calibrated, see module docstring).
-KEEP_HIDDEN = 8  # hidden-sized arrays: norms, residuals, attention output, LoRA inputs
-KEEP_INTERMEDIATE = 3  # MLP: gate, up and their product (down_proj's input)
-KEEP_SCORES = 1  # attention probabilities
-TRANSIENT = 1.5  # one layer's backward temporaries, as a multiple of what the layer keeps
-PROCESS_GB = 0.45  # Python, MLX, tokenizer, data
-SLACK = 1.10  # allocator caching and fragmentation, on top of the arrays
+# Per token per layer the gradient passes through, without checkpointing: arrays kept for the
+# backward pass (LoRA inputs, norm inputs, the MLP's gate and up). Attention probabilities are
+# not kept: MLX's attention recomputes them in its backward pass.
+KEEP_HIDDEN = 6  # hidden-sized arrays
+KEEP_INTERMEDIATE = 3  # intermediate-sized arrays
+# The backward pass of one layer (the larger of the prompt and response passes), transient:
+TRANSIENT_SCORES = 3  # attention scores, probabilities, their gradient (heads x queries x keys)
+TRANSIENT_INTERMEDIATE = 2  # MLP gradients
+LOGITS_ARRAYS = 3  # unchunked: logits, softmax, gradient (float32)
+PROCESS_GB = 0.30  # Python, MLX, tokenizer, data (measured: a 16 + 16 token run peaks at weights + 0.31 GB)
+SLACK = 1.46  # MLX's buffer cache and fragmentation on top of the arrays above (calibrated)
 
 
 @dataclass
@@ -99,12 +103,14 @@ class Estimate:
 
     @property
     def total(self) -> float:
-        return self.process + SLACK * (self.weights + self.adapters + self.activations + self.transient +
-                                       self.logits)
+        return self.process + self.weights + SLACK * (self.adapters + self.activations + self.transient +
+                                                      self.logits)
 
     def summary(self) -> str:
-        parts = [("weights", self.weights), ("activations", self.activations + self.transient),
-                 ("logits", self.logits), ("adapters+optimizer", self.adapters)]
+        """The parts in GB, adding up to the total (the allocator's slack spread over what it applies to)."""
+        parts = [("weights", self.weights), ("activations", SLACK * (self.activations + self.transient)),
+                 ("logits", SLACK * self.logits), ("adapters+optimizer", SLACK * self.adapters),
+                 ("process", self.process)]
         return ", ".join(f"{name} {value / GB:.2f}" for name, value in parts)
 
 
@@ -124,25 +130,32 @@ def estimate_peak(shape: TrainShape, args, prompt_len: int, response_len: int, s
         rows = [(2 * batch, p + r, p + r)]
         logit_positions = 2 * batch * (p + r)
     tokens = sum(n * q for n, q, _ in rows)
-    scores = sum(n * shape.heads * q * k for n, q, k in rows)
     kv = shape.kv_heads * shape.head_dim
-    layer_keeps = (tokens * (KEEP_HIDDEN * shape.hidden + KEEP_INTERMEDIATE * shape.intermediate +
-                             2 * (shape.heads * shape.head_dim + 2 * kv)) + KEEP_SCORES * scores) * b
+    keep = KEEP_HIDDEN * shape.hidden + KEEP_INTERMEDIATE * shape.intermediate  # per token
+    layer_keeps = tokens * keep * b
     n_adapted = shape.layers if args.num_layers == -1 else min(args.num_layers, shape.layers)
     checkpointed = shape.layers if args.grad_checkpoint else min(args.grad_checkpoint_layers, shape.layers)
-    # Layers the gradient passes through: the adapted ones. Checkpointing covers the first
-    # ``checkpointed`` layers of the model.
-    first = shape.layers - n_adapted
-    n_ckpt = max(0, checkpointed - first)
+    # Layers the gradient passes through: the adapted ones (the last ``n_adapted``).
+    # Checkpointing covers the first ``checkpointed`` layers of the model.
+    n_ckpt = max(0, checkpointed - (shape.layers - n_adapted))
     n_full = n_adapted - n_ckpt
+    # A checkpointed layer keeps its input, and (shared prompt) the prompt's keys and values
+    # with their chosen + rejected copy.
     ckpt_keeps = (tokens * shape.hidden + (3 * batch * p * 2 * kv if shared else 0)) * b
     activations = n_full * layer_keeps + n_ckpt * ckpt_keeps
-    transient = TRANSIENT * layer_keeps
+    # One layer's backward pass, for its larger pass (prompt or responses); a checkpointed
+    # layer first recomputes what an unchecked one keeps.
+    transient = 0
+    for n, q, k in rows:
+        one = (TRANSIENT_SCORES * n * shape.heads * q * k + TRANSIENT_INTERMEDIATE * n * q * shape.intermediate) * b
+        if n_ckpt:
+            one += n * q * keep * b
+        transient = max(transient, one)
     chunk = getattr(args, "logits_chunk", 0)
     if chunk and chunk < logit_positions * shape.vocab:
-        logits = 4 * chunk * 4  # one chunk in float32: logits, exponentials, gradient, a cast
+        logits = LOGITS_ARRAYS * chunk * 4  # one chunk at a time
     else:
-        logits = 3 * logit_positions * shape.vocab * 4
+        logits = LOGITS_ARRAYS * logit_positions * shape.vocab * 4
     if args.fine_tune_type == "full":
         per_layer = (shape.weight_bytes - shape.vocab * shape.hidden * b) / shape.layers
         adapters = n_adapted * per_layer * (1 + 3 * 4 / b)  # gradients and two float32 moments
@@ -241,13 +254,13 @@ def preflight(model, args, lengths: set[tuple[int, int]], shared: bool, echo=pri
     limit, source = ((args.memory_limit_gb * GB, "--memory-limit-gb") if args.memory_limit_gb is not None
                      else machine_memory())
     shown = f"{limit / GB:.1f} GB ({source})" if limit else "no limit (--memory-limit-gb 0)"
-    echo(f"memory: estimated peak memory {est.total / GB:.2f} GB ({est.summary()}) at batch {args.batch_size}, "
-         f"prompt {prompt_len} + response {response_len} tokens; limit {shown}")
-    if limit and est.total > limit:
+    if limit and est.total > limit:  # the error line alone (it holds the estimate): one line on stderr
         fit = fitting_settings(shape, args, prompt_len, response_len, shared, limit)
         advice = (f"settings that fit: {fit[0]} (estimated {fit[1] / GB:.1f} GB)" if fit else
                   "even batch 1 with --grad-checkpoint does not fit: lower --max-length or use a smaller or "
                   "quantized model")
         raise UserError(f"estimated peak memory {est.total / GB:.1f} GB exceeds {limit / GB:.1f} GB ({source}); "
                         f"{advice}; --memory-limit-gb overrides")
+    echo(f"memory: estimated peak memory {est.total / GB:.2f} GB ({est.summary()}) at batch {args.batch_size}, "
+         f"prompt {prompt_len} + response {response_len} tokens; limit {shown}")
     return est

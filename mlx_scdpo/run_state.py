@@ -47,7 +47,7 @@ def folder_lock(folder: str | Path, command: str):
     import fcntl
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -65,6 +65,18 @@ def folder_lock(folder: str | Path, command: str):
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def make_folder(folder: str | Path) -> Path:
+    """``folder`` created if missing; a file in its place (or in its path) is one line, not a traceback."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder (an output folder is needed here)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot create the output folder ({e.strerror})") from None
+    return folder
 
 
 def _holder(fd: int) -> str:

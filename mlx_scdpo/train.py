@@ -201,6 +201,7 @@ def response_tokens(batch: dict) -> int:
 
 def make_batch(pairs, ref, idx, batch_size, pad_id, shared: bool = False, rank: int = 0, size: int = 1) -> dict:
     """Arrays for one batch, padded to ``batch_size`` pairs (weight 0); this process's shard of it."""
+    batch_size = min(batch_size, len(pairs))  # padding beyond the data adds nothing (and --batch-size may be huge)
     weight = np.ones(len(idx), dtype=np.float32)
     if len(idx) < batch_size:  # pad to a fixed batch size: one compiled shape per length
         extra = batch_size - len(idx)
@@ -400,7 +401,7 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
 def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     from mlx_scdpo.config import check_values
-    from mlx_scdpo.models import config_vocab_size, load_model
+    from mlx_scdpo.models import config_size, config_vocab_size, load_model
 
     check_values(args)
     if args.loss_type not in LOSS_TYPES:
@@ -418,6 +419,11 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     identity = resume_identity(args, data_identity(*files))
     for rows, f in zip((train_rows, valid_rows), files):  # from config.json: before the model loads
         check_token_ids(rows, config_vocab_size(args.model) or 2**63, f)
+    if args.lora_rank > (config_size(args.model, "hidden_size") or args.lora_rank):
+        raise UserError(f"--lora-rank {args.lora_rank}: above the model's hidden size "
+                        f"{config_size(args.model, 'hidden_size')}")
+    if args.ref_cache_dir is not None and Path(args.ref_cache_dir).exists() and not Path(args.ref_cache_dir).is_dir():
+        raise UserError(f"--ref-cache-dir {args.ref_cache_dir}: exists and is not a folder")
     if rank == 0:  # one run per adapter folder
         stack.enter_context(folder_lock(args.adapter_path, "train"))
     model, tokenizer = load_model(args.model)
@@ -440,7 +446,8 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         from mlx_scdpo.memory import batch_lengths, preflight
 
         echo = (lambda line: print(line, file=sys.stderr, flush=True)) if rank == 0 else (lambda line: None)
-        preflight(model, replace(args, batch_size=args.batch_size // size),
+        # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
+        preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
                   batch_lengths(train, args.batch_size, args.seed), shared, echo)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)

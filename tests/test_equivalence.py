@@ -144,6 +144,7 @@ def test_hard_timeout_kills_worker_and_recovers():
     from eval.worker import get_worker
 
     worker = get_worker()
+    worker.warm()
     before = worker.timeouts
     t = time.perf_counter()
     # An equal pair whose simplify takes about a second; a 50 ms bound forces the kill path.
@@ -160,3 +161,28 @@ def test_threads_get_bounded_answers():
     with ThreadPoolExecutor(4) as ex:
         got = list(ex.map(lambda pg: is_equivalent(*pg), pairs))
     assert got == [True, False, True] * 4
+
+
+def test_pair_after_a_timeout_is_not_charged_a_restart():
+    """A warm spare replaces a killed worker: the next pair does not wait for sympy to load."""
+    from eval.worker import get_worker
+
+    worker = get_worker()
+    worker.warm()
+    assert worker.call("symbolic", "(x+1)^{80}(x-1)^{80}", "(x^2-1)^{80}", timeout=0.05) is False
+    t = time.perf_counter()
+    assert is_equivalent("x^2-1", "(x-1)(x+1)") is True
+    assert time.perf_counter() - t < 1.0
+
+
+def test_one_time_bound_covers_all_calls_of_a_pair():
+    """A list of slow items shares one bound: the pair answers False in about `timeout`, not n times it."""
+    from eval.worker import get_worker
+
+    get_worker().warm()
+    # Four equations, each about a second of simplify (different exponents: sympy caches results).
+    slow = ", ".join(f"(x+1)^{{{n}}}(x-1)^{{{n}}}=y+1" for n in (41, 43, 45, 47))
+    gold = ", ".join(f"(x^2-1)^{{{n}}}=y+1" for n in (41, 43, 45, 47))
+    t = time.perf_counter()
+    assert is_equivalent(slow, gold, timeout=0.5) is False
+    assert time.perf_counter() - t < 1.5  # a bound per call would take at least 4 x 0.5 s

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from extraction_table import FRESH, FRESH_KNOWN_WRONG, REALISTIC
+from extraction_table import FRESH, FRESH2, FRESH3, FRESH_KNOWN_WRONG, REALISTIC
 
 from eval import extract_answer, is_equivalent
 from eval.extract import clean_answer, find_boxed, last_boxed
@@ -117,6 +117,8 @@ SHAPES = [
     ("so the probability is \\( \\frac{1}{4} \\).", "\\frac{1}{4}"),
     ("so \\(3 \\times 4 = 12\\)", "12"),
     ("We have \\(x = 3\\), so the total is 15.", "15"),
+    ("The maximum is $9$ when $x = 3$.", "9"),
+    ("Thus the equation of the line is \\(y = 2x + 3\\).", "2x + 3"),  # the label "y =" goes, as everywhere
     ("The costs are $5 and then $7", "7"),
     ("It costs $5 and the other item costs $7 dollars", "7"),
     # GSM8K marker: the last one counts; an anchor inside it is read.
@@ -147,6 +149,9 @@ SHAPES = [
     ("the final answer is the larger of the two: $x=1$.", "1"),
     ("so the plane is \\(5x - 7y + 11z + 4 = 0\\).", "5x - 7y + 11z + 4 = 0"),
     # Phrase endings.
+    ("The answer is not 5; it is 6.", "6"),
+    ("So x = ±3.", "\\pm 3"),
+    ("Hence $x = \\pm 3$.", "\\pm 3"),
     ("The answer is 8, not 7.", "8"),
     ("The answer is 18 because she had 3 left.", "18"),
     ('Final Answer: The final answer is \\"$12 $ and $13 $\\". I hope it is correct.', "12, 13"),
@@ -190,8 +195,8 @@ def test_peer_parser_conventions(completion, gold):
     assert is_equivalent(extract_answer(completion), gold)
 
 
-@pytest.mark.parametrize("cls,task,completion,gold", REALISTIC + FRESH,
-                         ids=[f"{r[0]}-{i}" for i, r in enumerate(REALISTIC + FRESH)])
+@pytest.mark.parametrize("cls,task,completion,gold", REALISTIC + FRESH + FRESH2 + FRESH3,
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(REALISTIC + FRESH + FRESH2 + FRESH3)])
 def test_realistic_completions(cls, task, completion, gold):
     assert is_equivalent(extract_answer(completion, task), gold, "gsm8k" if task == "gsm8k" else "math")
 
@@ -210,10 +215,8 @@ def test_math_verify_suite_completions(case):
 
 
 KNOWN_WRONG = [
-    ("The answer is not 5; it is 6.", "6", "a negated phrase is read as the list 'not 5, it is 6'"),
     ("\\boxed{a+b = 7}", "7", "an expression of letters before '=' is kept whole: it cannot be told from "
      "an equation answer such as x + y = 10"),
-    ("So x = ±3.", "3, -3", "plain-text ± is not expanded into two values; the last number 3 is read"),
     ("so the final answer is \\boxed{\\frac{3", "\\frac{3}{4}", "a truncated box cannot be completed"),
 ]
 
@@ -237,6 +240,8 @@ ADVERSARIAL = {
     "open-inline": "\\(" * (_N // 2), "open-display": "\\[" * (_N // 2), "dollars": "$a " * (_N // 3),
     "final-answer-lines": "\n**Final Answer:** " * (_N // 19), "box-spaces": "\\boxed{" + " , " * (_N // 3) + "}",
     "box-gap": "\\boxed{1}" + " " * _N + "\\boxed{2}", "or-chain": "x = 1 or " * (_N // 9), "hash": "#### " * (_N // 5),
+    "box-inner-spaces": "\\boxed{1" + " " * _N + "x}", "label-comma-spaces": "x = 1," + " " * _N + "y",
+    "plus-minus-spaces": "x = ±3" + " " * _N + "abc", "quote-spaces": '"' + " " * _N + "a", "list-spaces": "1" + " " * _N + "2",
 }
 
 
@@ -247,4 +252,5 @@ def test_extraction_is_linear_on_adversarial_text(name):
 
     t = time.perf_counter()
     extract_answer(ADVERSARIAL[name])
+    clean_answer(ADVERSARIAL[name])
     assert time.perf_counter() - t < 1.0

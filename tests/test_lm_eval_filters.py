@@ -58,6 +58,7 @@ def test_strict_match(response, expected):
     ("no digits", "[invalid]"),
     ("x </s> 9", "[invalid]"),
     ("x 9<|im_end|>garbage 10", "9"),
+    ("So the final answer is $\\boxed{18}$.", "$."),   # "$." is the last run of [$0-9.,]{2,}
 ])
 def test_flexible_extract(response, expected):
     assert apply_gsm8k_filter("flexible-extract", response) == expected
@@ -74,6 +75,7 @@ def test_flexible_extract(response, expected):
     ("ABC", "abc", True),         # ignore_case
     ("5,", "5", True),
     ("-3", "3", False),
+    ("$.", "18", False),           # "$." reduces to "" and scores 0 (a boxed answer in dollars)
 ])
 def test_exact_match(pred, ref, expected):
     assert exact_match(pred, ref) is expected
@@ -102,3 +104,15 @@ def test_gsm8k_lm_eval_both_filters():
     got = gsm8k_lm_eval("so \\boxed{18}", "18")
     assert got["flexible-extract"] == {"filtered": "18", "exact_match": True}
     assert got["strict-match"] == {"filtered": "[invalid]", "exact_match": False}
+
+
+def test_gsm8k_reference_answers_pass_both_lm_eval_filters():
+    """lm-eval's target is the dataset's full ``answer``; each reference answer, as a response, scores 1."""
+    from conftest import shared_data
+    from eval.data import read_jsonl
+
+    rows = read_jsonl(shared_data("gsm8k_test.jsonl"))
+    assert len(rows) == 1319
+    bad = [i for i, r in enumerate(rows)
+           if not all(v["exact_match"] for v in gsm8k_lm_eval(r["answer"], r["answer"]).values())]
+    assert bad == []

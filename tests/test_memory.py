@@ -1,7 +1,7 @@
 """The memory preflight: its estimate against measured peaks, its refusal, the machine's memory."""
 
+import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +14,10 @@ from mlx_scdpo.memory import GB, TrainShape, estimate_peak, machine_memory
 from mlx_scdpo.train import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts" / "bench"))
-from memory import QWEN05, estimate_for  # noqa: E402  (scripts/bench/memory.py)
+_spec = importlib.util.spec_from_file_location("bench_memory", ROOT / "scripts" / "bench" / "memory.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+QWEN05, estimate_for = bench.QWEN05, bench.estimate_for
 
 RESULTS = ROOT / "scripts" / "bench" / "memory_results.json"
 

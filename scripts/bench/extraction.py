@@ -14,11 +14,17 @@
    text is the dataset curators', not written here): ``The answer is $X$``, Minerva's
    ``Final Answer: ...``, display math after "the answer is", ``\\(X\\)`` with no anchor,
    and an earlier wrong box before the final one.
+4. GSM8K test: each reference answer (calculator ``<<..>>`` notes dropped) with its ``#### N``
+   line restyled (``The answer is N.``, ``\\boxed{N}``, Minerva's phrase, a bold ``**N**``
+   closing sentence, ``#### N`` twice with a corrected last one); also scored by lm-eval's
+   ``flexible-extract`` (``eval.lm_eval_filters``), which reads the last number-like run.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,11 +32,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from extraction_table import FRESH, FRESH_KNOWN_WRONG, REALISTIC  # noqa: E402
+from extraction_table import FRESH, FRESH2, FRESH3, FRESH_KNOWN_WRONG, REALISTIC  # noqa: E402
 
 from eval import extract_answer, is_equivalent  # noqa: E402
 from eval.data import read_jsonl  # noqa: E402
 from eval.extract import _boxes  # noqa: E402
+from eval.lm_eval_filters import gsm8k_lm_eval  # noqa: E402
+
+DEFAULT_GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_test.jsonl"
+GSM8K_STYLES = {
+    "answer-is": lambda body, n, w: f"{body}\nThe answer is {n}.",
+    "boxed": lambda body, n, w: f"{body}\nSo the final answer is $\\boxed{{{n}}}$.",
+    "minerva": lambda body, n, w: f"{body}\nFinal Answer: The final answer is {n}. I hope it is correct.",
+    "bold-sentence": lambda body, n, w: f"{body}\n\nSo the total is **{n}**.",
+    "corrected-####": lambda body, n, w: f"{body}\n#### {w}\nWait, I mis-added; recomputing gives {n}.\n#### {n}",
+}
 
 STYLES = {
     "answer-is": lambda body, x: f"{body}\n\nThe answer is ${x}$.",
@@ -76,13 +92,14 @@ def _mv():
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--math500", type=Path, default=DEFAULT_MATH500)
+    ap.add_argument("--gsm8k", type=Path, default=DEFAULT_GSM8K)
     args = ap.parse_args()
     parse_any, gold_of, verify = _mv()
 
     ours = ours_mv = theirs = 0
     missed: Counter = Counter()
     mv_missed: Counter = Counter()
-    table = REALISTIC + FRESH + [row[:4] for row in FRESH_KNOWN_WRONG]
+    table = REALISTIC + FRESH + FRESH2 + FRESH3 + [row[:4] for row in FRESH_KNOWN_WRONG]
     for cls, task, completion, gold in table:
         got = extract_answer(completion, task)
         ok = is_equivalent(got, gold, "gsm8k" if task == "gsm8k" else "math")
@@ -119,6 +136,23 @@ def main() -> None:
           f"Math-Verify {sum(mv_ok.values())}/{n} = {100 * sum(mv_ok.values()) / n:.1f}%")
     for name in total:
         print(f"  {name:<22} ours {ok[name]}/{total[name]}  Math-Verify {mv_ok[name]}/{total[name]}")
+
+    rng = random.Random(0)
+    ok, lm_ok, total = Counter(), Counter(), Counter()
+    for r in read_jsonl(str(args.gsm8k)):
+        body, _, n = r["answer"].rpartition("####")
+        body, n = re.sub(r"<<[^>]*>>", "", body).strip(), n.strip()
+        wrong = str(int(n.replace(",", "")) + rng.randint(1, 9)) if n.replace(",", "").isdigit() else "0"
+        for name, style in GSM8K_STYLES.items():
+            completion = style(body, n, wrong)
+            total[name] += 1
+            ok[name] += is_equivalent(extract_answer(completion, "gsm8k"), n, "gsm8k")
+            lm_ok[name] += gsm8k_lm_eval(completion, r["answer"])["flexible-extract"]["exact_match"]
+    n_all = sum(total.values())
+    print(f"GSM8K restyled: n={n_all}: ours {sum(ok.values())}/{n_all} = {100 * sum(ok.values()) / n_all:.1f}%, "
+          f"lm-eval flexible-extract {sum(lm_ok.values())}/{n_all} = {100 * sum(lm_ok.values()) / n_all:.1f}%")
+    for name in total:
+        print(f"  {name:<22} ours {ok[name]}/{total[name]}  lm-eval flexible-extract {lm_ok[name]}/{total[name]}")
 
     import json
 

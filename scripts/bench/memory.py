@@ -2,6 +2,7 @@
 
     python scripts/bench/memory.py [--runs b8-gc:1,b1:2,b1-unchunked:2] [--work-dir /tmp/scdpo-mem]
     python scripts/bench/memory.py --compare scripts/bench/memory_results.json  # today's estimator
+    python scripts/bench/memory.py --project   # the estimate for Qwen2.5-Math-1.5B and -7B
 
 A random model of Qwen2.5-0.5B's shape (``mlx_lm.models.qwen2``: vocabulary 151,936, hidden
 896, 24 layers, 14 heads, 2 KV heads, intermediate 4,864, tied embeddings; float32 on disk)
@@ -133,6 +134,35 @@ def estimate_for(options: list[str], prompt_len: int, response_len: int) -> floa
     return estimate_peak(shape, args, prompt_len, response_len, shared=True).total / 1e9
 
 
+#: Shapes of the models a Mac user trains (config.json of Qwen2.5-Math-1.5B / -7B), for --project.
+QWEN_MATH = {
+    "Qwen2.5-Math-1.5B": dict(hidden_size=1536, num_hidden_layers=28, intermediate_size=8960, num_attention_heads=12,
+                              num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "Qwen2.5-Math-7B": dict(hidden_size=3584, num_hidden_layers=28, intermediate_size=18944, num_attention_heads=28,
+                            num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+}
+
+
+def projection(prompt_len: int, response_len: int) -> str:
+    """The estimator's peak for 1.5B and 7B in bf16 and 4-bit (group 64: 0.5625 bytes a weight)."""
+    from dataclasses import replace
+
+    from mlx_scdpo.memory import TrainShape, estimate_peak
+    from mlx_scdpo.train import TrainArgs
+
+    settings = [("batch 8", {}), ("batch 8, --grad-checkpoint", {"grad_checkpoint": True}),
+                ("batch 2, --grad-checkpoint", {"batch_size": 2, "grad_checkpoint": True}),
+                ("batch 1, --grad-checkpoint", {"batch_size": 1, "grad_checkpoint": True})]
+    lines = [f"{'model':<20} {'weights':<8} " + " ".join(f"{name:>27}" for name, _ in settings)]
+    for model, config in QWEN_MATH.items():
+        bf16 = TrainShape.from_config(config, dtype_bytes=2)
+        for label, shape in (("bf16", bf16), ("4-bit", replace(bf16, weight_bytes=int(bf16.weight_bytes / 2 * 0.5625)))):
+            peaks = [estimate_peak(shape, replace(TrainArgs(model="", data="", batch_size=8), **kw), prompt_len,
+                                   response_len).total / 1e9 for _, kw in settings]
+            lines.append(f"{model:<20} {label:<8} " + " ".join(f"{p:>24.1f} GB" for p in peaks))
+    return "\n".join(lines)
+
+
 def table(results: dict, prompt_len: int, response_len: int) -> str:
     lines = [f"{'run':<14} {'options':<36} {'peak RSS GB':>11} {'preflight GB':>12} {'estimate GB':>11} "
              f"{'est/meas':>8} {'wall s':>7}"]
@@ -154,10 +184,14 @@ def main():
     p.add_argument("--work-dir", default="/tmp/scdpo-memory-bench")
     p.add_argument("--out", default="scripts/bench/memory_results.json")
     p.add_argument("--compare", default=None, help="a saved --out file: print its table with today's estimator")
+    p.add_argument("--project", action="store_true", help="print the estimate for Qwen2.5-Math-1.5B and -7B")
     a = p.parse_args()
     if a.compare:
         saved = json.loads(Path(a.compare).read_text())
         print(table(saved["runs"], saved["prompt_len"], saved["response_len"]))
+        return
+    if a.project:
+        print(projection(a.prompt_len, a.response_len))
         return
     work = Path(a.work_dir)
     model = make_model(work / "qwen2.5-0.5b-shape")
