@@ -83,6 +83,7 @@ class StepTemperatureProcessor:
         self.base = 0  # tokens[:base] are scanned to their last character
         self.fed = 0  # characters of the text of tokens[base:] already scanned
         self.applied: dict[int, mx.array] = {}  # position after the prompt -> temperature
+        self.reads = 0  # calls that had to read tokens from the context (a wait): none when observed
 
     def _known(self, tokens: list[int]) -> None:
         pieces = self.ramp.pieces
@@ -114,6 +115,7 @@ class StepTemperatureProcessor:
         if self.start is None:
             self.start = n
         if n - (self.start + len(self.tokens)) > 1:  # a loop that does not observe: read all but the newest
+            self.reads += 1
             self._known(context[self.start + len(self.tokens):n - 1].tolist())
         steps = self.scanner.generated
         if n - (self.start + len(self.tokens)) == 1:  # the newest token is still being computed: a lazy lookup

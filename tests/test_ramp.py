@@ -183,3 +183,40 @@ def test_stable_seed_is_the_same_in_every_process():
                            env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
     assert outs == {f"{stable_seed(0, 1, 'cot')} {stable_seed(0, 'gsm8k/1', 2)}\n"}
     assert stable_seed(0, 1, "cot") != stable_seed(0, 2, "cot") and 0 <= stable_seed(5) < 2**31
+
+
+@pytest.mark.parametrize("loop", ["generate_batched", "code loop", "windows"])
+def test_generation_loops_pass_tokens_so_the_ramp_never_reads(tiny_model, loop):
+    from mlx_lm import load
+
+    from eval.blocks import MARKDOWN
+    from mlx_scdpo.code_generation import generate_with_code
+    from mlx_scdpo.generation import generate_batched
+    from mlx_scdpo.sandbox import SandboxPool
+    from mlx_scdpo.windows import Request, stream_completions
+
+    model, tok = load(str(tiny_model))
+    text = "x = 1\n```python\nprint(2)\n```\ny = 2\n\nz = 3\n" * 2
+    script = tok.encode(text, add_special_tokens=False)
+    prompt = tok.encode("Question: what?\n", add_special_tokens=False)
+
+    def force(context, logits):  # the script, from wherever the sequence stands
+        n = min(context.size - len(prompt), len(script) - 1)
+        return logits + mx.where(mx.arange(logits.shape[-1]) == script[n], 0.0, -1e9)
+
+    fmt = MARKDOWN if loop == "code loop" else None
+    ramp = StepRamp(tok, "code" if fmt else "cot", fmt)
+    procs = [ramp.processor() for _ in range(3)]
+    if loop == "generate_batched":
+        out = list(generate_batched(model, tok, [prompt] * 3, max_tokens=24, stop_tokens=[],
+                                    logits_processors=[[p, force] for p in procs]))
+    elif loop == "code loop":
+        with SandboxPool(size=1, timeout=5) as pool:
+            out = list(generate_with_code(model, tok, [prompt] * 3, pool, fmt=fmt, max_tokens=16, max_rounds=1,
+                                          logits_processors=lambda i: [procs[i], force]))
+    else:
+        reqs = [Request(i, prompt, [p, force]) for i, p in enumerate(procs)]
+        out = list(stream_completions(model, tok, lambda n: [reqs.pop() for _ in range(min(n, len(reqs)))],
+                                      max_tokens=24, stop_tokens=[]))
+    assert len(out) == 3
+    assert [p.reads for p in procs] == [0, 0, 0] and all(len(p.applied) >= 16 for p in procs)
