@@ -67,6 +67,14 @@ def folder_lock(folder: str | Path, command: str):
         os.close(fd)  # releases the flock
 
 
+def check_output_folder(folder: str | Path, option: str) -> None:
+    """A folder to be written later must not be (or sit under) a file: one line now, not a traceback later."""
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{existing}: exists and is not a folder ({option} {folder})")
+
+
 def make_folder(folder: str | Path) -> Path:
     """``folder`` created if missing; a file in its place (or in its path) is one line, not a traceback."""
     folder = Path(folder)
