@@ -158,7 +158,9 @@ def check_identity(folder: str | Path, name: str, identity: dict, outputs: tuple
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise UserError(f"{path}: damaged (not JSON); remove it or use another folder") from None
+            old = None
+        if not isinstance(old, dict):
+            raise UserError(f"{path}: damaged (not a JSON object); remove it or use another folder")
         diff = [k for k in identity if old.get(k) != identity[k]] + [k for k in old if k not in identity]
         if diff:
             shown = ", ".join(f"{k} ({old.get(k)!r} then, {identity.get(k)!r} now)" for k in diff[:3])

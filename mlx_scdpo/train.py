@@ -291,7 +291,8 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
         opt = mx.load(str(ckpt / "optimizer.safetensors"))
     except Exception as e:  # missing, truncated, not JSON / safetensors
         raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not weights or not opt:
+    counts = [state.get(k) for k in ("step", "epoch", "batch")] if isinstance(state, dict) else [None]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or not weights or not opt:
         raise ValueError("incomplete state")
     return state, weights, opt
 

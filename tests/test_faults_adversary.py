@@ -422,15 +422,25 @@ def test_conversational_responses_must_be_assistant_turns(tiny_model, tmp_path):
 # ---------------------------------------------------------------- adapters: damaged configs and tensors, credit records
 
 @pytest.fixture(scope="module")
-def adapters(tiny_model, tmp_path_factory):
+def trained(tiny_model, tmp_path_factory):
+    """A one-step training run: its adapter folder (with a checkpoint) and a function giving its argv."""
     d = tmp_path_factory.mktemp("adapters")
     pairs = d / "pairs.jsonl"
     pairs.write_bytes(_lines(*[{"prompt": f"Q{i}:", "chosen": " a", "rejected": " b"} for i in range(4)]))
-    res = CliRunner().invoke(main, [str(a) for a in ["train", "--model", tiny_model, "--data", pairs, "--adapter-path",
-                                                     d / "ad", "--iters", "1", "--num-layers", "1", "--lora-rank", "4",
-                                                     "--no-progress", "--ref-cache-dir", d / "ref"]])
+
+    def argv(out):
+        return [str(a) for a in ["train", "--model", tiny_model, "--data", pairs, "--adapter-path", out, "--iters", "1",
+                                 "--num-layers", "1", "--lora-rank", "4", "--no-progress", "--ref-cache-dir",
+                                 d / "ref"]]
+
+    res = CliRunner().invoke(main, argv(d / "ad"))
     assert res.exit_code == 0, res.output
-    return d / "ad"
+    return d / "ad", argv
+
+
+@pytest.fixture(scope="module")
+def adapters(trained):
+    return trained[0]
 
 
 def _lora(config, **changes):
@@ -640,3 +650,44 @@ def test_step_control_rerun_after_a_kill_between_outcomes_equals_one_run(tiny_mo
         assert res.exit_code == 0, res.output
         for name in ("step_control.jsonl", "pairs_step_control.jsonl"):
             assert sorted((out / name).read_bytes().splitlines()) == sorted((straight / name).read_bytes().splitlines())
+
+
+# ---------------------------------------------------------------- the project's own state files, tampered with
+
+@pytest.mark.parametrize("change", [{"step": -3}, {"batch": "x"}, {"epoch": -1}, {"step": True}, None],
+                         ids=["step_negative", "batch_text", "epoch_negative", "step_true", "not_an_object"])
+def test_resume_from_a_tampered_checkpoint_state(trained, tmp_path, change):
+    import shutil
+
+    ad, argv = trained
+    out = tmp_path / "ad"
+    shutil.copytree(ad, out)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    (out / "checkpoint" / "state.json").write_text(json.dumps([state] if change is None else {**state, **change}))
+    _one_line_exit_2(argv(out) + ["--resume"], must_name="no complete checkpoint")
+
+
+def test_tampered_run_identity_and_lock_files(tiny_model, files, tmp_path):
+    out = tmp_path / "out"
+    argv = ["eval", "--model", tiny_model, "--task", "gsm8k", "--data-files", files["problems"], "--output-dir", out,
+            "--max-tokens", "2"]
+    assert CliRunner().invoke(main, [str(a) for a in argv]).exit_code == 0
+    (out / "generations_gsm8k.meta.json").write_text("[]")
+    _one_line_exit_2(argv, list(files.values()), must_name="generations_gsm8k.meta.json")
+    (out / "generations_gsm8k.meta.json").unlink()
+    (out / ".mlx-scdpo.lock").unlink()
+    (out / ".mlx-scdpo.lock").mkdir()
+    _one_line_exit_2(argv, list(files.values()), must_name=".mlx-scdpo.lock")
+
+
+def test_a_damaged_parquet_is_one_line_without_log_lines(tiny_model, tmp_path):
+    """In a process of its own: the datasets library logs to the stderr it found at import."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1garbagegarbagePAR1")
+    res = subprocess.run([sys.executable, "-m", "mlx_scdpo.cli", "eval", "--model", str(tiny_model), "--task", "gsm8k",
+                          "--data-files", str(bad), "--output-dir", str(tmp_path / "e")], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and str(bad) in res.stderr, res.stderr
