@@ -691,3 +691,17 @@ def test_a_damaged_parquet_is_one_line_without_log_lines(tiny_model, tmp_path):
                           "--data-files", str(bad), "--output-dir", str(tmp_path / "e")], capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and str(bad) in res.stderr, res.stderr
+
+
+def test_build_pairs_refuses_one_file_given_twice(files, tmp_path):
+    os.symlink(files["pairs"], tmp_path / "again.jsonl")
+    for second in (files["pairs"], tmp_path / "again.jsonl"):
+        _one_line_exit_2(["build-pairs", files["pairs"], second, "--output-dir", tmp_path / "out"], [files["pairs"]],
+                         must_name="given twice")
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_export_leaves_no_half_written_file(adapters, tmp_path):
+    res = CliRunner().invoke(main, ["export", "--adapter-path", str(adapters), "--peft", str(tmp_path / "peft")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "peft").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
