@@ -705,3 +705,69 @@ def test_export_leaves_no_half_written_file(adapters, tmp_path):
     res = CliRunner().invoke(main, ["export", "--adapter-path", str(adapters), "--peft", str(tmp_path / "peft")])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "peft").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+# ---------------------------------------------------------------- kill -9 at random moments (slow)
+
+def _kill_at_random_moments(argv, out, progress, times=3, seed=13):
+    """Start ``argv`` and SIGKILL it once ``progress(out)`` is true plus a random delay, ``times`` times."""
+    import random
+    import subprocess
+    import time
+
+    rng = random.Random(seed)
+    for _ in range(times):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not progress(out):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_step_control_killed_at_random_moments_then_rerun_equals_one_run(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    argv = _step_control_case(tiny_model, tmp_path)
+    cli = [sys.executable, "-m", "mlx_scdpo.cli"]
+    subprocess.run(cli + argv(tmp_path / "straight"), check=True, capture_output=True, timeout=600)
+    out = tmp_path / "killed"
+    _kill_at_random_moments(cli + argv(out), out, lambda o: (o / "step_control.jsonl").exists())
+    subprocess.run(cli + argv(out), check=True, capture_output=True, timeout=600)
+    for name in ("step_control.jsonl", "pairs_step_control.jsonl"):
+        got = sorted((out / name).read_bytes().splitlines())
+        assert got == sorted((tmp_path / "straight" / name).read_bytes().splitlines()), name
+
+
+@pytest.mark.slow
+def test_train_killed_at_random_moments_then_resumed_equals_one_run(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    import mlx.core as mx
+    import numpy as np
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(_lines(*[{"prompt": f"Question: {i} + 2 = ?\nAnswer:", "chosen": f" {i + 2}.",
+                                "rejected": f" {i + 5}."} for i in range(12)]))
+
+    def argv(out):
+        return [sys.executable, "-m", "mlx_scdpo.cli", "train", "--model", str(tiny_model), "--data", str(pairs),
+                "--adapter-path", str(out), "--batch-size", "2", "--learning-rate", "1e-3", "--num-layers", "2",
+                "--lora-rank", "4", "--steps-per-report", "1", "--warmup-ratio", "0", "--iters", "12",
+                "--save-every", "2", "--ref-cache-dir", str(tmp_path / "ref"), "--no-progress"]
+
+    subprocess.run(argv(tmp_path / "straight"), check=True, capture_output=True, timeout=600)
+    out = tmp_path / "killed"
+    subprocess.run(argv(out)[:-1] + ["--stop-after", "1", "--no-progress"], check=True, capture_output=True)
+    _kill_at_random_moments(argv(out) + ["--resume"], out, lambda o: (o / "checkpoint").exists())
+    subprocess.run(argv(out) + ["--resume"], check=True, capture_output=True, timeout=600)
+    a, b = (mx.load(str(d / "adapters.safetensors")) for d in (tmp_path / "straight", out))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(np.array(a[k]), np.array(b[k]), atol=1e-6)
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))  # each step logged once
