@@ -136,7 +136,9 @@ def _rows_from_datasets(path: str, configs, split: str, data_files=None) -> list
 
     rows = []
     try:
-        if data_files is not None:
+        if data_files is not None:  # a local file: no progress bars or log lines around a one-line error
+            datasets.disable_progress_bars()
+            datasets.utils.logging.set_verbosity(datasets.logging.CRITICAL)
             ds = datasets.load_dataset(path, data_files=data_files, split=split)
             rows.extend(ds)
         else:

@@ -64,7 +64,10 @@ def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) 
         peft_config["layers_to_transform"] = layers
         peft_config["layers_pattern"] = "layers"
     out.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(out / "adapter_model.safetensors"), {k: mx.array(v) for k, v in tensors.items()},
+    # Each file written aside and renamed: a kill never leaves a half-written adapter to be uploaded.
+    mx.save_safetensors(str(out / ".adapter_model.tmp.safetensors"), {k: mx.array(v) for k, v in tensors.items()},
                         metadata={"format": "pt"})
-    (out / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))
+    (out / ".adapter_config.json.tmp").write_text(json.dumps(peft_config, indent=2))
+    os.replace(out / ".adapter_model.tmp.safetensors", out / "adapter_model.safetensors")
+    os.replace(out / ".adapter_config.json.tmp", out / "adapter_config.json")
     return len(tensors) // 2

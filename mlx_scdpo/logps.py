@@ -84,7 +84,7 @@ def check_output_head(model) -> None:
     own = model(probe).astype(mx.float32)
     ours = found[1](model.model(probe)).astype(mx.float32)
     if own.shape != ours.shape or not np.allclose(np.array(own), np.array(ours), rtol=1e-4, atol=1e-4,
-                                                          equal_nan=True):
+                                                     equal_nan=True):
         raise UserError(f"model type {model_type}: its output layer does something after the LM head that "
                         f"mlx-scdpo does not reproduce; this architecture is not supported for training")
 

@@ -137,6 +137,10 @@ def build_pairs(inputs: list[str], output_dir: str, valid_fraction: float = 0.01
     if max_naive is not None and max_naive < 0:
         raise UserError(f"--max-naive {max_naive}: must be 0 or more")
     schema = {**PAIR_SCHEMA, "question": str} if conversational else PAIR_SCHEMA
+    for i, a in enumerate(inputs):  # one file twice would put the same pairs in train and in valid
+        for b in inputs[:i]:
+            if Path(a).exists() and Path(b).exists() and os.path.samefile(a, b):
+                raise UserError(f"{a}: given twice (also as {b}); its pairs would be in train and valid")
     pairs = []
     for path in inputs:
         pairs.extend(read_records(path, schema, PAIR_OPTIONAL))

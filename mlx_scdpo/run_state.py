@@ -67,6 +67,14 @@ def folder_lock(folder: str | Path, command: str):
         os.close(fd)  # releases the flock
 
 
+def check_output_folder(folder: str | Path, option: str) -> None:
+    """A folder to be written later must not be (or sit under) a file: one line now, not a traceback later."""
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{existing}: exists and is not a folder ({option} {folder})")
+
+
 def make_folder(folder: str | Path) -> Path:
     """``folder`` created if missing; a file in its place (or in its path) is one line, not a traceback."""
     folder = Path(folder)
@@ -150,7 +158,9 @@ def check_identity(folder: str | Path, name: str, identity: dict, outputs: tuple
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise UserError(f"{path}: damaged (not JSON); remove it or use another folder") from None
+            old = None
+        if not isinstance(old, dict):
+            raise UserError(f"{path}: damaged (not a JSON object); remove it or use another folder")
         diff = [k for k in identity if old.get(k) != identity[k]] + [k for k in old if k not in identity]
         if diff:
             shown = ", ".join(f"{k} ({old.get(k)!r} then, {identity.get(k)!r} now)" for k in diff[:3])

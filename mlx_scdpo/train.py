@@ -33,7 +33,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -54,7 +53,7 @@ from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
 from mlx_scdpo.models import set_adapter_scale  # noqa: F401  (also imported from here)
 from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
                                        sequence_arrays, tokenize_pair, vocab_size)
-from mlx_scdpo.run_state import data_identity, folder_lock, kill_point
+from mlx_scdpo.run_state import check_output_folder, data_identity, folder_lock, kill_point
 from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
@@ -292,7 +291,8 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
         opt = mx.load(str(ckpt / "optimizer.safetensors"))
     except Exception as e:  # missing, truncated, not JSON / safetensors
         raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not weights or not opt:
+    counts = [state.get(k) for k in ("step", "epoch", "batch")] if isinstance(state, dict) else [None]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or not weights or not opt:
         raise ValueError("incomplete state")
     return state, weights, opt
 
@@ -404,6 +404,8 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     from mlx_scdpo.models import config_size, config_vocab_size, load_model
 
     check_values(args)
+    if args.ref_cache_dir is not None:
+        check_output_folder(args.ref_cache_dir, "--ref-cache-dir")
     if args.loss_type not in LOSS_TYPES:
         raise UserError(f"--loss-type {args.loss_type}: choose from {', '.join(LOSS_TYPES)}")
     if args.reference not in ("precompute", "on-the-fly"):
@@ -439,7 +441,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     shared = args.shared_prompt and supports_shared_prompt(model)
     if args.shared_prompt and not shared and rank == 0:
         print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
-              f"differs with a prompt cache); chosen and rejected run as whole sequences", file=sys.stderr)
+              f"differs with a prompt cache); chosen and rejected run as whole sequences")  # stderr: errors only
     if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
         from dataclasses import replace
 

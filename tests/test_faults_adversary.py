@@ -422,15 +422,25 @@ def test_conversational_responses_must_be_assistant_turns(tiny_model, tmp_path):
 # ---------------------------------------------------------------- adapters: damaged configs and tensors, credit records
 
 @pytest.fixture(scope="module")
-def adapters(tiny_model, tmp_path_factory):
+def trained(tiny_model, tmp_path_factory):
+    """A one-step training run: its adapter folder (with a checkpoint) and a function giving its argv."""
     d = tmp_path_factory.mktemp("adapters")
     pairs = d / "pairs.jsonl"
     pairs.write_bytes(_lines(*[{"prompt": f"Q{i}:", "chosen": " a", "rejected": " b"} for i in range(4)]))
-    res = CliRunner().invoke(main, [str(a) for a in ["train", "--model", tiny_model, "--data", pairs, "--adapter-path",
-                                                     d / "ad", "--iters", "1", "--num-layers", "1", "--lora-rank", "4",
-                                                     "--no-progress", "--ref-cache-dir", d / "ref"]])
+
+    def argv(out):
+        return [str(a) for a in ["train", "--model", tiny_model, "--data", pairs, "--adapter-path", out, "--iters", "1",
+                                 "--num-layers", "1", "--lora-rank", "4", "--no-progress", "--ref-cache-dir",
+                                 d / "ref"]]
+
+    res = CliRunner().invoke(main, argv(d / "ad"))
     assert res.exit_code == 0, res.output
-    return d / "ad"
+    return d / "ad", argv
+
+
+@pytest.fixture(scope="module")
+def adapters(trained):
+    return trained[0]
 
 
 def _lora(config, **changes):
@@ -640,3 +650,124 @@ def test_step_control_rerun_after_a_kill_between_outcomes_equals_one_run(tiny_mo
         assert res.exit_code == 0, res.output
         for name in ("step_control.jsonl", "pairs_step_control.jsonl"):
             assert sorted((out / name).read_bytes().splitlines()) == sorted((straight / name).read_bytes().splitlines())
+
+
+# ---------------------------------------------------------------- the project's own state files, tampered with
+
+@pytest.mark.parametrize("change", [{"step": -3}, {"batch": "x"}, {"epoch": -1}, {"step": True}, None],
+                         ids=["step_negative", "batch_text", "epoch_negative", "step_true", "not_an_object"])
+def test_resume_from_a_tampered_checkpoint_state(trained, tmp_path, change):
+    import shutil
+
+    ad, argv = trained
+    out = tmp_path / "ad"
+    shutil.copytree(ad, out)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    (out / "checkpoint" / "state.json").write_text(json.dumps([state] if change is None else {**state, **change}))
+    _one_line_exit_2(argv(out) + ["--resume"], must_name="no complete checkpoint")
+
+
+def test_tampered_run_identity_and_lock_files(tiny_model, files, tmp_path):
+    out = tmp_path / "out"
+    argv = ["eval", "--model", tiny_model, "--task", "gsm8k", "--data-files", files["problems"], "--output-dir", out,
+            "--max-tokens", "2"]
+    assert CliRunner().invoke(main, [str(a) for a in argv]).exit_code == 0
+    (out / "generations_gsm8k.meta.json").write_text("[]")
+    _one_line_exit_2(argv, list(files.values()), must_name="generations_gsm8k.meta.json")
+    (out / "generations_gsm8k.meta.json").unlink()
+    (out / ".mlx-scdpo.lock").unlink()
+    (out / ".mlx-scdpo.lock").mkdir()
+    _one_line_exit_2(argv, list(files.values()), must_name=".mlx-scdpo.lock")
+
+
+def test_a_damaged_parquet_is_one_line_without_log_lines(tiny_model, tmp_path):
+    """In a process of its own: the datasets library logs to the stderr it found at import."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1garbagegarbagePAR1")
+    res = subprocess.run([sys.executable, "-m", "mlx_scdpo.cli", "eval", "--model", str(tiny_model), "--task", "gsm8k",
+                          "--data-files", str(bad), "--output-dir", str(tmp_path / "e")], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and str(bad) in res.stderr, res.stderr
+
+
+def test_build_pairs_refuses_one_file_given_twice(files, tmp_path):
+    os.symlink(files["pairs"], tmp_path / "again.jsonl")
+    for second in (files["pairs"], tmp_path / "again.jsonl"):
+        _one_line_exit_2(["build-pairs", files["pairs"], second, "--output-dir", tmp_path / "out"], [files["pairs"]],
+                         must_name="given twice")
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_export_leaves_no_half_written_file(adapters, tmp_path):
+    res = CliRunner().invoke(main, ["export", "--adapter-path", str(adapters), "--peft", str(tmp_path / "peft")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "peft").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+# ---------------------------------------------------------------- kill -9 at random moments (slow)
+
+def _kill_at_random_moments(argv, out, progress, times=3, seed=13):
+    """Start ``argv`` and SIGKILL it once ``progress(out)`` is true plus a random delay, ``times`` times."""
+    import random
+    import subprocess
+    import time
+
+    rng = random.Random(seed)
+    for _ in range(times):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not progress(out):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_step_control_killed_at_random_moments_then_rerun_equals_one_run(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    argv = _step_control_case(tiny_model, tmp_path)
+    cli = [sys.executable, "-m", "mlx_scdpo.cli"]
+    subprocess.run(cli + argv(tmp_path / "straight"), check=True, capture_output=True, timeout=600)
+    out = tmp_path / "killed"
+    _kill_at_random_moments(cli + argv(out), out, lambda o: (o / "step_control.jsonl").exists())
+    subprocess.run(cli + argv(out), check=True, capture_output=True, timeout=600)
+    for name in ("step_control.jsonl", "pairs_step_control.jsonl"):
+        got = sorted((out / name).read_bytes().splitlines())
+        assert got == sorted((tmp_path / "straight" / name).read_bytes().splitlines()), name
+
+
+@pytest.mark.slow
+def test_train_killed_at_random_moments_then_resumed_equals_one_run(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    import mlx.core as mx
+    import numpy as np
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(_lines(*[{"prompt": f"Question: {i} + 2 = ?\nAnswer:", "chosen": f" {i + 2}.",
+                                "rejected": f" {i + 5}."} for i in range(12)]))
+
+    def argv(out):
+        return [sys.executable, "-m", "mlx_scdpo.cli", "train", "--model", str(tiny_model), "--data", str(pairs),
+                "--adapter-path", str(out), "--batch-size", "2", "--learning-rate", "1e-3", "--num-layers", "2",
+                "--lora-rank", "4", "--steps-per-report", "1", "--warmup-ratio", "0", "--iters", "12",
+                "--save-every", "2", "--ref-cache-dir", str(tmp_path / "ref"), "--no-progress"]
+
+    subprocess.run(argv(tmp_path / "straight"), check=True, capture_output=True, timeout=600)
+    out = tmp_path / "killed"
+    subprocess.run(argv(out)[:-1] + ["--stop-after", "1", "--no-progress"], check=True, capture_output=True)
+    _kill_at_random_moments(argv(out) + ["--resume"], out, lambda o: (o / "checkpoint").exists())
+    subprocess.run(argv(out) + ["--resume"], check=True, capture_output=True, timeout=600)
+    a, b = (mx.load(str(d / "adapters.safetensors")) for d in (tmp_path / "straight", out))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(np.array(a[k]), np.array(b[k]), atol=1e-6)
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))  # each step logged once
