@@ -115,18 +115,19 @@ def cut_fewshot(text: str) -> str:
     return text if cut < 0 else text[:cut]
 
 
-def _read_braced(text: str, start: int) -> tuple[str, int] | None:
-    """Content of the balanced ``{...}`` opening at ``text[start]`` and the index after it."""
-    depth = 0
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == "{" and (i == 0 or text[i - 1] != "\\"):
-            depth += 1
-        elif c == "}" and (i == 0 or text[i - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i], i + 1
-    return None
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of each balanced ``{`` -> index of its ``}`` (``\\{`` and ``\\}`` are text), in one pass:
+    linear even on hostile input such as ``"\\boxed{" * 20000``."""
+    pairs, stack = {}, []
+    for i, c in enumerate(text):
+        if c not in "{}" or i and text[i - 1] == "\\":
+            continue
+        if c == "{":
+            stack.append(i)
+        elif stack:
+            pairs[stack.pop()] = i
+        # an unmatched "}" closes nothing (as Hendrycks' last_boxed_only_string, which stops at depth 0)
+    return pairs
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
@@ -137,14 +138,15 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     are skipped.
     """
     found = []
+    pairs = None
     for m in _BOX.finditer(text):
         j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
-            got = _read_braced(text, j)
-            if got is not None:
-                found.append((m.start(), got[1], got[0].strip()))
+            pairs = _brace_pairs(text) if pairs is None else pairs
+            if j in pairs:
+                found.append((m.start(), pairs[j] + 1, text[j + 1 : pairs[j]].strip()))
         elif j > m.end():  # "\boxed 5"
             k = j
             while k < len(text) and not text[k].isspace() and text[k] != "$":
@@ -167,7 +169,7 @@ def last_boxed(text: str) -> str | None:
     group = [boxes[-1]]
     for prev in reversed(boxes[:-1]):
         gap = text[prev[1] : group[0][0]]
-        if len(gap) > 120 or not _LIST_GAP.fullmatch(gap):
+        if prev[1] > group[0][0] or len(gap) > 120 or not _LIST_GAP.fullmatch(gap):  # nested: not a list
             break
         group.insert(0, prev)
     return ", ".join(dict.fromkeys(b[2] for b in group))

@@ -254,3 +254,13 @@ def test_extraction_is_linear_on_adversarial_text(name):
     extract_answer(ADVERSARIAL[name])
     clean_answer(ADVERSARIAL[name])
     assert time.perf_counter() - t < 1.0
+
+
+def test_nested_box_bomb_is_linear():
+    """``"\\boxed{" * 20000`` took minutes with a brace scan per box (quadratic); one pass now."""
+    import time
+
+    t = time.perf_counter()
+    assert extract_answer("\\boxed{" * 20000 + "3", "math") in (None, "3")
+    assert extract_answer("\\boxed{" * 20000 + "3" + "}" * 20000, "math") is not None
+    assert time.perf_counter() - t < 5.0
