@@ -32,7 +32,7 @@ _BARE_UNIT_RE = re.compile(
 )
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textrm|mathbf)\{([^{}]*)\}")
 _SPACING = ("\\!", "\\,", "\\;", "\\:", "\\qquad", "\\quad", "~")
-_THOUSANDS_BRACE = re.compile(r"(\d)\{,\}(\d{3})")
+_THOUSANDS_BRACE = re.compile(r"(\d)\{,\}(?=\d{3}(?!\d))")  # lookahead: "1{,}250{,}000" has two
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 # Any trailing \text{<words>} after a number is a unit ("5 \text{ digits}"), unless the words carry value.
 _ANY_TEXT_UNIT = re.compile(
@@ -156,7 +156,7 @@ def strip_string(s: str) -> str:
     s = re.sub(r"(?<=[\w)}])\*\*(?=[\w({])", "^", s)  # plain-text power "x**2"
     # Percent is dropped (Hendrycks); equivalence also tries x/100 when only one side had it.
     s = s.replace("\\%", "").replace("%", "")
-    s = _THOUSANDS_BRACE.sub(r"\1\2", s)
+    s = _THOUSANDS_BRACE.sub(r"\1", s)
     s = s.strip().rstrip(".").strip()
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):  # "1 250"
         s = s.replace(" ", "")
