@@ -166,6 +166,7 @@ def strip_string(s: str) -> str:
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)  # "x \in [2, 5)"
+    s = _unicode_sqrt(s)
     s = _SQRT_BARE.sub(r"\\sqrt{\1}", s)
     s = s.replace(" ", "")
     s = _fix_fracs(s)
@@ -181,6 +182,12 @@ def strip_string(s: str) -> str:
     elif s in ("\\mathbb{R}\\setminus\\{0\\}", "\\mathbb{R}-\\{0\\}"):
         s = "(-\\infty,0)\\cup(0,\\infty)"
     return s
+
+
+def _unicode_sqrt(s: str) -> str:
+    """``√2`` -> ``\\sqrt{2}``, ``√{x+1}`` -> ``\\sqrt{x+1}`` (the root sign as models print it, U+221A)."""
+    s = re.sub(r"√\s*(\d+(?:\.\d+)?|[a-zA-Z])", r"\\sqrt{\1}", s)
+    return s.replace("√{", "\\sqrt{")
 
 
 _MIXED = re.compile(r"^(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
