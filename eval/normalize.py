@@ -282,7 +282,7 @@ def words_to_number(s: str) -> Fraction | None:
 # GSM8K: a number, optionally signed, thousands-separated, a fraction or mixed number
 # (``3 1/2``), then at most a few unit words ("5 apples", "20 dollars per hour" is not one).
 _GSM_NUMBER = re.compile(
-    r"^(?P<sign>[-+]?)(?P<num>\d+(?:\.\d+)?|\.\d+)(?:\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)|\s*/\s*(?P<den>\d+))?"
+    r"^(?P<sign>[-+]?)\s*(?P<num>\d+(?:\.\d+)?|\.\d+)(?:\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)|\s*/\s*(?P<den>\d+))?"
     r"\s*(?P<unit>[a-zA-Z][a-zA-Z.\s]{0,30})?$")
 _MINUS = ("\u2212", "\u2013", "\u2012", "\ufe63", "\uff0d")
 

@@ -116,6 +116,10 @@ GSM8K = [
     ("-5", "5", False), ("5", "5 apples", True), ("5", "5\\text{ apples}", True), ("20", "20%", True),
     ("0.5", "1/2", True), ("18", "18 or 19", False), ("18", "18, 19", False), ("18", "", False), ("18", "eighteen", True), ("7/2", "3 1/2", True), ("-3", "−3", True), ("3", "−3", False), ("1250", "1 250", True), ("0", "().__class__.__bases__[0]", False),
     ("1200", "1,200", True), ("1200", "1.200", False), ("3", "3.", True), ("42", "\\boxed{42}", True), ("70000", "70,000", True),
+    # Working is read only when right; a clock time equals only itself.
+    ("8", "10 - 2 = 8", True), ("8", "10 - 3 = 8", False), ("18", "18 - 3 = 15", False), ("12", "3 \\times 4 = 12", True),
+    ("8", "x = 8", False), ("8", "1/0 = 8", False), ("-3", "- 3", True), ("3", "- 3", False),
+    ("5:00", "5:00", True), ("5", "5:00", False), ("5:00", "5", False), ("5:00", "6:00", False),
 ]
 
 
