@@ -174,6 +174,15 @@ def _unlabel(s: str) -> str | None:
     return None
 
 
+_VARIABLE = re.compile(r"^([a-zA-Z](?:_\{?\w+\}?)?)=(?!=)")
+
+
+def _other_variable(p: str, g: str) -> bool:
+    """``x=1`` vs ``y=1``: both name a variable and the names differ (the line x=1 is not y=1)."""
+    mp, mg = _VARIABLE.match(p), _VARIABLE.match(g)
+    return bool(mp and mg) and re.sub(r"[{}]", "", mp.group(1)) != re.sub(r"[{}]", "", mg.group(1))
+
+
 def _scalar_equal(p: str, g: str, percent: bool, deadline: list[float]) -> bool:
     if p == g:
         return True
@@ -315,7 +324,7 @@ def _answer_equal(p: str, g: str, percent: bool, deadline: list[float], depth: i
                 return rp == rg or _call("relation", rp, rg, deadline)
             return False
         if vp != p or vg != g:
-            return _answer_equal(vp, vg, percent, deadline, depth + 1)
+            return not _other_variable(p, g) and _answer_equal(vp, vg, percent, deadline, depth + 1)
     sp, sg = _structure(p), _structure(g)
     if sp[0] == "set" and sg[0] == "scalar" and sp[1] and not _setlike(g):
         # One answer boxed twice in different forms ("15\frac{39}{40}, \frac{639}{40}").
