@@ -106,6 +106,8 @@ def _structure(s: str):
     items = split_top_level(s)
     if len(items) > 1:
         return ("set", items)
+    if "\\pm" in s and s.count("\\pm") == 1 and _VARIABLE.match(s):  # "x=\pm3" against a list "-3,3"
+        s = s[_VARIABLE.match(s).end():]
     if "\\pm" in s and s.count("\\pm") == 1 and "=" not in s:
         a, b = s.split("\\pm")
         return ("set", [f"{a}+{b}" if a else b, f"{a}-{b}" if a else f"-{b}"])

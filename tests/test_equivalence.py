@@ -83,6 +83,7 @@ MATRICES = [
 ]
 
 RELATIONS = [
+    ("x = \\pm 3", "-3, 3", True), ("x = \\pm 3", "3", False), ("x = \\pm 3", "y = \\pm 3", False),
     ("x = 1", "y = 1", False), ("y = 2", "x = 2", False), ("a_{1} = 3", "a_1 = 3", True), ("x = 1", "1", True),
     ("y=2x+3", "y = 2x + 3", True), ("y=2x+3", "2x+3", True), ("y=2x+3", "2x+3=y", True), ("x+y=5", "5=x+y", True),
     ("x+2y=3", "2x+4y=6", True), ("x+2y=3", "x+2y=4", False), ("x+y=5", "x-y=5", False), ("x>3", "3<x", True),

@@ -32,7 +32,6 @@ KNOWN_WRONG = {
     "b406": "a base-2 gold 1010_2 against the same digits without the subscript",
     "b426": "\\log 100 (common log, = 2) read as the natural log",
     # batch 3 (false-positive traps, written after batch 2 was measured)
-    "b494": "gold 'x = \\pm 3' against the list '-3, 3'",
     "b502": "'The answer is 7 (not 8).' extracted as '7 (not 8)' (verdict right only because gold is 8)",
     "b507": "'The answer is 7 (not 8).' extracted as '7 (not 8)', which does not equal gold 7",
 }
