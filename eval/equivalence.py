@@ -185,6 +185,15 @@ def _other_variable(p: str, g: str) -> bool:
     return bool(mp and mg) and re.sub(r"[{}]", "", mp.group(1)) != re.sub(r"[{}]", "", mg.group(1))
 
 
+def _as_point(s: str, other: str) -> str:
+    """``x=3,y=-2`` -> ``(3,-2)`` when ``other`` is a tuple: coordinates named x, y (, z), in that order."""
+    items = [_VARIABLE.match(x) for x in split_top_level(s)]
+    if not other.startswith("(") or not 2 <= len(items) <= 3 or not all(items):
+        return s
+    named = {m.group(1): x[m.end():] for m, x in zip(items, split_top_level(s))}
+    return "(" + ",".join(named[v] for v in "xyz"[:len(items)]) + ")" if sorted(named) == list("xyz"[:len(items)]) else s
+
+
 def _scalar_equal(p: str, g: str, percent: bool, deadline: list[float]) -> bool:
     if p == g:
         return True
@@ -327,6 +336,7 @@ def _answer_equal(p: str, g: str, percent: bool, deadline: list[float], depth: i
             return False
         if vp != p or vg != g:
             return not _other_variable(p, g) and _answer_equal(vp, vg, percent, deadline, depth + 1)
+    p, g = _as_point(p, g), _as_point(g, p)
     sp, sg = _structure(p), _structure(g)
     if sp[0] == "set" and sg[0] == "scalar" and sp[1] and not _setlike(g):
         # One answer boxed twice in different forms ("15\frac{39}{40}, \frac{639}{40}").

@@ -59,6 +59,9 @@ SYMBOLIC = [
 
 # Intervals (open/closed differ), unions, tuples / points / vectors (ordered), lists / sets (unordered).
 STRUCTURES = [
+    ("(3,-2)", "x=3, y=-2", True), ("(3,-2)", "y=-2, x=3", True), ("(3,-2)", "x=-2, y=3", False),
+    ("(3,-2)", "a=3, b=-2", False), ("(1,2,3)", "x=1, y=2, z=3", True), ("(1,2,3)", "x=1, y=2", False),
+    ("(1, 2, 3)", "\\langle 1, 2, 3 \\rangle", True), ("(1, 2, 3)", "\\langle 1, 2, 4 \\rangle", False),
     ("(1,2)", "(1,2)", True), ("(1,2)", "(2,1)", False), ("(1,2]", "(1,2)", False), ("[1,2]", "[1, 2]", True),
     ("[1,2)", "(1,2]", False), ("(-\\infty,3]", "(-\\infty, 3]", True), ("(-\\infty,3]", "(-\\infty,3)", False),
     ("(-\\infty,3]\\cup(4,\\infty)", "(4,\\infty)\\cup(-\\infty,3]", True), ("(-\\infty,3]\\cup(4,\\infty)", "(-\\infty,3]", False),
