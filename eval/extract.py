@@ -23,8 +23,8 @@ The order is fixed and documented (first rule that yields an answer wins):
    also on the next line) the whole formula is the answer.
 6. The last execution-output block of a code-integrated solution
    (```` ```output ```` fences, ToRA / Qwen-TIR; or MathCoder's ``<|execution|>``).
-7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``; this package's rule for issue 10's
-   plain-text alternatives, which neither Math-Verify nor Qwen2.5-Math's parser reads).
+7. Plain text ``x = 3 or x = -3`` at the end, also ``$x = 3$ or $x = -3$`` (``3, -3``; this
+   package's rule for issue 10's plain-text alternatives, ``eval.phrases``).
 8. The last inline/display formula when no bare number follows it (Math-Verify's
    ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
    (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
