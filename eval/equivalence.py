@@ -42,6 +42,7 @@ _OPEN, _CLOSE = "([{", ")]}"
 # Exponents whose value would be astronomically large: nested powers or long literals.
 _TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d+\s*\}?\s*\^|\^\s*\{?\s*\d{4,}|\*\*\s*\(?\s*\d{4,}|!\s*!|\d{4,}\s*!")
 _MAX_LEN = 400
+_MAX_INPUT = 2000
 
 
 def split_top_level(s: str, sep: str = ",") -> list[str]:
@@ -386,9 +387,11 @@ def is_equivalent(pred: str | None, gold: str | None, task: str = "math", timeou
     try:
         if pred is None or gold is None or not str(pred).strip() or not str(gold).strip():
             return False
-        pred, gold = str(pred), str(gold)
+        pred, gold = str(pred).strip(), str(gold).strip()
         if "__" in pred or "__" in gold:
             return False  # Python dunders: code, never an answer
+        if len(pred) > _MAX_INPUT or len(gold) > _MAX_INPUT:
+            return False  # no final answer is this long (MATH's longest gold: 81 characters)
         if task == "gsm8k":
             if is_hedged(pred) and not is_hedged(gold):
                 return False

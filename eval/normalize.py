@@ -244,7 +244,6 @@ _ONES = {w: i for i, w in enumerate(
     "sixteen seventeen eighteen nineteen".split())}
 _TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
-_FRACTION_WORDS = {"half": Fraction(1, 2), "quarter": Fraction(1, 4)}
 
 
 def words_to_number(s: str) -> Fraction | None:
