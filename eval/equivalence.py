@@ -33,6 +33,7 @@ import time
 from fractions import Fraction
 
 from eval.arithmetic import checked_result
+from eval.labels import VARIABLE, as_point, other_variable
 from eval.normalize import normalize_gsm8k, parse_rational, strip_string
 from eval.worker import DEFAULT_TIMEOUT, get_worker
 
@@ -107,8 +108,8 @@ def _structure(s: str):
     items = split_top_level(s)
     if len(items) > 1:
         return ("set", items)
-    if "\\pm" in s and s.count("\\pm") == 1 and _VARIABLE.match(s):  # "x=\pm3" against a list "-3,3"
-        s = s[_VARIABLE.match(s).end():]
+    if "\\pm" in s and s.count("\\pm") == 1 and VARIABLE.match(s):  # "x=\pm3" against a list "-3,3"
+        s = s[VARIABLE.match(s).end():]
     if "\\pm" in s and s.count("\\pm") == 1 and "=" not in s:
         a, b = s.split("\\pm")
         return ("set", [f"{a}+{b}" if a else b, f"{a}-{b}" if a else f"-{b}"])
@@ -175,24 +176,6 @@ def _unlabel(s: str) -> str | None:
     if _ARITHMETIC.fullmatch(lhs) and not _TOWER.search(lhs) and not _has_letters(rhs):
         return rhs  # "18-3=15" states 15
     return None
-
-
-_VARIABLE = re.compile(r"^([a-zA-Z](?:_\{?\w+\}?)?)=(?!=)")
-
-
-def _other_variable(p: str, g: str) -> bool:
-    """``x=1`` vs ``y=1``: both name a variable and the names differ (the line x=1 is not y=1)."""
-    mp, mg = _VARIABLE.match(p), _VARIABLE.match(g)
-    return bool(mp and mg) and re.sub(r"[{}]", "", mp.group(1)) != re.sub(r"[{}]", "", mg.group(1))
-
-
-def _as_point(s: str, other: str) -> str:
-    """``x=3,y=-2`` -> ``(3,-2)`` when ``other`` is a tuple: coordinates named x, y (, z), in that order."""
-    items = [_VARIABLE.match(x) for x in split_top_level(s)]
-    if not other.startswith("(") or not 2 <= len(items) <= 3 or not all(items):
-        return s
-    named = {m.group(1): x[m.end():] for m, x in zip(items, split_top_level(s))}
-    return "(" + ",".join(named[v] for v in "xyz"[:len(items)]) + ")" if sorted(named) == list("xyz"[:len(items)]) else s
 
 
 def _scalar_equal(p: str, g: str, percent: bool, deadline: list[float]) -> bool:
@@ -336,8 +319,8 @@ def _answer_equal(p: str, g: str, percent: bool, deadline: list[float], depth: i
                 return rp == rg or _call("relation", rp, rg, deadline)
             return False
         if vp != p or vg != g:
-            return not _other_variable(p, g) and _answer_equal(vp, vg, percent, deadline, depth + 1)
-    p, g = _as_point(p, g), _as_point(g, p)
+            return not other_variable(p, g) and _answer_equal(vp, vg, percent, deadline, depth + 1)
+    p, g = as_point(p, split_top_level(p), g), as_point(g, split_top_level(g), p)
     sp, sg = _structure(p), _structure(g)
     if sp[0] == "set" and sg[0] == "scalar" and sp[1] and not _setlike(g):
         # One answer boxed twice in different forms ("15\frac{39}{40}, \frac{639}{40}").
