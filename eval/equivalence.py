@@ -32,6 +32,8 @@ import re
 import time
 from fractions import Fraction
 
+from eval.arithmetic import checked_result
+from eval.labels import VARIABLE, as_point, other_variable
 from eval.normalize import normalize_gsm8k, parse_rational, strip_string
 from eval.worker import DEFAULT_TIMEOUT, get_worker
 
@@ -106,6 +108,8 @@ def _structure(s: str):
     items = split_top_level(s)
     if len(items) > 1:
         return ("set", items)
+    if "\\pm" in s and s.count("\\pm") == 1 and VARIABLE.match(s):  # "x=\pm3" against a list "-3,3"
+        s = s[VARIABLE.match(s).end():]
     if "\\pm" in s and s.count("\\pm") == 1 and "=" not in s:
         a, b = s.split("\\pm")
         return ("set", [f"{a}+{b}" if a else b, f"{a}-{b}" if a else f"-{b}"])
@@ -315,7 +319,8 @@ def _answer_equal(p: str, g: str, percent: bool, deadline: list[float], depth: i
                 return rp == rg or _call("relation", rp, rg, deadline)
             return False
         if vp != p or vg != g:
-            return _answer_equal(vp, vg, percent, deadline, depth + 1)
+            return not other_variable(p, g) and _answer_equal(vp, vg, percent, deadline, depth + 1)
+    p, g = as_point(p, split_top_level(p), g), as_point(g, split_top_level(g), p)
     sp, sg = _structure(p), _structure(g)
     if sp[0] == "set" and sg[0] == "scalar" and sp[1] and not _setlike(g):
         # One answer boxed twice in different forms ("15\frac{39}{40}, \frac{639}{40}").
@@ -391,8 +396,10 @@ _PERCENT = re.compile(r"%|percent|\bpct\b")
 
 def _gsm8k_equal(pred: str, gold: str) -> bool:
     p, g = normalize_gsm8k(pred), normalize_gsm8k(gold)
-    if p is None or g is None:
-        return False
+    if p is None and "=" in pred:  # "10 - 2 = 8": the result side, only when the working is right
+        p = normalize_gsm8k(checked_result(pred) or "")
+    if p is None or g is None:  # "5:00": not a number, equal only to the same text
+        return p is None and g is None and re.sub(r"\s+", "", pred) == re.sub(r"\s+", "", gold)
     if p == g:
         return True
     try:

@@ -23,8 +23,8 @@ The order is fixed and documented (first rule that yields an answer wins):
    also on the next line) the whole formula is the answer.
 6. The last execution-output block of a code-integrated solution
    (```` ```output ```` fences, ToRA / Qwen-TIR; or MathCoder's ``<|execution|>``).
-7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``; this package's rule for issue 10's
-   plain-text alternatives, which neither Math-Verify nor Qwen2.5-Math's parser reads).
+7. Plain text ``x = 3 or x = -3`` at the end, also ``$x = 3$ or $x = -3$`` (``3, -3``; this
+   package's rule for issue 10's plain-text alternatives, ``eval.phrases``).
 8. The last inline/display formula when no bare number follows it (Math-Verify's
    ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
    (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
@@ -44,6 +44,7 @@ from __future__ import annotations
 import re
 
 from eval.blocks import FORMATS, final_text, last_execution
+from eval.phrases import answer_sentence, plain_alternatives
 
 _THINK_END = "</think>"
 _FEWSHOT_CUTS = ("\n\nQuestion:", "\n\nProblem:")
@@ -85,13 +86,6 @@ _LABEL = re.compile(
     r"|\\?[a-zA-Z]+(?:_\{?\w+\}?)?'*(?:\s*\([^()=]*\))?"
     r"|\((?:\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*,)+\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*\))$"
 )
-_PLAIN_ALTERNATIVES = re.compile(
-    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,(?:\s*(?:or|and))?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
-)
-# "x = 3 or -3" closing a sentence.
-_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*(?:\.\s*)?$")
-_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*(?:\.\s*)?$")  # "x = ±3"
-_PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
 # Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
 _CONDITION = re.compile(
     r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?"
@@ -300,6 +294,7 @@ def _phrase(rest: str) -> str | None:
         return boxed
     line = re.split(r"\.\s+(?=[A-Z])", line, maxsplit=1)[0]
     line = _TRAILING_CLAUSE.sub("", line)
+    line = answer_sentence(line)
     spans = math_spans(line)
     prose = "".join(line[a:b] for a, b in zip([0] + [e for _, e, _ in spans], [st for st, _, _ in spans] + [len(line)]))
     words = set(re.findall(r"[a-zA-Z]{3,}", prose)) - {"and", "text"}
@@ -322,21 +317,6 @@ def last_number(text: str) -> str | None:
     """The last number in the text, thousands separators kept for normalization."""
     nums = _NUMBER.findall(text)
     return nums[-1].rstrip(".,") if nums else None
-
-
-def _plain_alternatives(text: str) -> str | None:
-    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``; ``x = ±3`` -> ``\\pm 3``."""
-    m = _PLAIN_PM.search(text.rstrip())
-    if m:
-        return f"{m.group(1)}, {m.group(2)}"
-    m = _PLAIN_PLUS_MINUS.search(text.rstrip())
-    if m:
-        return f"\\pm {m.group(1)}"
-    hits = list(_PLAIN_ALTERNATIVES.finditer(text))
-    if not hits or _NUMBER.search(text[hits[-1].end() :]):
-        return None
-    values = [hits[-1].group(2)] + _PLAIN_VALUE.findall(hits[-1].group(3))
-    return ", ".join(dict.fromkeys(v.replace(" ", "").rstrip(".") for v in values))
 
 
 def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
@@ -388,7 +368,7 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     out = last_execution_output(text)
     if out is not None:
         return out.splitlines()[-1].strip()
-    got = _plain_alternatives(text)
+    got = plain_alternatives(text)
     if got:
         return clean_answer(got, any_lhs=True)
     spans = math_spans(text)

@@ -59,6 +59,9 @@ SYMBOLIC = [
 
 # Intervals (open/closed differ), unions, tuples / points / vectors (ordered), lists / sets (unordered).
 STRUCTURES = [
+    ("(3,-2)", "x=3, y=-2", True), ("(3,-2)", "y=-2, x=3", True), ("(3,-2)", "x=-2, y=3", False),
+    ("(3,-2)", "a=3, b=-2", False), ("(1,2,3)", "x=1, y=2, z=3", True), ("(1,2,3)", "x=1, y=2", False),
+    ("(1, 2, 3)", "\\langle 1, 2, 3 \\rangle", True), ("(1, 2, 3)", "\\langle 1, 2, 4 \\rangle", False),
     ("(1,2)", "(1,2)", True), ("(1,2)", "(2,1)", False), ("(1,2]", "(1,2)", False), ("[1,2]", "[1, 2]", True),
     ("[1,2)", "(1,2]", False), ("(-\\infty,3]", "(-\\infty, 3]", True), ("(-\\infty,3]", "(-\\infty,3)", False),
     ("(-\\infty,3]\\cup(4,\\infty)", "(4,\\infty)\\cup(-\\infty,3]", True), ("(-\\infty,3]\\cup(4,\\infty)", "(-\\infty,3]", False),
@@ -83,6 +86,8 @@ MATRICES = [
 ]
 
 RELATIONS = [
+    ("x = \\pm 3", "-3, 3", True), ("x = \\pm 3", "3", False), ("x = \\pm 3", "y = \\pm 3", False),
+    ("x = 1", "y = 1", False), ("y = 2", "x = 2", False), ("a_{1} = 3", "a_1 = 3", True), ("x = 1", "1", True),
     ("y=2x+3", "y = 2x + 3", True), ("y=2x+3", "2x+3", True), ("y=2x+3", "2x+3=y", True), ("x+y=5", "5=x+y", True),
     ("x+2y=3", "2x+4y=6", True), ("x+2y=3", "x+2y=4", False), ("x+y=5", "x-y=5", False), ("x>3", "3<x", True),
     ("x>3", "x>=3", False), ("x\\ge 3", "3\\le x", True), ("x<3", "x>3", False), ("2x<6", "x<3", True),
@@ -116,6 +121,10 @@ GSM8K = [
     ("-5", "5", False), ("5", "5 apples", True), ("5", "5\\text{ apples}", True), ("20", "20%", True),
     ("0.5", "1/2", True), ("18", "18 or 19", False), ("18", "18, 19", False), ("18", "", False), ("18", "eighteen", True), ("7/2", "3 1/2", True), ("-3", "−3", True), ("3", "−3", False), ("1250", "1 250", True), ("0", "().__class__.__bases__[0]", False),
     ("1200", "1,200", True), ("1200", "1.200", False), ("3", "3.", True), ("42", "\\boxed{42}", True), ("70000", "70,000", True),
+    # Working is read only when right; a clock time equals only itself.
+    ("8", "10 - 2 = 8", True), ("8", "10 - 3 = 8", False), ("18", "18 - 3 = 15", False), ("12", "3 \\times 4 = 12", True),
+    ("8", "x = 8", False), ("8", "1/0 = 8", False), ("-3", "- 3", True), ("3", "- 3", False),
+    ("5:00", "5:00", True), ("5", "5:00", False), ("5:00", "5", False), ("5:00", "6:00", False),
 ]
 
 

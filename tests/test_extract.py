@@ -77,6 +77,10 @@ CASES = [
     # Nothing.
     ("", "math", None),
     ("   ", "gsm8k", None),
+    # Prose answers (eval.phrases): roots in separate $..$, "The <noun> is X", a bracketed aside.
+    ("So $x = 3$ or $x = -2$.", "math", "3, -2"), ("Final Answer: The largest $n$ is 34.", "math", "34"),
+    ("The answer is 7 (not 8).", "gsm8k", "7"), ("The answer is 12 (dollars).", "gsm8k", "12"),
+    ("Answer: (B)", "math", "(B)"), ("The answer is $(1, 2)$.", "math", "(1, 2)"),
     ("no numbers here", "gsm8k", None),
     (None, "math", None),
     (12, "math", None),

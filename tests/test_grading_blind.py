@@ -23,24 +23,11 @@ ROWS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines
 
 # Measured misses at the time the table was written (row id -> why).
 KNOWN_WRONG = {
-    "b007": "LaTeX thousands separator 1{,}250{,}000 not read as 1250000",
     "b062": "a base-5 gold 204_5 against the same digits without the subscript",
-    "b088": "labelled components 'x=3, y=-2' not read as the tuple (3,-2)",
-    "b108": "angle-bracket vector \\langle 1, 2, 3 \\rangle not read as (1, 2, 3)",
-    "b302": "'So $x = 3$ or $x = -2$' with each root in its own $..$: only -2 is extracted",
-    "b365": "'Final Answer: The largest $n$ is 34.' extracted whole, not 34",
     # batch 2 (written after batch 1 was measured, still blind to the project's tables)
-    "b397": "unicode square root √2 not read as \\sqrt{2}",
     "b406": "a base-2 gold 1010_2 against the same digits without the subscript",
     "b426": "\\log 100 (common log, = 2) read as the natural log",
-    "b436": "GSM8K: '10 - 2 = 8' not read as its result side 8 (the MATH task does this)",
-    "b438": "GSM8K: spaced minus '- 3' not read as -3",
     # batch 3 (false-positive traps, written after batch 2 was measured)
-    "b460": "false positive: different single-variable labels dropped (x = 1, the vertical line, vs y = 1)",
-    "b461": "false positive: different single-variable labels dropped (y = 2 vs x = 2)",
-    "b494": "gold 'x = \\pm 3' against the list '-3, 3'",
-    "b502": "'The answer is 7 (not 8).' extracted as '7 (not 8)' (verdict right only because gold is 8)",
-    "b507": "'The answer is 7 (not 8).' extracted as '7 (not 8)', which does not equal gold 7",
 }
 
 # Rows whose verdict needs a sympy comparison taking about half of the worker's 1 s bound
