@@ -596,7 +596,7 @@ def _hold(folder):
     return proc
 
 
-@pytest.mark.parametrize("command", ["sample", "step-control", "eval", "train", "build-pairs"])
+@pytest.mark.parametrize("command", ["sample", "step-control", "eval", "train", "build-pairs", "quickstart"])
 def test_a_second_run_on_a_held_folder_stops_with_one_line(tiny_model, files, tmp_path, command):
     out = tmp_path / "out"
     holder = _hold(out)
