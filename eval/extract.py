@@ -23,11 +23,13 @@ The order is fixed and documented (first rule that yields an answer wins):
    also on the next line) the whole formula is the answer.
 6. The last execution-output block of a code-integrated solution
    (```` ```output ```` fences, ToRA / Qwen-TIR; or MathCoder's ``<|execution|>``).
-7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``).
+7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``; this package's rule for issue 10's
+   plain-text alternatives, which neither Math-Verify nor Qwen2.5-Math's parser reads).
 8. The last inline/display formula when no bare number follows it (Math-Verify's
    ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
    (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
-   last formula is a condition (``is $9$ when $x = 3$``) the formula before it.
+   last formula is a condition (``is $9$ when $x = 3$``) the formula before it (both this
+   package's rules, from the fresh batches in ``tests/extraction_table.py``).
 9. The last number in the text (Qwen2.5-Math's ``use_last_number``; lm-eval's GSM8K
    ``flexible-extract`` idea, whose exact regex lives in ``eval.lm_eval_filters``).
 
@@ -52,7 +54,8 @@ _GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)")
 _ANCHORS = re.compile(
     r"final answer is\s*:?"                      # Minerva / lm-eval minerva_math
     r"|the answer is\s*:?"                       # Wei et al. CoT; Qwen2.5-Math "he answer is"
-    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",  # "Answer:", "**Final Answer:**"
+    # "Answer:", "**Final Answer:**"
+    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",
     re.IGNORECASE,
 )
 _HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
@@ -71,7 +74,8 @@ _LIST_GAP = re.compile(
 )
 # Connectors that join alternatives inside one answer (top level only).
 _ALTERNATIVE = re.compile(
-    r"(?:\s*,?\s*(?:\\(?:text|textnormal|mbox|mathrm)\{\s*,?\s*(?:and|or)\s*\}|\\q?quad|;|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z]))\s*)+"
+    r"(?<!\s)(?:\s*(?:,\s*)?(?:\\(?:text|textnormal|mbox|mathrm)\{\s*(?:,\s*)?(?:and|or)\s*\}|\\q?quad|;"
+    r"|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z])))+\s*"
 )
 # Relations other than "=": never split an answer around "=" when one is present.
 _RELATION = re.compile(r"[<>≤≥≠]|\\(?:le|ge|leq|geq|lt|gt|ne|neq|leqslant|geqslant|approx|sim|equiv)(?![a-zA-Z])")
@@ -82,15 +86,21 @@ _LABEL = re.compile(
     r"|\((?:\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*,)+\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*\))$"
 )
 _PLAIN_ALTERNATIVES = re.compile(
-    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,\s*(?:or|and)?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
+    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,(?:\s*(?:or|and))?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
 )
 # "x = 3 or -3" closing a sentence.
-_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
-_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*\.?\s*$")  # "x = ±3"
+_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*(?:\.\s*)?$")
+_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*(?:\.\s*)?$")  # "x = ±3"
 _PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
 # Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
-_CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if|in|on|over|within)\s*$", re.I)
-_TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
+_CONDITION = re.compile(
+    r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?"
+    r"(?:at|when|for|where|if|in|on|over|within)\s*$",
+    re.I,
+)
+_TRAILING_CLAUSE = re.compile(
+    r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL
+)
 
 
 def strip_think(text: str) -> str:
@@ -213,7 +223,8 @@ def _mathy(part: str) -> bool:
 def strip_math(s: str) -> str:
     """Drop surrounding ``$``/``$$``/``\\(..\\)``/``\\[..\\]``, quotes, a final period, and ``**``."""
     s = s.strip().strip("*").strip()
-    s = re.sub(r'^(?:\\?"|“)\s*|\s*(?:\\?"|”)$', "", s)  # quoted: "\"$12$\"" (Math-Verify suite)
+    s = re.sub(r'^(?:\\?"|“)', "", s).strip()  # quoted: "\"$12$\"" (Math-Verify suite)
+    s = re.sub(r'(?:\\?"|”)$', "", s).strip()
     changed = True
     while changed and s:
         changed = False
@@ -336,7 +347,8 @@ def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
         gap = text[spans[-2][1] : spans[-1][0]]
         if _CONDITION.search(gap) and "\n" not in gap and not _NUMBER.search(gap):
             _, _, content = spans[-2]  # "is $2\sqrt{2}$, attained at $x=\sqrt{2}$": the value, not where
-    if _NUMBER.search(text[end:]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
+    words = re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content))
+    if _NUMBER.search(text[end:]) or words:
         return None
     return content.strip() or None
 
@@ -381,7 +393,8 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     got = _last_formula(text, spans)
     if got:
         # "the equation of the circle is \[(x-1)^2 + (y+2)^2 = 9\]": the equation is the answer
-        equation = re.search(r"equation|line|plane|circle|parabola", text[max(0, spans[-1][0] - 80) : spans[-1][0]], re.I)
+        before = text[max(0, spans[-1][0] - 80) : spans[-1][0]]
+        equation = re.search(r"equation|line|plane|circle|parabola", before, re.I)
         return clean_answer(got, any_lhs=not equation)
     return last_number(text)
 

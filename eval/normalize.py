@@ -39,15 +39,15 @@ _ANY_TEXT_UNIT = re.compile(
     r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\{\s*(?!(?:or|and|million|billion|thousand|hundred|percent|pct)\b)"
     r"[a-zA-Z][a-zA-Z .]*\}(?:\^\{?[23]\}?)?\s*$")
 _SQRT_BARE = re.compile(r"\\sqrt(\w)")
-_FRAC_BARE = re.compile(r"\\frac(?!\{)(\w)(\w)?")
-_FRAC_BARE_NUM = re.compile(r"\\frac(\w)\{")
+_FRAC_BARE = re.compile(r"\\(frac|binom)(?!\{)(\w)(\w)?")
+_FRAC_BARE_NUM = re.compile(r"\\(frac|binom)(\w)\{")
 _FRAC_HALF_BRACE = re.compile(r"\\frac\{([^{}]*)\}(\w)")
 
 
 def _fix_fracs(s: str) -> str:
     """``\\frac12`` -> ``\\frac{1}{2}``, ``\\frac{1}2`` -> ``\\frac{1}{2}`` (Hendrycks ``fix_fracs``)."""
-    s = _FRAC_BARE_NUM.sub(r"\\frac{\1}{", s)  # "\frac3{3}"
-    s = _FRAC_BARE.sub(lambda m: "\\frac{%s}{%s}" % (m.group(1), m.group(2) or ""), s)
+    s = _FRAC_BARE_NUM.sub(r"\\\1{\2}{", s)  # "\frac3{3}"
+    s = _FRAC_BARE.sub(lambda m: "\\%s{%s}{%s}" % (m.group(1), m.group(2), m.group(3) or ""), s)
     return _FRAC_HALF_BRACE.sub(r"\\frac{\1}{\2}", s)
 
 
@@ -150,6 +150,10 @@ def strip_string(s: str) -> str:
     s = _ANY_TEXT_UNIT.sub("", s)
     s = _BARE_UNIT_RE.sub("", s).strip()
     s = _TEXT_RE.sub(r"\1", s)
+    words = words_to_number(s) if re.fullmatch(r"(?:\d+(?:\.\d+)?\s+)?[A-Za-z][A-Za-z\- ]*", s.strip()) else None
+    if words is not None:  # "twelve", "two million", "3 million"
+        s = str(words.numerator) if words.denominator == 1 else f"{float(words):g}"
+    s = re.sub(r"(?<=[\w)}])\*\*(?=[\w({])", "^", s)  # plain-text power "x**2"
     # Percent is dropped (Hendrycks); equivalence also tries x/100 when only one side had it.
     s = s.replace("\\%", "").replace("%", "")
     s = _THOUSANDS_BRACE.sub(r"\1\2", s)
@@ -232,7 +236,6 @@ _ONES = {w: i for i, w in enumerate(
     "sixteen seventeen eighteen nineteen".split())}
 _TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
-_FRACTION_WORDS = {"half": Fraction(1, 2), "quarter": Fraction(1, 4)}
 
 
 def words_to_number(s: str) -> Fraction | None:

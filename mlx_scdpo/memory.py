@@ -30,6 +30,7 @@ import subprocess
 from dataclasses import dataclass
 
 from eval.errors import UserError
+from mlx_scdpo.logps import DEFAULT_CHUNK
 
 GB = 1e9
 
@@ -213,7 +214,7 @@ def fitting_settings(shape: TrainShape, args, prompt_len: int, response_len: int
     while True:
         for checkpoint in ((False, True) if not args.grad_checkpoint else (True,)):
             trial = replace(args, batch_size=batch, grad_accumulation_steps=max(1, pairs_per_step // batch),
-                            grad_checkpoint=checkpoint, logits_chunk=args.logits_chunk or 2**22)
+                            grad_checkpoint=checkpoint, logits_chunk=args.logits_chunk or DEFAULT_CHUNK)
             tried.append(trial)
         if batch == 1:
             break

@@ -22,12 +22,16 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from collections import deque
+
 from eval.data import load_problems
 from eval.errors import UserError
 from eval.score import grade_sample
-from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
+from mlx_scdpo.jsonl import iter_finished, write_jsonl_atomic
 from mlx_scdpo.config import check_values
-from mlx_scdpo.run_state import check_identity, folder_lock
+from mlx_scdpo.run_state import check_identity, folder_lock, kill_point
+from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
+    stream_completions
 
 _BAD_CORRECT = re.compile(r"error|apolog", re.IGNORECASE)
 
@@ -51,7 +55,9 @@ class SampleArgs:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (reference 1.0)."})
     max_tokens: int = field(default=512, metadata={"help": "Most new tokens per solution."})
     batch_size: int = field(default=64, metadata={"help": "Sequences decoded together."})
-    problems_per_batch: int = field(default=16, metadata={"help": "Problems sampled together."})
+    problems_per_batch: int = field(default=16, metadata={"help": "Problems open at once (memory; keep >= batch"
+                                                                   " size / samples per round); results do not"
+                                                                   " depend on it."})
     chat_template: bool | None = field(default=None, metadata={"help": "Chat prompt (default: if any)."})
     num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (same seed, same samples)."})
@@ -80,9 +86,13 @@ class ProblemState:
     problem: object
     prompt_ids: list[int]
     prompt_text: str
+    pid: str = ""
     samples: list[dict] = field(default_factory=list)
     seen: set = field(default_factory=set)
     n_sampled: int = 0
+    seq: int = 0  # position in the run's input order
+    draws: list[int] = field(default_factory=list)  # this round's draw numbers
+    got: dict = field(default_factory=dict)  # draw number -> result, until the round is complete
 
     def count(self, correct: bool, include_truncated: bool = True) -> int:
         from mlx_scdpo.pairs import is_truncated
@@ -107,6 +117,58 @@ class ProblemState:
         enough = self.count(True) >= args.min_correct and \
             self.count(False, args.include_truncated) >= args.min_wrong
         return enough or self.n_sampled >= args.budget
+
+
+class ProblemWindow:
+    """Open problems and their draws; finished problems are written in input order.
+
+    At most ``problems_per_batch`` problems are open, and finished ones waiting for an
+    earlier one to finish are bounded too, so memory does not grow with the dataset. Draw
+    ``j`` of a problem samples from its own PRNG stream (seed, problem, j), and a round's
+    results are added in draw order once all are back, so the samples kept (and the pairs)
+    are those of an uninterrupted run, whatever the batch held and wherever a run was killed.
+    """
+
+    def __init__(self, problems, build, args: SampleArgs, write):
+        self.problems, self.build, self.args, self.write = problems, build, args, write
+        self.requests: deque = deque()
+        self.order = InOrder()
+        self.open = 0
+        self.admitted = 0
+        self.more = True
+
+    def pull(self, n: int) -> list:
+        limit = self.args.problems_per_batch
+        while self.more and len(self.requests) < n and self.open < limit and len(self.order) < 4 * limit:
+            p = next(self.problems, None)
+            if p is None:
+                self.more = False
+                break
+            s = self.build(p)
+            s.seq, self.admitted, self.open = self.admitted, self.admitted + 1, self.open + 1
+            self._next_round(s)
+        return [self.requests.popleft() for _ in range(min(n, len(self.requests)))]
+
+    def _next_round(self, s: ProblemState) -> None:
+        if s.is_done(self.args):
+            self.open -= 1
+            self.order.put(s.seq, s)
+            for ready in self.order.pop_ready():
+                self.write(ready)
+            return
+        n = min(self.args.samples_per_round, self.args.budget - s.n_sampled)
+        s.draws = list(range(s.n_sampled, s.n_sampled + n))
+        for j in s.draws:
+            noise = item_noise(self.args.temperature, self.args.seed, s.pid, j)
+            self.requests.append(Request((s, j), s.prompt_ids, [noise]))
+
+    def finished(self, s: ProblemState, draw: int, result: tuple) -> None:
+        s.got[draw] = result
+        if len(s.got) < len(s.draws):
+            return
+        for j in s.draws:
+            s.add(*s.got.pop(j))
+        self._next_round(s)
 
 
 def problem_id(task: str, problem) -> str:
@@ -138,17 +200,16 @@ def sample_identity(args: SampleArgs) -> dict:
     """What defines a sampling run (a folder holds one; --limit may grow): model, adapters, data, settings."""
     from mlx_scdpo.run_state import adapter_identity, data_identity, model_identity
 
-    settings = {k: v for k, v in asdict(args).items() if k not in ("progress", "batch_size", "output_dir", "limit")}
+    skip = ("progress", "batch_size", "problems_per_batch", "output_dir", "limit")  # results do not depend on them
+    settings = {k: v for k, v in asdict(args).items() if k not in skip}
     return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
             "data_files": data_identity(args.data_files) or args.data_files}
 
 
 def _run_sample(args: SampleArgs) -> dict:
     from eval.blocks import FORMATS
-    from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model
     from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
-    from mlx_scdpo.ramp import SeededSampler, stable_seed
 
     if args.task not in ("gsm8k", "math"):
         raise UserError(f"--task {args.task}: sampling supports gsm8k and math")
@@ -164,7 +225,7 @@ def _run_sample(args: SampleArgs) -> dict:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sol_path, pair_path = out / "solutions.jsonl", out / "pairs_naive.jsonl"
-    done = read_finished(sol_path, "problem_id")
+    done = {r["problem_id"] for r in iter_finished(sol_path, "problem_id")}
     todo = [p for p in problems if problem_id(args.task, p) not in done]
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
@@ -179,52 +240,38 @@ def _run_sample(args: SampleArgs) -> dict:
 
         bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="sample", unit="problem")
     counts = {"problems": 0, "pairs": 0, "samples": 0}
-    with open(sol_path, "a", encoding="utf-8") as fs:
-        # Batches are fixed slices of the problem list, and the seeds depend on the batch: a batch half
-        # written when a run was killed is drawn again whole, so the rerun writes what one run would.
-        for start in range(0, len(problems), args.problems_per_batch):
-            chunk = problems[start:start + args.problems_per_batch]
-            if all(problem_id(args.task, p) in done for p in chunk):
-                continue
-            states = []
-            for p in chunk:
-                ids, text = build_prompt_tokens(tokenizer, args.task, p.question, shots, chat, fmt)
-                states.append(ProblemState(p, ids, text))
-            round_ = 0
-            while True:
-                open_states = [s for s in states if not s.is_done(args)]
-                if not open_states:
-                    break
-                requests = []
-                for s in open_states:
-                    n = min(args.samples_per_round, args.budget - s.n_sampled)
-                    requests += [s] * n
-                # One seed per (problem batch, round): reproducible, and distinct across rounds.
-                sampler = SeededSampler(stable_seed(args.seed, chunk[0].doc_id, round_), args.temperature)
-                with solution_stream(model, tokenizer, [s.prompt_ids for s in requests], fmt=fmt, sampler=sampler,
-                                     max_tokens=args.max_tokens, batch_size=args.batch_size,
-                                     max_rounds=args.max_rounds, timeout=args.timeout, stop_strings=stop) as stream:
-                    for c in stream:
-                        s = requests[c.index]
-                        grade = grade_sample(args.task, c.text, s.problem.gold, grade_format)
-                        s.add(c.text, c.tokens, grade, c.finish_reason, getattr(c, "gen_mask", None))
-                        counts["samples"] += 1
-                round_ += 1
-            for s in (s for s in states if problem_id(args.task, s.problem) not in done):
-                record = {"problem_id": problem_id(args.task, s.problem), "task": args.task,
-                          "question": s.problem.question, "gold": s.problem.gold, "prompt": s.prompt_text,
-                          "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
-                          "solution_format": args.solution_format, "block_format": fmt.name if fmt else None,
-                          "stop": list(stop), "samples": s.samples}
-                fs.write(json.dumps(record, ensure_ascii=False) + "\n")
-                counts["problems"] += 1
+    with open(sol_path, "a", encoding="utf-8") as fs, sandbox_pool(fmt, args.batch_size, args.timeout) as pool:
+
+        def write(s: ProblemState):
+            record = {"problem_id": s.pid, "task": args.task, "question": s.problem.question, "gold": s.problem.gold,
+                      "prompt": s.prompt_text, "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled,
+                      "seed": args.seed, "solution_format": args.solution_format,
+                      "block_format": fmt.name if fmt else None, "stop": list(stop), "samples": s.samples}
+            fs.write(json.dumps(record, ensure_ascii=False) + "\n")
             fs.flush()
+            counts["problems"] += 1
+            kill_point("sample-write")
             if bar is not None:
-                bar.update(sum(problem_id(args.task, p) not in done for p in chunk))
+                bar.update(1)
+            if counts["problems"] % RELEASE_EVERY == 0:
+                release_memory()
+
+        def build(p) -> ProblemState:
+            ids, text = build_prompt_tokens(tokenizer, args.task, p.question, shots, chat, fmt)
+            return ProblemState(p, ids, text, pid=problem_id(args.task, p))
+
+        window = ProblemWindow(iter(todo), build, args, write)
+        for (state, draw), c in stream_completions(
+                model, tokenizer, window.pull, fmt=fmt, pool=pool, max_tokens=args.max_tokens,
+                batch_size=args.batch_size, max_rounds=args.max_rounds, stop_strings=stop):
+            grade = grade_sample(args.task, c.text, state.problem.gold, grade_format)
+            counts["samples"] += 1
+            kill_point("sample-draw")
+            window.finished(state, draw, (c.text, c.tokens, grade, c.finish_reason, getattr(c, "gen_mask", None)))
     if bar is not None:
         bar.close()
     # Naive pairs are derived from the solutions file as a whole (so a resumed run never
-    # duplicates them) and rewritten atomically.
-    records = read_finished(sol_path, None)
-    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in records for p in naive_pairs(r, n_wrong, args.include_truncated)))
+    # duplicates them), read line by line, and rewritten atomically.
+    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in iter_finished(sol_path)
+                                                     for p in naive_pairs(r, n_wrong, args.include_truncated)))
     return counts

@@ -237,7 +237,9 @@ def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: in
             argv += ["--ro-bind", path, path]
     argv += ["--size", str(scratch_mb << 20), "--tmpfs", SCRATCH_IN_SANDBOX, "--chdir", SCRATCH_IN_SANDBOX]
     argv += ["--ro-bind", worker, WORKER_IN_SANDBOX]
-    argv += ["--remount-ro", "/"]  # the new root itself (parents of the binds) is not writable
+    # The new root itself (parents of the binds) and /dev are not writable: bubblewrap's /dev is
+    # a tmpfs of half the host's memory (/dev/shm, /dev/pts and the device nodes are own mounts).
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return argv
@@ -318,10 +320,14 @@ def _sbpl(path: str) -> str:
 
 def seatbelt_profile(sys_path, scratch: str, worker: str) -> str:
     """A deny-by-default Seatbelt profile: Python may run, read its installation and the system,
-    write only to ``scratch``; no network, no reads of the user's files."""
+    write only to ``scratch``; no network, no reads of the user's files or temporary directories."""
     scratch = os.path.realpath(scratch)
     python = [_sbpl(p) for p in python_dirs(sys_path)]
-    private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~")])]
+    # Temporary directories hold other programs' files (the scratch inside one is allowed below).
+    import tempfile
+
+    private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~"), "/private/tmp", "/tmp",
+                                                 tempfile.gettempdir()])]
     not_private = " ".join(f"(require-not (subpath {p}))" for p in private)
     return "\n".join([
         "(version 1)",

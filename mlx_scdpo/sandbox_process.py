@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import asdict
 
 from mlx_scdpo import sandbox_cgroup as cgroups
@@ -115,7 +116,7 @@ class _Worker:
         self._fds: list[int] = []
         self._seq = 0
         self._killed = False
-        self._paused = False
+        self._paused = None  # the pid stopped between blocks
         self._init_pid = self._worker_pid = None
         self._max_frame = 12 * (limits.max_output + 1024) + 4096  # JSON-escaped output and fields
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(limits).items()}
@@ -132,6 +133,9 @@ class _Worker:
         try:
             if mode == "bwrap":
                 program = None if "seccomp" in limits.disable else iso.seccomp_program()
+                if program is None and "seccomp" not in limits.disable:
+                    warnings.warn("mlx-scdpo: libseccomp is not installed (apt-get install libseccomp2): the sandbox "
+                                  "runs without its system-call filter (README, Sandbox)", RuntimeWarning, stacklevel=2)
                 if program is not None:
                     seccomp_r, seccomp_w = os.pipe()  # a few KB: fits the pipe buffer
                     os.write(seccomp_w, program)
@@ -278,22 +282,23 @@ class _Worker:
     def _pause(self) -> None:
         """Stop the worker between blocks (SIGSTOP; SIGCONT with the next request): threads a
         block left running burn no CPU while the model writes, nor fork after the clean-up."""
-        if self._worker_pid is None:
+        pid = self._worker_pid if self.mode == "bwrap" else self.proc.pid  # elsewhere the worker is proc
+        if pid is None:
             return
         try:
-            os.kill(self._worker_pid, signal.SIGSTOP)
+            os.kill(pid, signal.SIGSTOP)
         except OSError:
             return
-        self._paused = True
+        self._paused = pid
         give_up = time.monotonic() + 1.0
-        while time.monotonic() < give_up and not _all_stopped(self._worker_pid):
+        while time.monotonic() < give_up and not _all_stopped(pid):
             time.sleep(0.0005)
 
     def _resume(self) -> None:
-        if self._paused:
-            self._paused = False
+        pid, self._paused = self._paused, None
+        if pid:
             try:
-                os.kill(self._worker_pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGCONT)
             except OSError:
                 pass
 

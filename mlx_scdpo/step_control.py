@@ -12,14 +12,17 @@ sandbox holds the prefix's variables, and execution outputs never count as steps
 Rounds: a continuation that still reaches the right answer re-queues its prefix for the
 next round (up to ``rounds``); the first wrong (or answer-less) continuation that passes
 the noise filter becomes the rejected side of a pair and retires the prefix. Once a
-problem has ``max_pairs_per_problem`` pairs (reference intent: 2 GSM8K, 3 MATH) its other
-prefixes retire.
+problem has ``max_pairs_per_problem`` pairs (reference intent: 2 GSM8K, 3 MATH) its later
+prefixes retire as ``capped`` (decided in input order, so resumed runs agree).
 
-For chain-of-thought, the prompt + prefix is prefilled once per prefix; its KV cache is
-copied into every round's continuation. Prefix token ids are the solution's own ids up to the step
-boundary; a boundary that falls inside a token is skipped (counted in the summary).
+Streaming (``mlx_scdpo.windows``): the solutions are read one record at a time and at most
+``batch_size`` prefixes are live, each with one continuation in flight; round r of a prefix
+draws from its own PRNG stream (seed, prefix, r). For chain-of-thought, the prompt + prefix
+is prefilled once when the prefix enters; its KV cache is copied into every round's
+continuation and dropped when it retires. Prefix token ids are the solution's own ids up to
+the step boundary; a boundary that falls inside a token is skipped (counted in the summary).
 
-Output, one line per retired prefix, appended (resumable by ``prefix_id``):
+Output, one line per retired prefix, appended in input order (resumable by ``prefix_id``):
 ``OUT/step_control.jsonl``; pairs in ``OUT/pairs_step_control.jsonl`` (rewritten from it).
 """
 
@@ -32,12 +35,17 @@ from pathlib import Path
 
 from eval.errors import UserError
 from eval.score import grade_sample
-from mlx_scdpo.jsonl import read_finished, read_solutions, write_jsonl_atomic
+from contextlib import ExitStack
+
+from eval.blocks import FORMATS
+from mlx_scdpo.jsonl import SOLUTION_OPTIONAL, SOLUTION_SCHEMA, check_solution_record, iter_finished, \
+    write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
 from mlx_scdpo.pairs import TRUNCATED, make_pair
-from mlx_scdpo.preference_data import check_solution_ids
 from mlx_scdpo.config import check_values
-from mlx_scdpo.run_state import check_identity, folder_lock
+from mlx_scdpo.run_state import check_identity, folder_lock, kill_point
+from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
+    stream_completions
 from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps
 
 
@@ -92,8 +100,12 @@ class Prefix:
     prefix_text: str
     n_prefix_tokens: int
     fmt: object = None
-    cache: object = None
+    cache: object = None  # chain-of-thought: KV cache of the prompt + prefix, while the prefix is live
+    round: int = 1
     rounds_done: int = 0
+    seq: int = 0  # position in the run's input order
+    cancelled: bool = False  # its problem reached the cap: the outcome no longer matters
+    ramp: object = None  # the running continuation's temperature ramp (read back for the pair)
 
     @property
     def code_blocks(self) -> list[str]:
@@ -121,11 +133,17 @@ def token_boundary(tokenizer, ids: list[int], text: str, n_chars: int) -> int | 
     return lo if tokenizer.decode(ids[:lo]) == text[:n_chars] else None
 
 
-def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: dict) -> tuple[list[Prefix], dict]:
-    """Every (problem, correct solution, k) to continue, minus those already finished."""
-    rng = random.Random(args.seed)
-    prefixes, stats = [], {"split_token": 0, "problems": 0}
+def iter_prefixes(records, tokenizer, args: StepControlArgs, done, stats: dict, fmt_name: str | None = None):
+    """Every (problem, correct solution, k) to continue, in input order, minus those in ``done``.
+
+    Lazy (one record at a time). The subset of k (``prefixes_per_solution``) is drawn from the
+    solution's own seeded stream, so it does not depend on the records before it.
+    """
+    from mlx_scdpo.ramp import stable_seed
+
     for rec in records:
+        if fmt_name is not None and _format_name(rec) != fmt_name:
+            continue
         correct = [s for s in rec["samples"] if s["correct"]][: args.solutions_per_problem]
         if correct:
             stats["problems"] += 1
@@ -134,6 +152,7 @@ def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: d
             steps = solution_steps(sol["text"], fmt, args.step_unit)
             ks = eligible_prefix_lengths(steps)
             if args.prefixes_per_solution is not None and len(ks) > args.prefixes_per_solution:
+                rng = random.Random(stable_seed(args.seed, rec["problem_id"], si))
                 ks = sorted(rng.sample(ks, args.prefixes_per_solution))
             for k in ks:
                 pid = f"{rec['problem_id']}#{si}#{k}"
@@ -144,21 +163,70 @@ def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done: d
                 if t is None:
                     stats["split_token"] += 1
                     continue
-                prefixes.append(Prefix(pid, rec, sol, k, steps, prefix_text, t, fmt))
-    return prefixes, stats
+                yield Prefix(pid, rec, sol, k, steps, prefix_text, t, fmt)
+
+
+def plan_prefixes(records: list[dict], tokenizer, args: StepControlArgs, done) -> tuple[list[Prefix], dict]:
+    """``iter_prefixes`` as a list, with its counts."""
+    stats = {"split_token": 0, "problems": 0}
+    return list(iter_prefixes(records, tokenizer, args, done, stats)), stats
+
+
+def iter_solutions(path: str, vocab_size: int | None = None):
+    """Records of ``solutions.jsonl`` one at a time, each checked (schema, token ids) as it is read.
+
+    A bad line is one ``UserError`` naming file, line and field (``eval.records``' rules).
+    """
+    from eval.errors import where
+    from eval.records import check_record, iter_lines
+
+    seen: dict = {}
+    for lineno, row in iter_lines(path):
+        rec = check_solution_record(check_record(row, path, lineno, SOLUTION_SCHEMA, SOLUTION_OPTIONAL),
+                                    where(path, lineno), seen)
+        if vocab_size is not None:
+            top = max([*rec["prompt_ids"], *(t for s in rec["samples"] for t in s["ids"])], default=-1)
+            if top >= vocab_size:
+                raise UserError(f"{where(path, lineno)}: token id {top} is beyond the model's vocabulary of "
+                                f"{vocab_size} (solutions from another tokenizer?)")
+        yield rec
+
+
+def check_solutions(path: str, vocab_size: int | None) -> list[str]:
+    """Read the whole input once before anything loads (one record in memory at a time); its formats."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
+    n = any_correct = 0
+    formats = []
+    try:
+        for rec in iter_solutions(path, vocab_size):
+            n += 1
+            any_correct = any_correct or any(s["correct"] for s in rec["samples"])
+            name = _format_name(rec)
+            if name not in formats:
+                formats.append(name)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    if not n:
+        raise UserError(f"{path}: file is empty")
+    if not any_correct:
+        raise UserError(f"{path}: no correct solution to continue from")
+    return formats
+
+
+def _format_name(record: dict) -> str:
+    fmt = record_format(record)
+    return fmt.name if fmt else "cot"
 
 
 def run_step_control(args: StepControlArgs) -> dict:
     """Sample erring continuations in rounds; write outcomes and pairs; return counts."""
     check_values(args)  # before anything loads
-    records = read_solutions(args.solutions)
-    if not any(s["correct"] for r in records for s in r["samples"]):
-        raise UserError(f"{args.solutions}: no correct solution to continue from")
-    check_solution_ids(records, config_vocab_size(args.model), args.solutions)
+    formats = check_solutions(args.solutions, config_vocab_size(args.model))
     out = Path(args.output_dir)
     with folder_lock(out, "step-control"):
         check_identity(out, "step_control_run", step_control_identity(args), ("step_control.jsonl",))
-        return _run_step_control(args, records, out)
+        return _run_step_control(args, out, formats)
 
 
 def step_control_identity(args: StepControlArgs) -> dict:
@@ -170,27 +238,88 @@ def step_control_identity(args: StepControlArgs) -> dict:
             "solutions": data_identity(args.solutions)}
 
 
-def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> dict:
-    from mlx_scdpo.code_generation import solution_stream
+class PrefixWindow:
+    """Live prefixes (at most ``size``, each with one continuation in flight), their rounds, and
+    their outcomes committed in input order.
+
+    Round r of a prefix samples from its own PRNG stream (seed, prefix, r), so its outcome does
+    not depend on what else is in the batch. The per-problem cap is applied in input order
+    when an outcome is committed: a prefix is ``capped`` when the prefixes before it gave the
+    problem its pairs, whatever it drew itself; once that is known, live prefixes of the
+    problem are dropped (their outcome can no longer matter). So a killed and resumed run
+    writes exactly the lines of an uninterrupted one.
+    """
+
+    def __init__(self, prefixes, size: int, cap, pairs_of: dict, prepare, request, commit):
+        self.prefixes, self.size, self.cap, self.pairs_of = prefixes, size, cap, pairs_of
+        self.prepare, self.request, self.commit = prepare, request, commit
+        self.queue: list = []
+        self.live: dict[int, Prefix] = {}
+        self.order = InOrder()
+        self.admitted = 0
+        self.more = True
+        self.peak_live = 0
+
+    def capped(self, p: Prefix) -> bool:
+        problem = p.record["problem_id"]
+        return self.pairs_of.get(problem, 0) >= self.cap(p.record)
+
+    def pull(self, n: int) -> list:
+        while self.more and len(self.queue) < n and len(self.live) < self.size and len(self.order) < 4 * self.size:
+            p = next(self.prefixes, None)
+            if p is None:
+                self.more = False
+                break
+            p.seq, self.admitted = self.admitted, self.admitted + 1
+            self.live[p.seq] = p
+            if self.capped(p):
+                self.finish(p, "capped")
+                continue
+            self.prepare(p)
+            self.queue.append(p)
+            self.peak_live = max(self.peak_live, len(self.live))
+        take, self.queue = self.queue[:n], self.queue[n:]
+        return [self.request(p) for p in take]
+
+    def again(self, p: Prefix) -> None:
+        self.queue.append(p)
+
+    def finish(self, p: Prefix, status: str, extra: dict | None = None) -> None:
+        del self.live[p.seq]
+        p.cache = None
+        self.order.put(p.seq, (p, status, extra or {}))
+        for q, status, extra in self.order.pop_ready():
+            problem = q.record["problem_id"]
+            if self.capped(q):
+                status, extra = "capped", {}
+            self.commit(q, status, extra)
+            if status == "pair":
+                self.pairs_of[problem] = self.pairs_of.get(problem, 0) + 1
+                if self.capped(q):
+                    for other in self.live.values():
+                        if other.record["problem_id"] == problem:
+                            other.cancelled = True
+
+
+def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> dict:
     from mlx_scdpo.generation import prefill_cache
     from mlx_scdpo.models import load_model
-    from mlx_scdpo.ramp import RowNoise, SeededSampler, StepRamp, stable_seed, step_temperatures
+    from mlx_scdpo.ramp import StepRamp
 
     sc_path = out / "step_control.jsonl"
-    done = read_finished(sc_path, "prefix_id")
-    (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))
-    model, tokenizer = load_model(args.model, args.adapter_path)
-    stop = run_stop_strings(args, records)
-    prefixes, stats = plan_prefixes(records, tokenizer, args, done)
-    task_of = {r["problem_id"]: r["task"] for r in records}
-    cap_default = {"gsm8k": 2, "math": 3}
-    pairs_of: dict[str, int] = {}
-    for row in done.values():
+    done, pairs_of = set(), {}
+    for row in iter_finished(sc_path, "prefix_id"):
+        done.add(row["prefix_id"])
         if row["status"] == "pair":
             pairs_of[row["problem_id"]] = pairs_of.get(row["problem_id"], 0) + 1
+    (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))
+    model, tokenizer = load_model(args.model, args.adapter_path)
+    stop = run_stop_strings(args, iter_solutions(args.solutions))
+    stats = {"split_token": 0, "problems": 0}
+    cap_default = {"gsm8k": 2, "math": 3}
 
-    def cap(problem: str) -> int:
-        return args.max_pairs_per_problem or cap_default.get(task_of[problem], 3)
+    def cap(record: dict) -> int:
+        return args.max_pairs_per_problem or cap_default.get(record["task"], 3)
 
     ramps = {}
 
@@ -200,90 +329,88 @@ def _run_step_control(args: StepControlArgs, records: list[dict], out: Path) -> 
             ramps[key] = StepRamp(tokenizer, "code" if fmt else "cot", fmt, args.step_unit)
         return ramps[key]
 
+    def prepare(p: Prefix) -> None:
+        if p.fmt is None:  # chain-of-thought: the prompt + prefix is prefilled once, copied into every round
+            p.cache = prefill_cache(model, p.prompt_ids)
+
+    def request(p: Prefix) -> Request:
+        p.ramp = ramp_for(p.fmt).processor(args.t0, args.dt, args.tmax)  # read back when the continuation is done
+        return Request(p, p.prompt_ids, [p.ramp, item_noise(1.0, args.seed, p.prefix_id, p.round)], cache=p.cache,
+                       setup_code=p.code_blocks)
+
     bar = None
-    if args.progress and prefixes:
+    if args.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(prefixes), desc="step-control", unit="prefix")
-    active = list(prefixes)
-    with open(sc_path, "a", encoding="utf-8") as f:
+        bar = tqdm(desc="step-control", unit="prefix", initial=len(done))
+    counts = {"written": 0}
+    peak = 0
+    with open(sc_path, "a", encoding="utf-8") as f, ExitStack() as pools:
 
-        def retire(p: Prefix, status: str, extra: dict | None = None):
+        def commit(p: Prefix, status: str, extra: dict):
             row = {"prefix_id": p.prefix_id, "problem_id": p.record["problem_id"], "k": p.k, "status": status,
-                   "round": p.rounds_done, **(extra or {})}
+                   "round": 0 if status == "capped" else p.rounds_done, **extra}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
-            p.cache = None
+            counts["written"] += 1
+            kill_point("step-control-write")
             if bar is not None:
                 bar.update(1)
+            if counts["written"] % RELEASE_EVERY == 0:
+                release_memory()
 
-        for round_ in range(1, args.rounds + 1):
-            still = []
-            for p in active:
-                if pairs_of.get(p.record["problem_id"], 0) >= cap(p.record["problem_id"]):
-                    retire(p, "capped")
-                else:
-                    still.append(p)
-            active = still
-            if not active:
-                break
-            results = {}
-            for fmt in {p.fmt for p in active}:
-                group = [p for p in active if p.fmt is fmt]
-                if fmt is None:  # chain-of-thought: reuse each prefix's prefilled KV cache
-                    for p in group:
-                        if p.cache is None:
-                            p.cache = prefill_cache(model, p.prompt_ids)
-                sampler = SeededSampler(0, 0.0)  # argmax over RowNoise: each prefix's draw is its own
-                ramp, applied = ramp_for(fmt), {}  # applied: each continuation's ramp, read back below
-
-                def ramp_processor(i, ramp=ramp, applied=applied):
-                    applied[i] = ramp.processor(args.t0, args.dt, args.tmax)
-                    return [applied[i], RowNoise(stable_seed(args.seed, round_, group[i].prefix_id))]
-
-                with solution_stream(
-                        model, tokenizer, [p.prompt_ids for p in group], fmt=fmt, sampler=sampler,
-                        max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_code_rounds,
-                        timeout=args.timeout, caches=[p.cache for p in group] if fmt is None else None,
-                        logits_processors=ramp_processor,
-                        setup_code=lambda i: group[i].code_blocks, stop_strings=stop) as stream:
-                    for c in stream:
-                        results[group[c.index].prefix_id] = c
-                        c.ramp = applied[c.index]
-            still = []
-            for p in active:
-                c = results[p.prefix_id]
-                p.rounds_done = round_
-                grade_format = p.fmt.name if p.fmt else "cot"
-                grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format)
-                steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
-                problem = p.record["problem_id"]
-                if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
-                        or pairs_of.get(problem, 0) >= cap(problem) \
-                        or not args.include_truncated and c.finish_reason in TRUNCATED:
-                    still.append(p)  # right (or unusable): try this prefix again next round
-                    continue
-                temps = step_temperatures(tokenizer, c.tokens, c.ramp, "code" if p.fmt else "cot", p.fmt,
-                                          args.step_unit)
-                pairs_of[problem] = pairs_of.get(problem, 0) + 1
-                retire(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
-                                   "extracted": grade["extracted"], "finish_reason": c.finish_reason,
-                                   "solution_index": p.prefix_id.split("#")[1]})
-            active = still
-        for p in active:
-            retire(p, "exhausted")
+        # A file from ``sample`` holds one format; a mixed one is worked through one format after another.
+        for fmt_name in formats:
+            window = PrefixWindow(iter_prefixes(iter_solutions(args.solutions), tokenizer, args, done, stats,
+                                                fmt_name), args.batch_size, cap, pairs_of, prepare, request, commit)
+            fmt = FORMATS.get(fmt_name)
+            pool = pools.enter_context(sandbox_pool(fmt, args.batch_size, args.timeout))
+            for p, c in stream_completions(model, tokenizer, window.pull, fmt=fmt, pool=pool,
+                                           max_tokens=args.max_tokens, batch_size=args.batch_size,
+                                           max_rounds=args.max_code_rounds, stop_strings=stop):
+                _continuation_done(p, c, window, args, tokenizer)
+            peak = max(peak, window.peak_live)
     if bar is not None:
         bar.close()
-    n_pairs = write_jsonl_atomic(out / "pairs_step_control.jsonl", step_control_pairs(records, sc_path, tokenizer,
-                                                                                    args))
-    rows = read_finished(sc_path, None)
-    return {"prefixes": len(rows), "pairs": n_pairs, "problems": stats["problems"],
-            "skipped_mid_token": stats["split_token"],
-            "exhausted": sum(r["status"] == "exhausted" for r in rows),
-            "capped": sum(r["status"] == "capped" for r in rows)}
+    n_pairs = write_jsonl_atomic(out / "pairs_step_control.jsonl", step_control_pairs(args.solutions, sc_path,
+                                                                                    tokenizer, args))
+    summary = {"prefixes": 0, "exhausted": 0, "capped": 0}
+    for row in iter_finished(sc_path):
+        summary["prefixes"] += 1
+        summary[row["status"]] = summary.get(row["status"], 0) + 1
+    return {"prefixes": summary["prefixes"], "pairs": n_pairs, "problems": stats["problems"],
+            "skipped_mid_token": stats["split_token"], "exhausted": summary["exhausted"],
+            "capped": summary["capped"], "peak_live_prefixes": peak}
 
 
-def run_stop_strings(args: StepControlArgs, records: list[dict]) -> tuple[str, ...]:
+def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs, tokenizer) -> None:
+    """Grade a prefix's continuation: a pair, another round, or the prefix is exhausted."""
+    from mlx_scdpo.ramp import step_temperatures
+
+    kill_point("step-control-draw")
+    p.rounds_done = p.round
+    ramp, p.ramp = p.ramp, None
+    if p.cancelled or window.capped(p):
+        window.finish(p, "capped")
+        return
+    grade_format = p.fmt.name if p.fmt else "cot"
+    grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format)
+    steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
+    if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
+            or not args.include_truncated and c.finish_reason in TRUNCATED:
+        if p.round < args.rounds:  # right (or unusable): this prefix tries again
+            p.round += 1
+            window.again(p)
+        else:
+            window.finish(p, "exhausted")
+        return
+    temps = step_temperatures(tokenizer, c.tokens, ramp, "code" if p.fmt else "cot", p.fmt, args.step_unit)
+    window.finish(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
+                              "extracted": grade["extracted"], "finish_reason": c.finish_reason,
+                              "solution_index": p.prefix_id.split("#")[1]})
+
+
+def run_stop_strings(args: StepControlArgs, records) -> tuple[str, ...]:
     """``--stop`` when given, else the stop strings ``sample`` recorded (the defaults for older files)."""
     from mlx_scdpo.prompts import stop_strings
 
@@ -293,19 +420,33 @@ def run_stop_strings(args: StepControlArgs, records: list[dict]) -> tuple[str, .
     return stop_strings([s for stop in lists for s in stop if isinstance(s, str)]) if lists else stop_strings()
 
 
-def step_control_pairs(records: list[dict], sc_path: Path, tokenizer, args: StepControlArgs):
-    """Pairs (TRL format) from the step-control outcomes: chosen = the rest of the correct solution."""
-    by_id = {r["problem_id"]: r for r in records}
-    for row in read_finished(sc_path, None):
-        if row["status"] != "pair":
-            continue
-        rec = by_id[row["problem_id"]]
-        sol = [s for s in rec["samples"] if s["correct"]][int(row["solution_index"])]
-        steps = solution_steps(sol["text"], record_format(rec), args.step_unit)
-        prefix_text = "".join(steps.steps[: row["k"]])
-        t = token_boundary(tokenizer, sol["ids"], sol["text"], len(prefix_text))
-        chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:],
-                  "finish_reason": sol.get("finish_reason")}
-        rejected = {"text": row["rejected"], "ids": row["rejected_ids"], "finish_reason": row.get("finish_reason")}
-        yield make_pair(rec, prefix_text=prefix_text, prefix_ids=sol["ids"][:t], chosen=chosen, rejected=rejected,
-                        source="step_control", k=row["k"], temperatures=row["temperatures"], round=row["round"])
+def step_control_pairs(solutions: str, sc_path: Path, tokenizer, args: StepControlArgs):
+    """Pairs (TRL format) from the step-control outcomes: chosen = the rest of the correct solution.
+
+    Streamed: the outcome log is indexed by byte offset per problem, then the solutions are
+    read one record at a time, so neither file is held in memory.
+    """
+    offsets: dict[str, list[int]] = {}
+    pos = 0
+    with open(sc_path, "rb") as log:
+        for raw in log:
+            row = json.loads(raw)
+            if row["status"] == "pair":
+                offsets.setdefault(row["problem_id"], []).append(pos)
+            pos += len(raw)
+    with open(sc_path, "rb") as log:
+        for rec in iter_solutions(solutions):
+            for off in offsets.pop(rec["problem_id"], ()):
+                log.seek(off)
+                row = json.loads(log.readline())
+                sol = [s for s in rec["samples"] if s["correct"]][int(row["solution_index"])]
+                steps = solution_steps(sol["text"], record_format(rec), args.step_unit)
+                prefix_text = "".join(steps.steps[: row["k"]])
+                t = token_boundary(tokenizer, sol["ids"], sol["text"], len(prefix_text))
+                chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:],
+                          "finish_reason": sol.get("finish_reason")}
+                rejected = {"text": row["rejected"], "ids": row["rejected_ids"],
+                            "finish_reason": row.get("finish_reason")}
+                yield make_pair(rec, prefix_text=prefix_text, prefix_ids=sol["ids"][:t], chosen=chosen,
+                                rejected=rejected, source="step_control", k=row["k"],
+                                temperatures=row["temperatures"], round=row["round"])

@@ -424,6 +424,8 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     if args.lora_rank > (config_size(args.model, "hidden_size") or args.lora_rank):
         raise UserError(f"--lora-rank {args.lora_rank}: above the model's hidden size "
                         f"{config_size(args.model, 'hidden_size')}")
+    if args.ref_cache_dir is not None and Path(args.ref_cache_dir).exists() and not Path(args.ref_cache_dir).is_dir():
+        raise UserError(f"--ref-cache-dir {args.ref_cache_dir}: exists and is not a folder")
     if rank == 0:  # one run per adapter folder
         stack.enter_context(folder_lock(args.adapter_path, "train"))
     model, tokenizer = load_model(args.model)
@@ -445,9 +447,10 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
 
         from mlx_scdpo.memory import batch_lengths, preflight
 
-        # On stdout: stderr holds only an error's one line (a later refusal, e.g. --resume, or a NaN loss).
+        # stdout, with the training reports: stderr carries only errors (one line each)
         echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
-        preflight(model, replace(args, batch_size=min(args.batch_size, len(train)) // size),  # as make_batch pads
+        # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
+        preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
                   batch_lengths(train, args.batch_size, args.seed), shared, echo)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)

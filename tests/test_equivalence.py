@@ -144,19 +144,66 @@ def test_hard_timeout_kills_worker_and_recovers():
     from eval.worker import get_worker
 
     worker = get_worker()
+    is_equivalent("x+1", "1+x")  # running (started by an earlier test, or now)
     before = worker.timeouts
     t = time.perf_counter()
     # An equal pair whose simplify takes about a second; a 50 ms bound forces the kill path.
-    assert worker.call("symbolic", "(x+1)^{80}(x-1)^{80}", "(x^2-1)^{80}", timeout=0.05) is False
+    assert worker.call("relation", ("(x+1)^{71}(x-1)^{71}", "=", "y"), ("(x^2-1)^{71}", "=", "y"), timeout=0.05) is False
     assert time.perf_counter() - t < 2.0
     assert worker.timeouts == before + 1
+    worker.warm()  # the replacement may still be starting: wait for it outside the timing
     assert is_equivalent("\\sqrt{8}", "2\\sqrt{2}") is True  # a fresh worker answers
 
 
 def test_threads_get_bounded_answers():
     from concurrent.futures import ThreadPoolExecutor
 
+    from eval.worker import get_worker
+
+    get_worker().warm()  # a worker replaced by an earlier test may still be starting
     pairs = [("(x+1)^2", "x^2+2x+1"), ("10^{10^{10}}", "1"), ("\\frac12", "0.5")] * 4
     with ThreadPoolExecutor(4) as ex:
         got = list(ex.map(lambda pg: is_equivalent(*pg), pairs))
     assert got == [True, False, True] * 4
+
+
+def test_pair_after_a_timeout_is_not_charged_a_restart():
+    """A warm spare replaces a killed worker: the next pair does not wait for sympy to load."""
+    from eval.worker import get_worker
+
+    worker = get_worker()
+    worker.warm()
+    assert worker.call("relation", ("(x+1)^{73}(x-1)^{73}", "=", "y"), ("(x^2-1)^{73}", "=", "y"), timeout=0.05) is False
+    t = time.perf_counter()
+    assert is_equivalent("x^2-1", "(x-1)(x+1)") is True
+    assert time.perf_counter() - t < 1.0
+
+
+def test_one_time_bound_covers_all_calls_of_a_pair():
+    """A list of slow items shares one bound: the pair answers False in about `timeout`, not n times it."""
+    from eval.worker import get_worker
+
+    get_worker().warm()
+    # Four equations, each about a second of simplify (different exponents: sympy caches results).
+    slow = ", ".join(f"(x+1)^{{{n}}}(x-1)^{{{n}}}=y+1" for n in (41, 43, 45, 47))
+    gold = ", ".join(f"(x^2-1)^{{{n}}}=y+1" for n in (41, 43, 45, 47))
+    t = time.perf_counter()
+    assert is_equivalent(slow, gold, timeout=0.5) is False
+    assert time.perf_counter() - t < 1.5  # a bound per call would take at least 4 x 0.5 s
+
+
+@pytest.mark.slow  # waits for three worker start-ups (seconds each)
+def test_pairs_right_after_repeated_kills_stay_bounded():
+    """Kills in a row outpace the spare: later pairs answer False within their bound, never wait."""
+    from eval.worker import get_worker
+
+    worker = get_worker()
+    worker.warm()
+    for n in range(3):  # each kill promotes the spare; the next spare is still starting
+        worker.call("relation", (f"(x+1)^{{{51 + n}}}(x-1)^{{{51 + n}}}", "=", "y"), (f"(x^2-1)^{{{51 + n}}}", "=", "y"),
+                    timeout=0.05)
+        t = time.perf_counter()
+        is_equivalent("x^2-1", "(x-1)(x+1)", timeout=0.5)
+        assert time.perf_counter() - t < 1.0
+    worker.warm()
+    assert is_equivalent("x^2-1", "(x-1)(x+1)") is True

@@ -240,6 +240,8 @@ ADVERSARIAL = {
     "open-inline": "\\(" * (_N // 2), "open-display": "\\[" * (_N // 2), "dollars": "$a " * (_N // 3),
     "final-answer-lines": "\n**Final Answer:** " * (_N // 19), "box-spaces": "\\boxed{" + " , " * (_N // 3) + "}",
     "box-gap": "\\boxed{1}" + " " * _N + "\\boxed{2}", "or-chain": "x = 1 or " * (_N // 9), "hash": "#### " * (_N // 5),
+    "box-inner-spaces": "\\boxed{1" + " " * _N + "x}", "label-comma-spaces": "x = 1," + " " * _N + "y",
+    "plus-minus-spaces": "x = ±3" + " " * _N + "abc", "quote-spaces": '"' + " " * _N + "a", "list-spaces": "1" + " " * _N + "2",
 }
 
 
@@ -250,4 +252,5 @@ def test_extraction_is_linear_on_adversarial_text(name):
 
     t = time.perf_counter()
     extract_answer(ADVERSARIAL[name])
+    clean_answer(ADVERSARIAL[name])
     assert time.perf_counter() - t < 1.0

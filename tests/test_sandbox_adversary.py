@@ -418,3 +418,93 @@ def test_host_unix_sockets_are_out_of_reach(pool, tmp_path):
     finally:
         for s in servers:
             s.close()
+
+
+@LINUX
+def test_a_missing_libseccomp_is_said_not_hidden(monkeypatch):
+    from mlx_scdpo.sandbox import Sandbox
+
+    monkeypatch.setattr(sandbox_isolation, "seccomp_program", lambda: None)
+    with pytest.warns(RuntimeWarning, match="libseccomp"):
+        with Sandbox(timeout=TIMEOUT, preload=()) as sb:
+            assert sb.isolation["seccomp"] is False and sb.run("6 * 7").output == "42\n"
+
+
+def test_threads_do_not_run_between_blocks_without_bubblewrap_either(monkeypatch):
+    # The path macOS takes (here with the Linux isolation switched off): the worker is paused too.
+    import warnings
+
+    from mlx_scdpo.sandbox import Sandbox
+
+    monkeypatch.setenv(sandbox_isolation.UNCONFINED_ENV, "unconfined")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sb = Sandbox(timeout=TIMEOUT, preload=(), disable=("bwrap", "seatbelt"))
+    with sb:
+        r = sb.run("import threading, time\nstamps = []\ndef keep():\n    while True:\n"
+                   "        stamps.append(time.monotonic())\n        time.sleep(0.01)\n"
+                   "threading.Thread(target=keep, daemon=True).start()\ntime.sleep(0.1)\nend = time.monotonic()")
+        assert r.error is None, r
+        time.sleep(1.0)
+        r = sb.run("start = time.monotonic()\nlen([t for t in stamps if end + 0.05 < t < start - 0.05])")
+        assert r.output == "0\n"
+
+
+def test_inert_output_leaves_whitespace_tokens_and_plain_output_alone():
+    from eval.blocks import MARKDOWN
+    from mlx_scdpo.code_generation import inert_output
+
+    class Tok:  # a tokenizer with a whitespace-only added token and a markup one
+        added_tokens_decoder = {5: "    ", 6: "<tool_call>"}
+        all_special_tokens = ["</s>"]
+
+    out = "a    b\n1 < 2\n<tool_call></s>``"
+    assert inert_output(out, Tok(), MARKDOWN) == "a    b\n1 < 2\n<\u200btool_call><\u200b/s>``"
+
+
+def test_seatbelt_profile_keeps_temporary_directories_private(tmp_path):
+    # Other programs' files in /tmp and the user's $TMPDIR; the scratch inside one stays allowed.
+    import tempfile
+
+    from mlx_scdpo.sandbox import WORKER_PATH
+
+    scratch = tempfile.mkdtemp(prefix="mlx-scdpo-sandbox-")
+    try:
+        profile = sandbox_isolation.seatbelt_profile([], scratch, WORKER_PATH)
+    finally:
+        os.rmdir(scratch)
+    assert f'(require-not (subpath "{os.path.realpath(tempfile.gettempdir())}"))' in profile
+    assert f'(allow file-read* file-write* (subpath "{os.path.realpath(scratch)}"))' in profile
+
+
+# --- what is writable inside ---------------------------------------------------------------------
+
+DEVICES = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}
+PRIVATE_TMPFS = {"/scratch", "/tmp", "/var/tmp", "/dev/shm", "/run"}
+
+
+@LINUX
+def test_every_writable_mount_is_a_bounded_private_tmpfs_or_a_device(pool):
+    # bubblewrap's /dev was a writable tmpfs of half the host's memory (120 MB written in a test).
+    r = attack(pool, "[l.split()[1:4] for l in open('/proc/self/mounts')]")
+    mounts = eval(r.output)  # a list of [mountpoint, type, options] printed by our own code
+    for point, kind, options in mounts:
+        opts = options.split(",")
+        if "ro" in opts or point in DEVICES or point in ("/proc", "/dev/pts"):
+            continue
+        assert point in PRIVATE_TMPFS and kind == "tmpfs", (point, kind, options)
+        size = [o for o in opts if o.startswith("size=")]
+        assert size and int(size[0][5:-1]) <= 64 << 10, (point, options)  # KB, at most scratch_mb
+    r = attack(pool, "open('/dev/fill', 'wb')")
+    assert r.error == "exception" and "Read-only file system" in r.output
+
+
+@LINUX
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 system call numbers")
+def test_new_namespaces_through_raw_clone_are_refused(pool):
+    # seccomp refuses unshare(), not clone() flags: --disable-userns and the dropped capabilities do.
+    code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+            "out = []\nfor flags in (0x10000000, 0x20000000, 0x40000000, 0x08000000, 0x02000000):\n"
+            "    r = libc.syscall(56, flags | 17, 0, 0, 0, 0)\n    if r == 0:\n        os._exit(0)\n"
+            "    if r > 0:\n        os.waitpid(r, 0)\n    out.append(r > 0)\nout")
+    assert attack(pool, code).output == "[False, False, False, False, False]\n"

@@ -1,7 +1,8 @@
 """Step-controlled sampling throughput (generated tokens/s), side by side on the same prefixes:
 
-* ours: ``generate_batched`` with the temperature-ramp processor per sequence, a seeded
-  sampler, and each prefix's KV cache prefilled once and copied in (as ``step-control``);
+* ours: ``windows.stream_completions`` with the temperature-ramp processor and its own PRNG
+  stream (``ItemNoise``) per sequence, and each prefix's KV cache prefilled once and copied
+  in (as ``step-control``);
 * (a) a plain loop of ``mlx_lm.generate`` (``stream_generate``) per continuation, with the
   same ramp as a logits processor (what a naive driver does);
 * (b) raw ``BatchGenerator`` (``generate_batched`` with a plain temperature-1.1 sampler,
@@ -24,6 +25,7 @@ from mlx_lm import load, stream_generate
 from mlx_scdpo.generation import generate_batched, prefill_cache
 from mlx_scdpo.ramp import SeededSampler, StepRamp
 from mlx_scdpo.tiny_model import make_tiny_model
+from mlx_scdpo.windows import Request, item_noise, stream_completions
 
 
 def main():
@@ -41,11 +43,15 @@ def main():
                           f"Step 2: add {i}\n", add_special_tokens=False) for i in range(args.prefixes)]
 
     def ours():
-        caches = [prefill_cache(model, p) for p in prompts]
-        procs = [[ramp.processor()] for _ in prompts]
-        return sum(len(c.tokens) for c in generate_batched(
-            model, tok, prompts, max_tokens=args.max_tokens, batch_size=args.batch_size,
-            sampler=SeededSampler(0), logits_processors=procs, caches=caches, stop_tokens=[]))
+        reqs = [Request(i, p, [ramp.processor(), item_noise(1.0, 0, i)], cache=prefill_cache(model, p))
+                for i, p in enumerate(prompts)]
+
+        def pull(n):
+            out, reqs[:] = reqs[:n], reqs[n:]
+            return out
+
+        return sum(len(c.tokens) for _, c in stream_completions(
+            model, tok, pull, max_tokens=args.max_tokens, batch_size=args.batch_size, stop_tokens=[]))
 
     def raw():
         return sum(len(c.tokens) for c in generate_batched(
