@@ -67,6 +67,17 @@ def folder_lock(folder: str | Path, command: str):
         os.close(fd)  # releases the flock
 
 
+def refuse_overwriting(inputs, folder: str | Path, names: tuple[str, ...]) -> None:
+    """Inputs are never written: one that is also one of the run's outputs (``folder/name``, by any
+    path or link; e.g. a problems file named ``solutions.jsonl`` in the output folder) is one line."""
+    for name in names:
+        out = Path(folder) / name
+        for i in inputs:
+            if i is not None and out.exists() and Path(i).exists() and os.path.samefile(i, out):
+                raise UserError(f"{i}: is also an output of this command ({out}); use another output folder "
+                                f"(inputs are never changed)")
+
+
 def check_output_folder(folder: str | Path, option: str) -> None:
     """A folder to be written later must not be (or sit under) a file: one line now, not a traceback later."""
     path = Path(folder).expanduser().absolute()

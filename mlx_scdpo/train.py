@@ -53,7 +53,7 @@ from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
 from mlx_scdpo.models import set_adapter_scale  # noqa: F401  (also imported from here)
 from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
                                        sequence_arrays, tokenize_pair, vocab_size)
-from mlx_scdpo.run_state import check_output_folder, data_identity, folder_lock, kill_point
+from mlx_scdpo.run_state import check_output_folder, data_identity, folder_lock, kill_point, refuse_overwriting
 from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
@@ -426,6 +426,8 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
                         f"{config_size(args.model, 'hidden_size')}")
     if args.ref_cache_dir is not None and Path(args.ref_cache_dir).exists() and not Path(args.ref_cache_dir).is_dir():
         raise UserError(f"--ref-cache-dir {args.ref_cache_dir}: exists and is not a folder")
+    refuse_overwriting(files, args.adapter_path, ("metrics.jsonl", "train_config.json", "adapter_config.json",
+                                                  "adapters.safetensors"))
     if rank == 0:  # one run per adapter folder
         stack.enter_context(folder_lock(args.adapter_path, "train"))
     model, tokenizer = load_model(args.model)

@@ -596,7 +596,7 @@ def _hold(folder):
     return proc
 
 
-@pytest.mark.parametrize("command", ["sample", "step-control", "eval", "train", "build-pairs"])
+@pytest.mark.parametrize("command", ["sample", "step-control", "eval", "train", "build-pairs", "quickstart"])
 def test_a_second_run_on_a_held_folder_stops_with_one_line(tiny_model, files, tmp_path, command):
     out = tmp_path / "out"
     holder = _hold(out)
@@ -771,3 +771,24 @@ def test_train_killed_at_random_moments_then_resumed_equals_one_run(tiny_model, 
         np.testing.assert_allclose(np.array(a[k]), np.array(b[k]), atol=1e-6)
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 13))  # each step logged once
+
+
+@pytest.mark.parametrize("command,name", [("eval", "generations_gsm8k.jsonl"), ("sample", "solutions.jsonl"),
+                                          ("sample", "pairs_naive.jsonl"), ("step-control", "step_control.jsonl"),
+                                          ("step-control", "pairs_step_control.jsonl"), ("train", "metrics.jsonl")])
+def test_an_input_named_as_an_output_of_its_folder_is_never_written(tiny_model, tmp_path, command, name):
+    """A problems file called solutions.jsonl in the output folder would be read as the run's own log
+    (its lines without problem_id moved aside); a pairs file called metrics.jsonl deleted by a fresh
+    training start. Refused instead, the file untouched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    path = out / name
+    rows = {"eval": PROBLEM, "sample": PROBLEM, "step-control": SOLUTION, "train": PAIR}[command]
+    path.write_bytes(_lines(rows))
+    m = ["--model", tiny_model]
+    argv = {"eval": ["eval", *m, "--task", "gsm8k", "--data-files", path, "--output-dir", out],
+            "sample": ["sample", *m, "--data-files", path, "--output-dir", out, "--no-progress"],
+            "step-control": ["step-control", *m, "--solutions", path, "--output-dir", out, "--no-progress"],
+            "train": ["train", *m, "--data", path, "--adapter-path", out, "--no-progress"]}[command]
+    _one_line_exit_2(argv, [path], must_name="is also an output")
+    assert sorted(p.name for p in out.iterdir()) == [name]
