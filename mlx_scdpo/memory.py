@@ -8,9 +8,8 @@ what MLX holds at the peak of a training step (``estimate_peak``):
   adapters, their gradients and AdamW's two moments;
 * the activations kept for the backward pass, per layer the gradient passes through
   (from the first adapted layer to the last): with gradient checkpointing only each
-  layer's input (and the prompt's keys and values), otherwise each layer's attention
-  probabilities (heads x query x key positions), its MLP activations (intermediate size)
-  and a few hidden-sized arrays per token;
+  layer's input (and the prompt's keys and values), otherwise its MLP activations
+  (intermediate size) and a few hidden-sized arrays per token;
 * the transient arrays of one layer's backward pass (and, with checkpointing, its
   recomputation), the largest of which are the attention probabilities;
 * the logits: one chunk (``--logits-chunk``), or all [positions x vocabulary] without
