@@ -10,6 +10,9 @@
   batches are length-bucketed; the step is compiled (``mx.compile`` over model,
   optimizer and RNG state, as mlx-lm's trainer) with optional gradient accumulation and
   checkpointing; AdamW with linear warmup then cosine decay.
+* The LM head and log-softmax run in chunks of positions (``mlx_scdpo.logps``); before the
+  reference pass a preflight prints the estimated peak memory and refuses a run that would
+  not fit (``mlx_scdpo.memory``).
 * Logs TRL's metric names to the terminal, ``ADAPTER_PATH/metrics.jsonl`` and, with
   ``--report-to wandb``, to Weights & Biases.
 * Checkpoints (adapters, optimizer state, step, data position) every ``--save-every``
