@@ -134,7 +134,7 @@ def stream_completions(
     live: dict[int, _Live] = {}  # BatchGenerator uid -> sequence
     waiting: dict = {}  # future -> (sequence, cache or None): setup code or a block running
     executor = ThreadPoolExecutor(max_workers=max(1, min(batch_size, 16))) if fmt is not None else None
-    admitted: list[_Live] = []  # every sequence that holds a sandbox, for the clean-up
+    holding: dict[int, _Live] = {}  # sequences holding a sandbox (closed on the way out)
 
     def insert(s: _Live, tokens: list[int], cache, context: list[int], budget: int):
         req = s.request
@@ -173,6 +173,7 @@ def stream_completions(
         if fmt is None:
             return s.request.tag, Completion(0, s.tokens, text, reason)
         s.sandbox.close()
+        del holding[id(s)]
         return s.request.tag, CodeCompletion(0, s.tokens, text, reason, s.executions, s.gen_mask)
 
     try:
@@ -184,7 +185,7 @@ def stream_completions(
                     start(s)
                     continue
                 s.sandbox = pool.sandbox()
-                admitted.append(s)
+                holding[id(s)] = s
                 if req.setup_code:  # a prefix's kept code, replayed off the decoding thread
                     waiting[executor.submit(setup, s)] = (s, None)
                 else:
@@ -240,7 +241,7 @@ def stream_completions(
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
-        for s in admitted:
+        for s in holding.values():
             s.sandbox.close()
         gen.close()
 

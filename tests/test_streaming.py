@@ -203,3 +203,29 @@ def test_live_prefix_caches_are_bounded_by_the_window(tmp_path, monkeypatch):
                                            rounds=1, max_tokens=32, batch_size=2, progress=False))
     assert res["prefixes"] > 12  # more prefixes than the window by far
     assert res["peak_live_prefixes"] <= 2 and 1 <= peak[0] <= 2
+
+
+@pytest.mark.slow
+def test_code_format_step_control_killed_resumes_byte_identical(tiny_model, tmp_path):
+    """Code-integrated prefixes: kept code replayed in each continuation's sandbox, outcomes still reproducible."""
+    _, tok = load(str(tiny_model))
+    rows = []
+    for i in range(4):
+        text = (f"First compute.\n```python\nx = {i + 6} * 7\nprint(x)\n```\n```output\n{(i + 6) * 7}\n```\n"
+                f"Now add one.\n```python\nprint(x + 1)\n```\n```output\n{(i + 6) * 7 + 1}\n```\n"
+                f"The answer is \\boxed{{{(i + 6) * 7 + 1}}}.")
+        prompt = f"Question {i}: {i + 6} * 7 + 1?\n"
+        rows.append({"problem_id": f"code/{i}", "task": "gsm8k", "question": "Q", "gold": str((i + 6) * 7 + 1),
+                     "prompt": prompt, "prompt_ids": tok.encode(prompt, add_special_tokens=False),
+                     "solution_format": "code", "block_format": "markdown",
+                     "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]})
+    solutions = tmp_path / "solutions.jsonl"
+    solutions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = lambda out: ["step-control", "--model", str(tiny_model), "--solutions", str(solutions),  # noqa: E731
+                        "--output-dir", str(out), "--max-tokens", "16", "--rounds", "2", "--batch-size", "3",
+                        "--max-pairs-per-problem", "2", "--include-truncated", "--no-progress"]
+    _run_ok(args(tmp_path / "ref"))
+    assert len((tmp_path / "ref" / "step_control.jsonl").read_text().splitlines()) == 12  # 3 prefixes x 4
+    _killed(args(tmp_path / "o"), "step-control-write:4", tmp_path)
+    _run_ok(args(tmp_path / "o"))
+    _same_outputs(tmp_path / "o", tmp_path / "ref", SC_FILES)
