@@ -2,10 +2,10 @@
 
 import click
 
-from eval.cli import score_command
+from eval.cli import OneLineErrors, score_command
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 def main():
     """Standalone GSM8K / MATH grading."""
 

@@ -13,6 +13,7 @@ number; parquet files and hub names go through ``datasets.load_dataset``.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,27 @@ def _level(value) -> int | None:
     return int(m.group(0)) if m else None
 
 
+#: Optional fields and what they must be when present (not null): a gold answer given as a list
+#: or ``true`` would otherwise be graded as the text "[1]" or "True", silently.
+_FIELD_KINDS = {"answer": ((str, int, float), "text or a number"), "solution": ((str,), "text"),
+                "type": ((str,), "text"), "subject": ((str,), "text"), "unique_id": ((str,), "text"),
+                "level": ((str, int), "text or an integer")}
+
+
+def _check_types(row: dict, source, line) -> None:
+    for name, (kinds, what) in _FIELD_KINDS.items():
+        value = row.get(name)
+        if value is None and not (name == "answer" and "answer" in row and "solution" not in row):
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            shown = json.dumps(value, default=str)[:40]
+            raise UserError(f"{where(source, line, name)} must be {what}, not {shown}")
+
+
 def row_to_problem(task: str, row: dict, doc_id: int, source: str = "") -> Problem:
     """Turn one dataset row into a ``Problem``; missing fields raise ``UserError``."""
     line = row.get("__line__")
+    _check_types(row, source, line)
     question = next((row[f] for f in _QUESTION_FIELDS if f in row), None)
     if not isinstance(question, str) or not question.strip():
         raise UserError(f"{where(source, line, 'question/problem')} is missing or empty")
@@ -117,7 +136,9 @@ def _rows_from_datasets(path: str, configs, split: str, data_files=None) -> list
 
     rows = []
     try:
-        if data_files is not None:
+        if data_files is not None:  # a local file: no progress bars or log lines around a one-line error
+            datasets.disable_progress_bars()
+            datasets.utils.logging.set_verbosity(datasets.logging.CRITICAL)
             ds = datasets.load_dataset(path, data_files=data_files, split=split)
             rows.extend(ds)
         else:

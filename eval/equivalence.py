@@ -1,18 +1,29 @@
 """Answer equivalence for GSM8K and MATH.
 
-Order of checks (cheap and exact first; sympy last, in a killable worker process):
+No answer text is ever executed: strings are compared here, exact numbers with ``fractions``,
+and everything symbolic is parsed by an ANTLR LaTeX grammar in a killable, guarded worker
+process (``eval.symbolic``, ``eval.guard``, ``eval.worker``). Order of checks (cheap and exact first):
 
-1. Normalized strings equal (``eval.normalize.strip_string``) -> equal.
-2. Hedged predictions (``18 or 19``, ``either``) never equal a single gold value.
-3. Structure: matrices (elementwise), ``\\pm`` (two-element set), unions of intervals
+1. Normalized strings equal (``eval.normalize.strip_string``: wrappers, ``\\boxed{}``, units,
+   thousands separators, number words, spacing) -> equal.
+2. Hedged predictions (``18 or 19``) never equal a single gold value.
+3. Labels and working are read off: ``x = 5``, ``(p,q) = (3,2)``, ``|AB| = 1``, ``x = 5+5+1 = 11``,
+   ``18 - 3 = 15`` (the last side), ``x \\approx 3``; genuine equations stay relations.
+4. Structure: matrices (elementwise), ``\\pm`` (two-element set), unions of intervals
    (unordered), intervals / tuples / points / vectors (ordered, bracket kinds must
-   match so ``(1,2]`` != ``[1,2]``), bare comma lists and ``\\{...\\}`` sets (unordered).
-4. Relations: equations and inequalities compared as ``rhs - lhs`` up to a constant
+   match so ``(1,2]`` != ``[1,2]``), bare comma / ``or`` / ``and`` lists and ``\\{...\\}`` sets
+   (unordered). Inequalities in one variable become intervals; unions that simplify and
+   matrix arithmetic go to the worker.
+5. Relations: equations and inequalities compared as ``rhs - lhs`` up to a constant
    factor (positive for inequalities), so swapped sides and scaled forms match.
-5. Scalars: exact rationals (integers, decimals, fractions, mixed numbers) compare
-   exactly; percent answers also match their value / 100; otherwise sympy
-   (``simplify(a - b) == 0``; floats against irrationals only within 1e-9 relative).
-   ``10^{10^{10}}``-style towers are never handed to sympy (they would not finish).
+6. Scalars: exact rationals (integers, decimals, fractions, mixed numbers, ``1.5\\times10^3``,
+   ``0.\\overline{3}``) compare exactly; percent answers also match their value / 100; base
+   subscripts (``204_5``) compare digits and base; text compares case-insensitively; otherwise
+   sympy in the worker (sampled identity, then ``simplify``; floats against irrationals only
+   within 1e-9 relative). ``10^{10^{10}}``-style towers are never handed to sympy.
+
+Every pair has one time bound (``timeout``, default 1 s) across all its worker calls; when it
+runs out the answer is "not equal": a false negative is preferred to a false positive.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import re
 import time
 from fractions import Fraction
 
+from eval.arithmetic import checked_result
+from eval.labels import VARIABLE, as_point, other_variable
 from eval.normalize import normalize_gsm8k, parse_rational, strip_string
 from eval.worker import DEFAULT_TIMEOUT, get_worker
 
@@ -28,8 +41,9 @@ _HEDGE = re.compile(r"\bor\b|\beither\b|\\text\{\s*or\s*\}|\\lor", re.IGNORECASE
 _MATRIX = re.compile(r"^\\begin\{([pbvB]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}$", re.DOTALL)
 _OPEN, _CLOSE = "([{", ")]}"
 # Exponents whose value would be astronomically large: nested powers or long literals.
-_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d{4,}|\*\*\s*\(?\s*\d{4,}|!\s*!|\d{4,}\s*!")
+_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d+\s*\}?\s*\^|\^\s*\{?\s*\d{4,}|\*\*\s*\(?\s*\d{4,}|!\s*!|\d{4,}\s*!")
 _MAX_LEN = 400
+_MAX_INPUT = 2000
 
 
 def split_top_level(s: str, sep: str = ",") -> list[str]:
@@ -94,6 +108,8 @@ def _structure(s: str):
     items = split_top_level(s)
     if len(items) > 1:
         return ("set", items)
+    if "\\pm" in s and s.count("\\pm") == 1 and VARIABLE.match(s):  # "x=\pm3" against a list "-3,3"
+        s = s[VARIABLE.match(s).end():]
     if "\\pm" in s and s.count("\\pm") == 1 and "=" not in s:
         a, b = s.split("\\pm")
         return ("set", [f"{a}+{b}" if a else b, f"{a}-{b}" if a else f"-{b}"])
@@ -162,7 +178,7 @@ def _unlabel(s: str) -> str | None:
     return None
 
 
-def _scalar_equal(p: str, g: str, percent: bool, deadline: float) -> bool:
+def _scalar_equal(p: str, g: str, percent: bool, deadline: list[float]) -> bool:
     if p == g:
         return True
     bp, bg = _BASE.match(p), _BASE.match(g)
@@ -203,14 +219,19 @@ def _is_text(s: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z][A-Za-z'\-]{2,}", s))
 
 
-def _call(op: str, a, b, deadline: float) -> bool:
-    left = deadline - time.monotonic()
+def _call(op: str, a, b, deadline: list[float]) -> bool:
+    worker = get_worker()
+    if not worker.started:  # the one-time start (seconds) is not charged to the pair
+        t = time.monotonic()
+        worker.start()
+        deadline[0] += time.monotonic() - t
+    left = deadline[0] - time.monotonic()
     if left <= 0:
         return False
-    return get_worker().call(op, a, b, left)
+    return worker.call(op, a, b, left)
 
 
-def _items_equal(ps: list[str], gs: list[str], ordered: bool, percent: bool, deadline: float, depth: int) -> bool:
+def _items_equal(ps: list[str], gs: list[str], ordered: bool, percent: bool, deadline: list[float], depth: int) -> bool:
     if len(ps) != len(gs):
         return False
     ps, gs = [strip_string(x) for x in ps], [strip_string(x) for x in gs]  # "x=2, x=3"
@@ -238,10 +259,55 @@ def _setlike(s: str) -> bool:
     return bool(ops) and len(letters) == 1 and "," not in s
 
 
-def _answer_equal(p: str, g: str, percent: bool, deadline: float, depth: int = 0) -> bool:
+def _unparen(s: str) -> str:
+    """``(\\frac{1}{3})`` -> ``\\frac{1}{3}``: brackets around one item carry nothing."""
+    while len(s) > 2 and s[0] == "(" and s[-1] == ")" and _wrapped(s) and len(split_top_level(s[1:-1])) == 1:
+        s = s[1:-1]
+    return s
+
+
+_VAR = r"[a-zA-Z](?:\([a-z]\))?"
+_BOUND = r"[^<>=!,]+"
+_CHAIN = re.compile(rf"^(?P<a>{_BOUND})(?P<o1><=?)(?P<v>{_VAR})(?P<o2><=?)(?P<b>{_BOUND})$")
+_CHAIN_DOWN = re.compile(rf"^(?P<b>{_BOUND})(?P<o2>>=?)(?P<v>{_VAR})(?P<o1>>=?)(?P<a>{_BOUND})$")
+_UPPER = re.compile(rf"^(?:(?P<v>{_VAR})(?P<o><=?)(?P<b>{_BOUND})|(?P<b2>{_BOUND})(?P<o2>>=?)(?P<v2>{_VAR}))$")
+_LOWER = re.compile(rf"^(?:(?P<v>{_VAR})(?P<o>>=?)(?P<a>{_BOUND})|(?P<a2>{_BOUND})(?P<o2><=?)(?P<v2>{_VAR}))$")
+
+
+def _inequality_as_interval(s: str) -> str | None:
+    """``1<x<=2`` -> ``(1,2]``, ``x>=3`` -> ``[3,\\infty)``: one variable, as an interval string."""
+    m = _CHAIN.match(s) or _CHAIN_DOWN.match(s)
+    if m:
+        left = "[" if m.group("o1").endswith("=") else "("
+        right = "]" if m.group("o2").endswith("=") else ")"
+        return f"{left}{m.group('a')},{m.group('b')}{right}"
+    m = _UPPER.match(s)
+    if m:
+        op, b = (m.group("o"), m.group("b")) if m.group("v") else (m.group("o2"), m.group("b2"))
+        return f"(-\\infty,{b}{']' if op.endswith('=') else ')'}"
+    m = _LOWER.match(s)
+    if m:
+        op, a = (m.group("o"), m.group("a")) if m.group("v") else (m.group("o2"), m.group("a2"))
+        return f"{'[' if op.endswith('=') else '('}{a},\\infty)"
+    return None
+
+
+def _intervalish(s: str) -> bool:
+    return "\\cup" in s or (len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _wrapped(s)
+                             and len(split_top_level(s[1:-1])) == 2)
+
+
+def _answer_equal(p: str, g: str, percent: bool, deadline: list[float], depth: int = 0) -> bool:
     p, g = p.strip(), g.strip()
+    if _choice(p) and _choice(g):
+        return _choice(p) == _choice(g)
+    p, g = _unparen(p), _unparen(g)
     if p == g:
         return True
+    if _intervalish(g) and not _intervalish(p) and _inequality_as_interval(p):
+        p = _inequality_as_interval(p)
+    elif _intervalish(p) and not _intervalish(g) and _inequality_as_interval(g):
+        g = _inequality_as_interval(g)
     if depth > 4 or not p or not g:
         return False
     listed = len(split_top_level(p)) > 1 or len(split_top_level(g)) > 1
@@ -253,7 +319,8 @@ def _answer_equal(p: str, g: str, percent: bool, deadline: float, depth: int = 0
                 return rp == rg or _call("relation", rp, rg, deadline)
             return False
         if vp != p or vg != g:
-            return _answer_equal(vp, vg, percent, deadline, depth + 1)
+            return not other_variable(p, g) and _answer_equal(vp, vg, percent, deadline, depth + 1)
+    p, g = as_point(p, split_top_level(p), g), as_point(g, split_top_level(g), p)
     sp, sg = _structure(p), _structure(g)
     if sp[0] == "set" and sg[0] == "scalar" and sp[1] and not _setlike(g):
         # One answer boxed twice in different forms ("15\frac{39}{40}, \frac{639}{40}").
@@ -303,14 +370,16 @@ def is_equivalent(pred: str | None, gold: str | None, task: str = "math", timeou
     try:
         if pred is None or gold is None or not str(pred).strip() or not str(gold).strip():
             return False
-        pred, gold = str(pred), str(gold)
+        pred, gold = str(pred).strip(), str(gold).strip()
         if "__" in pred or "__" in gold:
             return False  # Python dunders: code, never an answer
+        if len(pred) > _MAX_INPUT or len(gold) > _MAX_INPUT:
+            return False  # no final answer is this long (MATH's longest gold: 81 characters)
         if task == "gsm8k":
             if is_hedged(pred) and not is_hedged(gold):
                 return False
             return _gsm8k_equal(pred, gold)
-        deadline = time.monotonic() + timeout
+        deadline = [time.monotonic() + timeout]  # one bound for all the pair's worker calls
         p, g = strip_string(pred), strip_string(gold)
         if p == g:
             return True
@@ -327,8 +396,10 @@ _PERCENT = re.compile(r"%|percent|\bpct\b")
 
 def _gsm8k_equal(pred: str, gold: str) -> bool:
     p, g = normalize_gsm8k(pred), normalize_gsm8k(gold)
-    if p is None or g is None:
-        return False
+    if p is None and "=" in pred:  # "10 - 2 = 8": the result side, only when the working is right
+        p = normalize_gsm8k(checked_result(pred) or "")
+    if p is None or g is None:  # "5:00": not a number, equal only to the same text
+        return p is None and g is None and re.sub(r"\s+", "", pred) == re.sub(r"\s+", "", gold)
     if p == g:
         return True
     try:

@@ -23,11 +23,13 @@ The order is fixed and documented (first rule that yields an answer wins):
    also on the next line) the whole formula is the answer.
 6. The last execution-output block of a code-integrated solution
    (```` ```output ```` fences, ToRA / Qwen-TIR; or MathCoder's ``<|execution|>``).
-7. Plain text ``x = 3 or x = -3`` at the end (``3, -3``).
+7. Plain text ``x = 3 or x = -3`` at the end, also ``$x = 3$ or $x = -3$`` (``3, -3``; this
+   package's rule for issue 10's plain-text alternatives, ``eval.phrases``).
 8. The last inline/display formula when no bare number follows it (Math-Verify's
    ``LatexExtractionConfig`` reads the last LaTeX environment), its last ``=`` side
    (``\\(3 \\times 4 = 12\\)`` is ``12``; an equation named as such stays whole); when the
-   last formula is a condition (``is $9$ when $x = 3$``) the formula before it.
+   last formula is a condition (``is $9$ when $x = 3$``) the formula before it (both this
+   package's rules, from the fresh batches in ``tests/extraction_table.py``).
 9. The last number in the text (Qwen2.5-Math's ``use_last_number``; lm-eval's GSM8K
    ``flexible-extract`` idea, whose exact regex lives in ``eval.lm_eval_filters``).
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 import re
 
 from eval.blocks import FORMATS, final_text, last_execution
+from eval.phrases import answer_sentence, plain_alternatives
 
 _THINK_END = "</think>"
 _FEWSHOT_CUTS = ("\n\nQuestion:", "\n\nProblem:")
@@ -52,7 +55,8 @@ _GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)")
 _ANCHORS = re.compile(
     r"final answer is\s*:?"                      # Minerva / lm-eval minerva_math
     r"|the answer is\s*:?"                       # Wei et al. CoT; Qwen2.5-Math "he answer is"
-    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",  # "Answer:", "**Final Answer:**"
+    # "Answer:", "**Final Answer:**"
+    r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",
     re.IGNORECASE,
 )
 _HOPE = re.compile(r"I hope it is correct", re.IGNORECASE)
@@ -71,7 +75,8 @@ _LIST_GAP = re.compile(
 )
 # Connectors that join alternatives inside one answer (top level only).
 _ALTERNATIVE = re.compile(
-    r"(?:\s*,?\s*(?:\\(?:text|textnormal|mbox|mathrm)\{\s*,?\s*(?:and|or)\s*\}|\\q?quad|;|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z]))\s*)+"
+    r"(?<!\s)(?:\s*(?:,\s*)?(?:\\(?:text|textnormal|mbox|mathrm)\{\s*(?:,\s*)?(?:and|or)\s*\}|\\q?quad|;"
+    r"|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z])))+\s*"
 )
 # Relations other than "=": never split an answer around "=" when one is present.
 _RELATION = re.compile(r"[<>≤≥≠]|\\(?:le|ge|leq|geq|lt|gt|ne|neq|leqslant|geqslant|approx|sim|equiv)(?![a-zA-Z])")
@@ -81,16 +86,15 @@ _LABEL = re.compile(
     r"|\\?[a-zA-Z]+(?:_\{?\w+\}?)?'*(?:\s*\([^()=]*\))?"
     r"|\((?:\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*,)+\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*\))$"
 )
-_PLAIN_ALTERNATIVES = re.compile(
-    r"\b([a-zA-Z])\s*=\s*(-?\s*[\d\\][^\s,;]*)((?:\s*(?:,\s*(?:or|and)?|or|and)\s*\1\s*=\s*-?\s*[\d\\][^\s,;]*)+)"
-)
-# "x = 3 or -3" closing a sentence.
-_PLAIN_PM = re.compile(r"\b[a-zA-Z]\s*=\s*(-?\d[\d.]*)\s*(?:,\s*)?(?:or|and)\s*(-?\d[\d.]*)\s*\.?\s*$")
-_PLAIN_PLUS_MINUS = re.compile(r"\b[a-zA-Z]\s*=\s*(?:±|\\pm)\s*(\d[\d.]*)\s*\.?\s*$")  # "x = ±3"
-_PLAIN_VALUE = re.compile(r"=\s*(-?\s*[\d\\][^\s,;]*)")
 # Prose that introduces a condition rather than a value: "..., attained at $x = 1$".
-_CONDITION = re.compile(r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?(?:at|when|for|where|if|in|on|over|within)\s*$", re.I)
-_TRAILING_CLAUSE = re.compile(r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL)
+_CONDITION = re.compile(
+    r"^[\s,;]*(?:(?:which\s+is\s+)?(?:attained|achieved|reached|occurring|obtained)\s+)?"
+    r"(?:at|when|for|where|if|in|on|over|within)\s*$",
+    re.I,
+)
+_TRAILING_CLAUSE = re.compile(
+    r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL
+)
 
 
 def strip_think(text: str) -> str:
@@ -105,18 +109,19 @@ def cut_fewshot(text: str) -> str:
     return text if cut < 0 else text[:cut]
 
 
-def _read_braced(text: str, start: int) -> tuple[str, int] | None:
-    """Content of the balanced ``{...}`` opening at ``text[start]`` and the index after it."""
-    depth = 0
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == "{" and (i == 0 or text[i - 1] != "\\"):
-            depth += 1
-        elif c == "}" and (i == 0 or text[i - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i], i + 1
-    return None
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of each balanced ``{`` -> index of its ``}`` (``\\{`` and ``\\}`` are text), in one pass:
+    linear even on hostile input such as ``"\\boxed{" * 20000``."""
+    pairs, stack = {}, []
+    for i, c in enumerate(text):
+        if c not in "{}" or i and text[i - 1] == "\\":
+            continue
+        if c == "{":
+            stack.append(i)
+        elif stack:
+            pairs[stack.pop()] = i
+        # an unmatched "}" closes nothing (as Hendrycks' last_boxed_only_string, which stops at depth 0)
+    return pairs
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
@@ -127,14 +132,15 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     are skipped.
     """
     found = []
+    pairs = None
     for m in _BOX.finditer(text):
         j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
-            got = _read_braced(text, j)
-            if got is not None:
-                found.append((m.start(), got[1], got[0].strip()))
+            pairs = _brace_pairs(text) if pairs is None else pairs
+            if j in pairs:
+                found.append((m.start(), pairs[j] + 1, text[j + 1 : pairs[j]].strip()))
         elif j > m.end():  # "\boxed 5"
             k = j
             while k < len(text) and not text[k].isspace() and text[k] != "$":
@@ -157,7 +163,7 @@ def last_boxed(text: str) -> str | None:
     group = [boxes[-1]]
     for prev in reversed(boxes[:-1]):
         gap = text[prev[1] : group[0][0]]
-        if len(gap) > 120 or not _LIST_GAP.fullmatch(gap):
+        if prev[1] > group[0][0] or len(gap) > 120 or not _LIST_GAP.fullmatch(gap):  # nested: not a list
             break
         group.insert(0, prev)
     return ", ".join(dict.fromkeys(b[2] for b in group))
@@ -213,7 +219,8 @@ def _mathy(part: str) -> bool:
 def strip_math(s: str) -> str:
     """Drop surrounding ``$``/``$$``/``\\(..\\)``/``\\[..\\]``, quotes, a final period, and ``**``."""
     s = s.strip().strip("*").strip()
-    s = re.sub(r'^(?:\\?"|“)\s*|\s*(?:\\?"|”)$', "", s)  # quoted: "\"$12$\"" (Math-Verify suite)
+    s = re.sub(r'^(?:\\?"|“)', "", s).strip()  # quoted: "\"$12$\"" (Math-Verify suite)
+    s = re.sub(r'(?:\\?"|”)$', "", s).strip()
     changed = True
     while changed and s:
         changed = False
@@ -287,6 +294,7 @@ def _phrase(rest: str) -> str | None:
         return boxed
     line = re.split(r"\.\s+(?=[A-Z])", line, maxsplit=1)[0]
     line = _TRAILING_CLAUSE.sub("", line)
+    line = answer_sentence(line)
     spans = math_spans(line)
     prose = "".join(line[a:b] for a, b in zip([0] + [e for _, e, _ in spans], [st for st, _, _ in spans] + [len(line)]))
     words = set(re.findall(r"[a-zA-Z]{3,}", prose)) - {"and", "text"}
@@ -311,21 +319,6 @@ def last_number(text: str) -> str | None:
     return nums[-1].rstrip(".,") if nums else None
 
 
-def _plain_alternatives(text: str) -> str | None:
-    """``x = 3 or x = -3`` at the end of the text (no number after it) -> ``3, -3``; ``x = ±3`` -> ``\\pm 3``."""
-    m = _PLAIN_PM.search(text.rstrip())
-    if m:
-        return f"{m.group(1)}, {m.group(2)}"
-    m = _PLAIN_PLUS_MINUS.search(text.rstrip())
-    if m:
-        return f"\\pm {m.group(1)}"
-    hits = list(_PLAIN_ALTERNATIVES.finditer(text))
-    if not hits or _NUMBER.search(text[hits[-1].end() :]):
-        return None
-    values = [hits[-1].group(2)] + _PLAIN_VALUE.findall(hits[-1].group(3))
-    return ", ".join(dict.fromkeys(v.replace(" ", "").rstrip(".") for v in values))
-
-
 def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
     """The last math span when no bare number follows it; dollar amounts with prose in
     between (``$5 and $7``) are not formulas."""
@@ -336,7 +329,8 @@ def _last_formula(text: str, spans: list[tuple[int, int, str]]) -> str | None:
         gap = text[spans[-2][1] : spans[-1][0]]
         if _CONDITION.search(gap) and "\n" not in gap and not _NUMBER.search(gap):
             _, _, content = spans[-2]  # "is $2\sqrt{2}$, attained at $x=\sqrt{2}$": the value, not where
-    if _NUMBER.search(text[end:]) or re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content)):
+    words = re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", "", content))
+    if _NUMBER.search(text[end:]) or words:
         return None
     return content.strip() or None
 
@@ -374,14 +368,15 @@ def extract_answer(completion: str, task: str = "math") -> str | None:
     out = last_execution_output(text)
     if out is not None:
         return out.splitlines()[-1].strip()
-    got = _plain_alternatives(text)
+    got = plain_alternatives(text)
     if got:
         return clean_answer(got, any_lhs=True)
     spans = math_spans(text)
     got = _last_formula(text, spans)
     if got:
         # "the equation of the circle is \[(x-1)^2 + (y+2)^2 = 9\]": the equation is the answer
-        equation = re.search(r"equation|line|plane|circle|parabola", text[max(0, spans[-1][0] - 80) : spans[-1][0]], re.I)
+        before = text[max(0, spans[-1][0] - 80) : spans[-1][0]]
+        equation = re.search(r"equation|line|plane|circle|parabola", before, re.I)
         return clean_answer(got, any_lhs=not equation)
     return last_number(text)
 

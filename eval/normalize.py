@@ -32,22 +32,22 @@ _BARE_UNIT_RE = re.compile(
 )
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textrm|mathbf)\{([^{}]*)\}")
 _SPACING = ("\\!", "\\,", "\\;", "\\:", "\\qquad", "\\quad", "~")
-_THOUSANDS_BRACE = re.compile(r"(\d)\{,\}(\d{3})")
+_THOUSANDS_BRACE = re.compile(r"(\d)\{,\}(?=\d{3}(?!\d))")  # lookahead: "1{,}250{,}000" has two
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 # Any trailing \text{<words>} after a number is a unit ("5 \text{ digits}"), unless the words carry value.
 _ANY_TEXT_UNIT = re.compile(
     r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\{\s*(?!(?:or|and|million|billion|thousand|hundred|percent|pct)\b)"
     r"[a-zA-Z][a-zA-Z .]*\}(?:\^\{?[23]\}?)?\s*$")
 _SQRT_BARE = re.compile(r"\\sqrt(\w)")
-_FRAC_BARE = re.compile(r"\\frac(?!\{)(\w)(\w)?")
-_FRAC_BARE_NUM = re.compile(r"\\frac(\w)\{")
+_FRAC_BARE = re.compile(r"\\(frac|binom)(?!\{)(\w)(\w)?")
+_FRAC_BARE_NUM = re.compile(r"\\(frac|binom)(\w)\{")
 _FRAC_HALF_BRACE = re.compile(r"\\frac\{([^{}]*)\}(\w)")
 
 
 def _fix_fracs(s: str) -> str:
     """``\\frac12`` -> ``\\frac{1}{2}``, ``\\frac{1}2`` -> ``\\frac{1}{2}`` (Hendrycks ``fix_fracs``)."""
-    s = _FRAC_BARE_NUM.sub(r"\\frac{\1}{", s)  # "\frac3{3}"
-    s = _FRAC_BARE.sub(lambda m: "\\frac{%s}{%s}" % (m.group(1), m.group(2) or ""), s)
+    s = _FRAC_BARE_NUM.sub(r"\\\1{\2}{", s)  # "\frac3{3}"
+    s = _FRAC_BARE.sub(lambda m: "\\%s{%s}{%s}" % (m.group(1), m.group(2), m.group(3) or ""), s)
     return _FRAC_HALF_BRACE.sub(r"\\frac{\1}{\2}", s)
 
 
@@ -126,6 +126,7 @@ def strip_string(s: str) -> str:
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
     s = s.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
+    s = s.replace("\\langle", "(").replace("\\rangle", ")")  # vectors <1,2,3>
     s = re.sub(r"\\lt(?![a-zA-Z])", "<", s)
     s = re.sub(r"\\gt(?![a-zA-Z])", ">", s)
     # Relations in one spelling that survives space removal ("x \\leq 2" -> "x<=2").
@@ -150,9 +151,13 @@ def strip_string(s: str) -> str:
     s = _ANY_TEXT_UNIT.sub("", s)
     s = _BARE_UNIT_RE.sub("", s).strip()
     s = _TEXT_RE.sub(r"\1", s)
+    words = words_to_number(s) if re.fullmatch(r"(?:\d+(?:\.\d+)?\s+)?[A-Za-z][A-Za-z\- ]*", s.strip()) else None
+    if words is not None:  # "twelve", "two million", "3 million"
+        s = str(words.numerator) if words.denominator == 1 else f"{float(words):g}"
+    s = re.sub(r"(?<=[\w)}])\*\*(?=[\w({])", "^", s)  # plain-text power "x**2"
     # Percent is dropped (Hendrycks); equivalence also tries x/100 when only one side had it.
     s = s.replace("\\%", "").replace("%", "")
-    s = _THOUSANDS_BRACE.sub(r"\1\2", s)
+    s = _THOUSANDS_BRACE.sub(r"\1", s)
     s = s.strip().rstrip(".").strip()
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):  # "1 250"
         s = s.replace(" ", "")
@@ -162,6 +167,7 @@ def strip_string(s: str) -> str:
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)  # "x \in [2, 5)"
+    s = _unicode_sqrt(s)
     s = _SQRT_BARE.sub(r"\\sqrt{\1}", s)
     s = s.replace(" ", "")
     s = _fix_fracs(s)
@@ -177,6 +183,12 @@ def strip_string(s: str) -> str:
     elif s in ("\\mathbb{R}\\setminus\\{0\\}", "\\mathbb{R}-\\{0\\}"):
         s = "(-\\infty,0)\\cup(0,\\infty)"
     return s
+
+
+def _unicode_sqrt(s: str) -> str:
+    """``√2`` -> ``\\sqrt{2}``, ``√{x+1}`` -> ``\\sqrt{x+1}`` (the root sign as models print it, U+221A)."""
+    s = re.sub(r"√\s*(\d+(?:\.\d+)?|[a-zA-Z])", r"\\sqrt{\1}", s)
+    return s.replace("√{", "\\sqrt{")
 
 
 _MIXED = re.compile(r"^(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
@@ -232,7 +244,6 @@ _ONES = {w: i for i, w in enumerate(
     "sixteen seventeen eighteen nineteen".split())}
 _TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
-_FRACTION_WORDS = {"half": Fraction(1, 2), "quarter": Fraction(1, 4)}
 
 
 def words_to_number(s: str) -> Fraction | None:
@@ -271,7 +282,7 @@ def words_to_number(s: str) -> Fraction | None:
 # GSM8K: a number, optionally signed, thousands-separated, a fraction or mixed number
 # (``3 1/2``), then at most a few unit words ("5 apples", "20 dollars per hour" is not one).
 _GSM_NUMBER = re.compile(
-    r"^(?P<sign>[-+]?)(?P<num>\d+(?:\.\d+)?|\.\d+)(?:\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)|\s*/\s*(?P<den>\d+))?"
+    r"^(?P<sign>[-+]?)\s*(?P<num>\d+(?:\.\d+)?|\.\d+)(?:\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)|\s*/\s*(?P<den>\d+))?"
     r"\s*(?P<unit>[a-zA-Z][a-zA-Z.\s]{0,30})?$")
 _MINUS = ("\u2212", "\u2013", "\u2012", "\ufe63", "\uff0d")
 

@@ -13,6 +13,8 @@ A schema maps field names to kinds: a Python type (``str``, ``int``, ``float``, 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 from eval.errors import UserError, where
@@ -27,7 +29,7 @@ def _token_ids(v) -> bool:
 
 
 def _text_or_messages(v) -> bool:
-    return isinstance(v, str) or (isinstance(v, list) and all(
+    return isinstance(v, str) or (isinstance(v, list) and bool(v) and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in v))
 
 
@@ -40,7 +42,7 @@ def _samples(v) -> bool:
 #: Named kinds: (check, what the error says the field must be).
 KINDS = {
     "token_ids": (_token_ids, "a list of non-negative integer token ids"),
-    "text_or_messages": (_text_or_messages, "text or a list of {role, content} messages"),
+    "text_or_messages": (_text_or_messages, "text or a non-empty list of {role, content} messages"),
     "samples": (_samples, "a list of samples with text, ids (token ids) and correct (true/false)"),
     "int": (_is_int, "an integer"),
 }
@@ -85,6 +87,40 @@ def check_record(row, path, lineno: int, schema: dict | None = None, optional: d
     return row
 
 
+#: A ``\\uD800``-``\\uDFFF`` escape: valid only as half of a pair (Python's json accepts a lone one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+class _NotJSON(ValueError):
+    """NaN, Infinity or a number beyond float range: Python's json reads them, JSON (RFC 8259) has none."""
+
+
+def _no_constant(name: str):
+    raise _NotJSON(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotJSON(f"{text[:20]} is beyond the range of a number")
+    return value
+
+
+def strict_loads(text: str):
+    """``json.loads`` refusing NaN, Infinity and out-of-range numbers (``_NotJSON``)."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
+def _check_unicode(value, raw: bytes, at: str) -> None:
+    """A lone surrogate escape (``"\\ud800"``) parses, but is not text: it could be neither tokenized
+    nor written back as UTF-8. Checked only where such an escape occurs (rare)."""
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{at}: a lone surrogate escape (\\ud800-\\udfff) is not Unicode text") from None
+
+
 def iter_lines(path: str | Path):
     """(line number, parsed JSON value) of every line of a JSONL file; bad bytes or JSON raise ``UserError``."""
     path = Path(path)
@@ -97,11 +133,14 @@ def iter_lines(path: str | Path):
             if not line.strip():
                 raise UserError(f"{where(path, lineno)}: blank line (expected one JSON object per line)")
             try:
-                value = json.loads(line)
+                value = strict_loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
+            except _NotJSON as e:
+                raise UserError(f"{where(path, lineno)}: invalid JSON ({e})") from None
             except RecursionError:
                 raise UserError(f"{where(path, lineno)}: JSON nested too deeply") from None
+            _check_unicode(value, raw, where(path, lineno))
             yield lineno, value
 
 
@@ -113,8 +152,8 @@ def read_records(path: str | Path, schema: dict | None = None, optional: dict | 
     JSON array of records (numbered from 1). An empty file raises unless ``allow_empty``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    if not path.is_file():  # a FIFO or device could hang or never end: only regular files are read
+        raise UserError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     try:
         return _read_records(path, schema, optional, numbered, allow_empty, json_array)
     except OSError as e:  # unreadable (permissions, a folder, an I/O error)
@@ -124,15 +163,18 @@ def read_records(path: str | Path, schema: dict | None = None, optional: dict | 
 def _read_records(path: Path, schema, optional, numbered: bool, allow_empty: bool, json_array: bool) -> list:
     if json_array and path.suffix == ".json" and _starts_with_bracket(path):
         try:
-            rows = json.loads(path.read_bytes().decode("utf-8"))
+            rows = strict_loads(path.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:
             raise UserError(f"{path}: not UTF-8 text") from None
+        except _NotJSON as e:
+            raise UserError(f"{path}: invalid JSON ({e})") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
         except RecursionError:
             raise UserError(f"{path}: JSON nested too deeply") from None
         if not isinstance(rows, list):
             raise UserError(f"{path}: expected a JSON array of objects")
+        _check_unicode(rows, path.read_bytes(), str(path))
         numbered_rows = list(enumerate(rows, 1))
     else:
         numbered_rows = list(iter_lines(path))

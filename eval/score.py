@@ -73,7 +73,7 @@ def aggregate(task: str, samples: list[dict]) -> dict:
     groups: dict[str, dict] = {"subject": defaultdict(list), "level": defaultdict(list)}
     for s in samples:
         if s.get("subject") is not None:
-            groups["subject"][s["subject"]].append(s["correct"])
+            groups["subject"][str(s["subject"])].append(s["correct"])
         if s.get("level") is not None:
             groups["level"][str(s["level"])].append(s["correct"])
     res["breakdown"] = {
@@ -98,16 +98,22 @@ def _field(row: dict, names: tuple[str, ...], path, required: bool = True):
 
 def _validated(rows: list[dict], by_id: dict, path) -> list[tuple[dict, str, str, Problem | None]]:
     """(row, response, target, problem) for every row; the first bad row raises ``UserError``."""
-    out = []
+    out, seen = [], {}
     for row in rows:
         line = row.get("__line__")
-        if not isinstance(row.get("doc_id"), int):
+        if not isinstance(row.get("doc_id"), int) or isinstance(row["doc_id"], bool):
             raise UserError(f"{where(path, line, 'doc_id')} is missing or not an integer")
+        if row["doc_id"] in seen:  # graded twice, it would count twice
+            raise UserError(f"{where(path, line, 'doc_id')} {row['doc_id']} also on line {seen[row['doc_id']]}")
+        seen[row["doc_id"]] = line
         response = _field(row, RESPONSE_FIELDS, path)
         if not isinstance(response, str):
             raise UserError(f"{where(path, line, 'response')} is not a string")
         problem = by_id.get(row["doc_id"])
         target = _field(row, TARGET_FIELDS, path, required=problem is None)
+        if target is None and problem is None or isinstance(target, bool) \
+                or target is not None and not isinstance(target, (str, int, float)):
+            raise UserError(f"{where(path, line, 'target')} must be text or a number")
         out.append((row, response, str(problem.gold if target is None else target), problem))
     return out
 

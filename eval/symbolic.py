@@ -98,6 +98,8 @@ def exprs_equal(a, b) -> bool:
         return sympy.simplify(a - b) == 0
     if _has_float(a) or _has_float(b):
         return False
+    if _agree_everywhere_sampled(a, b):
+        return True
     diff = sympy.simplify(a - b)
     if diff == 0:
         return True
@@ -105,6 +107,36 @@ def exprs_equal(a, b) -> bool:
     if diff.has(sympy.sin, sympy.cos, sympy.tan, sympy.sec, sympy.csc, sympy.cot):
         return sympy.simplify(sympy.expand_trig(diff).rewrite(sympy.cos)) == 0
     return False
+
+
+# Sample points: every symbol takes both signs, several magnitudes and a non-real value.
+_SAMPLES = ((0.7381, -1.2913, 2.4517, -0.3349), (-1.6127, 0.4471, -0.8823, 1.9206),
+            (2.2094, 1.1587, -2.7731, -1.4479), (-0.5213 + 0.3719j, 1.3307 - 0.2851j, 0.6642 + 1.1093j, -1.0581 - 0.7427j))
+
+
+def _agree_everywhere_sampled(a, b) -> bool:
+    """Identity by sampling (Schwartz-Zippel style): equal to 30 digits at 4 points, both signs of
+    every variable and a complex point. Saves ``simplify`` (the slow part) on equal pairs; any
+    failure to evaluate means "not shown" and falls back to ``simplify``.
+    """
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not symbols or len(symbols) > 6:
+        return False
+    for point in _SAMPLES:
+        subs = {}
+        for i, s in enumerate(symbols):  # exact points: float inputs would cap the precision at 1e-16
+            z = complex(point[i % 4])
+            subs[s] = sympy.Rational(str(z.real)) + i // 4 + sympy.Rational(str(z.imag)) * sympy.I
+        try:
+            va, vb = sympy.N(a.subs(subs), 40), sympy.N(b.subs(subs), 40)
+            if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan, sympy.oo):
+                return False
+            scale = max(abs(complex(va)), abs(complex(vb)), 1e-12)
+            if abs(complex(sympy.N(va - vb, 40))) > 1e-25 * scale:
+                return False
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError):
+            return False
+    return True
 
 
 def _constants_equal(a, b) -> bool | None:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 #: Seconds one symbolic comparison may take before it is graded False.
 DEFAULT_TIMEOUT = 1.0
@@ -31,6 +32,15 @@ _WARM_UP = (("symbolic", "\\frac{\\sqrt{2}}{2}", "\\sin(\\frac{\\pi}{4})"), ("sy
             ("symbolic", "\\tan^2(y)+1", "\\sec^2(y)"))
 
 
+# Parsed once at start: ANTLR's adaptive prediction caches (DFA) fill per token pattern, so the
+# first parse of each shape costs ~0.1-0.3 s and later ones ~0.01 s.
+_WARM_PARSE = (
+    "-\\frac{\\sqrt{3}}{2}", "2\\sqrt{3}+1", "\\sqrt[3]{x^2-2}^2", "x^2+2x+1", "(x+1)(x-1)^{2/3}", "3.14", "e^{i\\pi}",
+    "\\pi r^2", "\\sin(2x)", "\\cos^{2}{x}-\\sin^{2}{x}", "\\log_{2}8", "\\binom{6}{3}", "|x-1|", "\\frac{x+y}{xy}",
+    "(1,2]", "[1,2)\\cup(3,\\infty)", "\\{1,2\\}", "1<x<2", "2x-y+3=0", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+)
+
+
 def serve() -> None:
     """Worker loop: one JSON request per line on stdin, one verdict per line on stdout.
 
@@ -42,6 +52,11 @@ def serve() -> None:
            "sets": symbolic.sets_equal, "matrix": symbolic.matrices_equal}
     for op, a, b in _WARM_UP:
         ops[op](a, b)
+    for text in _WARM_PARSE:
+        try:
+            symbolic.to_sympy(text)
+        except Exception:
+            pass
     guard.install()
     out = sys.stdout
     out.write("ready\n")
@@ -72,34 +87,65 @@ def _spawn() -> subprocess.Popen:
 
 
 class SymbolicWorker:
-    """One worker process plus a warm spare; thread-safe (requests are serialized).
+    """One worker process plus a spare; thread-safe (requests are serialized).
 
-    Starting a worker (sympy + the ANTLR parser) takes seconds; after a timeout kill the
-    spare, started in the background, takes over at once, so the pair after a slow one
-    is not charged for a restart.
+    Starting a worker (sympy + the ANTLR parser) takes seconds. The first start may take that
+    long; after a timeout kill the spare, started in the background, takes over, and a pair
+    never waits longer than its own bound for a replacement that is still starting (it is
+    graded False instead: a definite answer, never a hang).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc = None
+        self._ready = False
         self._spare = None
         self._spare_ready = False
+        self._started_once = False
         self.timeouts = 0
+        self.not_ready = 0  # pairs graded False because a replacement worker was still starting
 
-    def _start(self) -> None:
-        proc, ready, self._spare, self._spare_ready = (self._spare or _spawn()), self._spare_ready, None, False
-        self._proc = proc
-        if not ready and self._readline(_START_TIMEOUT) != "ready":
+    def _ensure(self, timeout: float) -> bool:
+        """A ready worker (waiting at most ``timeout``, or the start-up bound the first time)."""
+        if self._proc is None or self._proc.poll() is not None:
             self._kill()
-            raise RuntimeError("the sympy grading worker did not start")
-        self._spare = _spawn()
+            if self._spare is not None and self._spare.poll() is None:
+                self._proc, self._ready = self._spare, self._spare_ready
+            else:
+                self._proc, self._ready = _spawn(), False
+            self._spare, self._spare_ready = None, False
+        if not self._ready:
+            line = self._readline(_START_TIMEOUT if not self._started_once else max(timeout, 0.0))
+            if line == "ready":
+                self._ready = self._started_once = True
+            elif line is None and self._proc.poll() is None and self._started_once:
+                self.not_ready += 1
+                return False  # still starting: keep it, answer this pair False
+            else:
+                self._kill()
+                if not self._started_once:
+                    raise RuntimeError("the sympy grading worker did not start")
+                return False
+        if self._spare is None:
+            self._spare, self._spare_ready = _spawn(), False
+        return True
+
+    @property
+    def started(self) -> bool:
+        """Whether a worker has ever answered (the first start may take seconds)."""
+        return self._started_once
+
+    def start(self) -> None:
+        """The first start, outside any pair's time bound."""
+        with self._lock:
+            if not self._started_once:
+                self._ensure(_START_TIMEOUT)
 
     def warm(self) -> None:
         """Start the worker and wait until the spare is ready too (before timing anything)."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._kill()
-                self._start()
+            if not self._ensure(_START_TIMEOUT):  # a replacement that died while starting: once more
+                self._ensure(_START_TIMEOUT)
             if self._spare is not None and not self._spare_ready:
                 ready, _, _ = select.select([self._spare.stdout], [], [], _START_TIMEOUT)
                 self._spare_ready = bool(ready) and self._spare.stdout.readline().strip() == "ready"
@@ -124,16 +170,17 @@ class SymbolicWorker:
                 except OSError:
                     pass
         self._proc = None
+        self._ready = False
 
     def call(self, op: str, a, b, timeout: float = DEFAULT_TIMEOUT) -> bool:
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._kill()
-                self._start()
+            t0 = time.monotonic()
+            if not self._ensure(timeout):
+                return False
             try:
                 self._proc.stdin.write(json.dumps([op, a, b]) + "\n")
                 self._proc.stdin.flush()
-                verdict = self._readline(timeout)
+                verdict = self._readline(max(timeout - (time.monotonic() - t0), 0.0))
             except (OSError, ValueError):
                 verdict = None
             if verdict is not None:
@@ -145,7 +192,7 @@ class SymbolicWorker:
     def stats(self, timeout: float = 5.0) -> dict | None:
         """The worker's guard counters (``eval.guard.stats``); None if it is not running."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
+            if self._proc is None or self._proc.poll() is not None or not self._ready:
                 return None
             self._proc.stdin.write(json.dumps(["stats", None, None]) + "\n")
             self._proc.stdin.flush()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
-from eval.cli import fail, score_command
+from eval.cli import OneLineErrors, fail, score_command
 from eval.data import TASKS
 from eval.errors import UserError
 from mlx_scdpo.config import build_args, dataclass_options, option_type
@@ -16,26 +14,6 @@ from mlx_scdpo.sampling import SampleArgs, run_sample
 from mlx_scdpo.step_control import StepControlArgs, run_step_control
 from mlx_scdpo.quickstart import QuickstartArgs
 from mlx_scdpo.train import TrainArgs
-
-
-class OneLineErrors(click.Group):
-    """Usage errors (a bad option value, a missing option) as one line and exit code 2."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.ClickException as e:
-            if type(e).__name__ == "NoArgsIsHelpError":  # bare `mlx-scdpo`: the help, as click shows it
-                e.show()
-            else:
-                click.echo(f"error: {e.format_message()}", err=True)
-            sys.exit(e.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
-        if standalone_mode:
-            sys.exit(rv if isinstance(rv, int) else 0)
-        return rv
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,6 +149,13 @@ def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color
     from mlx_scdpo.preference_data import check_token_ids, vocab_size
 
     try:
+        if html_out:
+            from mlx_scdpo.pairs import refuse_overwriting_inputs
+
+            refuse_overwriting_inputs([pairs_file, Path(adapter_path) / "adapters.safetensors",
+                                       Path(adapter_path) / "adapter_config.json"], [html_out])
+            if Path(html_out).is_dir() or not Path(html_out).absolute().parent.is_dir():
+                raise UserError(f"{html_out}: --html takes a file in an existing folder")
         pairs = read_credit_pairs(pairs_file)[:limit]
         mdl, tok = load_model(model, adapter_path)
         check_token_ids(pairs, vocab_size(mdl), pairs_file)

@@ -72,7 +72,8 @@ def inert_output(output: str, tokenizer, fmt: BlockFormat) -> str:
     marks |= set(getattr(tokenizer, "all_special_tokens", None) or ())
     marks |= {d.strip() for d in (fmt.code_open, fmt.code_close, fmt.exec_open, fmt.exec_close, fmt.text_open,
                                   fmt.text_close)}
-    marks = sorted((m for m in marks if isinstance(m, str) and len(m) > 1), key=len, reverse=True)
+    # Whitespace-only added tokens (some tokenizers have runs of spaces) are text already.
+    marks = sorted((m for m in marks if isinstance(m, str) and len(m) > 1 and m.strip()), key=len, reverse=True)
     for _ in range(8):  # a replacement never creates a longer mark; a few passes settle overlaps
         before = output
         for m in marks:
@@ -116,7 +117,7 @@ def generate_with_code(
         raise ValueError(f"unknown schedule {schedule!r}")
     gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
                          sampler=sampler, completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
-    from mlx_scdpo.generation import _TAIL_TOKENS, _stop_position, stop_trigger_ids, trim_at_stop
+    from mlx_scdpo.generation import _TAIL_TOKENS, _stop_position, observe, stop_trigger_ids, trim_at_stop
 
     triggers = _close_triggers(tokenizer, fmt)
     stop_strings = [s for s in stop_strings if s]
@@ -147,6 +148,7 @@ def generate_with_code(
                                        add_special_tokens=False)
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
+        observe(procs[s.index], exec_tokens)
         s.segment_start = len(s.tokens)
         (uid,) = gen.insert([exec_tokens], [max(1, max_tokens - s.generated)], caches=[cache],
                             all_tokens=[s.prompt + s.tokens[: -len(exec_tokens)]],
@@ -174,6 +176,7 @@ def generate_with_code(
                 if r.finish_reason != "stop":
                     s.tokens.append(r.token)
                     s.gen_mask.append(1)
+                    observe(procs[s.index], [r.token])
                 if r.finish_reason is not None:
                     del by_uid[r.uid]
                     yield finish(s, r.finish_reason)

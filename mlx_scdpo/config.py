@@ -33,13 +33,18 @@ class Number(click.FloatRange):
         return value
 
 
+#: Largest count or size: MLX array shapes are 32-bit, and 2**63 would overflow them (or
+#: segfault an allocation); seeds are 32-bit as in NumPy.
+MAX_COUNT, MAX_SEED = 2**31 - 1, 2**32 - 1
+
+
 class AllOrPositive(click.IntRange):
     """-1 (all) or a positive count."""
 
     name = "-1 or a positive integer"
 
     def __init__(self):
-        super().__init__(min=-1)
+        super().__init__(min=-1, max=MAX_COUNT)
 
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
@@ -48,29 +53,30 @@ class AllOrPositive(click.IntRange):
         return value
 
 
-POSITIVE, NON_NEGATIVE = click.IntRange(min=1), click.IntRange(min=0)
+POSITIVE, NON_NEGATIVE = click.IntRange(min=1, max=MAX_COUNT), click.IntRange(min=0, max=MAX_COUNT)
 FRACTION = Number(min=0, max=1)
 
 #: Ranges and choices by option name, shared by all commands.
 OPTION_TYPES = {
     # sizes and counts
-    "batch_size": POSITIVE, "max_tokens": POSITIVE, "limit": POSITIVE, "iters": POSITIVE, "epochs": Number(
-        min=0, min_open=True), "steps_per_report": POSITIVE, "save_every": POSITIVE, "stop_after": POSITIVE,
+    "batch_size": POSITIVE, "max_tokens": POSITIVE, "limit": POSITIVE, "iters": POSITIVE,
+    "epochs": Number(min=0, min_open=True, max=MAX_COUNT), "steps_per_report": POSITIVE, "save_every": POSITIVE,
+    "stop_after": POSITIVE,
     "steps_per_eval": NON_NEGATIVE, "val_batches": AllOrPositive(), "num_layers": AllOrPositive(),
     "lora_rank": POSITIVE, "grad_accumulation_steps": POSITIVE, "grad_checkpoint_layers": NON_NEGATIVE,
-    "max_length": click.IntRange(min=2), "max_prompt_length": POSITIVE, "num_shots": NON_NEGATIVE,
+    "max_length": click.IntRange(min=2, max=MAX_COUNT), "max_prompt_length": POSITIVE, "num_shots": NON_NEGATIVE,
     "samples_per_round": POSITIVE, "problems_per_batch": POSITIVE, "budget": POSITIVE, "min_correct": NON_NEGATIVE,
     "min_wrong": NON_NEGATIVE, "naive_wrong": NON_NEGATIVE, "max_rounds": NON_NEGATIVE,
     "max_code_rounds": NON_NEGATIVE, "solutions_per_problem": POSITIVE, "prefixes_per_solution": POSITIVE,
     "rounds": POSITIVE, "max_pairs_per_problem": POSITIVE, "max_steps": POSITIVE, "max_step_chars": POSITIVE,
-    "max_naive": NON_NEGATIVE, "n_train": POSITIVE, "n_test": POSITIVE, "seed": NON_NEGATIVE,
+    "max_naive": NON_NEGATIVE, "n_train": POSITIVE, "n_test": POSITIVE, "seed": click.IntRange(min=0, max=MAX_SEED),
     "logits_chunk": NON_NEGATIVE, "memory_limit_gb": Number(min=0),
     # rates and scales
     "learning_rate": Number(min=0, min_open=True), "warmup_ratio": FRACTION, "weight_decay": Number(min=0),
     "lora_scale": Number(min=0, min_open=True), "lora_dropout": Number(min=0, max=1, max_open=True),
     "beta": Number(min=0, min_open=True), "label_smoothing": Number(min=0, max=0.5), "rpo_alpha": Number(min=0),
     "temperature": Number(min=0), "t0": Number(min=0), "dt": Number(min=0), "tmax": Number(min=0),
-    "timeout": Number(min=0, min_open=True), "valid_fraction": Number(min=0, max=1, max_open=True),
+    "timeout": Number(min=0, min_open=True, max=86400), "valid_fraction": Number(min=0, max=1, max_open=True),
     # choices
     "fine_tune_type": click.Choice(["lora", "dora", "full"]), "loss_type": click.Choice(["sigmoid", "ipo", "hinge"]),
     "reference": click.Choice(["precompute", "on-the-fly"]), "report_to": click.Choice(["none", "wandb"]),
@@ -90,7 +96,7 @@ def check_value(name: str, value, source: str = ""):
     if typ is None or value is None:
         return value
     where = f"{source}: field '{name}'" if source else "--" + name.replace("_", "-")
-    if isinstance(value, bool) or isinstance(typ, click.IntRange) and isinstance(value, float) \
+    if isinstance(value, (bool, list, dict)) or isinstance(typ, click.IntRange) and isinstance(value, float) \
             or isinstance(typ, click.Choice) and not isinstance(value, str):
         raise UserError(f"{where}: {value!r} is not {_kind(typ)}")
     try:
@@ -122,7 +128,16 @@ def _yaml_loader():
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            """A key given twice is refused (PyYAML silently keeps the last one)."""
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    if key_node.value in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"key '{key_node.value}' given twice",
+                                                                key_node.start_mark)
+                    seen.add(key_node.value)
+            return super().construct_mapping(node, deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
@@ -149,7 +164,9 @@ def load_yaml(path: str) -> dict:
         raise UserError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise UserError(f"{path}{':' + str(mark.line + 1) if mark else ''}: invalid YAML") from None
+        problem = getattr(e, "problem", None)
+        why = f" ({problem})" if isinstance(problem, str) and "given twice" in problem else ""
+        raise UserError(f"{path}{':' + str(mark.line + 1) if mark else ''}: invalid YAML{why}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of option names to values")
     return data

@@ -107,8 +107,9 @@ def read_credit_pairs(path: str) -> list[dict]:
 
     pairs = read_records(path, PAIR_IDS_SCHEMA, {**PAIR_OPTIONAL, "rejected": str, "question": str, "prefix": str})
     for i, p in enumerate(pairs, 1):
-        if not p["prompt_ids"]:
-            raise UserError(f"{path}:{i}: field 'prompt_ids' is empty")
+        for k in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            if not p[k]:
+                raise UserError(f"{path}:{i}: field '{k}' is empty")
     return pairs
 
 

@@ -21,7 +21,7 @@ from eval.data import load_problems
 from eval.errors import UserError
 from eval.score import aggregate, score_rows, write_report
 from mlx_scdpo.jsonl import read_finished
-from mlx_scdpo.run_state import check_identity, folder_lock
+from mlx_scdpo.run_state import check_identity, folder_lock, refuse_overwriting
 
 
 @dataclass
@@ -72,6 +72,8 @@ def run_eval(args: EvalArgs):
     if args.block_format not in FORMATS:
         raise UserError(f"--block-format {args.block_format}: choose from {', '.join(FORMATS)}")
     fmt = FORMATS[args.block_format] if args.solution_format == "code" else None
+    logs = (f"generations_{args.task}.jsonl", f"generations_{args.task}.meta.json")
+    refuse_overwriting([args.data_files], args.output_dir, logs + (f"generations_{args.task}.jsonl.damaged",))
     problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, limit=args.limit)
     if not problems:
         raise UserError(f"{args.data_files or args.task}: no problems to evaluate")

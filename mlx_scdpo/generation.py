@@ -95,6 +95,13 @@ def stop_trigger_ids(tokenizer, stop_strings: Sequence[str]) -> set[int] | None:
     return {i for tok, i in vocab.items() if any(c in tok for c in last_chars)}
 
 
+def observe(processors, tokens: list[int]) -> None:
+    """Pass a sequence's newly known tokens to its processors that follow them (``observe``)."""
+    for p in processors or ():
+        if hasattr(p, "observe"):
+            p.observe(tokens)
+
+
 def generate_batched(
     model,
     tokenizer,
@@ -147,6 +154,8 @@ def generate_batched(
                 toks = tokens[r.uid]
                 if r.finish_reason != "stop":
                     toks.append(r.token)
+                    if logits_processors is not None:
+                        observe(logits_processors[index_of[r.uid]], [r.token])
                 reason = r.finish_reason
                 if stop_strings and reason is None and (triggers is None or r.token in triggers):
                     if _stop_position(tokenizer.decode(toks[-_TAIL_TOKENS:]), stop_strings) >= 0:

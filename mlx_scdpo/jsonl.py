@@ -31,6 +31,39 @@ SOLUTION_SCHEMA = {"problem_id": str, "task": str, "question": str, "gold": str,
                    "prompt_ids": "token_ids", "samples": "samples"}
 
 
+SOLUTION_OPTIONAL = {"solution_format": str, "block_format": str}
+
+
+def check_solution_record(r: dict, at: str, seen: dict) -> dict:
+    """A ``solutions.jsonl`` record (``step-control --solutions``) beyond the schema: a known task and
+    format, a non-empty prompt, gold and id, and each problem once (a repeated ``problem_id`` would
+    merge two problems' continuations). ``seen`` maps problem ids to where they were read."""
+    from eval.blocks import FORMATS
+    from eval.data import TASKS
+    from eval.errors import UserError
+
+    if r["task"] not in TASKS:
+        raise UserError(f"{at}: field 'task' must be one of {', '.join(TASKS)}, not {r['task']!r}")
+    if r.get("solution_format") not in (None, "cot", "code"):
+        raise UserError(f"{at}: field 'solution_format' must be cot or code, not {r['solution_format']!r}")
+    if r.get("block_format") not in (None, *FORMATS):
+        raise UserError(f"{at}: field 'block_format' must be one of {', '.join(FORMATS)}")
+    for name in ("prompt_ids", "gold", "problem_id"):  # an empty gold grades every continuation wrong
+        if not r[name] or isinstance(r[name], str) and not r[name].strip():
+            raise UserError(f"{at}: field '{name}' is empty")
+    if r["problem_id"] in seen:
+        raise UserError(f"{at}: field 'problem_id' {r['problem_id']!r} also on line {seen[r['problem_id']]}")
+    seen[r["problem_id"]] = at.rsplit(":", 1)[-1]
+    return r
+
+
+def read_solutions(path: str | Path) -> list[dict]:
+    """Problem records of a ``solutions.jsonl``, read strictly (``check_solution_record``)."""
+    records = read_records(path, SOLUTION_SCHEMA, SOLUTION_OPTIONAL, numbered=True)
+    seen: dict = {}
+    return [check_solution_record(r, f"{path}:{line}", seen) for line, r in records]
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
     try:

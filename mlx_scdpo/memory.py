@@ -8,9 +8,8 @@ what MLX holds at the peak of a training step (``estimate_peak``):
   adapters, their gradients and AdamW's two moments;
 * the activations kept for the backward pass, per layer the gradient passes through
   (from the first adapted layer to the last): with gradient checkpointing only each
-  layer's input (and the prompt's keys and values), otherwise each layer's attention
-  probabilities (heads x query x key positions), its MLP activations (intermediate size)
-  and a few hidden-sized arrays per token;
+  layer's input (and the prompt's keys and values), otherwise its MLP activations
+  (intermediate size) and a few hidden-sized arrays per token;
 * the transient arrays of one layer's backward pass (and, with checkpointing, its
   recomputation), the largest of which are the attention probabilities;
 * the logits: one chunk (``--logits-chunk``), or all [positions x vocabulary] without
@@ -30,18 +29,19 @@ import subprocess
 from dataclasses import dataclass
 
 from eval.errors import UserError
+from mlx_scdpo.logps import DEFAULT_CHUNK
 
 GB = 1e9
 
 # Per token per layer the gradient passes through, without checkpointing: arrays kept for the
 # backward pass (LoRA inputs, norm inputs, the MLP's gate and up). Attention probabilities are
 # not kept: MLX's attention recomputes them in its backward pass.
-KEEP_HIDDEN = 6  # hidden-sized arrays
-KEEP_INTERMEDIATE = 3  # intermediate-sized arrays
+KEEP_HIDDEN = 8  # hidden-sized arrays
+KEEP_INTERMEDIATE = 4  # intermediate-sized arrays
 # The backward pass of one layer (the larger of the prompt and response passes), transient:
 TRANSIENT_SCORES = 3  # attention scores, probabilities, their gradient (heads x queries x keys)
 TRANSIENT_INTERMEDIATE = 2  # MLP gradients
-LOGITS_ARRAYS = 3  # unchunked: logits, softmax, gradient (float32)
+LOGITS_ARRAYS = 2  # float32 logits and their gradient (measured: 2.0 at batch 1 without chunks)
 PROCESS_GB = 0.30  # Python, MLX, tokenizer, data (measured: a 16 + 16 token run peaks at weights + 0.31 GB)
 SLACK = 1.46  # MLX's buffer cache and fragmentation on top of the arrays above (calibrated)
 
@@ -213,7 +213,7 @@ def fitting_settings(shape: TrainShape, args, prompt_len: int, response_len: int
     while True:
         for checkpoint in ((False, True) if not args.grad_checkpoint else (True,)):
             trial = replace(args, batch_size=batch, grad_accumulation_steps=max(1, pairs_per_step // batch),
-                            grad_checkpoint=checkpoint, logits_chunk=args.logits_chunk or 2**22)
+                            grad_checkpoint=checkpoint, logits_chunk=args.logits_chunk or DEFAULT_CHUNK)
             tried.append(trial)
         if batch == 1:
             break
@@ -254,13 +254,13 @@ def preflight(model, args, lengths: set[tuple[int, int]], shared: bool, echo=pri
     limit, source = ((args.memory_limit_gb * GB, "--memory-limit-gb") if args.memory_limit_gb is not None
                      else machine_memory())
     shown = f"{limit / GB:.1f} GB ({source})" if limit else "no limit (--memory-limit-gb 0)"
-    echo(f"memory: estimated peak memory {est.total / GB:.2f} GB ({est.summary()}) at batch {args.batch_size}, "
-         f"prompt {prompt_len} + response {response_len} tokens; limit {shown}")
-    if limit and est.total > limit:
+    if limit and est.total > limit:  # the error line alone (it holds the estimate): one line on stderr
         fit = fitting_settings(shape, args, prompt_len, response_len, shared, limit)
         advice = (f"settings that fit: {fit[0]} (estimated {fit[1] / GB:.1f} GB)" if fit else
                   "even batch 1 with --grad-checkpoint does not fit: lower --max-length or use a smaller or "
                   "quantized model")
         raise UserError(f"estimated peak memory {est.total / GB:.1f} GB exceeds {limit / GB:.1f} GB ({source}); "
                         f"{advice}; --memory-limit-gb overrides")
+    echo(f"memory: estimated peak memory {est.total / GB:.2f} GB ({est.summary()}) at batch {args.batch_size}, "
+         f"prompt {prompt_len} + response {response_len} tokens; limit {shown}")
     return est

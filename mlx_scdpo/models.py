@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import stat
 from pathlib import Path
 
 import mlx.core as mx
@@ -24,9 +26,13 @@ def read_adapters(adapter_path: str) -> tuple[dict, dict]:
     except (UnicodeDecodeError, ValueError):
         raise UserError(f"{src / 'adapter_config.json'}: damaged (not JSON)") from None
     lora = config.get("lora_parameters") if isinstance(config, dict) else None
-    if not isinstance(lora, dict) or not isinstance(lora.get("rank"), int) or \
-            not isinstance(lora.get("scale"), (int, float)):
-        raise UserError(f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank and scale")
+    rank, scale = (lora.get("rank"), lora.get("scale")) if isinstance(lora, dict) else (None, None)
+    if not (isinstance(rank, int) and not isinstance(rank, bool) and 0 < rank < 2**31) or isinstance(scale, bool) \
+            or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise UserError(f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank (a positive integer) "
+                        f"and scale (a number)")
+    if config.get("fine_tune_type", "lora") not in ("lora", "dora", "full"):
+        raise UserError(f"{src / 'adapter_config.json'}: field 'fine_tune_type' must be lora, dora or full")
     if not isinstance(config.get("num_layers"), int):
         raise UserError(f"{src / 'adapter_config.json'}: field 'num_layers' is missing or not an integer")
     try:
@@ -39,16 +45,40 @@ def read_adapters(adapter_path: str) -> tuple[dict, dict]:
     return config, weights
 
 
-def config_vocab_size(model: str) -> int | None:
-    """The vocabulary size in a local model folder's config.json (None for hub ids or when absent),
-    so token ids can be checked before the model loads."""
+def _local_config(model: str) -> dict:
+    """A local model folder's config.json (empty for hub ids, or when absent, damaged or not a
+    regular file: a FIFO there must not hang the read; loading reports those)."""
     path = Path(model).expanduser() / "config.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):
-        return None
-    size = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
-    return size if isinstance(size, int) and size > 0 else None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def config_size(model: str, key: str = "vocab_size") -> int | None:
+    """A size in a local model folder's config.json (``vocab_size``, ``hidden_size``; None for hub ids
+    or when absent), so token ids and options can be checked before the model loads."""
+    config = _local_config(model)
+    text_config = config.get("text_config")
+    size = config.get(key) or (text_config.get(key) if isinstance(text_config, dict) else None)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
+def config_vocab_size(model: str) -> int | None:
+    """The vocabulary size in a local model folder's config.json (see ``config_size``)."""
+    return config_size(model, "vocab_size")
+
+
+def _refuse_special_files(folder: Path) -> None:
+    """A FIFO or device among a model's files would hang or flood the loader: one line instead."""
+    for f in folder.iterdir():
+        try:
+            mode = f.stat().st_mode
+        except OSError:  # a broken link: the loader reports it if it needs the file
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise UserError(f"{f}: not a regular file (a FIFO, socket or device in the model folder)")
 
 
 def load_model(model: str, adapter_path: str | None = None):
@@ -64,6 +94,8 @@ def load_model(model: str, adapter_path: str | None = None):
     looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
     if looks_local and not (Path(model).expanduser() / "config.json").is_file():
         raise UserError(f"{model}: no such model folder (expected config.json)")
+    if looks_local:
+        _refuse_special_files(Path(model).expanduser())
     try:
         mdl, tokenizer = load(str(Path(model).expanduser()) if looks_local else model, adapter_path=adapter_path)
     except Exception as e:  # hub errors, unsupported architectures, bad files

@@ -115,6 +115,15 @@ def _write_splits(out: Path, splits: dict[str, list], manifest: dict) -> None:
     fsync_dir(out)
 
 
+def refuse_overwriting_inputs(inputs, outputs) -> None:
+    """Inputs are never written: an output that is one of them (the same file, by any path or link)
+    is one line."""
+    for o in outputs:
+        for i in inputs:
+            if Path(o).exists() and Path(i).exists() and os.path.samefile(i, o):
+                raise UserError(f"{i}: is also an output ({o}); write to another folder (inputs are never changed)")
+
+
 def build_pairs(inputs: list[str], output_dir: str, valid_fraction: float = 0.01, seed: int = 0,
                 conversational: bool = False, max_naive: int | None = None) -> dict:
     """Mix pair files, shuffle with ``seed``, hold out ``valid_fraction``; write train/valid JSONL.
@@ -128,6 +137,10 @@ def build_pairs(inputs: list[str], output_dir: str, valid_fraction: float = 0.01
     if max_naive is not None and max_naive < 0:
         raise UserError(f"--max-naive {max_naive}: must be 0 or more")
     schema = {**PAIR_SCHEMA, "question": str} if conversational else PAIR_SCHEMA
+    for i, a in enumerate(inputs):  # one file twice would put the same pairs in train and in valid
+        for b in inputs[:i]:
+            if Path(a).exists() and Path(b).exists() and os.path.samefile(a, b):
+                raise UserError(f"{a}: given twice (also as {b}); its pairs would be in train and valid")
     pairs = []
     for path in inputs:
         pairs.extend(read_records(path, schema, PAIR_OPTIONAL))
@@ -149,6 +162,7 @@ def build_pairs(inputs: list[str], output_dir: str, valid_fraction: float = 0.01
     n_valid = max(1, round(len(pairs) * valid_fraction)) if len(pairs) > 1 and valid_fraction > 0 else 0
     n_valid = min(n_valid, len(pairs) - 1)
     out = Path(output_dir)
+    refuse_overwriting_inputs(inputs, [out / name for name in SPLITS])
     with folder_lock(out, "build-pairs"):
         finish_swap(out)
         manifest = {"inputs": {str(p): file_digest(p) for p in inputs}, "valid_fraction": valid_fraction,

@@ -77,6 +77,9 @@ def load_pairs(data: str) -> tuple[list[dict], list[dict]]:
             if len({isinstance(row[k], list) for k in ("prompt", "chosen", "rejected")}) > 1:
                 raise UserError(f"{f}:{lineno}: fields 'prompt', 'chosen', 'rejected' must all be text or all be "
                                 f"lists of messages")
+            for k in ("chosen", "rejected"):  # TRL's conversational form: responses are assistant turns
+                if isinstance(row[k], list) and any(m["role"] != "assistant" for m in row[k]):
+                    raise UserError(f"{f}:{lineno}: field '{k}' must hold assistant messages only")
             if "prompt_ids" in row and not row["prompt_ids"]:
                 raise UserError(f"{f}:{lineno}: field 'prompt_ids' is empty")
     return [r for _, r in splits[0]], ([r for _, r in splits[1]] if len(splits) > 1 else [])

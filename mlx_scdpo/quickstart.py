@@ -67,6 +67,14 @@ def _accuracy(metrics: dict) -> float:
 
 
 def run_quickstart(args: QuickstartArgs, log=print) -> dict:
+    """The whole pipeline; one run per output folder (a second one would rewrite the first's problems)."""
+    from mlx_scdpo.run_state import folder_lock
+
+    with folder_lock(args.output_dir, "quickstart"):
+        return _run_quickstart(args, log)
+
+
+def _run_quickstart(args: QuickstartArgs, log=print) -> dict:
     from mlx_scdpo.evaluate import EvalArgs, run_eval
     from mlx_scdpo.pairs import build_pairs
     from mlx_scdpo.sampling import SampleArgs, run_sample

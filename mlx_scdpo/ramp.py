@@ -7,11 +7,13 @@ environments, fences and code blocks count alike in both). The temperature switc
 token right after the one that ends a step.
 
 Nothing waits for the GPU: when the processor runs, the sequence's newest token is still
-being computed. Every older token is known on the host (mlx-lm evaluated it a step
-before), so the processor scans the text up to the newest token on the host and looks the
-newest token up, lazily, in a table of "does this token end a step from here", one per
-scanner state, shared by every sequence of a run (``StepRamp``). Tokens inserted in bulk
-(an execution block) are read at once; execution outputs never count as steps.
+being computed. The older ones reach the host through the generation loop
+(``observe``: each token it receives, each inserted execution block), so the processor
+scans their text on the host and looks the newest token up, lazily, in a table of "does
+this token end a step from here", one per scanner state, shared by every sequence of a run
+(``StepRamp``). A loop that does not observe still gets the right temperatures: the
+processor then reads the older tokens from its context (a wait per step). Execution
+outputs never count as steps.
 Each applied temperature is kept by position (``temperatures()``), so what a pair records
 is what was applied (``step_temperatures``).
 
@@ -40,6 +42,11 @@ class StepRamp:
         vocab = tokenizer.get_vocab()
         self.size = max(max(vocab.values()) + 1, getattr(tokenizer, "vocab_size", 0) or 0)
         pieces = tokenizer.batch_decode([[i] for i in range(self.size)])
+        self.pieces = pieces
+        # Byte-level BPE: a text is its tokens' pieces end to end (a SentencePiece piece alone
+        # drops its leading space). Checked on pairs of tokens spread over the vocabulary.
+        probe = range(0, self.size - 1, max(1, self.size // 256))
+        self.pieces_concatenate = all(tokenizer.decode([i, i + 1]) == pieces[i] + pieces[i + 1] for i in probe)
         triggers = self.scanner().trigger_chars()
         # Only a token holding the last character of a step end can end a step.
         self.candidates = [(i, p) for i, p in enumerate(pieces) if any(c in p for c in triggers)]
@@ -52,7 +59,7 @@ class StepRamp:
         """Per token id: generated steps it would complete after ``scanner``'s text."""
         key = scanner.key()
         if key not in self._ends:
-            ends = np.zeros(self.size, dtype=np.float32)
+            ends = np.zeros(self.size, dtype=np.uint8)  # a few dozen states x the vocabulary: keep it small
             for i, piece in self.candidates:
                 s = scanner.copy()
                 s.feed(piece)
@@ -73,35 +80,47 @@ class StepTemperatureProcessor:
         self.start = None  # context length at the first call (the prompt)
         self.seen = 0
         self.tokens: list[int] = []  # generated (and inserted) tokens known on the host
-        self.fed = 0  # characters of their text already scanned
-        self.pending = None  # the newest token, still lazy
+        self.base = 0  # tokens[:base] are scanned to their last character
+        self.fed = 0  # characters of the text of tokens[base:] already scanned
         self.applied: dict[int, mx.array] = {}  # position after the prompt -> temperature
+        self.reads = 0  # calls that had to read tokens from the context (a wait): none when observed
 
     def _known(self, tokens: list[int]) -> None:
+        pieces = self.ramp.pieces
+        if self.base == len(self.tokens) and self.ramp.pieces_concatenate and \
+                all(t < len(pieces) and "\ufffd" not in pieces[t] for t in tokens):  # whole characters
+            self.tokens += tokens
+            self.scanner.feed("".join(pieces[t] for t in tokens))
+            self.base = len(self.tokens)
+            return
         self.tokens += tokens
-        text = self.ramp.tokenizer.decode(self.tokens)
-        stable = len(text.rstrip("\ufffd"))  # a character whose bytes are not all here yet waits
-        if stable > self.fed:
-            self.scanner.feed(text[self.fed:stable])
-            self.fed = stable
+        # Decode only what is new, after one anchor token (so a SentencePiece leading space survives).
+        decode = self.ramp.tokenizer.decode
+        anchor = self.tokens[self.base - 1:self.base] if self.base else []
+        text = decode(anchor + self.tokens[self.base:])[len(decode(anchor)) if anchor else 0:]
+        stable = text.rstrip("\ufffd")  # a character whose bytes are not all here yet waits
+        self.scanner.feed(stable[self.fed:])
+        if len(stable) == len(text):
+            self.base, self.fed = len(self.tokens), 0
+        else:
+            self.fed = max(self.fed, len(stable))
+
+    def observe(self, tokens: list[int]) -> None:
+        """This sequence's next tokens, known on the host: the generation loop passes each token
+        it receives and each inserted execution block, so the processor never reads an array."""
+        self._known(list(tokens))
 
     def __call__(self, context: mx.array, logits: mx.array) -> mx.array:
         n = context.size
         if self.start is None:
             self.start = n
-        else:
-            if self.pending is not None:
-                self._known([self.pending.item()])  # computed a step ago: no wait
-                self.pending = None
-            if n == self.seen + 1:
-                self.pending = context[-1]
-            elif n > self.start + len(self.tokens):  # inserted in bulk: all on the host already
-                self._known(context[self.start + len(self.tokens):].tolist())
-        self.seen = n
+        if n - (self.start + len(self.tokens)) > 1:  # a loop that does not observe: read all but the newest
+            self.reads += 1
+            self._known(context[self.start + len(self.tokens):n - 1].tolist())
         steps = self.scanner.generated
-        if self.pending is not None:
+        if n - (self.start + len(self.tokens)) == 1:  # the newest token is still being computed: a lazy lookup
             ends = self.ramp.step_ends(self.scanner)
-            steps = steps + ends[mx.minimum(self.pending, ends.size - 1)]
+            steps = steps + ends[mx.minimum(context[-1], ends.size - 1)].astype(mx.float32)
         temp = mx.minimum(self.t0 + self.dt * steps, self.tmax)
         self.applied[n - self.start] = temp
         return logits / temp

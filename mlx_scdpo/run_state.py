@@ -47,7 +47,7 @@ def folder_lock(folder: str | Path, command: str):
     import fcntl
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -65,6 +65,37 @@ def folder_lock(folder: str | Path, command: str):
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def refuse_overwriting(inputs, folder: str | Path, names: tuple[str, ...]) -> None:
+    """Inputs are never written: one that is also one of the run's outputs (``folder/name``, by any
+    path or link; e.g. a problems file named ``solutions.jsonl`` in the output folder) is one line."""
+    for name in names:
+        out = Path(folder) / name
+        for i in inputs:
+            if i is not None and out.exists() and Path(i).exists() and os.path.samefile(i, out):
+                raise UserError(f"{i}: is also an output of this command ({out}); use another output folder "
+                                f"(inputs are never changed)")
+
+
+def check_output_folder(folder: str | Path, option: str) -> None:
+    """A folder to be written later must not be (or sit under) a file: one line now, not a traceback later."""
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{existing}: exists and is not a folder ({option} {folder})")
+
+
+def make_folder(folder: str | Path) -> Path:
+    """``folder`` created if missing; a file in its place (or in its path) is one line, not a traceback."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder (an output folder is needed here)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot create the output folder ({e.strerror})") from None
+    return folder
 
 
 def _holder(fd: int) -> str:
@@ -138,7 +169,9 @@ def check_identity(folder: str | Path, name: str, identity: dict, outputs: tuple
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise UserError(f"{path}: damaged (not JSON); remove it or use another folder") from None
+            old = None
+        if not isinstance(old, dict):
+            raise UserError(f"{path}: damaged (not a JSON object); remove it or use another folder")
         diff = [k for k in identity if old.get(k) != identity[k]] + [k for k in old if k not in identity]
         if diff:
             shown = ", ".join(f"{k} ({old.get(k)!r} then, {identity.get(k)!r} now)" for k in diff[:3])

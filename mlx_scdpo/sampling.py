@@ -29,7 +29,7 @@ from eval.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import iter_finished, write_jsonl_atomic
 from mlx_scdpo.config import check_values
-from mlx_scdpo.run_state import check_identity, folder_lock, kill_point
+from mlx_scdpo.run_state import check_identity, folder_lock, kill_point, refuse_overwriting
 from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
     stream_completions
 
@@ -191,6 +191,8 @@ def run_sample(args: SampleArgs) -> dict:
     """Sample, grade, write solutions and naive pairs; returns counts."""
     check_values(args)  # before anything loads
     out = Path(args.output_dir)
+    refuse_overwriting([args.data_files], out, ("solutions.jsonl", "solutions.jsonl.damaged", "pairs_naive.jsonl",
+                                                 "sample_config.json", "sample_run.json"))
     with folder_lock(out, "sample"):
         check_identity(out, "sample_run", sample_identity(args), ("solutions.jsonl",))
         return _run_sample(args)

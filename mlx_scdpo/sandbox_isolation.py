@@ -4,12 +4,14 @@ Isolation comes from existing, hardened tools, chosen by what the host has (dete
 assumed):
 
 * Linux: bubblewrap (``bwrap``, what Flatpak uses). User, mount, pid, ipc, net, uts and
-  cgroup namespaces; a new root holding only the Python installation and the ``sys.path``
-  directories (read-only), a few files from ``/etc`` the dynamic linker needs, a fresh
-  ``/proc`` and minimal ``/dev``; size-bounded private tmpfs for the scratch directory,
-  ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run``; ``--die-with-parent``, ``--new-session``,
-  no nested user namespaces, and a seccomp filter built by libseccomp when it is installed
-  (no keyrings, ptrace, memfd, SysV IPC, io_uring, bpf, perf).
+  cgroup namespaces; a new root holding only the Python installation and the import path it
+  needs (read-only, ``worker_sys_path``), a few files from ``/etc`` the dynamic linker needs,
+  a fresh ``/proc`` (its writable entries read-only: the sandbox's uid is the host's) and
+  minimal ``/dev``; size-bounded private tmpfs for the scratch directory, ``/tmp``,
+  ``/var/tmp``, ``/dev/shm`` and ``/run``; ``--die-with-parent``, ``--new-session``, no nested
+  user namespaces, and a seccomp filter built by libseccomp when it is installed (no
+  keyrings, ptrace, memfd, SysV IPC, io_uring, bpf, perf, inotify, socket families beyond
+  unix / inet / inet6, clearing the parent-death signal), with the worker as pid 1.
 * macOS: ``sandbox-exec`` with a Seatbelt profile: no network, no writes outside the scratch
   directory, no reads of the user's files (only the Python installation and ``sys.path``).
 * Elsewhere: ``SandboxUnavailable`` (one clear line), unless ``MLX_SCDPO_SANDBOX=unconfined``
@@ -235,7 +237,9 @@ def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: in
             argv += ["--ro-bind", path, path]
     argv += ["--size", str(scratch_mb << 20), "--tmpfs", SCRATCH_IN_SANDBOX, "--chdir", SCRATCH_IN_SANDBOX]
     argv += ["--ro-bind", worker, WORKER_IN_SANDBOX]
-    argv += ["--remount-ro", "/"]  # the new root itself (parents of the binds) is not writable
+    # The new root itself (parents of the binds) and /dev are not writable: bubblewrap's /dev is
+    # a tmpfs of half the host's memory (/dev/shm, /dev/pts and the device nodes are own mounts).
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return argv
@@ -316,10 +320,14 @@ def _sbpl(path: str) -> str:
 
 def seatbelt_profile(sys_path, scratch: str, worker: str) -> str:
     """A deny-by-default Seatbelt profile: Python may run, read its installation and the system,
-    write only to ``scratch``; no network, no reads of the user's files."""
+    write only to ``scratch``; no network, no reads of the user's files or temporary directories."""
     scratch = os.path.realpath(scratch)
     python = [_sbpl(p) for p in python_dirs(sys_path)]
-    private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~")])]
+    # Temporary directories hold other programs' files (the scratch inside one is allowed below).
+    import tempfile
+
+    private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~"), "/private/tmp", "/tmp",
+                                                 tempfile.gettempdir()])]
     not_private = " ".join(f"(require-not (subpath {p}))" for p in private)
     return "\n".join([
         "(version 1)",

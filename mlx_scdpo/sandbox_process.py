@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import queue
+import secrets
 import select
 import shutil
 import signal
@@ -24,10 +25,12 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import asdict
 
 from mlx_scdpo import sandbox_cgroup as cgroups
 from mlx_scdpo import sandbox_isolation as iso
+from mlx_scdpo.sandbox_procfs import _all_stopped, _children, _descendants, _is_zombie  # noqa: F401
 
 WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
 _WORKER_ERRORS = (None, "exception", "memory")
@@ -113,6 +116,7 @@ class _Worker:
         self._fds: list[int] = []
         self._seq = 0
         self._killed = False
+        self._paused = None  # the pid stopped between blocks
         self._init_pid = self._worker_pid = None
         self._max_frame = 12 * (limits.max_output + 1024) + 4096  # JSON-escaped output and fields
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(limits).items()}
@@ -129,6 +133,9 @@ class _Worker:
         try:
             if mode == "bwrap":
                 program = None if "seccomp" in limits.disable else iso.seccomp_program()
+                if program is None and "seccomp" not in limits.disable:
+                    warnings.warn("mlx-scdpo: libseccomp is not installed (apt-get install libseccomp2): the sandbox "
+                                  "runs without its system-call filter (README, Sandbox)", RuntimeWarning, stacklevel=2)
                 if program is not None:
                     seccomp_r, seccomp_w = os.pipe()  # a few KB: fits the pipe buffer
                     os.write(seccomp_w, program)
@@ -258,15 +265,42 @@ class _Worker:
                 raise _Died
             if extra:
                 raise _Protocol("the worker wrote without being asked")
-        self._seq += 1
+        self._resume()
+        # An id the worker cannot predict: a thread a block left behind (paused between blocks,
+        # running again from here) cannot have a forged reply ready for this request.
+        self._seq = secrets.randbits(62)
         data = json.dumps({"id": self._seq, "code": code}).encode()
         self._write_all(struct.pack("<I", len(data)) + data, deadline)
         reply = self._read_frame(deadline, self._max_frame)
         if not (isinstance(reply, dict) and set(reply) == {"id", "output", "error"} and reply["id"] == self._seq
                 and isinstance(reply["output"], str) and reply["error"] in _WORKER_ERRORS):
             raise _Protocol("a reply that does not match the schema")
+        self._pause()
         self._kill_strays()
         return reply
+
+    def _pause(self) -> None:
+        """Stop the worker between blocks (SIGSTOP; SIGCONT with the next request): threads a
+        block left running burn no CPU while the model writes, nor fork after the clean-up."""
+        pid = self._worker_pid if self.mode == "bwrap" else self.proc.pid  # elsewhere the worker is proc
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError:
+            return
+        self._paused = pid
+        give_up = time.monotonic() + 1.0
+        while time.monotonic() < give_up and not _all_stopped(pid):
+            time.sleep(0.0005)
+
+    def _resume(self) -> None:
+        pid, self._paused = self._paused, None
+        if pid:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
 
     def _kill_strays(self) -> None:
         """Processes a block started may not outlive it (Linux: the sandbox's pid namespace)."""
@@ -340,48 +374,6 @@ def _cgroup_parents():
     if parents is not None:
         cgroups.remove_stale(parents)
     return parents
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):  # kernels without CONFIG_PROC_CHILDREN
-        return [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _parent(p) == pid]
-    out = []
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], _children(pid)
-    while todo and len(out) < 10000:
-        p = todo.pop()
-        out.append(p)
-        todo += _children(p)
-    return out
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in "ZX"
-    except (OSError, IndexError):
-        return True
 
 
 def _remove_tree(path: str) -> None:

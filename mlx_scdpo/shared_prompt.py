@@ -95,7 +95,7 @@ def supports_shared_prompt(model) -> bool:
         mx.eval(got, want)
     except Exception:  # noqa: BLE001  (shapes this architecture's attention does not take)
         return False
-    return bool(np.allclose(np.array(got), np.array(want), rtol=1e-2, atol=5e-2))
+    return bool(np.allclose(np.array(got), np.array(want), rtol=1e-2, atol=5e-2, equal_nan=True))
 
 
 def shared_batch_arrays(pairs, pad_id: int = 0, pad_to_multiple: int = 8) -> dict:

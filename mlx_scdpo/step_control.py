@@ -38,11 +38,12 @@ from eval.score import grade_sample
 from contextlib import ExitStack
 
 from eval.blocks import FORMATS
-from mlx_scdpo.jsonl import SOLUTION_SCHEMA, iter_finished, write_jsonl_atomic
+from mlx_scdpo.jsonl import SOLUTION_OPTIONAL, SOLUTION_SCHEMA, check_solution_record, iter_finished, \
+    write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
 from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.config import check_values
-from mlx_scdpo.run_state import check_identity, folder_lock, kill_point
+from mlx_scdpo.run_state import check_identity, folder_lock, kill_point, refuse_overwriting
 from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
     stream_completions
 from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps
@@ -179,8 +180,10 @@ def iter_solutions(path: str, vocab_size: int | None = None):
     from eval.errors import where
     from eval.records import check_record, iter_lines
 
+    seen: dict = {}
     for lineno, row in iter_lines(path):
-        rec = check_record(row, path, lineno, SOLUTION_SCHEMA)
+        rec = check_solution_record(check_record(row, path, lineno, SOLUTION_SCHEMA, SOLUTION_OPTIONAL),
+                                    where(path, lineno), seen)
         if vocab_size is not None:
             top = max([*rec["prompt_ids"], *(t for s in rec["samples"] for t in s["ids"])], default=-1)
             if top >= vocab_size:
@@ -221,6 +224,9 @@ def run_step_control(args: StepControlArgs) -> dict:
     check_values(args)  # before anything loads
     formats = check_solutions(args.solutions, config_vocab_size(args.model))
     out = Path(args.output_dir)
+    refuse_overwriting([args.solutions], out, ("step_control.jsonl", "step_control.jsonl.damaged",
+                                               "pairs_step_control.jsonl", "step_control_config.json",
+                                               "step_control_run.json"))
     with folder_lock(out, "step-control"):
         check_identity(out, "step_control_run", step_control_identity(args), ("step_control.jsonl",))
         return _run_step_control(args, out, formats)

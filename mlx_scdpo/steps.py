@@ -36,6 +36,8 @@ _BEGIN_PARTIAL = re.compile(r"\\(b(e(g(i(n(\{[a-zA-Z*]*)?)?)?)?)?)?")
 _BEGIN = re.compile(r"\\begin\{([a-zA-Z*]+)\}\Z")
 #: Chain-of-thought openers of a span never split (display math, code fences) and their closers.
 _COT_SPANS = {"$$": "$$", "\\[": "\\]", "```": "```"}
+#: Characters that start an opener or a closer, or may end a step: any other one only marks content.
+_COT_SPECIAL = frozenset("\n$\\`")
 
 
 def temperature_for_step(i: int, t0: float = T0, dt: float = DT, tmax: float = TMAX) -> float:
@@ -106,8 +108,14 @@ class StepScanner:
 
     def feed(self, text: str) -> list[tuple[int, str]]:
         events = []
-        step = self._cot_char if self.fmt is None else self._code_char
+        cot = self.fmt is None
+        step = self._cot_char if cot else self._code_char
         for ch in text:
+            if cot and not self.tail and ch not in _COT_SPECIAL:  # the common case, in short
+                if not ch.isspace():
+                    self.content, self.newlines = True, 0
+                self.pos += 1
+                continue
             kind = step(ch)
             if kind is not None:
                 events.append((self.pos, kind))

@@ -10,6 +10,9 @@
   batches are length-bucketed; the step is compiled (``mx.compile`` over model,
   optimizer and RNG state, as mlx-lm's trainer) with optional gradient accumulation and
   checkpointing; AdamW with linear warmup then cosine decay.
+* The LM head and log-softmax run in chunks of positions (``mlx_scdpo.logps``); before the
+  reference pass a preflight prints the estimated peak memory and refuses a run that would
+  not fit (``mlx_scdpo.memory``).
 * Logs TRL's metric names to the terminal, ``ADAPTER_PATH/metrics.jsonl`` and, with
   ``--report-to wandb``, to Weights & Biases.
 * Checkpoints (adapters, optimizer state, step, data position) every ``--save-every``
@@ -33,7 +36,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -54,7 +56,7 @@ from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
 from mlx_scdpo.models import set_adapter_scale  # noqa: F401  (also imported from here)
 from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
                                        sequence_arrays, tokenize_pair, vocab_size)
-from mlx_scdpo.run_state import data_identity, folder_lock, kill_point
+from mlx_scdpo.run_state import check_output_folder, data_identity, folder_lock, kill_point, refuse_overwriting
 from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
@@ -201,6 +203,7 @@ def response_tokens(batch: dict) -> int:
 
 def make_batch(pairs, ref, idx, batch_size, pad_id, shared: bool = False, rank: int = 0, size: int = 1) -> dict:
     """Arrays for one batch, padded to ``batch_size`` pairs (weight 0); this process's shard of it."""
+    batch_size = min(batch_size, len(pairs))  # padding beyond the data adds nothing (and --batch-size may be huge)
     weight = np.ones(len(idx), dtype=np.float32)
     if len(idx) < batch_size:  # pad to a fixed batch size: one compiled shape per length
         extra = batch_size - len(idx)
@@ -291,7 +294,8 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
         opt = mx.load(str(ckpt / "optimizer.safetensors"))
     except Exception as e:  # missing, truncated, not JSON / safetensors
         raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not weights or not opt:
+    counts = [state.get(k) for k in ("step", "epoch", "batch")] if isinstance(state, dict) else [None]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or not weights or not opt:
         raise ValueError("incomplete state")
     return state, weights, opt
 
@@ -400,9 +404,11 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
 def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     from mlx_scdpo.config import check_values
-    from mlx_scdpo.models import config_vocab_size, load_model
+    from mlx_scdpo.models import config_size, config_vocab_size, load_model
 
     check_values(args)
+    if args.ref_cache_dir is not None:
+        check_output_folder(args.ref_cache_dir, "--ref-cache-dir")
     if args.loss_type not in LOSS_TYPES:
         raise UserError(f"--loss-type {args.loss_type}: choose from {', '.join(LOSS_TYPES)}")
     if args.reference not in ("precompute", "on-the-fly"):
@@ -418,6 +424,13 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     identity = resume_identity(args, data_identity(*files))
     for rows, f in zip((train_rows, valid_rows), files):  # from config.json: before the model loads
         check_token_ids(rows, config_vocab_size(args.model) or 2**63, f)
+    if args.lora_rank > (config_size(args.model, "hidden_size") or args.lora_rank):
+        raise UserError(f"--lora-rank {args.lora_rank}: above the model's hidden size "
+                        f"{config_size(args.model, 'hidden_size')}")
+    if args.ref_cache_dir is not None and Path(args.ref_cache_dir).exists() and not Path(args.ref_cache_dir).is_dir():
+        raise UserError(f"--ref-cache-dir {args.ref_cache_dir}: exists and is not a folder")
+    refuse_overwriting(files, args.adapter_path, ("metrics.jsonl", "train_config.json", "adapter_config.json",
+                                                  "adapters.safetensors"))
     if rank == 0:  # one run per adapter folder
         stack.enter_context(folder_lock(args.adapter_path, "train"))
     model, tokenizer = load_model(args.model)
@@ -433,14 +446,16 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     shared = args.shared_prompt and supports_shared_prompt(model)
     if args.shared_prompt and not shared and rank == 0:
         print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
-              f"differs with a prompt cache); chosen and rejected run as whole sequences", file=sys.stderr)
+              f"differs with a prompt cache); chosen and rejected run as whole sequences")  # stderr: errors only
     if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
         from dataclasses import replace
 
         from mlx_scdpo.memory import batch_lengths, preflight
 
-        echo = (lambda line: print(line, file=sys.stderr, flush=True)) if rank == 0 else (lambda line: None)
-        preflight(model, replace(args, batch_size=args.batch_size // size),
+        # stdout, with the training reports: stderr carries only errors (one line each)
+        echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
+        # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
+        preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
                   batch_lengths(train, args.batch_size, args.seed), shared, echo)
     ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
     ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)

@@ -120,8 +120,8 @@ def stream_completions(
     ``stop_tokens`` replaces the tokenizer's EOS ids (``[]``: every sequence runs to ``max_tokens``).
     """
     from mlx_scdpo.code_generation import CodeCompletion, inert_output
-    from mlx_scdpo.generation import _TAIL_TOKENS, Completion, _stop_position, copy_cache, stop_trigger_ids, \
-        trim_at_stop
+    from mlx_scdpo.generation import _TAIL_TOKENS, Completion, _stop_position, copy_cache, observe, \
+        stop_trigger_ids, trim_at_stop
     from mlx_scdpo.generation import BatchGenerator  # mlx-lm's, as the batched generators use it (tests patch it)
 
     stop_ids = tokenizer.eos_token_ids if stop_tokens is None else stop_tokens
@@ -156,6 +156,7 @@ def stream_completions(
         context = s.request.prompt + s.tokens
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
+        observe(s.request.processors, exec_tokens)  # the ramp learns tokens from here, never reads them
         s.segment_start = len(s.tokens)
         insert(s, exec_tokens, cache, context, max(1, max_tokens - s.generated))
 
@@ -211,6 +212,7 @@ def stream_completions(
                 if r.finish_reason != "stop":
                     s.tokens.append(r.token)
                     s.gen_mask.append(1)
+                    observe(s.request.processors, [r.token])
                 reason = r.finish_reason
                 if reason is None and stop_strings and (stop_triggers is None or r.token in stop_triggers):
                     # Looked for in the model's own text since the last execution block.

@@ -59,6 +59,9 @@ SYMBOLIC = [
 
 # Intervals (open/closed differ), unions, tuples / points / vectors (ordered), lists / sets (unordered).
 STRUCTURES = [
+    ("(3,-2)", "x=3, y=-2", True), ("(3,-2)", "y=-2, x=3", True), ("(3,-2)", "x=-2, y=3", False),
+    ("(3,-2)", "a=3, b=-2", False), ("(1,2,3)", "x=1, y=2, z=3", True), ("(1,2,3)", "x=1, y=2", False),
+    ("(1, 2, 3)", "\\langle 1, 2, 3 \\rangle", True), ("(1, 2, 3)", "\\langle 1, 2, 4 \\rangle", False),
     ("(1,2)", "(1,2)", True), ("(1,2)", "(2,1)", False), ("(1,2]", "(1,2)", False), ("[1,2]", "[1, 2]", True),
     ("[1,2)", "(1,2]", False), ("(-\\infty,3]", "(-\\infty, 3]", True), ("(-\\infty,3]", "(-\\infty,3)", False),
     ("(-\\infty,3]\\cup(4,\\infty)", "(4,\\infty)\\cup(-\\infty,3]", True), ("(-\\infty,3]\\cup(4,\\infty)", "(-\\infty,3]", False),
@@ -83,6 +86,8 @@ MATRICES = [
 ]
 
 RELATIONS = [
+    ("x = \\pm 3", "-3, 3", True), ("x = \\pm 3", "3", False), ("x = \\pm 3", "y = \\pm 3", False),
+    ("x = 1", "y = 1", False), ("y = 2", "x = 2", False), ("a_{1} = 3", "a_1 = 3", True), ("x = 1", "1", True),
     ("y=2x+3", "y = 2x + 3", True), ("y=2x+3", "2x+3", True), ("y=2x+3", "2x+3=y", True), ("x+y=5", "5=x+y", True),
     ("x+2y=3", "2x+4y=6", True), ("x+2y=3", "x+2y=4", False), ("x+y=5", "x-y=5", False), ("x>3", "3<x", True),
     ("x>3", "x>=3", False), ("x\\ge 3", "3\\le x", True), ("x<3", "x>3", False), ("2x<6", "x<3", True),
@@ -116,6 +121,10 @@ GSM8K = [
     ("-5", "5", False), ("5", "5 apples", True), ("5", "5\\text{ apples}", True), ("20", "20%", True),
     ("0.5", "1/2", True), ("18", "18 or 19", False), ("18", "18, 19", False), ("18", "", False), ("18", "eighteen", True), ("7/2", "3 1/2", True), ("-3", "−3", True), ("3", "−3", False), ("1250", "1 250", True), ("0", "().__class__.__bases__[0]", False),
     ("1200", "1,200", True), ("1200", "1.200", False), ("3", "3.", True), ("42", "\\boxed{42}", True), ("70000", "70,000", True),
+    # Working is read only when right; a clock time equals only itself.
+    ("8", "10 - 2 = 8", True), ("8", "10 - 3 = 8", False), ("18", "18 - 3 = 15", False), ("12", "3 \\times 4 = 12", True),
+    ("8", "x = 8", False), ("8", "1/0 = 8", False), ("-3", "- 3", True), ("3", "- 3", False),
+    ("5:00", "5:00", True), ("5", "5:00", False), ("5:00", "5", False), ("5:00", "6:00", False),
 ]
 
 
@@ -144,19 +153,66 @@ def test_hard_timeout_kills_worker_and_recovers():
     from eval.worker import get_worker
 
     worker = get_worker()
+    is_equivalent("x+1", "1+x")  # running (started by an earlier test, or now)
     before = worker.timeouts
     t = time.perf_counter()
     # An equal pair whose simplify takes about a second; a 50 ms bound forces the kill path.
-    assert worker.call("symbolic", "(x+1)^{80}(x-1)^{80}", "(x^2-1)^{80}", timeout=0.05) is False
+    assert worker.call("relation", ("(x+1)^{71}(x-1)^{71}", "=", "y"), ("(x^2-1)^{71}", "=", "y"), timeout=0.05) is False
     assert time.perf_counter() - t < 2.0
     assert worker.timeouts == before + 1
+    worker.warm()  # the replacement may still be starting: wait for it outside the timing
     assert is_equivalent("\\sqrt{8}", "2\\sqrt{2}") is True  # a fresh worker answers
 
 
 def test_threads_get_bounded_answers():
     from concurrent.futures import ThreadPoolExecutor
 
+    from eval.worker import get_worker
+
+    get_worker().warm()  # a worker replaced by an earlier test may still be starting
     pairs = [("(x+1)^2", "x^2+2x+1"), ("10^{10^{10}}", "1"), ("\\frac12", "0.5")] * 4
     with ThreadPoolExecutor(4) as ex:
         got = list(ex.map(lambda pg: is_equivalent(*pg), pairs))
     assert got == [True, False, True] * 4
+
+
+def test_pair_after_a_timeout_is_not_charged_a_restart():
+    """A warm spare replaces a killed worker: the next pair does not wait for sympy to load."""
+    from eval.worker import get_worker
+
+    worker = get_worker()
+    worker.warm()
+    assert worker.call("relation", ("(x+1)^{73}(x-1)^{73}", "=", "y"), ("(x^2-1)^{73}", "=", "y"), timeout=0.05) is False
+    t = time.perf_counter()
+    assert is_equivalent("x^2-1", "(x-1)(x+1)") is True
+    assert time.perf_counter() - t < 1.0
+
+
+def test_one_time_bound_covers_all_calls_of_a_pair():
+    """A list of slow items shares one bound: the pair answers False in about `timeout`, not n times it."""
+    from eval.worker import get_worker
+
+    get_worker().warm()
+    # Four equations, each about a second of simplify (different exponents: sympy caches results).
+    slow = ", ".join(f"(x+1)^{{{n}}}(x-1)^{{{n}}}=y+1" for n in (41, 43, 45, 47))
+    gold = ", ".join(f"(x^2-1)^{{{n}}}=y+1" for n in (41, 43, 45, 47))
+    t = time.perf_counter()
+    assert is_equivalent(slow, gold, timeout=0.5) is False
+    assert time.perf_counter() - t < 1.5  # a bound per call would take at least 4 x 0.5 s
+
+
+@pytest.mark.slow  # waits for three worker start-ups (seconds each)
+def test_pairs_right_after_repeated_kills_stay_bounded():
+    """Kills in a row outpace the spare: later pairs answer False within their bound, never wait."""
+    from eval.worker import get_worker
+
+    worker = get_worker()
+    worker.warm()
+    for n in range(3):  # each kill promotes the spare; the next spare is still starting
+        worker.call("relation", (f"(x+1)^{{{51 + n}}}(x-1)^{{{51 + n}}}", "=", "y"), (f"(x^2-1)^{{{51 + n}}}", "=", "y"),
+                    timeout=0.05)
+        t = time.perf_counter()
+        is_equivalent("x^2-1", "(x-1)(x+1)", timeout=0.5)
+        assert time.perf_counter() - t < 1.0
+    worker.warm()
+    assert is_equivalent("x^2-1", "(x-1)(x+1)") is True

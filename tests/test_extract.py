@@ -77,6 +77,10 @@ CASES = [
     # Nothing.
     ("", "math", None),
     ("   ", "gsm8k", None),
+    # Prose answers (eval.phrases): roots in separate $..$, "The <noun> is X", a bracketed aside.
+    ("So $x = 3$ or $x = -2$.", "math", "3, -2"), ("Final Answer: The largest $n$ is 34.", "math", "34"),
+    ("The answer is 7 (not 8).", "gsm8k", "7"), ("The answer is 12 (dollars).", "gsm8k", "12"),
+    ("Answer: (B)", "math", "(B)"), ("The answer is $(1, 2)$.", "math", "(1, 2)"),
     ("no numbers here", "gsm8k", None),
     (None, "math", None),
     (12, "math", None),
@@ -240,6 +244,8 @@ ADVERSARIAL = {
     "open-inline": "\\(" * (_N // 2), "open-display": "\\[" * (_N // 2), "dollars": "$a " * (_N // 3),
     "final-answer-lines": "\n**Final Answer:** " * (_N // 19), "box-spaces": "\\boxed{" + " , " * (_N // 3) + "}",
     "box-gap": "\\boxed{1}" + " " * _N + "\\boxed{2}", "or-chain": "x = 1 or " * (_N // 9), "hash": "#### " * (_N // 5),
+    "box-inner-spaces": "\\boxed{1" + " " * _N + "x}", "label-comma-spaces": "x = 1," + " " * _N + "y",
+    "plus-minus-spaces": "x = ±3" + " " * _N + "abc", "quote-spaces": '"' + " " * _N + "a", "list-spaces": "1" + " " * _N + "2",
 }
 
 
@@ -250,4 +256,15 @@ def test_extraction_is_linear_on_adversarial_text(name):
 
     t = time.perf_counter()
     extract_answer(ADVERSARIAL[name])
+    clean_answer(ADVERSARIAL[name])
     assert time.perf_counter() - t < 1.0
+
+
+def test_nested_box_bomb_is_linear():
+    """``"\\boxed{" * 20000`` took minutes with a brace scan per box (quadratic); one pass now."""
+    import time
+
+    t = time.perf_counter()
+    assert extract_answer("\\boxed{" * 20000 + "3", "math") in (None, "3")
+    assert extract_answer("\\boxed{" * 20000 + "3" + "}" * 20000, "math") is not None
+    assert time.perf_counter() - t < 5.0

@@ -83,6 +83,10 @@ PAYLOADS = [
     f"2, __import__('os').system('touch {M}')",
 ]
 
+# Size attacks on the equivalence layer (extraction is tested on its own).
+OVERSIZED = ["\\boxed{" * 20000 + "2", "(" * 50000 + "2", "\\frac{" * 500 + "2" + "}{1}" * 500, "2" + " x" * 50000,
+             "1" * 100000, "x+" * 30000 + "2"]
+
 _SPAWN_EVENTS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty"}
 _spawned: list[tuple[str, str]] = []
 _recording = threading.Event()
@@ -142,6 +146,15 @@ def test_payload_grades_false_without_side_effect(payload, watched):
             assert stats[key] == before[key], stats
     if worker.pid is not None and sys.platform.startswith("linux"):
         assert _children(worker.pid) == []
+
+
+@pytest.mark.parametrize("payload", OVERSIZED, ids=lambda p: f"{p[:12]}..{len(p)}")
+def test_oversized_answers_grade_false_at_once(payload, watched):
+    for pred, gold in ((payload, "2"), ("2", payload)):
+        for task in ("math", "gsm8k"):
+            t = time.perf_counter()
+            assert is_equivalent(pred, gold, task) is False
+            assert time.perf_counter() - t < 0.5
 
 
 def test_payload_table_is_large_enough():

@@ -22,6 +22,19 @@ QWEN05, estimate_for = bench.QWEN05, bench.estimate_for
 RESULTS = ROOT / "scripts" / "bench" / "memory_results.json"
 
 
+def test_estimate_is_within_25_percent_of_the_measured_peaks():
+    """Peak RSS of `train` on the Qwen2.5-0.5B-shaped model at 512 + 512 tokens (scripts/bench/memory.py)."""
+    saved = json.loads(RESULTS.read_text())
+    runs = {name: r for name, r in saved["runs"].items() if r["exit"] == 0}
+    assert {"b8-gc", "b1", "b1-gc", "b2-gc", "b1-unchunked"} <= runs.keys()
+    for name, r in runs.items():
+        est = estimate_for(r["options"], saved["prompt_len"], saved["response_len"])
+        assert abs(est - r["peak_rss_gb"]) <= 0.25 * r["peak_rss_gb"], (name, est, r["peak_rss_gb"])
+    assert runs["b8-gc"]["peak_rss_gb"] <= 8.0  # the target on a 24 GB machine
+    # chunked logits: the measured saving of the head at batch 1
+    assert runs["b1-unchunked"]["peak_rss_gb"] - runs["b1"]["peak_rss_gb"] > 1.0
+
+
 def test_estimate_follows_the_settings():
     shape = TrainShape.from_config(QWEN05, dtype_bytes=4)
     base = TrainArgs(model="m", data="d", batch_size=8)

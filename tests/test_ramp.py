@@ -31,6 +31,14 @@ class CharTokenizer:
         return [inverse[c] for c in text]
 
 
+class LeadingSpaceTokenizer(CharTokenizer):
+    """Decodes as SentencePiece does: a text's leading space is dropped (so pieces do not concatenate)."""
+
+    def decode(self, ids):
+        text = super().decode(ids)
+        return text[1:] if text.startswith(" ") else text
+
+
 PIECES = CharTokenizer({1: "q", 2: "?", NL: "\n", 7: "a", 8: "b", 9: "c"})
 
 
@@ -58,31 +66,39 @@ def test_bulk_inserted_tokens_do_not_count_but_are_scanned():
     assert temps == pytest.approx([temperature_for_step(0)] * 2 + [temperature_for_step(1)])
 
 
-def test_the_newest_token_is_never_read_when_applied():
-    # The newest token of each call is looked up lazily; reading it would stall decoding.
-    ramp = StepRamp(PIECES)
-    proc = ramp.processor()
-    prompt = [1, 2]
-    proc(mx.array(prompt), mx.ones((1, 128)))
-    proc(mx.array(prompt + [NL]), mx.ones((1, 128)))
-    assert proc.tokens == [] and proc.pending is not None  # the "\n" is still lazy
-    proc(mx.array(prompt + [NL, 7]), mx.ones((1, 128)))
-    assert proc.tokens == [NL]
+def test_observed_tokens_need_no_read():
+    # The generation loop passes each token it receives (observe): the processor then reads nothing
+    # from its context; the newest token (still being computed) is looked up lazily.
+    proc = StepRamp(PIECES).processor()
+    prompt, gen = [1, 2], [7, NL, 8, NL]
+    temps = []
+    for i in range(len(gen) + 1):
+        context = prompt + gen[:i]
+        if i >= 2:
+            proc.observe([gen[i - 2]])  # a step behind, as BatchGenerator hands tokens back
+        temps.append(round(1.0 / proc(mx.array(context), mx.ones((1, 128)))[0, 0].item(), 6))
+        assert proc.tokens == gen[:max(i - 1, 0)]  # only observed tokens are known: nothing was read
+    assert temps == pytest.approx([1.1, 1.1, 1.2, 1.2, 1.3])
+    # Without observe the processor reads all but the newest token from its context.
+    temps2, proc2 = applied_temperatures([prompt + gen[:i] for i in range(len(gen) + 1)])
+    assert temps2 == temps and proc2.tokens == gen[:-1]
 
 
 TEXTS = [
-    ("cot", None, "line", "We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n"),
+    ("cot", None, "line", " We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n"),
     ("cot", None, "paragraph", "First.\nStill first.\n\nSecond \\[\n\n\\]\n \n\nThird\n```\n\n```\n\nEnd"),
     ("cot", None, "line", "a\n```python\nx = 1\n\ny = 2\n```\n\\[ 1\n\\]\n$$ x $$ y\nz"),
     ("code", MARKDOWN, "line", "We compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo\n\nit is 42."),
 ]
 
 
+@pytest.mark.parametrize("tokenizer", [CharTokenizer, LeadingSpaceTokenizer])
 @pytest.mark.parametrize("style, fmt, unit, text", TEXTS)
-def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text):
+def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text, tokenizer):
     # Character tokens: at every position, the step the ramp samples in is the number of
     # steps of split_steps(text) that are complete there (the rest of the text cannot change them).
-    tok = CharTokenizer()
+    tok = tokenizer()
+    assert StepRamp(tok).pieces_concatenate == (tokenizer is CharTokenizer)
     ids = tok.encode(text)
     temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, style, fmt, unit,
                                        t0=1.0, dt=1.0, tmax=1e6)
@@ -103,6 +119,21 @@ def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text):
     generated = [s for s, k in zip(steps.steps, steps.kinds) if k != "execution"]
     assert step_temperatures(tok, ids, proc, style, fmt, unit) == pytest.approx(
         [1.0 + i for i in range(len(generated))])
+
+
+def test_multibyte_characters_split_across_tokens(tiny_model):
+    # Byte-level BPE spells "∑" and "α" as several tokens: the scan waits for a character's last byte.
+    from mlx_lm import load
+
+    _, tok = load(str(tiny_model))
+    text = "∑ a\n$$\nα\n$$\nβγ\n\nδ\nz"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert len(ids) > len(text)  # some characters take several tokens
+    temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, t0=1.0, dt=1.0, tmax=1e6)
+    for i in range(len(ids) + 1):
+        prefix = tok.decode(ids[:i]).rstrip("\ufffd")
+        assert round(temps[i] - 1) == len(split_steps(prefix + "x").steps) - 1, (i, prefix)
+    assert step_temperatures(tok, ids, proc) == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
 
 
 def test_ramp_on_the_tiny_tokenizer_matches_split_steps(tiny_model):
@@ -152,3 +183,40 @@ def test_stable_seed_is_the_same_in_every_process():
                            env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
     assert outs == {f"{stable_seed(0, 1, 'cot')} {stable_seed(0, 'gsm8k/1', 2)}\n"}
     assert stable_seed(0, 1, "cot") != stable_seed(0, 2, "cot") and 0 <= stable_seed(5) < 2**31
+
+
+@pytest.mark.parametrize("loop", ["generate_batched", "code loop", "windows"])
+def test_generation_loops_pass_tokens_so_the_ramp_never_reads(tiny_model, loop):
+    from mlx_lm import load
+
+    from eval.blocks import MARKDOWN
+    from mlx_scdpo.code_generation import generate_with_code
+    from mlx_scdpo.generation import generate_batched
+    from mlx_scdpo.sandbox import SandboxPool
+    from mlx_scdpo.windows import Request, stream_completions
+
+    model, tok = load(str(tiny_model))
+    text = "x = 1\n```python\nprint(2)\n```\ny = 2\n\nz = 3\n" * 2
+    script = tok.encode(text, add_special_tokens=False)
+    prompt = tok.encode("Question: what?\n", add_special_tokens=False)
+
+    def force(context, logits):  # the script, from wherever the sequence stands
+        n = min(context.size - len(prompt), len(script) - 1)
+        return logits + mx.where(mx.arange(logits.shape[-1]) == script[n], 0.0, -1e9)
+
+    fmt = MARKDOWN if loop == "code loop" else None
+    ramp = StepRamp(tok, "code" if fmt else "cot", fmt)
+    procs = [ramp.processor() for _ in range(3)]
+    if loop == "generate_batched":
+        out = list(generate_batched(model, tok, [prompt] * 3, max_tokens=24, stop_tokens=[],
+                                    logits_processors=[[p, force] for p in procs]))
+    elif loop == "code loop":
+        with SandboxPool(size=1, timeout=5) as pool:
+            out = list(generate_with_code(model, tok, [prompt] * 3, pool, fmt=fmt, max_tokens=16, max_rounds=1,
+                                          logits_processors=lambda i: [procs[i], force]))
+    else:
+        reqs = [Request(i, prompt, [p, force]) for i, p in enumerate(procs)]
+        out = list(stream_completions(model, tok, lambda n: [reqs.pop() for _ in range(min(n, len(reqs)))],
+                                      max_tokens=24, stop_tokens=[]))
+    assert len(out) == 3
+    assert [p.reads for p in procs] == [0, 0, 0] and all(len(p.applied) >= 16 for p in procs)

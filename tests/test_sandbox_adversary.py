@@ -257,3 +257,254 @@ def _in_namespace(ns):
         except OSError:
             pass
     return out
+
+
+# --- burners between blocks ----------------------------------------------------------------------
+
+
+@LINUX
+def test_threads_a_block_left_do_not_run_between_blocks(pool):
+    # Forked burners are killed when the block ends; a thread left in the worker used to keep
+    # running (and forking new burners) while the model wrote its next tokens.
+    with pool.sandbox() as sb:
+        r = sb.run("import os, threading, time\nstamps = []\ndef keep():\n    while True:\n"
+                   "        stamps.append(time.monotonic())\n        if os.fork() == 0:\n            while True:\n"
+                   "                pass\n        time.sleep(0.01)\nthreading.Thread(target=keep, daemon=True).start()\n"
+                   "time.sleep(0.1)\nend = time.monotonic()")
+        assert r.error is None
+        time.sleep(1.0)
+        r = sb.run("start = time.monotonic()\nlen([t for t in stamps if end + 0.05 < t < start - 0.05])")
+        assert r.output == "0\n"
+        assert sb.run("sum(i * i for i in range(1000))").output == "332833500\n"
+
+
+# --- protocol abuse and self-harm: bounded, and the next block answers -------------------------------
+
+PIPES = "import json, os, struct, sys, fcntl\ncfg = json.loads(sys.argv[1])\nfd, rq = cfg['reply_fd'], cfg['request_fd']\n"
+SELF_HARM = {  # attack: the results the block itself may give (the next one must be right)
+    "close the reply pipe": (PIPES + "os.close(fd)", {"killed"}),
+    "close the request pipe": (PIPES + "os.close(rq)", {None, "killed"}),
+    "/dev/null over the request pipe": (PIPES + "os.dup2(os.open('/dev/null', os.O_RDONLY), rq)", {None, "killed"}),
+    "the request pipe over the reply pipe": (PIPES + "os.dup2(rq, fd)", {"killed", "protocol"}),
+    "a 4 GB frame header": (PIPES + "os.write(fd, struct.pack('<I', 0xFFFFFFFF))", {"protocol"}),
+    "a header, then exit": (PIPES + "os.write(fd, struct.pack('<I', 100))\nos._exit(0)", {"killed"}),
+    "a 4 KB reply pipe": (PIPES + "fcntl.fcntl(fd, 1031, 4096)\nprint('y' * 3999)", {None}),
+    "a non-blocking reply pipe": (PIPES + "os.set_blocking(fd, False)\nprint('z' * 3999)", {None}),
+    "a str whose slices are 50 MB": ("import sys\nclass S(str):\n    def __getitem__(self, k):\n"
+                                     "        return 'x' * (50 << 20)\n    def __str__(self):\n        return self\n"
+                                     "sys.stdout.write(S('a'))", {"protocol", "timeout"}),
+    "an exception whose str() never returns": ("class E(Exception):\n    def __str__(self):\n        while True:\n"
+                                               "            pass\nraise E()", {"timeout"}),
+    "a 10 MB exception message": ("raise ValueError('v' * (10 << 20))", {"exception"}),
+    "the reply never sent": ("import __main__, time\n__main__._send = lambda f, o: time.sleep(100)", {"timeout"}),
+    "a reply nested 100,000 deep": ("import __main__, json\n__main__.json = type('J', (), {'dumps': staticmethod("
+                                    "lambda o: '[' * 100000 + ']' * 100000), 'loads': json.loads})", {"protocol"}),
+    "SIGSTOP to itself": ("import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)", {None, "timeout"}),
+    "SIGKILL to its process group": ("import os, signal\nos.killpg(0, signal.SIGKILL)", {None, "killed"}),
+    "SIGKILL to every process": ("import os, signal\nos.kill(-1, signal.SIGKILL)", {None, "exception", "killed"}),
+    "3 open files at most": ("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (3, 3))", {None}),
+    "50 MB of address space": ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (50 << 20, 50 << 20))", {None}),
+    "a 1 ms interval timer that raises": ("import signal\nsignal.signal(signal.SIGALRM, lambda *a: 1 / 0)\n"
+                                          "signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)", {None, "exception"}),
+    "a C stack overflow": ("import sys\nsys.setrecursionlimit(10 ** 7)\ndef f(n):\n    return f(n + 1)\nf(0)",
+                           {"killed", "timeout", "exception"}),
+}
+
+
+@LINUX
+@pytest.mark.parametrize("name", list(SELF_HARM))
+def test_self_harm_and_protocol_abuse_are_contained(pool, name):
+    code, allowed = SELF_HARM[name]
+    with pool.sandbox() as sb:
+        t = time.perf_counter()
+        r = sb.run(code)
+        assert time.perf_counter() - t < BOUND and r.error in allowed, r
+        after = sb.run("6 * 7")  # a worker the block broke is found dead now ("killed"), then replaced
+        assert after.output == "42\n" or (after.error in ("killed", "protocol") and sb.run("6 * 7").output == "42\n")
+    r.output.encode("utf-8")
+    assert len(r.output) < 5000
+
+
+# --- two jobs on one host ------------------------------------------------------------------------
+
+JOB_A = """\
+import sys
+sys.path.insert(0, sys.argv[1])
+from mlx_scdpo.sandbox import SandboxPool
+with SandboxPool(size=2, timeout=3.0, preload=()) as pool, pool.sandbox() as sb:
+    sb.run("x = 5")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(sb.run("x").output.strip(), flush=True)
+"""
+
+JOB_B = """\
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from mlx_scdpo.sandbox import SandboxPool
+with SandboxPool(size=2, timeout=3.0, preload=()) as pool:
+    for code in ["import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass",
+                 "import os, signal\\nos.kill(-1, signal.SIGKILL)"]:
+        with pool.sandbox() as sb:
+            sb.run(code)
+    os._exit(0)  # without closing the pool, as a killed job would
+"""
+
+
+@LINUX
+@pytest.mark.slow  # three interpreters, two pools: about 10 s on a loaded machine
+def test_one_job_s_attacks_and_clean_up_leave_another_job_s_sandboxes_alone():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = str(Path(__file__).resolve().parents[1])
+    a = subprocess.Popen([sys.executable, "-c", JOB_A, project], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert a.stdout.readline() == "ready\n"
+        b = subprocess.run([sys.executable, "-c", JOB_B, project], timeout=60)
+        c = subprocess.run([sys.executable, "-c", JOB_B, project], timeout=60)  # cleans up after b
+        assert b.returncode == 0 and c.returncode == 0
+        a.stdin.write("go\n")
+        a.stdin.flush()
+        assert a.stdout.readline() == "5\n"  # job A's worker kept its state
+    finally:
+        a.kill()
+        a.wait()
+
+
+# --- kernel interfaces and host services ---------------------------------------------------------
+
+RAW_SYSCALLS = {  # x86-64 numbers: name -> (number, arguments); each must fail with EPERM
+    "io_uring_setup": (425, (8, 0)), "bpf": (321, (0, 0, 0)), "perf_event_open": (298, (0, 0, -1, -1, 0)),
+    "userfaultfd": (323, (0,)), "keyctl (session keyring)": (250, (0, -3, 0)), "add_key": (248, (0, 0, 0, 0, 0)),
+    "ptrace (attach pid 1)": (101, (16, 1, 0, 0)), "process_vm_readv": (310, (1, 0, 0, 0, 0, 0)),
+    "memfd_create": (319, (0, 0)), "unshare (user)": (272, (0x10000000,)), "mount": (165, (0, 0, 0, 0, 0)),
+    "open_by_handle_at": (304, (0, 0, 0)), "inotify_init1": (294, (0,)), "fanotify_init": (300, (0, 0)),
+}
+
+
+@LINUX
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 system call numbers")
+def test_raw_system_calls_outside_the_filter_are_refused(pool):
+    needs_seccomp(pool)
+    calls = {name: nr_args for name, nr_args in RAW_SYSCALLS.items()}
+    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+            f"calls = {calls!r}\nout = {{}}\nfor name, (nr, args) in calls.items():\n"
+            "    ctypes.set_errno(0)\n    r = libc.syscall(nr, *[ctypes.c_long(a) for a in args])\n"
+            "    out[name] = (r, ctypes.get_errno())\nout")
+    got = eval(attack(pool, code).output)  # a dict of int pairs printed by our own code
+    assert {k: v for k, v in got.items() if v != (-1, 1)} == {}
+
+
+@LINUX
+def test_host_unix_sockets_are_out_of_reach(pool, tmp_path):
+    import socket
+
+    path = tmp_path / "host.sock"
+    abstract = f"\0mlx_scdpo_adversary_{os.getpid()}"
+    servers = []
+    for address in (str(path), abstract):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(address)
+        s.listen()
+        servers.append(s)
+    try:
+        code = ("import socket\nout = []\nfor a in " + repr([str(path), abstract]) + ":\n"
+                "    try:\n        socket.socket(socket.AF_UNIX).connect(a)\n        out.append('connected')\n"
+                "    except OSError as e:\n        out.append(type(e).__name__)\nout")
+        assert attack(pool, code).output == "['FileNotFoundError', 'ConnectionRefusedError']\n"
+    finally:
+        for s in servers:
+            s.close()
+
+
+@LINUX
+def test_a_missing_libseccomp_is_said_not_hidden(monkeypatch):
+    from mlx_scdpo.sandbox import Sandbox
+
+    monkeypatch.setattr(sandbox_isolation, "seccomp_program", lambda: None)
+    with pytest.warns(RuntimeWarning, match="libseccomp"):
+        with Sandbox(timeout=TIMEOUT, preload=()) as sb:
+            assert sb.isolation["seccomp"] is False and sb.run("6 * 7").output == "42\n"
+
+
+def test_threads_do_not_run_between_blocks_without_bubblewrap_either(monkeypatch):
+    # The path macOS takes (here with the Linux isolation switched off): the worker is paused too.
+    import warnings
+
+    from mlx_scdpo.sandbox import Sandbox
+
+    monkeypatch.setenv(sandbox_isolation.UNCONFINED_ENV, "unconfined")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sb = Sandbox(timeout=TIMEOUT, preload=(), disable=("bwrap", "seatbelt"))
+    with sb:
+        r = sb.run("import threading, time\nstamps = []\ndef keep():\n    while True:\n"
+                   "        stamps.append(time.monotonic())\n        time.sleep(0.01)\n"
+                   "threading.Thread(target=keep, daemon=True).start()\ntime.sleep(0.1)\nend = time.monotonic()")
+        assert r.error is None, r
+        time.sleep(1.0)
+        r = sb.run("start = time.monotonic()\nlen([t for t in stamps if end + 0.05 < t < start - 0.05])")
+        assert r.output == "0\n"
+
+
+def test_inert_output_leaves_whitespace_tokens_and_plain_output_alone():
+    from eval.blocks import MARKDOWN
+    from mlx_scdpo.code_generation import inert_output
+
+    class Tok:  # a tokenizer with a whitespace-only added token and a markup one
+        added_tokens_decoder = {5: "    ", 6: "<tool_call>"}
+        all_special_tokens = ["</s>"]
+
+    out = "a    b\n1 < 2\n<tool_call></s>``"
+    assert inert_output(out, Tok(), MARKDOWN) == "a    b\n1 < 2\n<\u200btool_call><\u200b/s>``"
+
+
+def test_seatbelt_profile_keeps_temporary_directories_private(tmp_path):
+    # Other programs' files in /tmp and the user's $TMPDIR; the scratch inside one stays allowed.
+    import tempfile
+
+    from mlx_scdpo.sandbox import WORKER_PATH
+
+    scratch = tempfile.mkdtemp(prefix="mlx-scdpo-sandbox-")
+    try:
+        profile = sandbox_isolation.seatbelt_profile([], scratch, WORKER_PATH)
+    finally:
+        os.rmdir(scratch)
+    assert f'(require-not (subpath "{os.path.realpath(tempfile.gettempdir())}"))' in profile
+    assert f'(allow file-read* file-write* (subpath "{os.path.realpath(scratch)}"))' in profile
+
+
+# --- what is writable inside ---------------------------------------------------------------------
+
+DEVICES = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}
+PRIVATE_TMPFS = {"/scratch", "/tmp", "/var/tmp", "/dev/shm", "/run"}
+
+
+@LINUX
+def test_every_writable_mount_is_a_bounded_private_tmpfs_or_a_device(pool):
+    # bubblewrap's /dev was a writable tmpfs of half the host's memory (120 MB written in a test).
+    r = attack(pool, "[l.split()[1:4] for l in open('/proc/self/mounts')]")
+    mounts = eval(r.output)  # a list of [mountpoint, type, options] printed by our own code
+    for point, kind, options in mounts:
+        opts = options.split(",")
+        if "ro" in opts or point in DEVICES or point in ("/proc", "/dev/pts"):
+            continue
+        assert point in PRIVATE_TMPFS and kind == "tmpfs", (point, kind, options)
+        size = [o for o in opts if o.startswith("size=")]
+        assert size and int(size[0][5:-1]) <= 64 << 10, (point, options)  # KB, at most scratch_mb
+    r = attack(pool, "open('/dev/fill', 'wb')")
+    assert r.error == "exception" and "Read-only file system" in r.output
+
+
+@LINUX
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 system call numbers")
+def test_new_namespaces_through_raw_clone_are_refused(pool):
+    # seccomp refuses unshare(), not clone() flags: --disable-userns and the dropped capabilities do.
+    code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+            "out = []\nfor flags in (0x10000000, 0x20000000, 0x40000000, 0x08000000, 0x02000000):\n"
+            "    r = libc.syscall(56, flags | 17, 0, 0, 0, 0)\n    if r == 0:\n        os._exit(0)\n"
+            "    if r > 0:\n        os.waitpid(r, 0)\n    out.append(r > 0)\nout")
+    assert attack(pool, code).output == "[False, False, False, False, False]\n"

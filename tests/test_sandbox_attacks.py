@@ -99,7 +99,11 @@ def test_unasked_frames_do_not_answer_the_next_block(pool):
                "import threading\nthreading.Timer(0.3, lambda: os.write(fd, struct.pack('<I', len(data)) + data)).start()")
         time.sleep(0.6)
         r = sb.run("'honest'")
-        assert r.output != "forged\n" and r.error == "protocol"
+        # The worker is paused between blocks: the forged frame comes before or after the honest
+        # reply, and is a protocol error of this block or of the next.
+        assert r.output != "forged\n" and (r.error == "protocol" or r.output == "'honest'\n")
+        r = sb.run("6 * 7")
+        assert r.output == "42\n" or r.error == "protocol"
         assert sb.run("6 * 7").output == "42\n"
 
 
@@ -154,7 +158,8 @@ def test_lone_surrogates_become_valid_utf8(pool):
     r = attack(pool, "print(chr(0xD800) + 'ok' + chr(0xDFFF))")
     r.output.encode("utf-8")  # would raise on a lone surrogate
     assert r.output == "?ok?\n"
-    forged = REPLY_FD + ("sys.stdout = sys.__stdout__\ndata = b'{\"output\": \"\\\\udc80\", \"error\": null, \"id\": 1}'\n"
+    forged = REPLY_FD + ("f = sys._getframe()\nwhile 'req' not in f.f_locals:\n    f = f.f_back\n"  # the request's id
+                         "data = b'{\"output\": \"\\\\udc80\", \"error\": null, \"id\": %d}' % f.f_locals['req']['id']\n"
                          "os.write(fd, struct.pack('<I', len(data)) + data)\nos._exit(0)")
     with pool.sandbox() as sb:
         r = sb.run(forged)
@@ -192,7 +197,9 @@ def test_cpu_limit_cannot_be_raised_or_caught():
     with Sandbox(timeout=20.0, cpu_time=1, cpu_time_total=2, preload=()) as sb:
         t = time.perf_counter()
         r = sb.run(code)
-        assert r.error in ("killed", "cpu_time") and time.perf_counter() - t < 10
+        # Not "timeout": the CPU limit struck before the 20 s wall limit (3 CPU seconds can take
+        # more than 10 s of wall time on a loaded 2-core machine).
+        assert r.error in ("killed", "cpu_time") and time.perf_counter() - t < 25
         assert sb.run("6 * 7").output == "42\n"
 
 

@@ -178,3 +178,21 @@ def test_step_control_truncated_continuations_are_no_rejected_side_by_default(ti
     pairs = _rows(tmp_path / "b" / "pairs_step_control.jsonl")
     assert [(p["k"], p["rejected_ids"], p["chosen_finish_reason"], p["rejected_finish_reason"]) for p in pairs] == \
         [(1, SCRIPT[:5], "stop", "length"), (2, SCRIPT[:5], "stop", "length")]
+
+
+def test_stop_option_sources(tmp_path):
+    from mlx_scdpo.config import build_args
+    from mlx_scdpo.prompts import DEFAULT_STOP
+    from mlx_scdpo.sampling import SampleArgs
+    from mlx_scdpo.step_control import StepControlArgs, run_stop_strings
+
+    (tmp_path / "c.yaml").write_text('stop: ["\\n\\nQ:", "END"]\n')
+    assert build_args(SampleArgs, {"model": "m", "output_dir": "o"}, str(tmp_path / "c.yaml")).stop == ["\n\nQ:", "END"]
+    # Repeated flags win over the file; no flag leaves the file's value (click gives an empty tuple).
+    assert build_args(SampleArgs, {"model": "m", "output_dir": "o", "stop": ("A", "B")},
+                      str(tmp_path / "c.yaml")).stop == ["A", "B"]
+    assert build_args(SampleArgs, {"model": "m", "output_dir": "o", "stop": ()}).stop is None
+    args = StepControlArgs(model="m", solutions="s", output_dir="o")
+    assert run_stop_strings(args, [{"stop": ["\n\nQ:"]}, {"stop": ["\n\nQ:", "X"]}]) == ("\n\nQ:", "X")
+    assert run_stop_strings(args, [{}]) == DEFAULT_STOP  # solutions written before stop strings were recorded
+    assert run_stop_strings(StepControlArgs(model="m", solutions="s", output_dir="o", stop=[""]), [{"stop": ["Q"]}]) == ()
