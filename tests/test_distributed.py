@@ -20,6 +20,7 @@ def _train_cmd(model, data, out):
 
 @pytest.mark.skipif(shutil.which("mlx.launch") is None and not (Path(sys.executable).parent / "mlx.launch").exists(),
                     reason="mlx.launch not installed")
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tiny_model, tmp_path):
     rows = [{"prompt": f"Q: {i} + {i} =", "chosen": f" {2 * i}.", "rejected": f" {2 * i + 1}!"} for i in range(10)]
     data = tmp_path / "pairs.jsonl"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import shared_data
@@ -64,6 +65,7 @@ def test_eval_missing_model_and_adapter_exit_2(tmp_path):
     assert res.exit_code == 2 and "no such model folder" in res.output
 
 
+@pytest.mark.slow
 def test_eval_resume_after_kill(tiny_model, tmp_path):
     data = shared_data("gsm8k_test.jsonl")
     out = tmp_path / "out"

@@ -63,6 +63,7 @@ def long_pairs(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_preflight_refuses_naming_settings_that_fit(tiny_model, long_pairs, tmp_path):
     model, _ = load(str(tiny_model))
     shape = TrainShape.from_model(model)

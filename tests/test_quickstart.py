@@ -9,6 +9,7 @@ from mlx_scdpo.cli import main
 from mlx_scdpo.toy_sft import ASSET_DIR
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ASSET_DIR / "model.safetensors").exists(), reason="embedded toy model missing")
 def test_quickstart_small(tmp_path):
     out = tmp_path / "qs"

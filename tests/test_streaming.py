@@ -126,6 +126,7 @@ def step_control_reference(tmp_path_factory):
     return solutions, d / "ref"
 
 
+@pytest.mark.slow
 def test_step_control_killed_inside_a_window_resumes_byte_identical(step_control_reference, tmp_path):
     solutions, ref = step_control_reference
     args = _step_control_args(solutions, tmp_path / "o")

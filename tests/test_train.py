@@ -36,6 +36,7 @@ def _train(tiny_model, pairs_dir, out, *extra):
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_training_raises_pair_accuracy_and_margins(tiny_model, pairs_dir, tmp_path):
     metrics = _train(tiny_model, pairs_dir, tmp_path / "a", "--iters", "30", "--lora-scale", "10")
     first, last = metrics[0], metrics[-1]
@@ -49,6 +50,7 @@ def test_training_raises_pair_accuracy_and_margins(tiny_model, pairs_dir, tmp_pa
     assert config["fine_tune_type"] == "lora" and config["lora_parameters"]["rank"] == 4
 
 
+@pytest.mark.slow
 def test_two_steps_resume_two_steps_equals_four_straight(tiny_model, pairs_dir, tmp_path):
     common = ("--iters", "4", "--lora-dropout", "0.1", "--save-every", "100")
     _train(tiny_model, pairs_dir, tmp_path / "straight", *common)
@@ -63,6 +65,7 @@ def test_two_steps_resume_two_steps_equals_four_straight(tiny_model, pairs_dir, 
     assert steps == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_on_the_fly_reference_matches_precomputed(tiny_model, pairs_dir, tmp_path):
     pre = _train(tiny_model, pairs_dir, tmp_path / "pre", "--iters", "2")
     fly = _train(tiny_model, pairs_dir, tmp_path / "fly", "--iters", "2", "--reference", "on-the-fly")
@@ -85,6 +88,7 @@ def test_memory_and_speed_options_train_the_same(tiny_model, pairs_dir, tmp_path
         assert other[-1][key] == pytest.approx(base[-1][key], rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_adapters_work_with_mlx_lm_load_generate_and_fuse(tiny_model, pairs_dir, tmp_path):
     _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "3")
     model, tok = load(str(tiny_model), adapter_path=str(tmp_path / "ad"))
