@@ -81,6 +81,21 @@ def _refuse_special_files(folder: Path) -> None:
             raise UserError(f"{f}: not a regular file (a FIFO, socket or device in the model folder)")
 
 
+# Far beyond any released model (the largest have ~200 layers, hidden 2^14-2^15, vocab ~2.6e5): a
+# config.json past these is damaged, and building it would hang or exhaust memory before failing.
+_SIZE_LIMITS = {"num_hidden_layers": 4096, "hidden_size": 1 << 17, "intermediate_size": 1 << 20,
+                "vocab_size": 1 << 24, "num_attention_heads": 4096, "num_key_value_heads": 4096}
+
+
+def _refuse_absurd_sizes(model: str) -> None:
+    """One line for a config.json whose sizes no model has (``num_hidden_layers: 10**12`` hung the loader)."""
+    for key, limit in _SIZE_LIMITS.items():
+        size = config_size(model, key)
+        if size is not None and size > limit:
+            raise UserError(f"{Path(model).expanduser() / 'config.json'}: field '{key}' is {size}, beyond any "
+                            f"model ({limit}); the file looks damaged")
+
+
 def load_model(model: str, adapter_path: str | None = None):
     """``mlx_lm.load`` with one-line errors; floating weights become float32 on CPU.
 
@@ -96,6 +111,7 @@ def load_model(model: str, adapter_path: str | None = None):
         raise UserError(f"{model}: no such model folder (expected config.json)")
     if looks_local:
         _refuse_special_files(Path(model).expanduser())
+        _refuse_absurd_sizes(model)
     try:
         mdl, tokenizer = load(str(Path(model).expanduser()) if looks_local else model, adapter_path=adapter_path)
     except Exception as e:  # hub errors, unsupported architectures, bad files

@@ -274,6 +274,19 @@ def test_a_fifo_in_the_model_folder_never_hangs(tiny_model, files, tmp_path, nam
                      list(files.values()), must_name=model)
 
 
+@pytest.mark.parametrize("key,value", [("num_hidden_layers", 10**12), ("hidden_size", 2**40), ("vocab_size", 2**40)])
+def test_absurd_sizes_in_config_json_are_one_line(tiny_model, files, tmp_path, key, value):
+    """``num_hidden_layers: 10**12`` made the loader hang (building the layers) for minutes."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, key: value}))
+    _one_line_exit_2(["eval", "--model", model, "--task", "gsm8k", "--data-files", files["problems"], "--output-dir",
+                      tmp_path / "out"], list(files.values()), must_name=key)
+
+
 def test_python_m_eval_usage_errors_are_one_line(files):
     import subprocess
     import sys
