@@ -17,7 +17,7 @@ what MLX holds at the peak of a training step (``estimate_peak``):
 * the process's fixed share (Python, MLX, tokenizer) and the allocator's slack.
 
 The per-token coefficients are calibrated against peak RSS measured with a random model of
-Qwen2.5-0.5B's shape at 512 + 512 tokens (``scripts/bench/memory.py``; README, "Memory at
+Qwen2.5-0.5B's shape at 512 + 512 tokens (``scripts/bench/memory.py``; docs/performance.md, "Memory at
 real lengths"); the estimate is within 25% of those measurements.
 """
 

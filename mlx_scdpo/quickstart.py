@@ -41,7 +41,8 @@ class QuickstartArgs:
     iters: int = field(default=80, metadata={"help": "Training steps of each adapter."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per step."})
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (higher rates hurt the toy "
-                                                                 "model, lower ones barely move it: see README)."})
+                                                                 "model, lower ones barely move it: see "
+                                                                 "docs/toy-world.md)."})
     beta: float = field(default=0.5, metadata={"help": "DPO beta (0.5 held the toy model closest to SFT)."})
     rpo_alpha: float = field(default=1.0, metadata={"help": "NLL weight on chosen (helped on the toy)."})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})

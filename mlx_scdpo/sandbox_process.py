@@ -135,7 +135,8 @@ class _Worker:
                 program = None if "seccomp" in limits.disable else iso.seccomp_program()
                 if program is None and "seccomp" not in limits.disable:
                     warnings.warn("mlx-scdpo: libseccomp is not installed (apt-get install libseccomp2): the sandbox "
-                                  "runs without its system-call filter (README, Sandbox)", RuntimeWarning, stacklevel=2)
+                                  "runs without its system-call filter (docs/code-and-sandbox.md, Sandbox)",
+                                  RuntimeWarning, stacklevel=2)
                 if program is not None:
                     seccomp_r, seccomp_w = os.pipe()  # a few KB: fits the pipe buffer
                     os.write(seccomp_w, program)
