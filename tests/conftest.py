@@ -26,3 +26,17 @@ def shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"benchmark data not found at {path}")
     return path
+
+
+
+def sandbox_mount_points(directory: str) -> list[str]:
+    """Names bubblewrap creates in a sandbox's private ``directory`` (``/tmp`` ...) to bind the Python
+    installation when it lives below it (a checkout in ``/tmp``): empty, read-only mount points."""
+    import os
+    import sys
+
+    from mlx_scdpo.sandbox_isolation import python_dirs
+
+    prefix = directory.rstrip("/") + "/"
+    paths = [*python_dirs(sys.path), os.path.realpath(sys.prefix)]
+    return sorted({p[len(prefix):].split("/")[0] for p in paths if p.startswith(prefix)})

@@ -6,6 +6,7 @@ worker process, so it can do anything the worker can: write to the reply pipe, r
 worker's functions, make system calls with ctypes.
 """
 
+import ast
 import os
 import resource
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import sandbox_mount_points
 from mlx_scdpo import sandbox_isolation
 from mlx_scdpo.sandbox import Sandbox, SandboxPool
 
@@ -255,7 +257,8 @@ def test_fifos_databases_and_shared_memory_do_not_persist(pool):
     for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
         assert not any(Path(d).glob("mlx_scdpo*"))  # nothing reached the host
     with pool.sandbox() as sb:
-        assert sb.run(LOOK).output == "[]\n"  # nor the next sandbox
+        mount_points = [m for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") for m in sandbox_mount_points(d)]
+        assert sorted(ast.literal_eval(sb.run(LOOK).output)) == sorted(mount_points)  # nor the next sandbox
 
 
 def test_device_nodes_cannot_be_made(pool):
@@ -375,8 +378,14 @@ NON_ROOT = textwrap.dedent("""\
     """)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK) or not shutil.which("setpriv"),
-                    reason="needs root (to drop to nobody), setpriv and a system Python nobody can read")
+def _others_can_read(path: Path) -> bool:
+    """Every folder down to ``path`` searchable by others (a checkout in a 0700 ``mktemp -d`` is not)."""
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK) or not shutil.which("setpriv")
+                    or not _others_can_read(PROJECT),
+                    reason="needs root (to drop to nobody), setpriv, a system Python and a checkout nobody can read")
 def test_non_root_pool_is_usable_and_confined():
     r = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3",
                         "-c", NON_ROOT, str(PROJECT)], capture_output=True, text=True, timeout=120, cwd="/")
