@@ -8,6 +8,7 @@ anything the worker may (ctypes, raw system calls, the worker's own pipes).
 
 import ast
 import os
+import sys
 import time
 
 import pytest
@@ -144,7 +145,7 @@ def test_directories_on_sys_path_outside_the_installation_are_not_bound(tmp_path
     with Sandbox(timeout=TIMEOUT, preload=("math",)) as sb:
         code = (f"import os, sys\nopen('/tmp/mine', 'w').write('x')\n"
                 f"[os.path.exists({str(secret)!r}), os.path.exists({os.path.dirname(__file__)!r}), os.listdir('/tmp'), "
-                f"[p for p in sys.path if p.startswith('/tmp') and not p.startswith(sys.prefix)]]")
+                f"[p for p in sys.path if p.startswith('/tmp') and not p.startswith({sys.prefix!r})]]")
         r = sb.run(code)
         # The installation may live below /tmp (a checkout there): its mount point is all that shows.
         found = ast.literal_eval(r.output)
