@@ -57,13 +57,6 @@ def check_solution_record(r: dict, at: str, seen: dict) -> dict:
     return r
 
 
-def read_solutions(path: str | Path) -> list[dict]:
-    """Problem records of a ``solutions.jsonl``, read strictly (``check_solution_record``)."""
-    records = read_records(path, SOLUTION_SCHEMA, SOLUTION_OPTIONAL, numbered=True)
-    seen: dict = {}
-    return [check_solution_record(r, f"{path}:{line}", seen) for line, r in records]
-
-
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
     try:
