@@ -40,3 +40,13 @@ def sandbox_mount_points(directory: str) -> list[str]:
     prefix = directory.rstrip("/") + "/"
     paths = [*python_dirs(sys.path), os.path.realpath(sys.prefix)]
     return sorted({p[len(prefix):].split("/")[0] for p in paths if p.startswith(prefix)})
+
+
+def bwrap_here() -> bool:
+    """Whether the sandbox isolates with bubblewrap here (Linux with a working ``bwrap``)."""
+    from mlx_scdpo import sandbox_isolation
+
+    try:
+        return sandbox_isolation.detect() == "bwrap"
+    except sandbox_isolation.SandboxUnavailable:
+        return False

@@ -13,26 +13,19 @@ import time
 
 import pytest
 
-from conftest import sandbox_mount_points
+from conftest import bwrap_here, sandbox_mount_points
 from mlx_scdpo import sandbox_isolation
 from mlx_scdpo.sandbox import SandboxPool
 
 
-def _bwrap_here():
-    try:
-        return sandbox_isolation.detect() == "bwrap"
-    except sandbox_isolation.SandboxUnavailable:
-        return False
-
-
-LINUX = pytest.mark.skipif(not _bwrap_here(), reason="needs Linux with a working bubblewrap")
+LINUX = pytest.mark.skipif(not bwrap_here(), reason="needs Linux with a working bubblewrap")
 TIMEOUT = 2.0
 BOUND = TIMEOUT + 3.0
 
 
 @pytest.fixture(scope="module")
 def pool():
-    if not _bwrap_here():
+    if not bwrap_here():
         pytest.skip("needs Linux with a working bubblewrap")
     with SandboxPool(size=2, timeout=TIMEOUT, memory_mb=1024, max_processes=24, preload=()) as p:
         yield p

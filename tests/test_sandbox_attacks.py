@@ -18,21 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sandbox_mount_points
-from mlx_scdpo import sandbox_isolation
+from conftest import bwrap_here, sandbox_mount_points
 from mlx_scdpo.sandbox import Sandbox, SandboxPool
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def _bwrap_here():
-    try:
-        return sandbox_isolation.detect() == "bwrap"
-    except sandbox_isolation.SandboxUnavailable:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _bwrap_here(), reason="needs Linux with a working bubblewrap")
+pytestmark = pytest.mark.skipif(not bwrap_here(), reason="needs Linux with a working bubblewrap")
 TIMEOUT = 2.0
 BOUND = TIMEOUT + 3.0  # every attack must be answered within this
 
