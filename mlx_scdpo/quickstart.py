@@ -3,11 +3,15 @@
 Phases (each the same code path a real run uses):
 
 1. toy problems: the SFT model's held-out test set and training problems to sample;
-2. ``eval`` of the SFT model;
+2. greedy evaluation of the SFT model on the held-out test split (``toy_eval``: the same
+   grading as ``eval``, plus step-level scores the toy generator makes possible);
 3. ``sample`` (naive pairs) and ``step-control`` (step-controlled pairs);
 4. ``build-pairs``: naive only (DPO) and naive + step-controlled (SCDPO);
 5. ``train`` of a DPO and an SCDPO LoRA adapter with the same settings;
-6. ``eval`` of both, credit assignment on toy pairs, a table and ``report.html``.
+6. evaluation of each adapter, credit assignment on toy pairs, a table and ``report.html``.
+
+Problems have ``--min-steps``..``--max-steps`` steps (2-3 by default; 4-6 is the setting
+where a negative can start erring late). Test problems are used for the final table only.
 
 The default model is the embedded toy SFT model (``mlx_scdpo/assets/toy_model``). The
 reference temperature ramp (1.1 -> 1.4) is too hot for a tiny character-level model
@@ -30,7 +34,9 @@ class QuickstartArgs:
     output_dir: str = field(default="quickstart", metadata={"help": "Where pairs, adapters and report go."})
     model: str | None = field(default=None, metadata={"help": "SFT model (default: the embedded toy model)."})
     n_train: int = field(default=300, metadata={"help": "Toy training problems to sample."})
-    n_test: int = field(default=256, metadata={"help": "Toy test problems (the SFT model's held-out set)."})
+    n_test: int = field(default=1000, metadata={"help": "Toy test problems (at most 4000; the final table only)."})
+    min_steps: int = field(default=2, metadata={"help": "Fewest steps per toy problem."})
+    max_steps: int = field(default=3, metadata={"help": "Most steps per toy problem (4-6: the harder setting)."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling, pairs and training."})
     samples_per_round: int = field(default=4, metadata={"help": "Samples per problem per round."})
     budget: int = field(default=8, metadata={"help": "Samples per problem at most."})
@@ -63,24 +69,43 @@ def default_model() -> str:
     return str(ASSET_DIR)
 
 
-def _accuracy(metrics: dict) -> float:
-    return metrics["exact_match,scdpo-grader"]
+def toy_max_tokens(max_steps: int) -> int:
+    """Room for a toy solution of ``max_steps`` lines (each <= 22 characters) and the answer."""
+    return 24 * max_steps + 40
 
 
-def run_quickstart(args: QuickstartArgs, log=print) -> dict:
-    """The whole pipeline; one run per output folder (a second one would rewrite the first's problems)."""
+def evaluate_on(model: str, problems: list, out_path: Path, adapter: str | None = None) -> dict:
+    """Greedy test summary (accuracy, all-steps-right share, first wrong step); rows in ``out_path``."""
+    from mlx_lm import load
+
+    from mlx_scdpo.toy_eval import evaluate_toy
+
+    m, tok = load(model, adapter_path=adapter)
+    summary = evaluate_toy(m, tok, problems, out_path)
+    summary.pop("rows")
+    return summary
+
+
+def run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None) -> dict:
+    """The whole pipeline; one run per output folder (a second one would rewrite the first's problems).
+
+    ``sft_eval``: the SFT model's test summary when already known (greedy decoding is
+    deterministic, so a multi-seed experiment evaluates it once).
+    """
     from mlx_scdpo.run_state import folder_lock
 
+    if args.n_test > 4000 or not 1 <= args.min_steps <= args.max_steps <= 12:
+        raise UserError(f"--n-test at most 4000 and 1 <= --min-steps <= --max-steps <= 12 "
+                        f"(got {args.n_test}, {args.min_steps}..{args.max_steps})")
     with folder_lock(args.output_dir, "quickstart"):
-        return _run_quickstart(args, log)
+        return _run_quickstart(args, log, sft_eval)
 
 
-def _run_quickstart(args: QuickstartArgs, log=print) -> dict:
-    from mlx_scdpo.evaluate import EvalArgs, run_eval
+def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None) -> dict:
     from mlx_scdpo.pairs import build_pairs
     from mlx_scdpo.sampling import SampleArgs, run_sample
     from mlx_scdpo.step_control import StepControlArgs, run_step_control
-    from mlx_scdpo.toyworld import make_splits, write_jsonl
+    from mlx_scdpo.toyworld import toy_splits, write_jsonl
     from mlx_scdpo.train import TrainArgs, run_train
 
     model = args.model or default_model()
@@ -96,26 +121,28 @@ def _run_quickstart(args: QuickstartArgs, log=print) -> dict:
         times[name] = time.perf_counter() - times[name]
 
     phase("data")
-    train, test = make_splits(args.n_train, args.n_test, seed=0)  # the SFT model's own split
-    write_jsonl(train, out / "data" / "train_problems.jsonl")
-    write_jsonl(test, out / "data" / "test_problems.jsonl")
+    splits = toy_splits(args.n_train, 0, args.n_test, min_steps=args.min_steps, max_steps=args.max_steps,
+                        seed=args.seed)
+    write_jsonl(splits.train, out / "data" / "train_problems.jsonl")
+    write_jsonl(splits.test, out / "data" / "test_problems.jsonl")
+    max_tokens = toy_max_tokens(args.max_steps)
     done("data")
 
     def evaluate(name, adapter=None):
-        metrics, _, _ = run_eval(EvalArgs(model=model, adapter_path=adapter, task="gsm8k",
-                                          data_files=str(out / "data" / "test_problems.jsonl"), max_tokens=96,
-                                          batch_size=128, output_dir=str(out / "eval" / name),
-                                          progress=args.progress))
-        return _accuracy(metrics)
+        results[f"{name}_eval"] = evaluate_on(model, splits.test, out / "eval" / f"{name}.jsonl", adapter)
+        results[f"{name}_accuracy"] = results[f"{name}_eval"]["accuracy"]
 
     phase("eval SFT")
-    results["sft_accuracy"] = evaluate("sft")
+    if sft_eval is not None:
+        results["sft_eval"], results["sft_accuracy"] = sft_eval, sft_eval["accuracy"]
+    else:
+        evaluate("sft")
     done("eval SFT")
 
     phase("sample")
     results["sample"] = run_sample(SampleArgs(
         model=model, output_dir=str(out / "data"), task="gsm8k", data_files=str(out / "data" / "train_problems.jsonl"),
-        samples_per_round=args.samples_per_round, budget=args.budget, max_tokens=96, batch_size=128,
+        samples_per_round=args.samples_per_round, budget=args.budget, max_tokens=max_tokens, batch_size=128,
         problems_per_batch=64, seed=args.seed, progress=args.progress))
     if args.verified_chosen:
         results["lucky_correct"] = verify_toy_chains(out / "data")
@@ -124,7 +151,7 @@ def _run_quickstart(args: QuickstartArgs, log=print) -> dict:
     phase("step-control")
     results["step_control"] = run_step_control(StepControlArgs(
         model=model, solutions=str(out / "data" / "solutions.jsonl"), output_dir=str(out / "data"),
-        rounds=args.rounds, t0=args.t0, dt=args.dt, tmax=args.tmax, max_tokens=96, batch_size=128, seed=args.seed,
+        rounds=args.rounds, t0=args.t0, dt=args.dt, tmax=args.tmax, max_tokens=max_tokens, batch_size=128, seed=args.seed,
         progress=args.progress))
     done("step-control")
 
@@ -153,16 +180,17 @@ def _run_quickstart(args: QuickstartArgs, log=print) -> dict:
         results[f"train_{name}"] = run_train(TrainArgs(
             model=model, data=str(data), adapter_path=str(out / "adapters" / name), num_layers=-1,
             lora_rank=args.lora_rank, iters=args.iters, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, beta=args.beta, rpo_alpha=args.rpo_alpha, steps_per_report=5,
+            learning_rate=args.learning_rate, beta=args.beta, rpo_alpha=args.rpo_alpha,
+            steps_per_report=max(1, args.iters // 20),  # about 20 points on every curve, however short the run
             steps_per_eval=args.iters, save_every=args.iters, seed=args.seed,
             ref_cache_dir=str(out / "ref_cache"), progress=args.progress))
         done(f"train {name}")
         phase(f"eval {name}")
-        results[f"{name}_accuracy"] = evaluate(name, str(out / "adapters" / name))
+        evaluate(name, str(out / "adapters" / name))
         done(f"eval {name}")
 
     phase("credit")
-    results["credit"] = credit_comparison(model, out, [n for n, _ in variants], args.beta)
+    results["credit"] = credit_comparison(model, out, [n for n, _ in variants], args.beta, splits.test[:256])
     done("credit")
     results["seconds"] = {k: round(v, 1) for k, v in times.items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -220,14 +248,13 @@ def credit_probe_pairs(tokenizer, problems, n_pairs: int = 64, seed: int = 0) ->
     return pairs
 
 
-def credit_comparison(model: str, out: Path, variants: list[str], beta: float, n_pairs: int = 64) -> dict:
+def credit_comparison(model: str, out: Path, variants: list[str], beta: float, test: list,
+                      n_pairs: int = 64) -> dict:
     """Share of negative reward on/after the first wrong step, per adapter, on held-out probe pairs."""
     from mlx_lm import load
 
     from mlx_scdpo.credit import TokenRewards, credit_report, to_html
-    from mlx_scdpo.toyworld import make_splits
 
-    _, test = make_splits(0, 256, seed=0)
     summary, html_parts = {}, []
     for name in variants:
         m, tok = load(model, adapter_path=str(out / "adapters" / name))
@@ -264,6 +291,51 @@ def _svg_curve(series: dict[str, list[tuple[int, float]]], title: str, w: int = 
             f'<text x="30" y="14" font-size="12">{title} ({y0:.3g} .. {y1:.3g})</text>{"".join(lines)}</svg>')
 
 
+METHODS = [("sft", "SFT"), ("dpo", "DPO"), ("dpo_equal", "DPO (data-equal)"), ("scdpo", "SCDPO")]
+
+
+def _pair_count(results: dict, name: str) -> int | None:
+    key = {"dpo": "pairs_dpo", "dpo_equal": "pairs_data_equal", "scdpo": "pairs_scdpo"}.get(name)
+    return results[key]["train"] if key in results else None
+
+
+def _svg_bars(bars: list[tuple[str, float, float]], title: str, unit: str = "", w: int = 420, h: int = 200) -> str:
+    """A bar chart with +-error whiskers: ``(label, value, half_width)`` per bar."""
+    if not bars:
+        return ""
+    top = max(v + e for _, v, e in bars) or 1.0
+    slot = (w - 40) / len(bars)
+    body = []
+    for i, (label, v, e) in enumerate(bars):
+        x, scale = 30 + i * slot, (h - 60) / top
+        y, bh = h - 30 - v * scale, v * scale
+        body.append(f'<rect x="{x + slot * 0.2:.1f}" y="{y:.1f}" width="{slot * 0.6:.1f}" height="{bh:.1f}" '
+                    f'fill="#4c78a8"/><text x="{x + slot / 2:.1f}" y="{h - 14}" font-size="11" '
+                    f'text-anchor="middle">{label}</text><text x="{x + slot / 2:.1f}" y="{y - 4 - e * scale:.1f}" '
+                    f'font-size="11" text-anchor="middle">{v:.1f}{unit}</text>')
+        if e:
+            cx = x + slot / 2
+            body.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y - e * scale:.1f}" y2="{y + e * scale:.1f}" '
+                        f'stroke="black"/>')
+    return (f'<svg width="{w}" height="{h}" style="border:1px solid #ccc;margin:4px">'
+            f'<text x="30" y="14" font-size="12">{title}</text>{"".join(body)}</svg>')
+
+
+def headline_charts(results: dict) -> str:
+    """Test accuracy per method with 95% intervals (binomial, n test problems), and pairs per method."""
+    acc, pairs = [], []
+    for name, label in METHODS:
+        ev = results.get(f"{name}_eval")
+        if ev:
+            p, n = ev["accuracy"], ev["n"]
+            acc.append((label, 100 * p, 100 * 1.96 * (p * (1 - p) / n) ** 0.5))
+        if _pair_count(results, name) is not None:
+            pairs.append((label, float(_pair_count(results, name)), 0.0))
+    n = results.get("sft_eval", {}).get("n", "?")
+    return (_svg_bars(acc, f"greedy test accuracy, % (95% interval, {n} problems)", "%")
+            + _svg_bars(pairs, "training pairs per method"))
+
+
 def write_report(out: Path, results: dict) -> None:
     from mlx_scdpo.jsonl import read_finished
 
@@ -277,17 +349,20 @@ def write_report(out: Path, results: dict) -> None:
     rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in summary_rows(results))
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>mlx-scdpo quickstart</title></head>"
             f"<body style='font-family:sans-serif'><h2>mlx-scdpo quickstart (toy world)</h2>"
-            f"<table border=1 cellpadding=4>{rows}</table><h3>Training curves</h3>{charts}"
+            f"{headline_charts(results)}<table border=1 cellpadding=4>{rows}</table>"
+            f"<h3>Training curves</h3>{charts}"
             f"<h3>Credit assignment</h3><p>Per-token implicit reward beta*(log pi - log ref); red negative, "
             f"green positive.</p>{results.get('credit', {}).get('html', '')}</body></html>")
     (out / "report.html").write_text(html)
 
 
 def summary_rows(results: dict) -> list[tuple[str, str]]:
-    rows = [("SFT accuracy", f"{100 * results['sft_accuracy']:.1f}%")]
-    for name in ("dpo", "dpo_equal", "scdpo"):
-        if f"{name}_accuracy" in results:
-            rows.append((f"{name.upper()} accuracy", f"{100 * results[f'{name}_accuracy']:.1f}%"))
+    rows = []
+    for name, label in METHODS:
+        ev = results.get(f"{name}_eval")
+        if ev:
+            rows.append((f"{label} accuracy / all steps right",
+                         f"{100 * ev['accuracy']:.1f}% / {100 * ev['all_steps_right']:.1f}%"))
     rows.append(("naive pairs", str(results["pairs_dpo"]["by_source"].get("naive", 0))))
     if "pairs_data_equal" in results:
         rows.append(("naive pairs (data-equal)", str(results["pairs_data_equal"]["by_source"].get("naive", 0))))

@@ -3,8 +3,9 @@
 A Qwen2-shaped model (hidden 128, 4 layers, MLP 384, 4 heads, tied embeddings: ~0.8M
 parameters) with a character-level tokenizer, trained on toy solutions with the loss on
 solution tokens only, AdamW with warmup + cosine decay, one schedule (re-warming on
-resume cost accuracy in the feasibility trial). Greedy test accuracy is measured during
-training; the target band is 30-70% (room for preference learning). Rebuild with
+resume cost accuracy in the feasibility trial). Greedy accuracy is measured during
+training on the validation splits of both settings (2-3 and 4-6 steps) and the best
+checkpoint by validation accuracy is kept; the test splits are never read here. Rebuild with
 ``python scripts/train_toy_model.py``.
 """
 
@@ -22,7 +23,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_scdpo.toyworld import CHARSET, CHAT_TEMPLATE, SPECIAL, make_splits
+from mlx_scdpo.toyworld import CHARSET, CHAT_TEMPLATE, SPECIAL, toy_splits
 
 ASSET_DIR = Path(__file__).parent / "assets" / "toy_model"
 
@@ -36,7 +37,9 @@ class ToySFTArgs:
     warmup_steps: int = 200
     steps: int = 6000  # schedule length; training stops at ``minutes`` or ``steps``
     n_train: int = 50000
-    n_eval: int = 256
+    n_eval: int = 256  # validation problems per setting (short and long) for checkpoint selection
+    min_steps: int = 2
+    max_steps: int = 6
     eval_every: int = 500
     seed: int = 0
     init_from: str = ""  # continue from these weights (use warmup_steps=0: re-warming hurt accuracy)
@@ -91,16 +94,20 @@ def encode_example(vocab: dict, question: str, solution: str) -> tuple[list[int]
     return prompt + body, len(prompt)
 
 
-def greedy_accuracy(model, tokenizer, problems, max_tokens: int = 96) -> float:
-    from eval import is_equivalent
-    from eval.extract import extract_answer
-    from mlx_scdpo.generation import generate_batched
+def greedy_accuracy(model, tokenizer, problems) -> float:
+    """Greedy final-answer accuracy on toy problems (``toy_eval``)."""
+    from mlx_scdpo.toy_eval import evaluate_toy
 
-    prompts = [tokenizer.encode(f"Q: {p.question}\n", add_special_tokens=False) for p in problems]
-    right = 0
-    for c in generate_batched(model, tokenizer, prompts, max_tokens=max_tokens, batch_size=128):
-        right += is_equivalent(extract_answer(c.text, "gsm8k"), str(problems[c.index].answer), "gsm8k")
-    return right / len(problems)
+    return evaluate_toy(model, tokenizer, problems)["accuracy"]
+
+
+def selection_problems(n_per_setting: int) -> dict[str, list]:
+    """The validation problems checkpoints are chosen on: the first ``n`` of each setting's
+    validation split. The test splits are never read here (``held_out`` returns both;
+    only the validation half is used)."""
+    from mlx_scdpo.toyworld import SETTINGS, held_out
+
+    return {name: list(held_out(lo, hi)[1][:n_per_setting]) for name, (lo, hi) in SETTINGS.items()}
 
 
 def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
@@ -118,8 +125,10 @@ def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
         model.load_weights(str(Path(args.init_from) / "model.safetensors"))
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
     _, tokenizer = load(str(out))
-    # The split is fixed (seed 0): quickstart evaluates on this test set, which must stay unseen.
-    train, test = make_splits(args.n_train, args.n_eval, seed=0)
+    # Training problems never come from any setting's validation or test split; checkpoints
+    # are chosen on validation only, so the test split stays untouched until the final table.
+    train = toy_splits(args.n_train, 0, 0, min_steps=args.min_steps, max_steps=args.max_steps, seed=args.seed).train
+    valid = selection_problems(args.n_eval)
     examples = [encode_example(vocab, p.question, p.solution()) for p in train]
 
     cos = optim.cosine_decay(args.learning_rate, args.steps - args.warmup_steps, args.learning_rate * 0.05)
@@ -160,13 +169,15 @@ def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
         mx.eval(state, loss)
         it += 1
         if it % args.eval_every == 0:
-            acc = greedy_accuracy(model, tokenizer, test)
+            accs = {name: greedy_accuracy(model, tokenizer, probs) for name, probs in valid.items()}
+            acc = sum(accs.values()) / len(accs)
             minutes = (time.perf_counter() - t0) / 60
-            history.append({"step": it, "minutes": round(minutes, 2), "loss": loss.item(), "test_accuracy": acc})
+            history.append({"step": it, "minutes": round(minutes, 2), "loss": loss.item(),
+                            **{f"valid_accuracy/{k}": v for k, v in accs.items()}, "valid_accuracy": acc})
             log(json.dumps(history[-1]))
             if acc > best:
                 best = acc
                 mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())),
                                     metadata={"format": "mlx"})
     (out / "training_log.json").write_text(json.dumps({"args": vars(args), "history": history}, indent=2))
-    return {"best_accuracy": best, "steps": it, "history": history}
+    return {"best_valid_accuracy": best, "steps": it, "history": history}

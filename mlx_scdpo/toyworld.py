@@ -22,6 +22,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 OPS = ("+", "-", "*", "/")
@@ -117,6 +118,82 @@ def make_splits(n_train: int, n_test: int, seed: int = 0, min_ops: int = 1, max_
         if p.question not in seen:
             train.append(p)
     return train, test
+
+
+#: Largest test and validation splits; smaller ones are prefixes of these (same problems
+#: whatever ``n_test`` a run asks for), and training problems never come from them.
+MAX_TEST, MAX_VALID = 4000, 1000
+#: The two settings of the experiment: ``(min_steps, max_steps)``.
+SETTINGS = {"short": (2, 3), "long": (4, 6)}
+#: The 256 test problems the previous embedded model was selected on (``make_splits(0, 256)``):
+#: kept out of today's validation and test splits so that selection cannot touch them.
+_LEGACY_TEST = 256
+
+
+@dataclass
+class ToySplits:
+    train: list[ToyProblem]
+    valid: list[ToyProblem]
+    test: list[ToyProblem]
+
+
+def _draw(rng: random.Random, n: int, min_ops: int, max_ops: int, exclude: set[str], unique: bool = True):
+    out, seen = [], set()
+    for _ in range(200 * n + 1000):  # bounded: a tiny step range may not hold n distinct problems
+        if len(out) >= n:
+            break
+        p = make_problem(rng, min_ops, max_ops)
+        if p.question in exclude or (unique and p.question in seen):
+            continue
+        seen.add(p.question)
+        out.append(p)
+    if len(out) < n:
+        raise ValueError(f"only {len(out)} distinct toy problems of this size could be drawn (asked for {n})")
+    return out
+
+
+@lru_cache(maxsize=8)
+def held_out(min_steps: int, max_steps: int) -> tuple[tuple[ToyProblem, ...], tuple[ToyProblem, ...]]:
+    """The full test and validation splits of one step range (``MAX_TEST``, ``MAX_VALID`` problems).
+
+    Each range has its own fixed streams, so the splits do not depend on any run's seed, and
+    the legacy 256-problem test set of the first embedded model is excluded from both.
+    """
+    min_ops, max_ops = min_steps - 1, max_steps - 1
+    legacy = {p.question for p in make_splits(0, _LEGACY_TEST, seed=0)[1]}
+    test = _draw(random.Random(f"test/{min_steps}-{max_steps}"), MAX_TEST, min_ops, max_ops, legacy)
+    valid = _draw(random.Random(f"valid/{min_steps}-{max_steps}"), MAX_VALID, min_ops, max_ops,
+                  legacy | {p.question for p in test})
+    return tuple(test), tuple(valid)
+
+
+def reserved_questions() -> set[str]:
+    """Every validation and test question of both settings: training draws never use them."""
+    out = set()
+    for lo, hi in SETTINGS.values():
+        test, valid = held_out(lo, hi)
+        out |= {p.question for p in test + valid}
+    return out
+
+
+def toy_splits(n_train: int, n_valid: int, n_test: int, *, min_steps: int = 2, max_steps: int = 3,
+               seed: int = 0) -> ToySplits:
+    """Disjoint train / validation / test problems of ``min_steps..max_steps`` steps.
+
+    Validation and test are prefixes of the fixed ``held_out`` splits of the range; the
+    ``n_train`` training problems are drawn with ``seed`` and never come from any range's
+    validation or test split. Selection (checkpoints, learning rate, beta) uses validation;
+    test is for the final table only.
+    """
+    if not 1 <= min_steps <= max_steps:
+        raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}..{max_steps}")
+    if n_test > MAX_TEST or n_valid > MAX_VALID:
+        raise ValueError(f"at most {MAX_TEST} test and {MAX_VALID} validation problems")
+    test, valid = held_out(min_steps, max_steps)
+    exclude = reserved_questions() | {p.question for p in test + valid}
+    train = _draw(random.Random(f"train/{seed}/{min_steps}-{max_steps}"), n_train, min_steps - 1, max_steps - 1,
+                  exclude, unique=False)
+    return ToySplits(train, list(valid[:n_valid]), list(test[:n_test]))
 
 
 def write_jsonl(problems: list[ToyProblem], path: str | Path) -> None:

@@ -2,7 +2,7 @@
 
     python scripts/train_toy_model.py [--minutes 30] [--out-dir DIR] [--seed 0]
 
-Prints greedy test accuracy every ``--eval-every`` steps and keeps the best checkpoint.
+Prints greedy validation accuracy every ``--eval-every`` steps and keeps the best checkpoint.
 """
 
 import argparse
@@ -18,7 +18,7 @@ def main():
         ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     args = ToySFTArgs(**vars(ap.parse_args()))
     result = train_toy_sft(args)
-    print(f"best greedy test accuracy {result['best_accuracy']:.3f} after {result['steps']} steps")
+    print(f"best greedy validation accuracy {result['best_valid_accuracy']:.3f} after {result['steps']} steps")
 
 
 if __name__ == "__main__":
