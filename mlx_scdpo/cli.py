@@ -6,9 +6,10 @@ import click
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
 from eval.cli import OneLineErrors, fail, score_command
-from eval.data import TASKS
 from eval.errors import UserError
+from eval.score import format_summary
 from mlx_scdpo.config import build_args, dataclass_options, option_type
+from mlx_scdpo.evaluate import EvalArgs, run_eval
 from mlx_scdpo.pairs import build_pairs
 from mlx_scdpo.sampling import SampleArgs, run_sample
 from mlx_scdpo.step_control import StepControlArgs, run_step_control
@@ -26,42 +27,10 @@ main.add_command(score_command)
 
 
 @main.command("eval")
-@click.option("--model", required=True, help="Model folder or hub id.")
-@click.option("--adapter-path", default=None, help="LoRA adapter folder.")
-@click.option("--task", required=True, type=click.Choice(TASKS))
-@click.option("--data-files", default=None, help="Local JSON/JSONL/parquet problems instead of the hub.")
-@click.option("--dataset", default=None, help="Hub dataset instead of the task default.")
-@click.option("--limit", type=option_type("limit"), default=None, help="Only the first N problems.")
-@click.option("--num-shots", type=option_type("num_shots"), default=None,
-              help="Few-shot examples (default: 0 chat, 8 GSM8K / 4 MATH base).")
-@click.option("--chat-template/--no-chat-template", default=None, help="Chat prompt (default: if the tokenizer has one).")
-@click.option("--max-tokens", type=option_type("max_tokens"), default=1024, show_default=True)
-@click.option("--batch-size", type=option_type("batch_size"), default=32, show_default=True)
-@click.option("--output-dir", default="runs/eval", show_default=True)
-@click.option("--seed", type=option_type("seed"), default=0, show_default=True)
-@click.option("--format", "solution_format", type=click.Choice(["cot", "code"]), default="cot", show_default=True,
-              help="Chain-of-thought, or code-integrated (code blocks run in the sandbox).")
-@click.option("--block-format", type=click.Choice(["markdown", "mathcoder"]), default="markdown", show_default=True,
-              help="Code-integrated block syntax.")
-@click.option("--max-rounds", type=option_type("max_rounds"), default=8, show_default=True,
-              help="Code executions per solution.")
-@click.option("--timeout", type=option_type("timeout"), default=6.0, show_default=True, help="Seconds per code block.")
-@click.option("--schedule", type=click.Choice(["continuous", "rounds"]), default="continuous", show_default=True,
-              help="Code loop: resume each solution when its block ran, or the whole batch in rounds.")
-@click.option("--stop", multiple=True, help="A text stop string (repeatable; default: the few-shot headers "
-                                            "'\\n\\nQuestion:' and '\\n\\nProblem:'; --stop '' for none).")
+@dataclass_options(EvalArgs)
 def eval_command(**kwargs):
     """Greedy benchmark of a model (resumable); writes lm-eval-shaped reports."""
-    from eval.score import format_summary
-    from mlx_scdpo.evaluate import EvalArgs, run_eval
-
-    kwargs["stop"] = list(kwargs["stop"]) or None
-    try:
-        metrics, res_path, sam_path = run_eval(EvalArgs(**kwargs))
-    except UserError as e:
-        fail(e)
-    click.echo(format_summary(kwargs["task"], metrics))
-    click.echo(f"wrote {res_path}\nwrote {sam_path}")
+    _run(EvalArgs, run_eval, kwargs, lambda a, r: f"{format_summary(a.task, r[0])}\nwrote {r[1]}\nwrote {r[2]}")
 
 
 def _run(cls, runner, kwargs, summary):

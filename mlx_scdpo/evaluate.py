@@ -17,35 +17,25 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
+from eval.blocks import block_format, grade_format
 from eval.data import load_problems
 from eval.errors import UserError
 from eval.score import aggregate, score_rows, write_report
+from mlx_scdpo.config import GenerationArgs, check_values
 from mlx_scdpo.jsonl import read_finished
 from mlx_scdpo.run_state import check_identity, folder_lock, refuse_overwriting
 
 
-@dataclass
-class EvalArgs:
-    model: str = field(metadata={"help": "Model folder or hub id."})
-    task: str = field(default="gsm8k", metadata={"help": "gsm8k, math or math500."})
-    adapter_path: str | None = field(default=None, metadata={"help": "LoRA adapter folder."})
-    data_files: str | None = field(default=None, metadata={"help": "Local JSON/JSONL/parquet file of problems."})
-    dataset: str | None = field(default=None, metadata={"help": "Hub dataset instead of the task default."})
-    limit: int | None = field(default=None, metadata={"help": "Only the first N problems."})
-    num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples (default 0 chat, 8/4 base)."})
-    chat_template: bool | None = field(default=None, metadata={"help": "Use the chat template (default: if any)."})
+@dataclass(kw_only=True)
+class EvalArgs(GenerationArgs):
+    task: str = field(metadata={"help": "gsm8k, math or math500."})
     max_tokens: int = field(default=1024, metadata={"help": "Maximum new tokens per problem."})
     batch_size: int = field(default=32, metadata={"help": "Sequences decoded together."})
     output_dir: str = field(default="runs/eval", metadata={"help": "Where generations and reports go."})
     seed: int = field(default=0, metadata={"help": "Recorded; decoding is greedy."})
-    solution_format: str = field(default="cot", metadata={"help": "cot or code (code-integrated, sandboxed)."})
-    block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown fences or mathcoder."})
-    max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
-    timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference: 6)."})
     schedule: str = field(default="continuous", metadata={"help": "Code loop: continuous or rounds."})
-    stop: list[str] | None = field(default=None, metadata={"help": "Text stop strings (default: the few-shot "
-                                                                    "headers \\n\\nQuestion: and \\n\\nProblem:)."})
-    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
 def run_identity(args: EvalArgs) -> dict:
@@ -63,15 +53,8 @@ def run_identity(args: EvalArgs) -> dict:
 
 def run_eval(args: EvalArgs):
     """Generate (resuming), grade and report; returns (metrics, results_path, samples_path)."""
-    from eval.blocks import FORMATS
-    from mlx_scdpo.config import check_values
-
     check_values(args)  # before anything loads
-    if args.solution_format not in ("cot", "code"):
-        raise UserError(f"--format {args.solution_format}: choose cot or code")
-    if args.block_format not in FORMATS:
-        raise UserError(f"--block-format {args.block_format}: choose from {', '.join(FORMATS)}")
-    fmt = FORMATS[args.block_format] if args.solution_format == "code" else None
+    fmt = block_format(args.solution_format, args.block_format)
     logs = (f"generations_{args.task}.jsonl", f"generations_{args.task}.meta.json")
     refuse_overwriting([args.data_files], args.output_dir, logs + (f"generations_{args.task}.jsonl.damaged",))
     problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, limit=args.limit)
@@ -107,11 +90,8 @@ def _run_eval(args: EvalArgs, problems, fmt):
 
     stop = stop_strings(args.stop)
     stats = {"tokens": 0, "t0": time.perf_counter()}
-    bar = None
-    if args.progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem")
+    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem",
+               disable=not (args.progress and todo))
 
     def on_token(n):
         stats["tokens"] += n
@@ -131,16 +111,14 @@ def _run_eval(args: EvalArgs, problems, fmt):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             done[p.doc_id] = row
-            if bar is not None:
-                elapsed = time.perf_counter() - stats["t0"]
-                bar.set_postfix(tok_s=f"{stats['tokens'] / max(elapsed, 1e-9):.0f}")
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            elapsed = time.perf_counter() - stats["t0"]
+            bar.set_postfix(tok_s=f"{stats['tokens'] / max(elapsed, 1e-9):.0f}")
+            bar.update(1)
+    bar.close()
 
     # Graded against the golds as they are now (a corrected data file re-grades old generations).
     rows = [{**done[p.doc_id], "target": p.gold} for p in problems]
-    samples = score_rows(args.task, rows, problems, solution_format=fmt.name if fmt else "cot")
+    samples = score_rows(args.task, rows, problems, solution_format=grade_format(fmt))
     config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
               "decoding": "greedy", "stop_strings": list(stop)}
     config.pop("progress")

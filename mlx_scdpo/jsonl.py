@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from eval.records import read_records  # noqa: F401  (the one strict reader, re-exported)
@@ -131,16 +132,35 @@ def _repair(path: Path, key: str | None) -> None:
     fsync_dir(path.parent)
 
 
-def write_jsonl_atomic(path: str | Path, rows) -> int:
-    """Write all rows to ``path`` through a temporary file and a rename; returns the count."""
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w"):
+    """An open file that becomes ``path`` only once complete: written to ``<path>.tmp``, synced, and
+    renamed over ``path`` (a kill leaves the old file or the new one, never half of one)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
+    with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
+        yield f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``text`` to ``path`` through ``atomic_write``."""
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """``obj`` as indented JSON to ``path`` through ``atomic_write``."""
+    write_text_atomic(path, json.dumps(obj, indent=2))
+
+
+def write_jsonl_atomic(path: str | Path, rows) -> int:
+    """Write all rows to ``path`` through ``atomic_write``; returns the count."""
+    n = 0
+    with atomic_write(path) as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
     return n

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from eval.errors import UserError
+from mlx_scdpo.jsonl import write_json_atomic
 
 LOCK_NAME = ".mlx-scdpo.lock"
 _passes: dict[str, int] = {}
@@ -178,12 +179,3 @@ def check_identity(folder: str | Path, name: str, identity: dict, outputs: tuple
             raise UserError(f"{folder}: holds a different {what}: {shown}; use another folder")
         return
     write_json_atomic(path, identity)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -33,11 +33,13 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.score import grade_sample
 from contextlib import ExitStack
 
-from eval.blocks import FORMATS
+from tqdm import tqdm
+
+from eval.blocks import FORMATS, block_format, grade_format
+from eval.errors import UserError
+from eval.score import grade_sample
 from mlx_scdpo.jsonl import SOLUTION_OPTIONAL, SOLUTION_SCHEMA, check_solution_record, iter_finished, \
     write_jsonl_atomic
 from mlx_scdpo.models import config_vocab_size
@@ -79,11 +81,7 @@ class StepControlArgs:
 
 def record_format(record: dict):
     """The block format of a problem's solutions (None for chain-of-thought)."""
-    from eval.blocks import FORMATS
-
-    if record.get("solution_format", "cot") == "code":
-        return FORMATS[record.get("block_format") or "markdown"]
-    return None
+    return block_format(record.get("solution_format"), record.get("block_format"))
 
 
 def solution_steps(text: str, fmt, unit: str) -> Steps:
@@ -215,8 +213,7 @@ def check_solutions(path: str, vocab_size: int | None) -> list[str]:
 
 
 def _format_name(record: dict) -> str:
-    fmt = record_format(record)
-    return fmt.name if fmt else "cot"
+    return grade_format(record_format(record))
 
 
 def run_step_control(args: StepControlArgs) -> dict:
@@ -327,7 +324,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
     ramps = {}
 
     def ramp_for(fmt):
-        key = fmt.name if fmt else "cot"
+        key = grade_format(fmt)
         if key not in ramps:
             ramps[key] = StepRamp(tokenizer, "code" if fmt else "cot", fmt, args.step_unit)
         return ramps[key]
@@ -341,11 +338,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
         return Request(p, p.prompt_ids, [p.ramp, item_noise(1.0, args.seed, p.prefix_id, p.round)], cache=p.cache,
                        setup_code=p.code_blocks)
 
-    bar = None
-    if args.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="step-control", unit="prefix", initial=len(done))
+    bar = tqdm(desc="step-control", unit="prefix", initial=len(done), disable=not args.progress)
     counts = {"written": 0}
     peak = 0
     with open(sc_path, "a", encoding="utf-8") as f, ExitStack() as pools:
@@ -357,8 +350,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
             f.flush()
             counts["written"] += 1
             kill_point("step-control-write")
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if counts["written"] % RELEASE_EVERY == 0:
                 release_memory()
 
@@ -373,8 +365,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
                                            max_rounds=args.max_code_rounds, stop_strings=stop):
                 _continuation_done(p, c, window, args, tokenizer)
             peak = max(peak, window.peak_live)
-    if bar is not None:
-        bar.close()
+    bar.close()
     n_pairs = write_jsonl_atomic(out / "pairs_step_control.jsonl", step_control_pairs(args.solutions, sc_path,
                                                                                     tokenizer, args))
     summary = {"prefixes": 0, "exhausted": 0, "capped": 0}
@@ -396,8 +387,7 @@ def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs
     if p.cancelled or window.capped(p):
         window.finish(p, "capped")
         return
-    grade_format = p.fmt.name if p.fmt else "cot"
-    grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format)
+    grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format(p.fmt))
     steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
     if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
             or not args.include_truncated and c.finish_reason in TRUNCATED:

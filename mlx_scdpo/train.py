@@ -47,11 +47,12 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from tqdm import tqdm
 
 from eval.errors import UserError
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
 from mlx_scdpo.fast_swiglu import use_fast_swiglu
-from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic
+from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic, write_text_atomic
 from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
 from mlx_scdpo.models import set_adapter_scale  # noqa: F401  (also imported from here)
 from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
@@ -238,16 +239,6 @@ def _write_safetensors(path: Path, arrays: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _write_text(path: Path, text: str) -> None:
-    """``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _save_adapters(model, args: TrainArgs, out: Path) -> None:
     """adapters.safetensors + adapter_config.json, each replaced atomically."""
     weights = dict(tree_flatten(model.trainable_parameters()))
@@ -255,7 +246,7 @@ def _save_adapters(model, args: TrainArgs, out: Path) -> None:
     _write_safetensors(tmp, weights)
     os.replace(tmp, out / "adapters.safetensors")
     config = {**adapter_config(args), "model": args.model, "train_args": asdict(args)}
-    _write_text(out / "adapter_config.json", json.dumps(config, indent=2))
+    write_text_atomic(out / "adapter_config.json", json.dumps(config, indent=2))
 
 
 def save_checkpoint(model, optimizer, args: TrainArgs, step: int, data_pos: dict, identity: dict) -> None:
@@ -272,7 +263,7 @@ def save_checkpoint(model, optimizer, args: TrainArgs, step: int, data_pos: dict
     _write_safetensors(tmp / "adapters.safetensors", dict(tree_flatten(model.trainable_parameters())))
     kill_point("checkpoint-files")
     _write_safetensors(tmp / "optimizer.safetensors", dict(tree_flatten(optimizer.state)))
-    _write_text(tmp / "state.json", json.dumps({"step": step, **data_pos, "run": identity}))
+    write_text_atomic(tmp / "state.json", json.dumps({"step": step, **data_pos, "run": identity}))
     fsync_dir(tmp)
     if ckpt.exists():
         if prev.exists():
@@ -485,7 +476,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
                 shutil.rmtree(out / name)
     run = None
     if rank == 0:
-        _write_text(out / "train_config.json", json.dumps(asdict(args), indent=2))
+        write_text_atomic(out / "train_config.json", json.dumps(asdict(args), indent=2))
         run = _start_reporting(args)
 
     def loss_fn(model, batch):
@@ -512,11 +503,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         return loss, metrics, grad
 
     model.train()
-    bar = None
-    if args.progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=step, desc="dpo", unit="step")
+    bar = tqdm(total=total, initial=step, desc="dpo", unit="step", disable=not (args.progress and rank == 0))
     epoch, pos = data_pos["epoch"], data_pos["batch"]
     batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
     sums, n_reports, tokens, t0, last = {}, 0, 0, time.perf_counter(), {}
@@ -539,16 +526,14 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             mx.eval(state, loss, metrics, grad)
             tokens += response_tokens(batch) * size
             if not math.isfinite(loss.item()):
-                if bar is not None:
-                    bar.close()
+                bar.close()
                 raise UserError(f"step {step + 1}: the loss is {loss.item()}; training stopped, nothing written "
                                 f"for this step (lower --learning-rate, check the pairs)")
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             n_reports += 1
         step += 1
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         if step % args.steps_per_report == 0 or step == total:
             elapsed = time.perf_counter() - t0
             last = {"step": step, "epoch": epoch + pos / max(len(batches), 1),
@@ -559,9 +544,8 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
                 _log(metrics_path, last, run)
             if on_report is not None:
                 on_report(last)
-            if bar is not None:
-                bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}",
-                                margin=f"{last['rewards/margins']:.3f}")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}",
+                            margin=f"{last['rewards/margins']:.3f}")
             sums, n_reports, tokens, t0 = {}, 0, 0, time.perf_counter()
         if valid and args.steps_per_eval and (step % args.steps_per_eval == 0 or step == total):
             model.eval()
@@ -572,8 +556,7 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             last.update(record)
         if (step % args.save_every == 0 or step == end) and rank == 0:
             save_checkpoint(model, optimizer, args, step, {"epoch": epoch, "batch": pos}, identity)
-    if bar is not None:
-        bar.close()
+    bar.close()
     if run is not None:
         run.finish()
     return last
