@@ -67,7 +67,6 @@ def run_eval(args: EvalArgs):
 
 
 def _run_eval(args: EvalArgs, problems, fmt):
-    from mlx_scdpo.code_generation import solution_stream
     from mlx_scdpo.models import load_model
     from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash, stop_strings
 
@@ -81,14 +80,36 @@ def _run_eval(args: EvalArgs, problems, fmt):
 
     out = Path(args.output_dir)
     gen_path = out / f"generations_{args.task}.jsonl"
+    done = _finished(gen_path, problems, [text for _, text in built])
+    todo = [i for i, p in enumerate(problems) if p.doc_id not in done]
+    stop = stop_strings(args.stop)
+    _generate(model, tokenizer, args, fmt, stop, problems, built, todo, gen_path, done)
+
+    # Graded against the golds as they are now (a corrected data file re-grades old generations).
+    rows = [{**done[p.doc_id], "target": p.gold} for p in problems]
+    samples = score_rows(args.task, rows, problems, solution_format=grade_format(fmt))
+    config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
+              "decoding": "greedy", "stop_strings": list(stop)}
+    config.pop("progress")
+    res_path, sam_path = write_report(out, args.task, samples, config)
+    return aggregate(args.task, samples), res_path, sam_path
+
+
+def _finished(gen_path: Path, problems, prompts: list[str]) -> dict:
+    """Rows already generated, by ``doc_id``; one generated from another prompt is refused (one line)."""
     done = read_finished(gen_path, "doc_id")
-    for i, p in enumerate(problems):
-        if p.doc_id in done and done[p.doc_id].get("prompt") != built[i][1]:
+    for p, prompt in zip(problems, prompts):
+        if p.doc_id in done and done[p.doc_id].get("prompt") != prompt:
             raise UserError(f"{gen_path}: doc_id {p.doc_id} was generated from another prompt (the question or "
                             f"the prompt settings changed); use another --output-dir")
-    todo = [i for i, p in enumerate(problems) if p.doc_id not in done]
+    return done
 
-    stop = stop_strings(args.stop)
+
+def _generate(model, tokenizer, args: EvalArgs, fmt, stop, problems, built, todo: list[int], gen_path: Path,
+              done: dict) -> None:
+    """Greedy completions of the ``todo`` problems, each appended to ``gen_path`` (and ``done``) as it ends."""
+    from mlx_scdpo.code_generation import solution_stream
+
     stats = {"tokens": 0, "t0": time.perf_counter()}
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem",
                disable=not (args.progress and todo))
@@ -115,12 +136,3 @@ def _run_eval(args: EvalArgs, problems, fmt):
             bar.set_postfix(tok_s=f"{stats['tokens'] / max(elapsed, 1e-9):.0f}")
             bar.update(1)
     bar.close()
-
-    # Graded against the golds as they are now (a corrected data file re-grades old generations).
-    rows = [{**done[p.doc_id], "target": p.gold} for p in problems]
-    samples = score_rows(args.task, rows, problems, solution_format=grade_format(fmt))
-    config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
-              "decoding": "greedy", "stop_strings": list(stop)}
-    config.pop("progress")
-    res_path, sam_path = write_report(out, args.task, samples, config)
-    return aggregate(args.task, samples), res_path, sam_path

@@ -181,6 +181,14 @@ def naive_pairs(record: dict, n_wrong: int, include_truncated: bool = False) -> 
                       temperatures=[], round=0) for w in wrong[:n_wrong]]
 
 
+def solution_record(s: ProblemState, args: SampleArgs, fmt, stop) -> dict:
+    """A finished problem's line of ``solutions.jsonl`` (``mlx_scdpo.jsonl.SOLUTION_SCHEMA``)."""
+    return {"problem_id": s.pid, "task": args.task, "question": s.problem.question, "gold": s.problem.gold,
+            "prompt": s.prompt_text, "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
+            "solution_format": args.solution_format, "block_format": fmt.name if fmt else None, "stop": list(stop),
+            "samples": s.samples}
+
+
 def run_sample(args: SampleArgs) -> dict:
     """Sample, grade, write solutions and naive pairs; returns counts."""
     check_values(args)  # before anything loads
@@ -231,11 +239,7 @@ def _run_sample(args: SampleArgs) -> dict:
     with open(sol_path, "a", encoding="utf-8") as fs, sandbox_pool(fmt, args.batch_size, args.timeout) as pool:
 
         def write(s: ProblemState):
-            record = {"problem_id": s.pid, "task": args.task, "question": s.problem.question, "gold": s.problem.gold,
-                      "prompt": s.prompt_text, "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled,
-                      "seed": args.seed, "solution_format": args.solution_format,
-                      "block_format": fmt.name if fmt else None, "stop": list(stop), "samples": s.samples}
-            fs.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fs.write(json.dumps(solution_record(s, args, fmt, stop), ensure_ascii=False) + "\n")
             fs.flush()
             counts["problems"] += 1
             kill_point("sample-write")

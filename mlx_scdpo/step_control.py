@@ -307,11 +307,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
     from mlx_scdpo.ramp import StepRamp
 
     sc_path = out / "step_control.jsonl"
-    done, pairs_of = set(), {}
-    for row in iter_finished(sc_path, "prefix_id"):
-        done.add(row["prefix_id"])
-        if row["status"] == "pair":
-            pairs_of[row["problem_id"]] = pairs_of.get(row["problem_id"], 0) + 1
+    done, pairs_of = _finished_prefixes(sc_path)
     (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))
     model, tokenizer = load_model(args.model, args.adapter_path)
     stop = run_stop_strings(args, iter_solutions(args.solutions))
@@ -368,13 +364,28 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
     bar.close()
     n_pairs = write_jsonl_atomic(out / "pairs_step_control.jsonl", step_control_pairs(args.solutions, sc_path,
                                                                                     tokenizer, args))
-    summary = {"prefixes": 0, "exhausted": 0, "capped": 0}
+    return {**_outcome_counts(sc_path), "pairs": n_pairs, "problems": stats["problems"],
+            "skipped_mid_token": stats["split_token"], "peak_live_prefixes": peak}
+
+
+def _finished_prefixes(sc_path: Path) -> tuple[set, dict]:
+    """(prefix ids already in the outcome log, pairs per problem so far): where a resumed run starts."""
+    done, pairs_of = set(), {}
+    for row in iter_finished(sc_path, "prefix_id"):
+        done.add(row["prefix_id"])
+        if row["status"] == "pair":
+            pairs_of[row["problem_id"]] = pairs_of.get(row["problem_id"], 0) + 1
+    return done, pairs_of
+
+
+def _outcome_counts(sc_path: Path) -> dict:
+    """Prefixes in the outcome log, and how many never erred (``exhausted``) or were ``capped``."""
+    counts = {"prefixes": 0, "exhausted": 0, "capped": 0}
     for row in iter_finished(sc_path):
-        summary["prefixes"] += 1
-        summary[row["status"]] = summary.get(row["status"], 0) + 1
-    return {"prefixes": summary["prefixes"], "pairs": n_pairs, "problems": stats["problems"],
-            "skipped_mid_token": stats["split_token"], "exhausted": summary["exhausted"],
-            "capped": summary["capped"], "peak_live_prefixes": peak}
+        counts["prefixes"] += 1
+        if row["status"] in ("exhausted", "capped"):
+            counts[row["status"]] += 1
+    return counts
 
 
 def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs, tokenizer) -> None:

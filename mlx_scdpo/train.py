@@ -394,8 +394,55 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
 
 def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
+    from mlx_scdpo.models import load_model
+
+    _check_settings(args)
+    world = mx.distributed.init()
+    rank, size = world.rank(), world.size()
+    train_rows, valid_rows, files, identity = _check_data(args, size)
+    if rank == 0:  # one run per adapter folder
+        stack.enter_context(folder_lock(args.adapter_path, "train"))
+    model, tokenizer = load_model(args.model)
+    for rows, f in zip((train_rows, valid_rows), files):
+        check_token_ids(rows, vocab_size(model), f)
+    check_output_head(model)  # an output transform we do not reproduce: refused before any work
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
+    # Entered before the reference pass, so reference and policy use the same numerics.
+    fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu))
+    shared = args.shared_prompt and supports_shared_prompt(model)
+    if args.shared_prompt and not shared and rank == 0:
+        print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
+              f"differs with a prompt cache); chosen and rejected run as whole sequences")  # stderr: errors only
+    if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
+        _preflight(model, args, train, shared, rank, size)
+    on_the_fly = args.reference == "on-the-fly"
+    data = _Pairs(train, valid, pad_id, shared, on_the_fly,
+                  ref_train=None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast),
+                  ref_valid=None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared,
+                                                                                 fast))
+
+    mx.random.seed(args.seed)
+    add_adapters(model, args)
+    n_checkpointed = -1 if args.grad_checkpoint else args.grad_checkpoint_layers
+    if n_checkpointed:  # patches the layer class; undone after training
+        stack.callback(setattr, type(_layers(model)[0]), "__call__",
+                       checkpoint_layers(_layers(model), n_checkpointed))
+    micro_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = args.iters or max(1, int(args.epochs * micro_per_epoch / args.grad_accumulation_steps))
+    optimizer = optim.AdamW(learning_rate=lr_schedule(args, total), weight_decay=args.weight_decay)
+    step, data_pos = _start(model, optimizer, args, identity, rank)
+    run = None
+    if rank == 0:
+        write_text_atomic(Path(args.adapter_path) / "train_config.json", json.dumps(asdict(args), indent=2))
+        run = _start_reporting(args)
+    return _train_loop(model, optimizer, args, data, total, step, data_pos, identity, run, on_report, rank, size)
+
+
+def _check_settings(args: TrainArgs) -> None:
+    """The settings alone (before any file is read)."""
     from mlx_scdpo.config import check_values
-    from mlx_scdpo.models import config_size, config_vocab_size, load_model
 
     check_values(args)
     if args.ref_cache_dir is not None:
@@ -406,8 +453,13 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         raise UserError(f"--reference {args.reference}: choose precompute or on-the-fly")
     if args.reference == "on-the-fly" and args.fine_tune_type == "full":
         raise UserError("--reference on-the-fly needs adapters (lora/dora), not full fine-tuning")
-    world = mx.distributed.init()
-    rank, size = world.rank(), world.size()
+
+
+def _check_data(args: TrainArgs, size: int):
+    """(train rows, valid rows, their files, the run's identity), checked against the model's config
+    (before the model loads)."""
+    from mlx_scdpo.models import config_size, config_vocab_size
+
     if args.batch_size % size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the {size} processes")
     train_rows, valid_rows = load_pairs(args.data)
@@ -422,44 +474,37 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         raise UserError(f"--ref-cache-dir {args.ref_cache_dir}: exists and is not a folder")
     refuse_overwriting(files, args.adapter_path, ("metrics.jsonl", "train_config.json", "adapter_config.json",
                                                   "adapters.safetensors"))
-    if rank == 0:  # one run per adapter folder
-        stack.enter_context(folder_lock(args.adapter_path, "train"))
-    model, tokenizer = load_model(args.model)
-    for rows, f in zip((train_rows, valid_rows), files):
-        check_token_ids(rows, vocab_size(model), f)
-    check_output_head(model)  # an output transform we do not reproduce: refused before any work
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
-    train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
-    on_the_fly = args.reference == "on-the-fly"
-    # Entered before the reference pass, so reference and policy use the same numerics.
-    fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu))
-    shared = args.shared_prompt and supports_shared_prompt(model)
-    if args.shared_prompt and not shared and rank == 0:
-        print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
-              f"differs with a prompt cache); chosen and rejected run as whole sequences")  # stderr: errors only
-    if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
-        from dataclasses import replace
+    return train_rows, valid_rows, files, identity
 
-        from mlx_scdpo.memory import batch_lengths, preflight
 
-        # stdout, with the training reports: stderr carries only errors (one line each)
-        echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
-        # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
-        preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
-                  batch_lengths(train, args.batch_size, args.seed), shared, echo)
-    ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
-    ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)
+def _preflight(model, args: TrainArgs, train: list[TokenizedPair], shared: bool, rank: int, size: int) -> None:
+    """Print the estimated peak memory; refuse a run that would not fit (``mlx_scdpo.memory``)."""
+    from dataclasses import replace
 
-    mx.random.seed(args.seed)
-    add_adapters(model, args)
-    n_checkpointed = -1 if args.grad_checkpoint else args.grad_checkpoint_layers
-    if n_checkpointed:  # patches the layer class; undone after training
-        stack.callback(setattr, type(_layers(model)[0]), "__call__",
-                       checkpoint_layers(_layers(model), n_checkpointed))
-    micro_per_epoch = math.ceil(len(train) / args.batch_size)
-    total = args.iters or max(1, int(args.epochs * micro_per_epoch / args.grad_accumulation_steps))
-    optimizer = optim.AdamW(learning_rate=lr_schedule(args, total), weight_decay=args.weight_decay)
+    from mlx_scdpo.memory import batch_lengths, preflight
+
+    # stdout, with the training reports: stderr carries only errors (one line each)
+    echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
+    # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
+    preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
+              batch_lengths(train, args.batch_size, args.seed), shared, echo)
+
+
+@dataclass
+class _Pairs:
+    """The tokenized pairs of a run and how they go through the model."""
+
+    train: list[TokenizedPair]
+    valid: list[TokenizedPair]
+    pad_id: int
+    shared: bool  # one prompt pass for chosen and rejected (mlx_scdpo.shared_prompt)
+    on_the_fly: bool  # reference log-probs recomputed each step (adapters off)
+    ref_train: np.ndarray | None = None
+    ref_valid: np.ndarray | None = None
+
+
+def _start(model, optimizer, args: TrainArgs, identity: dict, rank: int) -> tuple[int, dict]:
+    """(step, data position) to start from: the checkpoint's with ``--resume``, else a fresh folder."""
     out = Path(args.adapter_path)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
@@ -474,10 +519,11 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         for name in (CHECKPOINT, f"{CHECKPOINT}.prev", f"{CHECKPOINT}.tmp"):
             if (out / name).exists():
                 shutil.rmtree(out / name)
-    run = None
-    if rank == 0:
-        write_text_atomic(out / "train_config.json", json.dumps(asdict(args), indent=2))
-        run = _start_reporting(args)
+    return step, data_pos
+
+
+def _compile_micro_step(model, optimizer, args: TrainArgs, size: int):
+    """(micro_step, state): one compiled forward/backward (and, on the last micro-batch, the update)."""
 
     def loss_fn(model, batch):
         return dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha,
@@ -502,6 +548,15 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             grad = None
         return loss, metrics, grad
 
+    return micro_step, state
+
+
+def _train_loop(model, optimizer, args: TrainArgs, data: _Pairs, total: int, step: int, data_pos: dict,
+                identity: dict, run, on_report, rank: int, size: int) -> dict:
+    """Optimizer steps from ``step`` to the end (or ``--stop-after``): reports, validation, checkpoints."""
+    micro_step, state = _compile_micro_step(model, optimizer, args, size)
+    train, shared, pad_id = data.train, data.shared, data.pad_id
+    metrics_path = Path(args.adapter_path) / "metrics.jsonl"
     model.train()
     bar = tqdm(total=total, initial=step, desc="dpo", unit="step", disable=not (args.progress and rank == 0))
     epoch, pos = data_pos["epoch"], data_pos["batch"]
@@ -517,9 +572,9 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             if pos >= len(batches):
                 epoch, pos = epoch + 1, 0
                 batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
-            batch = make_batch(train, ref_train, batches[pos], args.batch_size, pad_id, shared, rank, size)
+            batch = make_batch(train, data.ref_train, batches[pos], args.batch_size, pad_id, shared, rank, size)
             pos += 1
-            if on_the_fly:
+            if data.on_the_fly:
                 _add_reference(model, batch, args.logits_chunk)
             do_update = micro == args.grad_accumulation_steps - 1
             loss, metrics, grad = micro_step(batch, grad, do_update)
@@ -547,9 +602,10 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}",
                             margin=f"{last['rewards/margins']:.3f}")
             sums, n_reports, tokens, t0 = {}, 0, 0, time.perf_counter()
-        if valid and args.steps_per_eval and (step % args.steps_per_eval == 0 or step == total):
+        if data.valid and args.steps_per_eval and (step % args.steps_per_eval == 0 or step == total):
             model.eval()
-            record = {"step": step, **evaluate(model, valid, ref_valid, args, pad_id, on_the_fly, shared)}
+            record = {"step": step, **evaluate(model, data.valid, data.ref_valid, args, pad_id, data.on_the_fly,
+                                               shared)}
             model.train()
             if rank == 0:
                 _log(metrics_path, record, run)
