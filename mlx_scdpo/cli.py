@@ -6,8 +6,8 @@ import click
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
 from eval.cli import OneLineErrors, fail, score_command
-from eval.errors import UserError
 from eval.score import format_summary
+from mlx_scdpo.errors import CommandError, UserError
 from mlx_scdpo.config import build_args, dataclass_options, option_type
 from mlx_scdpo.evaluate import EvalArgs, run_eval
 from mlx_scdpo.pairs import build_pairs
@@ -38,7 +38,7 @@ def _run(cls, runner, kwargs, summary):
         config = kwargs.pop("config", None)
         args = build_args(cls, kwargs, config)
         result = runner(args)
-    except UserError as e:
+    except CommandError as e:
         fail(e)
     click.echo(summary(args, result))
     return args
@@ -86,7 +86,7 @@ def export_command(adapter_path, peft_dir, base_model):
 
     try:
         n = export_peft(adapter_path, peft_dir, base_model)
-    except UserError as e:
+    except CommandError as e:
         fail(e)
     click.echo(f"wrote {n} LoRA modules to {peft_dir}")
 
@@ -129,7 +129,7 @@ def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color
         mdl, tok = load_model(model, adapter_path)
         check_token_ids(pairs, vocab_size(mdl), pairs_file)
         rep = credit_report(mdl, tok, pairs, beta)
-    except UserError as e:
+    except CommandError as e:
         fail(e)
     blocks = []
     for pair, chosen, rejected, share in rep["pairs"]:
@@ -160,7 +160,7 @@ def build_pairs_command(inputs, output_dir, valid_fraction, seed, conversational
     """Mix pair files (naive and step-controlled), shuffle, and write train/valid JSONL."""
     try:
         r = build_pairs(list(inputs), output_dir, valid_fraction, seed, conversational, max_naive)
-    except UserError as e:
+    except CommandError as e:
         fail(e)
     click.echo(f"{r['train']} train / {r['valid']} valid pairs {r['by_source']}\nwrote {output_dir}/train.jsonl")
 

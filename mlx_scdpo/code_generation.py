@@ -20,7 +20,6 @@ own text since the last execution block, never in execution outputs).
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -234,27 +233,3 @@ class _CodeLoop:
         for s in self.sols:
             s.sandbox.close()
         self.gen.close()
-
-
-@contextmanager
-def solution_stream(model, tokenizer, prompts, *, fmt, sampler, max_tokens, batch_size, max_rounds=8, timeout=6.0,
-                    logits_processors=None, caches=None, setup_code=None, stop_strings=(), schedule="continuous",
-                    on_token=None):
-    """Completions of ``prompts``: plain batched generation, or the sandboxed code loop when ``fmt``.
-
-    Yields an iterator of objects with ``index``, ``tokens``, ``text``, ``finish_reason``
-    (and ``gen_mask`` for code-integrated solutions).
-    """
-    if fmt is None:
-        from mlx_scdpo.generation import generate_batched
-
-        yield generate_batched(model, tokenizer, prompts, max_tokens=max_tokens, batch_size=batch_size,
-                               sampler=sampler, caches=caches, stop_strings=stop_strings, on_token=on_token,
-                               logits_processors=[logits_processors(i) for i in range(len(prompts))]
-                               if logits_processors else None)
-        return
-    with SandboxPool(size=min(batch_size, 8), timeout=timeout) as pool:
-        yield generate_with_code(model, tokenizer, prompts, pool, fmt=fmt, max_tokens=max_tokens,
-                                 max_rounds=max_rounds, batch_size=batch_size, sampler=sampler,
-                                 logits_processors=logits_processors, setup_code=setup_code, schedule=schedule,
-                                 on_token=on_token, stop_strings=stop_strings)

@@ -25,7 +25,7 @@ from pathlib import Path
 import click
 
 from eval.data import TASKS
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 
 
 class Number(click.FloatRange):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from eval.blocks import block_format, grade_format
 from eval.data import load_problems
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from eval.score import aggregate, score_rows, write_report
 from mlx_scdpo.config import GenerationArgs, check_values
 from mlx_scdpo.jsonl import read_finished
@@ -108,7 +108,7 @@ def _finished(gen_path: Path, problems, prompts: list[str]) -> dict:
 def _generate(model, tokenizer, args: EvalArgs, fmt, stop, problems, built, todo: list[int], gen_path: Path,
               done: dict) -> None:
     """Greedy completions of the ``todo`` problems, each appended to ``gen_path`` (and ``done``) as it ends."""
-    from mlx_scdpo.code_generation import solution_stream
+    from mlx_scdpo.generation import solution_stream
 
     stats = {"tokens": 0, "t0": time.perf_counter()}
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem",

@@ -41,7 +41,7 @@ def check_solution_record(r: dict, at: str, seen: dict) -> dict:
     merge two problems' continuations). ``seen`` maps problem ids to where they were read."""
     from eval.blocks import FORMATS
     from eval.data import TASKS
-    from eval.errors import UserError
+    from mlx_scdpo.errors import UserError
 
     if r["task"] not in TASKS:
         raise UserError(f"{at}: field 'task' must be one of {', '.join(TASKS)}, not {r['task']!r}")

@@ -28,7 +28,7 @@ import platform
 import subprocess
 from dataclasses import dataclass
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.logps import DEFAULT_CHUNK
 
 GB = 1e9

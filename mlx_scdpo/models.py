@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 
 
 def on_cpu() -> bool:

@@ -24,7 +24,7 @@ import os
 import random
 from pathlib import Path
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, fsync_dir, read_records, write_json_atomic, write_jsonl_atomic
 from mlx_scdpo.run_state import file_digest, folder_lock, kill_point
 

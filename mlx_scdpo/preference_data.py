@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, read_records
 
 

@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import write_json_atomic
 
 LOCK_NAME = ".mlx-scdpo.lock"

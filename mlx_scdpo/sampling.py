@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from eval.blocks import block_format, grade_format
 from eval.data import load_problems
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.config import GenerationArgs, check_values
 from mlx_scdpo.jsonl import iter_finished, write_jsonl_atomic

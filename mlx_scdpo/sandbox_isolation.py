@@ -31,7 +31,7 @@ import shutil
 import sys
 import warnings
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 
 UNCONFINED_ENV = "MLX_SCDPO_SANDBOX"
 SCRATCH_IN_SANDBOX = "/scratch"

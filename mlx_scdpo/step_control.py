@@ -38,7 +38,7 @@ from contextlib import ExitStack
 from tqdm import tqdm
 
 from eval.blocks import FORMATS, block_format, grade_format
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.jsonl import SOLUTION_OPTIONAL, SOLUTION_SCHEMA, check_solution_record, iter_finished, \
     write_jsonl_atomic
@@ -48,7 +48,7 @@ from mlx_scdpo.config import check_values
 from mlx_scdpo.run_state import check_identity, folder_lock, kill_point, refuse_overwriting
 from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
     stream_completions
-from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps
+from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, solution_steps, step_style
 
 
 @dataclass
@@ -82,10 +82,6 @@ class StepControlArgs:
 def record_format(record: dict):
     """The block format of a problem's solutions (None for chain-of-thought)."""
     return block_format(record.get("solution_format"), record.get("block_format"))
-
-
-def solution_steps(text: str, fmt, unit: str) -> Steps:
-    return split_steps(text, "code", fmt) if fmt is not None else split_steps(text, "cot", unit=unit)
 
 
 @dataclass
@@ -175,7 +171,7 @@ def iter_solutions(path: str, vocab_size: int | None = None):
 
     A bad line is one ``UserError`` naming file, line and field (``eval.records``' rules).
     """
-    from eval.errors import where
+    from mlx_scdpo.errors import where
     from eval.records import check_record, iter_lines
 
     seen: dict = {}
@@ -322,7 +318,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
     def ramp_for(fmt):
         key = grade_format(fmt)
         if key not in ramps:
-            ramps[key] = StepRamp(tokenizer, "code" if fmt else "cot", fmt, args.step_unit)
+            ramps[key] = StepRamp(tokenizer, step_style(fmt), fmt, args.step_unit)
         return ramps[key]
 
     def prepare(p: Prefix) -> None:
@@ -408,7 +404,7 @@ def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs
         else:
             window.finish(p, "exhausted")
         return
-    temps = step_temperatures(tokenizer, c.tokens, ramp, "code" if p.fmt else "cot", p.fmt, args.step_unit)
+    temps = step_temperatures(tokenizer, c.tokens, ramp, step_style(p.fmt), p.fmt, args.step_unit)
     window.finish(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
                               "extracted": grade["extracted"], "finish_reason": c.finish_reason,
                               "solution_index": p.prefix_id.split("#")[1]})

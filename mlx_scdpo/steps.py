@@ -236,6 +236,16 @@ def split_steps(solution: str, style: str = "cot", fmt: BlockFormat | None = Non
     return Steps(steps, kinds)
 
 
+def step_style(fmt: BlockFormat | None) -> str:
+    """The style of a solution format: "code" (blocks) with a block format, "cot" without."""
+    return "cot" if fmt is None else "code"
+
+
+def solution_steps(text: str, fmt: BlockFormat | None, unit: str = "line") -> Steps:
+    """``split_steps`` of a solution in its own format (None: chain-of-thought, cut by ``unit``)."""
+    return split_steps(text, step_style(fmt), fmt, unit)
+
+
 def eligible_prefix_lengths(steps: Steps) -> list[int]:
     """Numbers of kept steps k that may end a prefix (see module docstring)."""
     return [k for k in range(1, len(steps) - 1) if steps.kinds[k - 1] != "code"]

@@ -49,12 +49,12 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from tqdm import tqdm
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
 from mlx_scdpo.fast_swiglu import use_fast_swiglu
 from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic, write_text_atomic
 from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
-from mlx_scdpo.models import set_adapter_scale  # noqa: F401  (also imported from here)
+from mlx_scdpo.models import set_adapter_scale
 from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
                                        sequence_arrays, tokenize_pair, vocab_size)
 from mlx_scdpo.run_state import check_output_folder, data_identity, folder_lock, kill_point, refuse_overwriting
