@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
 from eval.cli import OneLineErrors, fail, score_command
 from eval.score import format_summary
-from mlx_scdpo.errors import CommandError, UserError
 from mlx_scdpo.config import build_args, dataclass_options, option_type
+from mlx_scdpo.credit import credit_report, read_credit_pairs, to_html, to_terminal
+from mlx_scdpo.errors import CommandError, UserError
 from mlx_scdpo.evaluate import EvalArgs, run_eval
-from mlx_scdpo.pairs import build_pairs
+from mlx_scdpo.export import export_peft
+from mlx_scdpo.models import load_model
+from mlx_scdpo.pairs import build_pairs, refuse_overwriting_inputs
+from mlx_scdpo.preference_data import check_token_ids, vocab_size
+from mlx_scdpo.quickstart import QuickstartArgs, format_table, run_quickstart
 from mlx_scdpo.sampling import SampleArgs, run_sample
 from mlx_scdpo.step_control import StepControlArgs, run_step_control
-from mlx_scdpo.quickstart import QuickstartArgs
-from mlx_scdpo.train import TrainArgs
+from mlx_scdpo.train import TrainArgs, run_train
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,8 +73,6 @@ def step_control_command(**kwargs):
 @dataclass_options(TrainArgs, skip=("lora_keys",))
 def train_command(**kwargs):
     """DPO training of LoRA / DoRA adapters (reference = the frozen base model)."""
-    from mlx_scdpo.train import run_train
-
     def summary(args, last):
         shown = {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}
         return f"{shown}\nwrote {args.adapter_path}/adapters.safetensors and metrics.jsonl"
@@ -82,8 +86,6 @@ def train_command(**kwargs):
 @click.option("--base-model", default=None, help="base_model_name_or_path to record (default: the training model).")
 def export_command(adapter_path, peft_dir, base_model):
     """Convert adapters to PEFT format (adapter_model.safetensors + adapter_config.json)."""
-    from mlx_scdpo.export import export_peft
-
     try:
         n = export_peft(adapter_path, peft_dir, base_model)
     except CommandError as e:
@@ -95,8 +97,6 @@ def export_command(adapter_path, peft_dir, base_model):
 @dataclass_options(QuickstartArgs)
 def quickstart_command(**kwargs):
     """The whole method offline on the toy world: sample, pairs, DPO + SCDPO, eval, report."""
-    from mlx_scdpo.quickstart import format_table, run_quickstart
-
     _run(QuickstartArgs, run_quickstart, kwargs, lambda a, r: (
         f"{format_table(r)}\nwrote {a.output_dir}/report.html"))
 
@@ -111,16 +111,8 @@ def quickstart_command(**kwargs):
 @click.option("--color/--no-color", default=None, help="Terminal colours (default: when writing to a terminal).")
 def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color):
     """Per-token implicit rewards beta*(log pi - log ref) of chosen and rejected, as colour."""
-    from pathlib import Path
-
-    from mlx_scdpo.credit import credit_report, read_credit_pairs, to_html, to_terminal
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.preference_data import check_token_ids, vocab_size
-
     try:
         if html_out:
-            from mlx_scdpo.pairs import refuse_overwriting_inputs
-
             refuse_overwriting_inputs([pairs_file, Path(adapter_path) / "adapters.safetensors",
                                        Path(adapter_path) / "adapter_config.json"], [html_out])
             if Path(html_out).is_dir() or not Path(html_out).absolute().parent.is_dir():

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import yaml
 
 from eval.data import TASKS
 from mlx_scdpo.errors import UserError
@@ -186,8 +187,6 @@ def check_values(args) -> None:
 
 def _yaml_loader():
     """PyYAML's SafeLoader reading floats as mlx-lm's ``lora`` loader does (``1e-5`` is a float)."""
-    import yaml
-
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             """A key given twice is refused (PyYAML silently keeps the last one)."""
@@ -214,8 +213,6 @@ def _yaml_loader():
 
 
 def load_yaml(path: str) -> dict:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: no such config file")

@@ -21,11 +21,19 @@ from tqdm import tqdm
 
 from eval.blocks import block_format, grade_format
 from eval.data import load_problems
-from mlx_scdpo.errors import UserError
 from eval.score import aggregate, score_rows, write_report
 from mlx_scdpo.config import GenerationArgs, check_values
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import read_finished
-from mlx_scdpo.run_state import check_identity, folder_lock, refuse_overwriting
+from mlx_scdpo.models import load_model
+from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash, stop_strings
+from mlx_scdpo.run_state import (
+    adapter_identity,
+    check_identity,
+    folder_lock,
+    model_identity,
+    refuse_overwriting,
+)
 
 
 @dataclass(kw_only=True)
@@ -41,8 +49,6 @@ class EvalArgs(GenerationArgs):
 def run_identity(args: EvalArgs) -> dict:
     """What defines an eval run (a folder holds one per task). ``--limit`` may grow, and golds are
     re-read each time, so neither is part of it; each finished row's prompt is checked instead."""
-    from mlx_scdpo.run_state import adapter_identity, model_identity
-
     code = args.solution_format == "code"
     return {"model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
             "task": args.task, "dataset": args.dataset, "chat_template": args.chat_template,
@@ -67,9 +73,6 @@ def run_eval(args: EvalArgs):
 
 
 def _run_eval(args: EvalArgs, problems, fmt):
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash, stop_strings
-
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
     if chat and tokenizer.chat_template is None:
@@ -108,7 +111,7 @@ def _finished(gen_path: Path, problems, prompts: list[str]) -> dict:
 def _generate(model, tokenizer, args: EvalArgs, fmt, stop, problems, built, todo: list[int], gen_path: Path,
               done: dict) -> None:
     """Greedy completions of the ``todo`` problems, each appended to ``gen_path`` (and ``done``) as it ends."""
-    from mlx_scdpo.generation import solution_stream
+    from mlx_scdpo.generation import solution_stream  # mlx-lm (heavy): only when generating
 
     stats = {"tokens": 0, "t0": time.perf_counter()}
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem",

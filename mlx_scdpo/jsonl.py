@@ -19,7 +19,10 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from eval.blocks import FORMATS
+from eval.data import TASKS
 from eval.records import read_records  # noqa: F401  (the one strict reader, re-exported)
+from mlx_scdpo.errors import UserError
 
 #: A preference pair (``mlx_scdpo.pairs``): TRL's columns, and token ids when present.
 PAIR_SCHEMA = {"prompt": "text_or_messages", "chosen": "text_or_messages", "rejected": "text_or_messages"}
@@ -39,10 +42,6 @@ def check_solution_record(r: dict, at: str, seen: dict) -> dict:
     """A ``solutions.jsonl`` record (``step-control --solutions``) beyond the schema: a known task and
     format, a non-empty prompt, gold and id, and each problem once (a repeated ``problem_id`` would
     merge two problems' continuations). ``seen`` maps problem ids to where they were read."""
-    from eval.blocks import FORMATS
-    from eval.data import TASKS
-    from mlx_scdpo.errors import UserError
-
     if r["task"] not in TASKS:
         raise UserError(f"{at}: field 'task' must be one of {', '.join(TASKS)}, not {r['task']!r}")
     if r.get("solution_format") not in (None, "cot", "code"):

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -45,8 +46,6 @@ def kill_point(name: str) -> None:
 @contextmanager
 def folder_lock(folder: str | Path, command: str):
     """Hold ``folder`` for this run; a second run on it stops with one line naming the holder."""
-    import fcntl
-
     folder = Path(folder)
     make_folder(folder)
     path = folder / LOCK_NAME

@@ -19,22 +19,39 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-from collections import deque
 
 from tqdm import tqdm
 
 from eval.blocks import block_format, grade_format
 from eval.data import load_problems
-from mlx_scdpo.errors import UserError
 from eval.score import grade_sample
 from mlx_scdpo.config import GenerationArgs, check_values
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import iter_finished, write_jsonl_atomic
-from mlx_scdpo.run_state import check_identity, folder_lock, kill_point, refuse_overwriting
-from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
-    stream_completions
+from mlx_scdpo.models import load_model
+from mlx_scdpo.pairs import is_truncated, make_pair
+from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
+from mlx_scdpo.run_state import (
+    adapter_identity,
+    check_identity,
+    data_identity,
+    folder_lock,
+    kill_point,
+    model_identity,
+    refuse_overwriting,
+)
+from mlx_scdpo.windows import (
+    RELEASE_EVERY,
+    InOrder,
+    Request,
+    item_noise,
+    release_memory,
+    sandbox_pool,
+    stream_completions,
+)
 
 _BAD_CORRECT = re.compile(r"error|apolog", re.IGNORECASE)
 
@@ -89,8 +106,6 @@ class ProblemState:
     got: dict = field(default_factory=dict)  # draw number -> result, until the round is complete
 
     def count(self, correct: bool, include_truncated: bool = True) -> int:
-        from mlx_scdpo.pairs import is_truncated
-
         return sum(1 for s in self.samples if s["correct"] == correct and (include_truncated or not is_truncated(s)))
 
     def add(self, text: str, ids: list[int], grade: dict, finish_reason: str, gen_mask: list[int] | None = None) -> None:
@@ -171,8 +186,6 @@ def problem_id(task: str, problem) -> str:
 
 def naive_pairs(record: dict, n_wrong: int, include_truncated: bool = False) -> list[dict]:
     """First correct solution x first ``n_wrong`` wrong ones (truncated ones only if ``include_truncated``)."""
-    from mlx_scdpo.pairs import is_truncated, make_pair
-
     correct = [s for s in record["samples"] if s["correct"]]
     wrong = [s for s in record["samples"] if not s["correct"] and (include_truncated or not is_truncated(s))]
     if not correct:
@@ -202,8 +215,6 @@ def run_sample(args: SampleArgs) -> dict:
 
 def sample_identity(args: SampleArgs) -> dict:
     """What defines a sampling run (a folder holds one; --limit may grow): model, adapters, data, settings."""
-    from mlx_scdpo.run_state import adapter_identity, data_identity, model_identity
-
     skip = ("progress", "batch_size", "problems_per_batch", "output_dir", "limit")  # results do not depend on them
     settings = {k: v for k, v in asdict(args).items() if k not in skip}
     return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
@@ -211,9 +222,6 @@ def sample_identity(args: SampleArgs) -> dict:
 
 
 def _run_sample(args: SampleArgs) -> dict:
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
-
     if args.task not in ("gsm8k", "math"):
         raise UserError(f"--task {args.task}: sampling supports gsm8k and math")
     fmt = block_format(args.solution_format, args.block_format)

@@ -30,25 +30,47 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from contextlib import ExitStack
-
 from tqdm import tqdm
 
-from eval.blocks import FORMATS, block_format, grade_format
-from mlx_scdpo.errors import UserError
+from eval.blocks import FORMATS, block_format, grade_format, parse
+from eval.records import check_record, iter_lines
 from eval.score import grade_sample
-from mlx_scdpo.jsonl import SOLUTION_OPTIONAL, SOLUTION_SCHEMA, check_solution_record, iter_finished, \
-    write_jsonl_atomic
-from mlx_scdpo.models import config_vocab_size
-from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.config import check_values
-from mlx_scdpo.run_state import check_identity, folder_lock, kill_point, refuse_overwriting
-from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
-    stream_completions
+from mlx_scdpo.errors import UserError, where
+from mlx_scdpo.jsonl import (
+    SOLUTION_OPTIONAL,
+    SOLUTION_SCHEMA,
+    check_solution_record,
+    iter_finished,
+    write_jsonl_atomic,
+)
+from mlx_scdpo.models import config_vocab_size, load_model
+from mlx_scdpo.pairs import TRUNCATED, make_pair
+from mlx_scdpo.prompts import stop_strings
+from mlx_scdpo.ramp import StepRamp, stable_seed, step_temperatures
+from mlx_scdpo.run_state import (
+    adapter_identity,
+    check_identity,
+    data_identity,
+    folder_lock,
+    kill_point,
+    model_identity,
+    refuse_overwriting,
+)
 from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, solution_steps, step_style
+from mlx_scdpo.windows import (
+    RELEASE_EVERY,
+    InOrder,
+    Request,
+    item_noise,
+    release_memory,
+    sandbox_pool,
+    stream_completions,
+)
 
 
 @dataclass
@@ -104,8 +126,6 @@ class Prefix:
     @property
     def code_blocks(self) -> list[str]:
         """Code of the kept steps, replayed to rebuild the sandbox state."""
-        from eval.blocks import parse
-
         if self.fmt is None:
             return []
         return [b.content for b in parse(self.prefix_text, self.fmt) if b.kind == "code"]
@@ -133,8 +153,6 @@ def iter_prefixes(records, tokenizer, args: StepControlArgs, done, stats: dict, 
     Lazy (one record at a time). The subset of k (``prefixes_per_solution``) is drawn from the
     solution's own seeded stream, so it does not depend on the records before it.
     """
-    from mlx_scdpo.ramp import stable_seed
-
     for rec in records:
         if fmt_name is not None and _format_name(rec) != fmt_name:
             continue
@@ -171,9 +189,6 @@ def iter_solutions(path: str, vocab_size: int | None = None):
 
     A bad line is one ``UserError`` naming file, line and field (``eval.records``' rules).
     """
-    from mlx_scdpo.errors import where
-    from eval.records import check_record, iter_lines
-
     seen: dict = {}
     for lineno, row in iter_lines(path):
         rec = check_solution_record(check_record(row, path, lineno, SOLUTION_SCHEMA, SOLUTION_OPTIONAL),
@@ -227,8 +242,6 @@ def run_step_control(args: StepControlArgs) -> dict:
 
 def step_control_identity(args: StepControlArgs) -> dict:
     """What defines a step-control run (a folder holds one): model, adapters, solutions, settings."""
-    from mlx_scdpo.run_state import adapter_identity, data_identity, model_identity
-
     settings = {k: v for k, v in asdict(args).items() if k not in ("progress", "batch_size", "output_dir")}
     return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
             "solutions": data_identity(args.solutions)}
@@ -298,9 +311,7 @@ class PrefixWindow:
 
 
 def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> dict:
-    from mlx_scdpo.generation import prefill_cache
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.ramp import StepRamp
+    from mlx_scdpo.generation import prefill_cache  # mlx-lm (heavy): only when generating
 
     sc_path = out / "step_control.jsonl"
     done, pairs_of = _finished_prefixes(sc_path)
@@ -386,8 +397,6 @@ def _outcome_counts(sc_path: Path) -> dict:
 
 def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs, tokenizer) -> None:
     """Grade a prefix's continuation: a pair, another round, or the prefix is exhausted."""
-    from mlx_scdpo.ramp import step_temperatures
-
     kill_point("step-control-draw")
     p.rounds_done = p.round
     ramp, p.ramp = p.ramp, None
@@ -412,8 +421,6 @@ def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs
 
 def run_stop_strings(args: StepControlArgs, records) -> tuple[str, ...]:
     """``--stop`` when given, else the stop strings ``sample`` recorded (the defaults for older files)."""
-    from mlx_scdpo.prompts import stop_strings
-
     if args.stop is not None:
         return stop_strings(args.stop)
     lists = [r["stop"] for r in records if isinstance(r.get("stop"), list)]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from eval.blocks import BlockFormat, parse
+from eval.blocks import BlockFormat, parse, render
 
 T0, DT, TMAX = 1.1, 0.1, 1.4
 
@@ -203,8 +203,6 @@ def _split_cot(text: str, unit: str) -> list[str]:
 
 
 def _split_code(text: str, fmt: BlockFormat) -> tuple[list[str], list[str]]:
-    from eval.blocks import render
-
     steps, kinds = [], []
     for b in parse(text, fmt):
         raw = render([b], fmt)

@@ -38,7 +38,7 @@ import os
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -49,15 +49,32 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from tqdm import tqdm
 
-from mlx_scdpo.errors import UserError
+from mlx_scdpo.config import check_values
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.fast_swiglu import use_fast_swiglu
 from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic, write_text_atomic
 from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
-from mlx_scdpo.models import set_adapter_scale
-from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
-                                       sequence_arrays, tokenize_pair, vocab_size)
-from mlx_scdpo.run_state import check_output_folder, data_identity, folder_lock, kill_point, refuse_overwriting
+from mlx_scdpo.memory import batch_lengths, preflight
+from mlx_scdpo.models import config_size, config_vocab_size, load_model, set_adapter_scale
+from mlx_scdpo.preference_data import (
+    TokenizedPair,
+    bucketed_batches,
+    check_token_ids,
+    load_pairs,
+    pair_files,
+    sequence_arrays,
+    tokenize_pair,
+    vocab_size,
+)
+from mlx_scdpo.run_state import (
+    check_output_folder,
+    data_identity,
+    folder_lock,
+    kill_point,
+    model_identity,
+    refuse_overwriting,
+)
 from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
@@ -132,7 +149,7 @@ def adapter_config(args: TrainArgs) -> dict:
 
 def add_adapters(model, args: TrainArgs) -> None:
     """Freeze the model and add trainable adapters (or unfreeze the last layers)."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.tuner.utils import linear_to_lora_layers  # mlx-lm is heavy: only when adapters are added
 
     model.freeze()
     n = len(_layers(model)) if args.num_layers == -1 else args.num_layers
@@ -327,8 +344,6 @@ def load_checkpoint(model, optimizer, args: TrainArgs, identity: dict) -> tuple[
 
 def resume_identity(args: TrainArgs, data_hash: str) -> dict:
     """What a resumed run must share with its checkpoint: model, data and every setting that shapes it."""
-    from mlx_scdpo.run_state import model_identity
-
     skip = ("resume", "stop_after", "progress", "report_to", "wandb_project", "adapter_path", "ref_cache_dir",
             "steps_per_report", "steps_per_eval", "val_batches", "save_every", "grad_checkpoint",
             "grad_checkpoint_layers", "reference", "logits_chunk",  # the same gradients (tested)
@@ -394,8 +409,6 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
 
 def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
-    from mlx_scdpo.models import load_model
-
     _check_settings(args)
     world = mx.distributed.init()
     rank, size = world.rank(), world.size()
@@ -442,8 +455,6 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
 
 def _check_settings(args: TrainArgs) -> None:
     """The settings alone (before any file is read)."""
-    from mlx_scdpo.config import check_values
-
     check_values(args)
     if args.ref_cache_dir is not None:
         check_output_folder(args.ref_cache_dir, "--ref-cache-dir")
@@ -458,8 +469,6 @@ def _check_settings(args: TrainArgs) -> None:
 def _check_data(args: TrainArgs, size: int):
     """(train rows, valid rows, their files, the run's identity), checked against the model's config
     (before the model loads)."""
-    from mlx_scdpo.models import config_size, config_vocab_size
-
     if args.batch_size % size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the {size} processes")
     train_rows, valid_rows = load_pairs(args.data)
@@ -479,10 +488,6 @@ def _check_data(args: TrainArgs, size: int):
 
 def _preflight(model, args: TrainArgs, train: list[TokenizedPair], shared: bool, rank: int, size: int) -> None:
     """Print the estimated peak memory; refuse a run that would not fit (``mlx_scdpo.memory``)."""
-    from dataclasses import replace
-
-    from mlx_scdpo.memory import batch_lengths, preflight
-
     # stdout, with the training reports: stderr carries only errors (one line each)
     echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
     # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
