@@ -93,7 +93,8 @@ OPTION_TYPES = {
 
 @dataclass(kw_only=True)
 class GenerationArgs:
-    """Options shared by the commands that generate solutions to problems (``eval``, ``sample``)."""
+    """Options shared by the commands that generate solutions to problems (``eval``, ``sample``); each
+    command's dataclass adds its own (and ``progress``, last) and may set other defaults."""
 
     model: str = field(metadata={"help": "Model folder or hub id."})
     task: str = field(default="gsm8k", metadata={"help": "gsm8k, math or math500."})
@@ -114,14 +115,16 @@ class GenerationArgs:
     stop: list[str] | None = field(default=None, metadata={"help": "Text stop strings, repeatable (default: the "
                                                                     "few-shot headers \\n\\nQuestion: and "
                                                                     "\\n\\nProblem:; '' for none)."})
-    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
-#: Flags spelled other than their field: the solution format is ``--format`` in every command
-#: (as ``score``), the sampling temperature ``--temp`` (as mlx-lm). YAML keys may be either spelling.
-FLAGS = {"solution_format": "format", "temperature": "temp"}
+#: Flags spelled other than their field, so one thing has one flag in every command: the solution
+#: format is ``--format`` (as in ``score``), the sampling temperature ``--temp`` (as in mlx-lm), and
+#: code executions per solution ``--max-code-rounds`` (``--rounds`` of ``step-control`` is another
+#: thing). YAML keys may use either spelling.
+FLAGS = {"solution_format": "format", "temperature": "temp", "max_rounds": "max_code_rounds"}
 #: Older spellings still accepted (not shown in ``--help``).
-HIDDEN_ALIASES = {"solution_format": ("--solution-format",), "temperature": ("--temperature",)}
+HIDDEN_ALIASES = {"solution_format": ("--solution-format",), "temperature": ("--temperature",),
+                  "max_rounds": ("--max-rounds",)}
 
 
 def flag(name: str) -> str:

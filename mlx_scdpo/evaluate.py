@@ -44,6 +44,7 @@ class EvalArgs(GenerationArgs):
     output_dir: str = field(default="runs/eval", metadata={"help": "Where generations and reports go."})
     seed: int = field(default=0, metadata={"help": "Recorded; decoding is greedy."})
     schedule: str = field(default="continuous", metadata={"help": "Code loop: continuous or rounds."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
 def run_identity(args: EvalArgs) -> dict:

@@ -81,6 +81,7 @@ class SampleArgs(GenerationArgs):
                                                                    " depend on it."})
     include_truncated: bool = field(default=False, metadata={"help": "Wrong solutions cut off by --max-tokens may "
                                                                      "be rejected sides."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
 def normalize_for_dedup(text: str) -> str:
