@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eval.errors import UserError
+
 #: Shown in an execution block when the code printed nothing (the reference shows an
 #: explicit marker rather than an empty block, so the model sees that the code ran).
 EMPTY_OUTPUT = "[no output]"
@@ -65,6 +67,24 @@ MARKDOWN = BlockFormat("markdown", "```python\n", "```", "```output\n", "```")
 MATHCODER = BlockFormat("mathcoder", "<|code|>", "<|endofblock|>", "<|execution|>", "<|endofblock|>",
                         "<|text|>", "<|endofblock|>")
 FORMATS = {f.name: f for f in (MARKDOWN, MATHCODER)}
+
+
+def block_format(solution_format: str | None, block_format: str | None = None) -> BlockFormat | None:
+    """The block syntax of a solution format: None for chain-of-thought (``cot``), else the named
+    block format (markdown by default); anything else is a one-line ``UserError``."""
+    if solution_format in (None, "cot"):
+        return None
+    if solution_format != "code":
+        raise UserError(f"--format {solution_format}: choose cot or code")
+    name = block_format or "markdown"
+    if name not in FORMATS:
+        raise UserError(f"--block-format {name}: choose from {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def grade_format(fmt: BlockFormat | None) -> str:
+    """What the grader is told (``eval.score.grade_sample``): ``cot`` or the block format's name."""
+    return fmt.name if fmt is not None else "cot"
 
 
 @dataclass(frozen=True)

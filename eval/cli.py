@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from eval.data import TASKS
 from eval.errors import UserError
+from eval.score import format_summary, score_file
 
 
 def fail(err: UserError) -> None:
@@ -51,10 +53,6 @@ class OneLineErrors(click.Group):
               show_default=True, help="Chain-of-thought, or code-integrated blocks (markdown fences / MathCoder).")
 def score_command(completions, task, output_dir, data_files, dataset, solution_format):
     """Grade COMPLETIONS.jsonl (doc_id + response [+ target]) produced by any engine."""
-    from pathlib import Path
-
-    from eval.score import format_summary, score_file
-
     try:
         if output_dir is not None:  # checked before grading: a file in the way is one line, not a late traceback
             existing = next(p for p in (Path(output_dir), *Path(output_dir).absolute().parents) if p.exists())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from eval.errors import UserError, where
 from eval.extract import clean_answer, last_boxed
-from eval.records import read_records
+from eval.records import first_field, read_records
 
 TASKS = ("gsm8k", "math", "math500")
 
@@ -106,18 +106,16 @@ def row_to_problem(task: str, row: dict, doc_id: int, source: str = "") -> Probl
     """Turn one dataset row into a ``Problem``; missing fields raise ``UserError``."""
     line = row.get("__line__")
     _check_types(row, source, line)
-    question = next((row[f] for f in _QUESTION_FIELDS if f in row), None)
+    _, question = first_field(row, _QUESTION_FIELDS, source, line, required=False)
     if not isinstance(question, str) or not question.strip():
         raise UserError(f"{where(source, line, 'question/problem')} is missing or empty")
     if task == "gsm8k":
-        if "answer" not in row:
-            raise UserError(f"{where(source, line, 'answer')} is missing")
+        first_field(row, ("answer",), source, line)
         gold = gsm8k_gold(str(row["answer"]))
         if gold is None:
             gold = str(row["answer"]).strip()
     else:
-        if "answer" not in row and "solution" not in row:
-            raise UserError(f"{where(source, line, 'solution/answer')} is missing")
+        first_field(row, ("solution", "answer"), source, line)
         gold = math_gold(row)
         if gold is None:
             raise UserError(f"{where(source, line, 'solution')} has no \\boxed{{}} answer")

@@ -66,19 +66,30 @@ def check_field(value, kind) -> str | None:
     return " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
 
 
+def first_field(row: dict, names: tuple[str, ...], path, line: int | None = None, required: bool = True):
+    """(name, value) of the first of ``names`` (synonyms, e.g. ``question``/``problem``) in ``row``.
+
+    None of them is one ``UserError`` (``path:line: field 'a/b' is missing``), or ``(None, None)``
+    when not ``required``.
+    """
+    for name in names:
+        if name in row:
+            return name, row[name]
+    if required:
+        raise UserError(f"{where(path, line, '/'.join(names))} is missing")
+    return None, None
+
+
 def check_record(row, path, lineno: int, schema: dict | None = None, optional: dict | None = None) -> dict:
     """``row`` if it is an object with the ``schema`` fields (and any ``optional`` ones) of the right kinds."""
     if not isinstance(row, dict):
         got = "null" if row is None else type(row).__name__
         raise UserError(f"{where(path, lineno)}: expected a JSON object, got {got}")
     for name, kind in (schema or {}).items():
-        names = name if isinstance(name, tuple) else (name,)
-        present = [n for n in names if n in row]
-        if not present:
-            raise UserError(f"{where(path, lineno, '/'.join(names))} is missing")
-        bad = check_field(row[present[0]], kind) if kind is not None else None
+        present, value = first_field(row, name if isinstance(name, tuple) else (name,), path, lineno)
+        bad = check_field(value, kind) if kind is not None else None
         if bad:
-            raise UserError(f"{where(path, lineno, present[0])} must be {bad}")
+            raise UserError(f"{where(path, lineno, present)} must be {bad}")
     for name, kind in (optional or {}).items():
         if name in row and row[name] is not None:
             bad = check_field(row[name], kind)

@@ -24,11 +24,14 @@ from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
 
+from tqdm import tqdm
+
 from eval.data import Problem, check_task, load_problems, read_jsonl
 from eval.equivalence import is_equivalent
 from eval.errors import UserError, where
 from eval.extract import extract_answer, extract_code_answer
 from eval.lm_eval_filters import GSM8K_FILTERS, gsm8k_lm_eval
+from eval.records import first_field
 
 GRADER_FILTER = "scdpo-grader"
 RESPONSE_FIELDS = ("response", "completion", "output", "text")
@@ -84,16 +87,10 @@ def aggregate(task: str, samples: list[dict]) -> dict:
 
 
 def _field(row: dict, names: tuple[str, ...], path, required: bool = True):
-    for n in names:
-        if n in row:
-            v = row[n]
-            if isinstance(v, list):  # lm-eval "resps": [[text]]
-                while isinstance(v, list) and v:
-                    v = v[0]
-            return v
-    if required:
-        raise UserError(f"{where(path, row.get('__line__'), '/'.join(names))} is missing")
-    return None
+    _, v = first_field(row, names, path, row.get("__line__"), required)
+    while isinstance(v, list) and v:  # lm-eval "resps": [[text]]
+        v = v[0]
+    return v
 
 
 def _validated(rows: list[dict], by_id: dict, path) -> list[tuple[dict, str, str, Problem | None]]:
@@ -122,10 +119,7 @@ def score_rows(task: str, rows: list[dict], problems: list[Problem] | None = Non
                progress: bool = False, solution_format: str = "cot") -> list[dict]:
     """Grade completion rows (``doc_id``, response, optional target); returns lm-eval-style samples."""
     items = _validated(rows, {p.doc_id: p for p in problems} if problems else {}, path)
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(items, desc=f"grading {task}", unit="doc")
+    items = tqdm(items, desc=f"grading {task}", unit="doc", disable=not progress)
     samples = []
     for row, response, target, problem in items:
         sample = {"doc_id": row["doc_id"], "prompt": row.get("prompt", problem.question if problem else None),

@@ -46,7 +46,7 @@ def serve() -> None:
 
     Verdicts are ``1``/``0``; the ``stats`` request answers one JSON line (``eval.guard.stats``).
     """
-    from eval import guard, symbolic
+    from eval import guard, symbolic  # sympy (heavy): only in the worker process
 
     ops = {"symbolic": symbolic.symbolic_equal, "relation": symbolic.relation_equal,
            "sets": symbolic.sets_equal, "matrix": symbolic.matrices_equal}

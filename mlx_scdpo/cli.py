@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
 from eval.cli import OneLineErrors, fail, score_command
-from eval.data import TASKS
-from eval.errors import UserError
+from eval.score import format_summary
 from mlx_scdpo.config import build_args, dataclass_options, option_type
-from mlx_scdpo.pairs import build_pairs
+from mlx_scdpo.credit import credit_report, read_credit_pairs, to_html, to_terminal
+from mlx_scdpo.errors import CommandError, UserError
+from mlx_scdpo.evaluate import EvalArgs, run_eval
+from mlx_scdpo.export import export_peft
+from mlx_scdpo.models import load_model
+from mlx_scdpo.pairs import build_pairs, refuse_overwriting_inputs
+from mlx_scdpo.preference_data import check_token_ids, vocab_size
+from mlx_scdpo.quickstart import QuickstartArgs, format_table, run_quickstart
 from mlx_scdpo.sampling import SampleArgs, run_sample
 from mlx_scdpo.step_control import StepControlArgs, run_step_control
-from mlx_scdpo.quickstart import QuickstartArgs
-from mlx_scdpo.train import TrainArgs
+from mlx_scdpo.train import TrainArgs, run_train
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,42 +33,10 @@ main.add_command(score_command)
 
 
 @main.command("eval")
-@click.option("--model", required=True, help="Model folder or hub id.")
-@click.option("--adapter-path", default=None, help="LoRA adapter folder.")
-@click.option("--task", required=True, type=click.Choice(TASKS))
-@click.option("--data-files", default=None, help="Local JSON/JSONL/parquet problems instead of the hub.")
-@click.option("--dataset", default=None, help="Hub dataset instead of the task default.")
-@click.option("--limit", type=option_type("limit"), default=None, help="Only the first N problems.")
-@click.option("--num-shots", type=option_type("num_shots"), default=None,
-              help="Few-shot examples (default: 0 chat, 8 GSM8K / 4 MATH base).")
-@click.option("--chat-template/--no-chat-template", default=None, help="Chat prompt (default: if the tokenizer has one).")
-@click.option("--max-tokens", type=option_type("max_tokens"), default=1024, show_default=True)
-@click.option("--batch-size", type=option_type("batch_size"), default=32, show_default=True)
-@click.option("--output-dir", default="runs/eval", show_default=True)
-@click.option("--seed", type=option_type("seed"), default=0, show_default=True)
-@click.option("--format", "solution_format", type=click.Choice(["cot", "code"]), default="cot", show_default=True,
-              help="Chain-of-thought, or code-integrated (code blocks run in the sandbox).")
-@click.option("--block-format", type=click.Choice(["markdown", "mathcoder"]), default="markdown", show_default=True,
-              help="Code-integrated block syntax.")
-@click.option("--max-rounds", type=option_type("max_rounds"), default=8, show_default=True,
-              help="Code executions per solution.")
-@click.option("--timeout", type=option_type("timeout"), default=6.0, show_default=True, help="Seconds per code block.")
-@click.option("--schedule", type=click.Choice(["continuous", "rounds"]), default="continuous", show_default=True,
-              help="Code loop: resume each solution when its block ran, or the whole batch in rounds.")
-@click.option("--stop", multiple=True, help="A text stop string (repeatable; default: the few-shot headers "
-                                            "'\\n\\nQuestion:' and '\\n\\nProblem:'; --stop '' for none).")
+@dataclass_options(EvalArgs)
 def eval_command(**kwargs):
     """Greedy benchmark of a model (resumable); writes lm-eval-shaped reports."""
-    from eval.score import format_summary
-    from mlx_scdpo.evaluate import EvalArgs, run_eval
-
-    kwargs["stop"] = list(kwargs["stop"]) or None
-    try:
-        metrics, res_path, sam_path = run_eval(EvalArgs(**kwargs))
-    except UserError as e:
-        fail(e)
-    click.echo(format_summary(kwargs["task"], metrics))
-    click.echo(f"wrote {res_path}\nwrote {sam_path}")
+    _run(EvalArgs, run_eval, kwargs, lambda a, r: f"{format_summary(a.task, r[0])}\nwrote {r[1]}\nwrote {r[2]}")
 
 
 def _run(cls, runner, kwargs, summary):
@@ -69,7 +44,7 @@ def _run(cls, runner, kwargs, summary):
         config = kwargs.pop("config", None)
         args = build_args(cls, kwargs, config)
         result = runner(args)
-    except UserError as e:
+    except CommandError as e:
         fail(e)
     click.echo(summary(args, result))
     return args
@@ -98,8 +73,6 @@ def step_control_command(**kwargs):
 @dataclass_options(TrainArgs, skip=("lora_keys",))
 def train_command(**kwargs):
     """DPO training of LoRA / DoRA adapters (reference = the frozen base model)."""
-    from mlx_scdpo.train import run_train
-
     def summary(args, last):
         shown = {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}
         return f"{shown}\nwrote {args.adapter_path}/adapters.safetensors and metrics.jsonl"
@@ -113,11 +86,9 @@ def train_command(**kwargs):
 @click.option("--base-model", default=None, help="base_model_name_or_path to record (default: the training model).")
 def export_command(adapter_path, peft_dir, base_model):
     """Convert adapters to PEFT format (adapter_model.safetensors + adapter_config.json)."""
-    from mlx_scdpo.export import export_peft
-
     try:
         n = export_peft(adapter_path, peft_dir, base_model)
-    except UserError as e:
+    except CommandError as e:
         fail(e)
     click.echo(f"wrote {n} LoRA modules to {peft_dir}")
 
@@ -126,8 +97,6 @@ def export_command(adapter_path, peft_dir, base_model):
 @dataclass_options(QuickstartArgs)
 def quickstart_command(**kwargs):
     """The whole method offline on the toy world: sample, pairs, DPO + SCDPO, eval, report."""
-    from mlx_scdpo.quickstart import format_table, run_quickstart
-
     _run(QuickstartArgs, run_quickstart, kwargs, lambda a, r: (
         f"{format_table(r)}\nwrote {a.output_dir}/report.html"))
 
@@ -142,16 +111,8 @@ def quickstart_command(**kwargs):
 @click.option("--color/--no-color", default=None, help="Terminal colours (default: when writing to a terminal).")
 def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color):
     """Per-token implicit rewards beta*(log pi - log ref) of chosen and rejected, as colour."""
-    from pathlib import Path
-
-    from mlx_scdpo.credit import credit_report, read_credit_pairs, to_html, to_terminal
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.preference_data import check_token_ids, vocab_size
-
     try:
         if html_out:
-            from mlx_scdpo.pairs import refuse_overwriting_inputs
-
             refuse_overwriting_inputs([pairs_file, Path(adapter_path) / "adapters.safetensors",
                                        Path(adapter_path) / "adapter_config.json"], [html_out])
             if Path(html_out).is_dir() or not Path(html_out).absolute().parent.is_dir():
@@ -160,7 +121,7 @@ def credit_command(model, adapter_path, pairs_file, beta, limit, html_out, color
         mdl, tok = load_model(model, adapter_path)
         check_token_ids(pairs, vocab_size(mdl), pairs_file)
         rep = credit_report(mdl, tok, pairs, beta)
-    except UserError as e:
+    except CommandError as e:
         fail(e)
     blocks = []
     for pair, chosen, rejected, share in rep["pairs"]:
@@ -191,7 +152,7 @@ def build_pairs_command(inputs, output_dir, valid_fraction, seed, conversational
     """Mix pair files (naive and step-controlled), shuffle, and write train/valid JSONL."""
     try:
         r = build_pairs(list(inputs), output_dir, valid_fraction, seed, conversational, max_naive)
-    except UserError as e:
+    except CommandError as e:
         fail(e)
     click.echo(f"{r['train']} train / {r['valid']} valid pairs {r['by_source']}\nwrote {output_dir}/train.jsonl")
 

@@ -20,13 +20,13 @@ own text since the last execution block, never in execution outputs).
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from mlx_lm.generate import BatchGenerator
 
 from eval.blocks import MARKDOWN, BlockFormat, pending_code
+from mlx_scdpo.generation import _TAIL_TOKENS, _stop_position, observe, stop_trigger_ids, trim_at_stop
 from mlx_scdpo.sandbox import SandboxPool
 
 
@@ -84,12 +84,6 @@ def inert_output(output: str, tokenizer, fmt: BlockFormat) -> str:
     return output
 
 
-def _close_triggers(tokenizer, fmt: BlockFormat) -> set[int] | None:
-    from mlx_scdpo.generation import stop_trigger_ids
-
-    return stop_trigger_ids(tokenizer, [fmt.code_close])
-
-
 def generate_with_code(
     model,
     tokenizer,
@@ -115,124 +109,127 @@ def generate_with_code(
     """
     if schedule not in ("continuous", "rounds"):
         raise ValueError(f"unknown schedule {schedule!r}")
-    gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
-                         sampler=sampler, completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
-    from mlx_scdpo.generation import _TAIL_TOKENS, _stop_position, observe, stop_trigger_ids, trim_at_stop
+    loop = _CodeLoop(model, tokenizer, prompts, pool, fmt, max_tokens, max_rounds, batch_size, sampler,
+                     logits_processors, setup_code, stop_strings)
+    try:
+        while loop.by_uid or loop.pending:
+            for f in loop.executed(wait_for_batch=schedule == "rounds"):
+                s, cache = loop.pending.pop(f)
+                loop.resume(s, cache, f.result().output)
+            if loop.by_uid:
+                yield from loop.step(on_token)
+    finally:
+        loop.close()
 
-    triggers = _close_triggers(tokenizer, fmt)
-    stop_strings = [s for s in stop_strings if s]
-    stop_triggers = stop_trigger_ids(tokenizer, stop_strings) if stop_strings else None
-    sols = [_Solution(i, list(p), pool.sandbox()) for i, p in enumerate(prompts)]
-    if setup_code is not None:
-        for s in sols:
-            for code in setup_code(s.index):
-                s.sandbox.run(code)
-    procs = [logits_processors(i) if logits_processors else None for i in range(len(sols))]
-    by_uid: dict[int, _Solution] = {}
-    for uid, s in zip(gen.insert([s.prompt for s in sols], [max_tokens] * len(sols),
-                                 logits_processors=procs if logits_processors else None), sols):
-        by_uid[uid] = s
-    pending = {}  # future -> (solution, cache)
-    executor = ThreadPoolExecutor(max_workers=max(1, min(batch_size, 16)))
 
-    def finish(s: _Solution, reason: str) -> CodeCompletion:
-        if stop_strings:  # a stop string ends the solution; its tokens are not kept
-            kept, hit = trim_at_stop(tokenizer, s.tokens, stop_strings, start=s.segment_start)
+class _CodeLoop:
+    """One ``generate_with_code`` call: the batch, its solutions by uid, and the executions in flight."""
+
+    def __init__(self, model, tokenizer, prompts, pool: SandboxPool, fmt: BlockFormat, max_tokens: int,
+                 max_rounds: int, batch_size: int, sampler, logits_processors, setup_code, stop_strings):
+        self.tokenizer, self.fmt, self.max_tokens, self.max_rounds = tokenizer, fmt, max_tokens, max_rounds
+        self.gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+                                  sampler=sampler, completion_batch_size=batch_size,
+                                  prefill_batch_size=min(batch_size, 8))
+        self.triggers = stop_trigger_ids(tokenizer, [fmt.code_close])  # a code block can only close on these
+        self.stop_strings = [s for s in stop_strings if s]
+        self.stop_triggers = stop_trigger_ids(tokenizer, self.stop_strings) if self.stop_strings else None
+        self.sols = [_Solution(i, list(p), pool.sandbox()) for i, p in enumerate(prompts)]
+        self.pending = {}  # future -> (solution, cache)
+        self.executor = ThreadPoolExecutor(max_workers=max(1, min(batch_size, 16)))
+        if setup_code is not None:
+            for s in self.sols:
+                for code in setup_code(s.index):
+                    s.sandbox.run(code)
+        self.with_procs = logits_processors is not None
+        self.procs = [logits_processors(i) if logits_processors else None for i in range(len(self.sols))]
+        self.by_uid: dict[int, _Solution] = {}
+        uids = self.gen.insert([s.prompt for s in self.sols], [max_tokens] * len(self.sols),
+                               logits_processors=self.procs if logits_processors else None)
+        for uid, s in zip(uids, self.sols):
+            self.by_uid[uid] = s
+
+    def executed(self, wait_for_batch: bool) -> list:
+        """Executions to resume now: those done (none while the batch runs, in ``rounds``), or, when
+        nothing is generating, the next one to finish."""
+        ready = [] if wait_for_batch and self.by_uid else [f for f in self.pending if f.done()]
+        if not self.by_uid and not ready and self.pending:
+            ready = list(wait(list(self.pending), return_when=FIRST_COMPLETED).done)
+        return ready
+
+    def finish(self, s: _Solution, reason: str) -> CodeCompletion:
+        tokenizer = self.tokenizer
+        if self.stop_strings:  # a stop string ends the solution; its tokens are not kept
+            kept, hit = trim_at_stop(tokenizer, s.tokens, self.stop_strings, start=s.segment_start)
             if hit:
                 s.tokens, s.gen_mask, reason = kept, s.gen_mask[:len(kept)], "stop"
         s.sandbox.close()
         return CodeCompletion(s.index, s.tokens, tokenizer.decode(s.tokens), reason, s.executions, s.gen_mask)
 
-    def resume(s: _Solution, cache, output: str):
-        exec_tokens = tokenizer.encode(fmt.execution_block(inert_output(output, tokenizer, fmt)),
-                                       add_special_tokens=False)
+    def resume(self, s: _Solution, cache, output: str) -> None:
+        """Append the execution block and put the solution back in the batch with its own KV cache."""
+        exec_tokens = self.tokenizer.encode(self.fmt.execution_block(inert_output(output, self.tokenizer, self.fmt)),
+                                            add_special_tokens=False)
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
-        observe(procs[s.index], exec_tokens)
+        observe(self.procs[s.index], exec_tokens)
         s.segment_start = len(s.tokens)
-        (uid,) = gen.insert([exec_tokens], [max(1, max_tokens - s.generated)], caches=[cache],
-                            all_tokens=[s.prompt + s.tokens[: -len(exec_tokens)]],
-                            logits_processors=[procs[s.index]] if logits_processors else None)
-        by_uid[uid] = s
+        (uid,) = self.gen.insert([exec_tokens], [max(1, self.max_tokens - s.generated)], caches=[cache],
+                                 all_tokens=[s.prompt + s.tokens[: -len(exec_tokens)]],
+                                 logits_processors=[self.procs[s.index]] if self.with_procs else None)
+        self.by_uid[uid] = s
 
-    try:
-        while by_uid or pending:
-            ready = [f for f in pending if f.done()]
-            if schedule == "rounds" and by_uid:
-                ready = []
-            if not by_uid and not ready and pending:
-                ready = list(wait(list(pending), return_when=FIRST_COMPLETED).done)
-            for f in ready:
-                s, cache = pending.pop(f)
-                resume(s, cache, f.result().output)
-            if not by_uid:
+    def step(self, on_token) -> Iterator[CodeCompletion]:
+        """One token for every sequence in the batch; yields the solutions that ended, and sends closed
+        code blocks to their sandboxes."""
+        responses = self.gen.next_generated()
+        if on_token:
+            on_token(len(responses))
+        stopped, submitted = [], []
+        for r in responses:
+            s = self.by_uid[r.uid]
+            if r.finish_reason != "stop":
+                s.tokens.append(r.token)
+                s.gen_mask.append(1)
+                observe(self.procs[s.index], [r.token])
+            if r.finish_reason is not None:
+                del self.by_uid[r.uid]
+                yield self.finish(s, r.finish_reason)
                 continue
-            responses = gen.next_generated()
-            if on_token:
-                on_token(len(responses))
-            stopped, submitted = [], []
-            for r in responses:
-                s = by_uid[r.uid]
-                if r.finish_reason != "stop":
-                    s.tokens.append(r.token)
-                    s.gen_mask.append(1)
-                    observe(procs[s.index], [r.token])
-                if r.finish_reason is not None:
-                    del by_uid[r.uid]
-                    yield finish(s, r.finish_reason)
-                    continue
-                if stop_strings and (stop_triggers is None or r.token in stop_triggers) and _stop_position(
-                        tokenizer.decode(s.tokens[max(s.segment_start, len(s.tokens) - _TAIL_TOKENS):]),
-                        stop_strings) >= 0:
-                    stopped.append(r.uid)
-                    del by_uid[r.uid]
-                    yield finish(s, "stop")
-                    continue
-                if triggers is not None and r.token not in triggers:
-                    continue
-                code = pending_code(tokenizer.decode(s.tokens[s.segment_start:]), fmt)
-                if code is None:
-                    continue
-                if s.executions >= max_rounds:
-                    stopped.append(r.uid)
-                    del by_uid[r.uid]
-                    yield finish(s, "max_rounds")
-                    continue
-                s.executions += 1
+            if self._hit_stop_string(s, r.token):
                 stopped.append(r.uid)
-                submitted.append((executor.submit(s.sandbox.run, code), s, r.uid))
-            if stopped:
-                # The sequence leaves the batch with its KV cache; it re-enters after execution.
-                caches = gen.remove(stopped, return_prompt_caches=True)
-                for future, s, uid in submitted:
-                    pending[future] = (s, caches[uid][0])
-                    del by_uid[uid]
-    finally:
-        executor.shutdown(wait=True)
-        for s in sols:
+                del self.by_uid[r.uid]
+                yield self.finish(s, "stop")
+                continue
+            if self.triggers is not None and r.token not in self.triggers:
+                continue
+            code = pending_code(self.tokenizer.decode(s.tokens[s.segment_start:]), self.fmt)
+            if code is None:
+                continue
+            if s.executions >= self.max_rounds:
+                stopped.append(r.uid)
+                del self.by_uid[r.uid]
+                yield self.finish(s, "max_rounds")
+                continue
+            s.executions += 1
+            stopped.append(r.uid)
+            submitted.append((self.executor.submit(s.sandbox.run, code), s, r.uid))
+        if stopped:
+            # The sequence leaves the batch with its KV cache; it re-enters after execution.
+            caches = self.gen.remove(stopped, return_prompt_caches=True)
+            for future, s, uid in submitted:
+                self.pending[future] = (s, caches[uid][0])
+                del self.by_uid[uid]
+
+    def _hit_stop_string(self, s: _Solution, token: int) -> bool:
+        """Whether the model's text since the last execution block now holds a stop string."""
+        if not self.stop_strings or self.stop_triggers is not None and token not in self.stop_triggers:
+            return False
+        tail = self.tokenizer.decode(s.tokens[max(s.segment_start, len(s.tokens) - _TAIL_TOKENS):])
+        return _stop_position(tail, self.stop_strings) >= 0
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        for s in self.sols:
             s.sandbox.close()
-        gen.close()
-
-
-@contextmanager
-def solution_stream(model, tokenizer, prompts, *, fmt, sampler, max_tokens, batch_size, max_rounds=8, timeout=6.0,
-                    logits_processors=None, caches=None, setup_code=None, stop_strings=(), schedule="continuous",
-                    on_token=None):
-    """Completions of ``prompts``: plain batched generation, or the sandboxed code loop when ``fmt``.
-
-    Yields an iterator of objects with ``index``, ``tokens``, ``text``, ``finish_reason``
-    (and ``gen_mask`` for code-integrated solutions).
-    """
-    if fmt is None:
-        from mlx_scdpo.generation import generate_batched
-
-        yield generate_batched(model, tokenizer, prompts, max_tokens=max_tokens, batch_size=batch_size,
-                               sampler=sampler, caches=caches, stop_strings=stop_strings, on_token=on_token,
-                               logits_processors=[logits_processors(i) for i in range(len(prompts))]
-                               if logits_processors else None)
-        return
-    with SandboxPool(size=min(batch_size, 8), timeout=timeout) as pool:
-        yield generate_with_code(model, tokenizer, prompts, pool, fmt=fmt, max_tokens=max_tokens,
-                                 max_rounds=max_rounds, batch_size=batch_size, sampler=sampler,
-                                 logits_processors=logits_processors, setup_code=setup_code, schedule=schedule,
-                                 on_token=on_token, stop_strings=stop_strings)
+        self.gen.close()

@@ -1,5 +1,8 @@
 """Command options from dataclasses, with precedence CLI flags > YAML file (``-c``) > defaults.
 
+``GenerationArgs`` holds the options ``eval`` and ``sample`` share (model, problems, prompt,
+decoding, code loop); each command's dataclass adds its own and sets its own defaults.
+
 Each command's arguments are one dataclass (mlx-lm style, ``field(metadata={"help": ...})``);
 ``dataclass_options`` turns its fields into click options so the CLI stays thin, and
 ``build_args`` merges the three sources.
@@ -16,11 +19,14 @@ import dataclasses
 import math
 import re
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import yaml
 
-from eval.errors import UserError
+from eval.data import TASKS
+from mlx_scdpo.errors import UserError
 
 
 class Number(click.FloatRange):
@@ -78,11 +84,70 @@ OPTION_TYPES = {
     "temperature": Number(min=0), "t0": Number(min=0), "dt": Number(min=0), "tmax": Number(min=0),
     "timeout": Number(min=0, min_open=True, max=86400), "valid_fraction": Number(min=0, max=1, max_open=True),
     # choices
-    "fine_tune_type": click.Choice(["lora", "dora", "full"]), "loss_type": click.Choice(["sigmoid", "ipo", "hinge"]),
+    "task": click.Choice(TASKS), "fine_tune_type": click.Choice(["lora", "dora", "full"]), "loss_type": click.Choice(["sigmoid", "ipo", "hinge"]),
     "reference": click.Choice(["precompute", "on-the-fly"]), "report_to": click.Choice(["none", "wandb"]),
     "solution_format": click.Choice(["cot", "code"]), "block_format": click.Choice(["markdown", "mathcoder"]),
     "step_unit": click.Choice(["line", "paragraph"]), "schedule": click.Choice(["continuous", "rounds"]),
 }
+
+
+@dataclass(kw_only=True)
+class GenerationArgs:
+    """Options shared by the commands that generate solutions to problems (``eval``, ``sample``); each
+    command's dataclass adds its own (and ``progress``, last) and may set other defaults."""
+
+    model: str = field(metadata={"help": "Model folder or hub id."})
+    task: str = field(default="gsm8k", metadata={"help": "gsm8k, math or math500."})
+    adapter_path: str | None = field(default=None, metadata={"help": "LoRA adapter folder."})
+    data_files: str | None = field(default=None, metadata={"help": "Local JSON/JSONL/parquet file of problems."})
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset instead of the task default."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N problems."})
+    num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples (default 0 chat, 8/4 base)."})
+    chat_template: bool | None = field(default=None, metadata={"help": "Use the chat template (default: if any)."})
+    max_tokens: int = field(metadata={"help": "Maximum new tokens per solution."})
+    batch_size: int = field(metadata={"help": "Sequences decoded together."})
+    output_dir: str = field(metadata={"help": "Where the outputs go."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    solution_format: str = field(default="cot", metadata={"help": "cot or code (code-integrated, sandboxed)."})
+    block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown fences or mathcoder."})
+    max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
+    timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference: 6)."})
+    stop: list[str] | None = field(default=None, metadata={"help": "Text stop strings, repeatable (default: the "
+                                                                    "few-shot headers \\n\\nQuestion: and "
+                                                                    "\\n\\nProblem:; '' for none)."})
+
+
+#: Flags spelled other than their field, so one thing has one flag in every command: the solution
+#: format is ``--format`` (as in ``score``), the sampling temperature ``--temp`` (as in mlx-lm), and
+#: code executions per solution ``--max-code-rounds`` (``--rounds`` of ``step-control`` is another
+#: thing). YAML keys may use either spelling.
+FLAGS = {"solution_format": "format", "temperature": "temp", "max_rounds": "max_code_rounds"}
+#: Older spellings still accepted (not shown in ``--help``).
+HIDDEN_ALIASES = {"solution_format": ("--solution-format",), "temperature": ("--temperature",),
+                  "max_rounds": ("--max-rounds",)}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of field ``name`` (``--max-tokens``, ``--format``)."""
+    return "--" + FLAGS.get(name, name).replace("_", "-")
+
+
+class AliasedOption(click.Option):
+    """A click option that also takes older spellings of its flag without listing them in ``--help``."""
+
+    def __init__(self, *args, hidden_aliases: tuple[str, ...] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = set(hidden_aliases)
+
+    def get_help_record(self, ctx):
+        shown, self.opts = self.opts, [o for o in self.opts if o not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+    def get_error_hint(self, ctx):
+        return f"'{self.opts[0]}'"
 
 
 def option_type(name: str, default=None):
@@ -95,7 +160,7 @@ def check_value(name: str, value, source: str = ""):
     typ = OPTION_TYPES.get(name)
     if typ is None or value is None:
         return value
-    where = f"{source}: field '{name}'" if source else "--" + name.replace("_", "-")
+    where = f"{source}: field '{name}'" if source else flag(name)
     if isinstance(value, (bool, list, dict)) or isinstance(typ, click.IntRange) and isinstance(value, float) \
             or isinstance(typ, click.Choice) and not isinstance(value, str):
         raise UserError(f"{where}: {value!r} is not {_kind(typ)}")
@@ -125,8 +190,6 @@ def check_values(args) -> None:
 
 def _yaml_loader():
     """PyYAML's SafeLoader reading floats as mlx-lm's ``lora`` loader does (``1e-5`` is a float)."""
-    import yaml
-
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             """A key given twice is refused (PyYAML silently keeps the last one)."""
@@ -153,8 +216,6 @@ def _yaml_loader():
 
 
 def load_yaml(path: str) -> dict:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: no such config file")
@@ -185,17 +246,19 @@ def dataclass_options(cls, skip: tuple[str, ...] = ()):
         for f in reversed(dataclasses.fields(cls)):
             if f.name in skip:
                 continue
-            flag = "--" + f.name.replace("_", "-")
+            name = flag(f.name)
             typ = _click_type(cls, f)
             help_text = f.metadata.get("help", "")
             if f.default is not dataclasses.MISSING and f.default is not None:
                 help_text += f" [default: {f.default}]"
             if typ is bool:
-                fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)(fn)
+                fn = click.option(f"{name}/--no-{name[2:]}", f.name, default=None, help=help_text)(fn)
             elif typing.get_origin(typ) is list:  # repeatable: --stop A --stop B
-                fn = click.option(flag, f.name, multiple=True, default=None, help=help_text)(fn)
+                fn = click.option(name, f.name, multiple=True, default=None, help=help_text)(fn)
             else:
-                fn = click.option(flag, f.name, type=option_type(f.name, typ), default=None, help=help_text)(fn)
+                aliases = HIDDEN_ALIASES.get(f.name, ())
+                fn = click.option(name, *aliases, f.name, cls=AliasedOption, hidden_aliases=aliases,
+                                  type=option_type(f.name, typ), default=None, help=help_text)(fn)
         return click.option("-c", "--config", default=None, help="YAML file of options (CLI flags win).")(fn)
 
     return decorate
@@ -227,10 +290,12 @@ _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "text
 def build_args(cls, kwargs: dict, config: str | None = None):
     """``cls`` from explicit CLI values, then YAML values, then the dataclass defaults (all checked)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    spelled = {FLAGS[n]: n for n in fields if n in FLAGS}  # YAML may use the flag's spelling (temp: 0.7)
     values = {}
     if config:
         for key, value in load_yaml(config).items():
             name = str(key).replace("-", "_")
+            name = spelled.get(name, name)
             if name not in fields:
                 raise UserError(f"{config}: field '{key}' is not an option of this command")
             values[name] = _yaml_value(cls, fields[name], key, value, config)
@@ -238,7 +303,7 @@ def build_args(cls, kwargs: dict, config: str | None = None):
                    if k in fields and v is not None and v != ()})
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING]
     if missing:
-        raise UserError(f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
+        raise UserError(f"missing required option(s): {', '.join(flag(m) for m in missing)}")
     args = cls(**values)
     check_values(args)
     return args

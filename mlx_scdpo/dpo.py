@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_scdpo.logps import DEFAULT_CHUNK, token_logps
+from mlx_scdpo.shared_prompt import shared_pair_logps
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -49,8 +50,6 @@ def pair_logps(model, batch: dict, chunk: int = DEFAULT_CHUNK):
     ``chunk``: logits computed at once by the LM head (``mlx_scdpo.logps``; 0: all).
     """
     if "prompts" in batch:
-        from mlx_scdpo.shared_prompt import shared_pair_logps
-
         return shared_pair_logps(model, batch, chunk)
     lp = token_logps(model, batch["inputs"], batch["targets"], chunk) * batch["mask"]
     sums = lp.sum(axis=-1)

@@ -17,42 +17,39 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
+from eval.blocks import block_format, grade_format
 from eval.data import load_problems
-from eval.errors import UserError
 from eval.score import aggregate, score_rows, write_report
+from mlx_scdpo.config import GenerationArgs, check_values
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import read_finished
-from mlx_scdpo.run_state import check_identity, folder_lock, refuse_overwriting
+from mlx_scdpo.models import load_model
+from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash, stop_strings
+from mlx_scdpo.run_state import (
+    adapter_identity,
+    check_identity,
+    folder_lock,
+    model_identity,
+    refuse_overwriting,
+)
 
 
-@dataclass
-class EvalArgs:
-    model: str = field(metadata={"help": "Model folder or hub id."})
-    task: str = field(default="gsm8k", metadata={"help": "gsm8k, math or math500."})
-    adapter_path: str | None = field(default=None, metadata={"help": "LoRA adapter folder."})
-    data_files: str | None = field(default=None, metadata={"help": "Local JSON/JSONL/parquet file of problems."})
-    dataset: str | None = field(default=None, metadata={"help": "Hub dataset instead of the task default."})
-    limit: int | None = field(default=None, metadata={"help": "Only the first N problems."})
-    num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples (default 0 chat, 8/4 base)."})
-    chat_template: bool | None = field(default=None, metadata={"help": "Use the chat template (default: if any)."})
+@dataclass(kw_only=True)
+class EvalArgs(GenerationArgs):
+    task: str = field(metadata={"help": "gsm8k, math or math500."})
     max_tokens: int = field(default=1024, metadata={"help": "Maximum new tokens per problem."})
     batch_size: int = field(default=32, metadata={"help": "Sequences decoded together."})
     output_dir: str = field(default="runs/eval", metadata={"help": "Where generations and reports go."})
     seed: int = field(default=0, metadata={"help": "Recorded; decoding is greedy."})
-    solution_format: str = field(default="cot", metadata={"help": "cot or code (code-integrated, sandboxed)."})
-    block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown fences or mathcoder."})
-    max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
-    timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference: 6)."})
     schedule: str = field(default="continuous", metadata={"help": "Code loop: continuous or rounds."})
-    stop: list[str] | None = field(default=None, metadata={"help": "Text stop strings (default: the few-shot "
-                                                                    "headers \\n\\nQuestion: and \\n\\nProblem:)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
 def run_identity(args: EvalArgs) -> dict:
     """What defines an eval run (a folder holds one per task). ``--limit`` may grow, and golds are
     re-read each time, so neither is part of it; each finished row's prompt is checked instead."""
-    from mlx_scdpo.run_state import adapter_identity, model_identity
-
     code = args.solution_format == "code"
     return {"model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
             "task": args.task, "dataset": args.dataset, "chat_template": args.chat_template,
@@ -63,15 +60,8 @@ def run_identity(args: EvalArgs) -> dict:
 
 def run_eval(args: EvalArgs):
     """Generate (resuming), grade and report; returns (metrics, results_path, samples_path)."""
-    from eval.blocks import FORMATS
-    from mlx_scdpo.config import check_values
-
     check_values(args)  # before anything loads
-    if args.solution_format not in ("cot", "code"):
-        raise UserError(f"--format {args.solution_format}: choose cot or code")
-    if args.block_format not in FORMATS:
-        raise UserError(f"--block-format {args.block_format}: choose from {', '.join(FORMATS)}")
-    fmt = FORMATS[args.block_format] if args.solution_format == "code" else None
+    fmt = block_format(args.solution_format, args.block_format)
     logs = (f"generations_{args.task}.jsonl", f"generations_{args.task}.meta.json")
     refuse_overwriting([args.data_files], args.output_dir, logs + (f"generations_{args.task}.jsonl.damaged",))
     problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, limit=args.limit)
@@ -84,10 +74,6 @@ def run_eval(args: EvalArgs):
 
 
 def _run_eval(args: EvalArgs, problems, fmt):
-    from mlx_scdpo.code_generation import solution_stream
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash, stop_strings
-
     model, tokenizer = load_model(args.model, args.adapter_path)
     chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
     if chat and tokenizer.chat_template is None:
@@ -98,20 +84,39 @@ def _run_eval(args: EvalArgs, problems, fmt):
 
     out = Path(args.output_dir)
     gen_path = out / f"generations_{args.task}.jsonl"
+    done = _finished(gen_path, problems, [text for _, text in built])
+    todo = [i for i, p in enumerate(problems) if p.doc_id not in done]
+    stop = stop_strings(args.stop)
+    _generate(model, tokenizer, args, fmt, stop, problems, built, todo, gen_path, done)
+
+    # Graded against the golds as they are now (a corrected data file re-grades old generations).
+    rows = [{**done[p.doc_id], "target": p.gold} for p in problems]
+    samples = score_rows(args.task, rows, problems, solution_format=grade_format(fmt))
+    config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
+              "decoding": "greedy", "stop_strings": list(stop)}
+    config.pop("progress")
+    res_path, sam_path = write_report(out, args.task, samples, config)
+    return aggregate(args.task, samples), res_path, sam_path
+
+
+def _finished(gen_path: Path, problems, prompts: list[str]) -> dict:
+    """Rows already generated, by ``doc_id``; one generated from another prompt is refused (one line)."""
     done = read_finished(gen_path, "doc_id")
-    for i, p in enumerate(problems):
-        if p.doc_id in done and done[p.doc_id].get("prompt") != built[i][1]:
+    for p, prompt in zip(problems, prompts):
+        if p.doc_id in done and done[p.doc_id].get("prompt") != prompt:
             raise UserError(f"{gen_path}: doc_id {p.doc_id} was generated from another prompt (the question or "
                             f"the prompt settings changed); use another --output-dir")
-    todo = [i for i, p in enumerate(problems) if p.doc_id not in done]
+    return done
 
-    stop = stop_strings(args.stop)
+
+def _generate(model, tokenizer, args: EvalArgs, fmt, stop, problems, built, todo: list[int], gen_path: Path,
+              done: dict) -> None:
+    """Greedy completions of the ``todo`` problems, each appended to ``gen_path`` (and ``done``) as it ends."""
+    from mlx_scdpo.generation import solution_stream  # mlx-lm (heavy): only when generating
+
     stats = {"tokens": 0, "t0": time.perf_counter()}
-    bar = None
-    if args.progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem")
+    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem",
+               disable=not (args.progress and todo))
 
     def on_token(n):
         stats["tokens"] += n
@@ -131,18 +136,7 @@ def _run_eval(args: EvalArgs, problems, fmt):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             done[p.doc_id] = row
-            if bar is not None:
-                elapsed = time.perf_counter() - stats["t0"]
-                bar.set_postfix(tok_s=f"{stats['tokens'] / max(elapsed, 1e-9):.0f}")
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-
-    # Graded against the golds as they are now (a corrected data file re-grades old generations).
-    rows = [{**done[p.doc_id], "target": p.gold} for p in problems]
-    samples = score_rows(args.task, rows, problems, solution_format=fmt.name if fmt else "cot")
-    config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
-              "decoding": "greedy", "stop_strings": list(stop)}
-    config.pop("progress")
-    res_path, sam_path = write_report(out, args.task, samples, config)
-    return aggregate(args.task, samples), res_path, sam_path
+            elapsed = time.perf_counter() - stats["t0"]
+            bar.set_postfix(tok_s=f"{stats['tokens'] / max(elapsed, 1e-9):.0f}")
+            bar.update(1)
+    bar.close()

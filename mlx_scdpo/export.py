@@ -18,7 +18,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.models import read_adapters
 
 

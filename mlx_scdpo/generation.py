@@ -7,11 +7,13 @@ A sequence that writes a stop string ends with ``finish_reason`` "stop" (as on E
 neither its ids nor its text keep any token that overlaps the stop string: the ids stop at
 the last token that ends before it (``trim_at_stop``), and the text is their decoding.
 Finished sequences are yielded as soon as they end, so callers can append results
-incrementally (resumable runs).
+incrementally (resumable runs). ``solution_stream`` picks plain batched generation or the
+sandboxed code loop (``mlx_scdpo.code_generation``) by solution format.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -168,3 +170,27 @@ def generate_batched(
                 gen.remove(stopped)
     finally:
         gen.close()
+
+
+@contextmanager
+def solution_stream(model, tokenizer, prompts, *, fmt, sampler, max_tokens, batch_size, max_rounds=8, timeout=6.0,
+                    logits_processors=None, caches=None, setup_code=None, stop_strings=(), schedule="continuous",
+                    on_token=None):
+    """Completions of ``prompts``: plain batched generation, or the sandboxed code loop when ``fmt``.
+
+    Yields an iterator of objects with ``index``, ``tokens``, ``text``, ``finish_reason``
+    (and ``gen_mask`` for code-integrated solutions).
+    """
+    if fmt is None:
+        yield generate_batched(model, tokenizer, prompts, max_tokens=max_tokens, batch_size=batch_size,
+                               sampler=sampler, caches=caches, stop_strings=stop_strings, on_token=on_token,
+                               logits_processors=[logits_processors(i) for i in range(len(prompts))]
+                               if logits_processors else None)
+        return
+    from mlx_scdpo.code_generation import SandboxPool, generate_with_code  # it imports this module
+
+    with SandboxPool(size=min(batch_size, 8), timeout=timeout) as pool:
+        yield generate_with_code(model, tokenizer, prompts, pool, fmt=fmt, max_tokens=max_tokens,
+                                 max_rounds=max_rounds, batch_size=batch_size, sampler=sampler,
+                                 logits_processors=logits_processors, setup_code=setup_code, schedule=schedule,
+                                 on_token=on_token, stop_strings=stop_strings)

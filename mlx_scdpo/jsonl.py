@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
+from eval.blocks import FORMATS
+from eval.data import TASKS
 from eval.records import read_records  # noqa: F401  (the one strict reader, re-exported)
+from mlx_scdpo.errors import UserError
 
 #: A preference pair (``mlx_scdpo.pairs``): TRL's columns, and token ids when present.
 PAIR_SCHEMA = {"prompt": "text_or_messages", "chosen": "text_or_messages", "rejected": "text_or_messages"}
@@ -38,10 +42,6 @@ def check_solution_record(r: dict, at: str, seen: dict) -> dict:
     """A ``solutions.jsonl`` record (``step-control --solutions``) beyond the schema: a known task and
     format, a non-empty prompt, gold and id, and each problem once (a repeated ``problem_id`` would
     merge two problems' continuations). ``seen`` maps problem ids to where they were read."""
-    from eval.blocks import FORMATS
-    from eval.data import TASKS
-    from eval.errors import UserError
-
     if r["task"] not in TASKS:
         raise UserError(f"{at}: field 'task' must be one of {', '.join(TASKS)}, not {r['task']!r}")
     if r.get("solution_format") not in (None, "cot", "code"):
@@ -131,16 +131,35 @@ def _repair(path: Path, key: str | None) -> None:
     fsync_dir(path.parent)
 
 
-def write_jsonl_atomic(path: str | Path, rows) -> int:
-    """Write all rows to ``path`` through a temporary file and a rename; returns the count."""
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w"):
+    """An open file that becomes ``path`` only once complete: written to ``<path>.tmp``, synced, and
+    renamed over ``path`` (a kill leaves the old file or the new one, never half of one)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
+    with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
+        yield f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``text`` to ``path`` through ``atomic_write``."""
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """``obj`` as indented JSON to ``path`` through ``atomic_write``."""
+    write_text_atomic(path, json.dumps(obj, indent=2))
+
+
+def write_jsonl_atomic(path: str | Path, rows) -> int:
+    """Write all rows to ``path`` through ``atomic_write``; returns the count."""
+    n = 0
+    with atomic_write(path) as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
     return n

@@ -22,7 +22,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 
 # Logits (positions x vocabulary) computed at once: 64 MB in float32, 110 positions of Qwen2.5's
 # 151,936 tokens. Smaller chunks read the head's weights more often (545 MB per pass for

@@ -26,10 +26,14 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from eval.errors import UserError
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.logps import DEFAULT_CHUNK
+from mlx_scdpo.preference_data import bucketed_batches
 
 GB = 1e9
 
@@ -77,8 +81,6 @@ class TrainShape:
     @classmethod
     def from_model(cls, model) -> "TrainShape":
         """From a loaded mlx-lm model: its args for the shape, its arrays for the bytes."""
-        from mlx.utils import tree_flatten
-
         args = getattr(model, "args", None)
         config = {k: getattr(args, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                                   "num_key_value_heads", "head_dim", "intermediate_size",
@@ -169,8 +171,6 @@ def estimate_peak(shape: TrainShape, args, prompt_len: int, response_len: int, s
 def machine_memory() -> tuple[float, str]:
     """(bytes, where from): what this process can use, on macOS and Linux."""
     try:
-        import mlx.core as mx
-
         info = mx.device_info() if hasattr(mx, "device_info") else {}
         working_set = info.get("max_recommended_working_set_size")
         if working_set:  # Apple GPU: beyond this, macOS swaps the model's buffers
@@ -205,8 +205,6 @@ def machine_memory() -> tuple[float, str]:
 def fitting_settings(shape: TrainShape, args, prompt_len: int, response_len: int, shared: bool,
                      limit: float) -> tuple[str, float] | None:
     """The first of smaller-batch settings (same pairs per optimizer step) whose estimate fits."""
-    from dataclasses import replace
-
     pairs_per_step = args.batch_size * args.grad_accumulation_steps
     tried = []
     batch = args.batch_size
@@ -234,8 +232,6 @@ def fitting_settings(shape: TrainShape, args, prompt_len: int, response_len: int
 
 def batch_lengths(pairs, batch_size: int, seed: int) -> set[tuple[int, int]]:
     """(longest prompt, longest response) of each batch of the first epoch (batches group similar lengths)."""
-    from mlx_scdpo.preference_data import bucketed_batches
-
     out = set()
     for idx in bucketed_batches([p.length for p in pairs], batch_size, seed, 0):
         out.add((max(len(pairs[i].prompt) for i in idx),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 
 
 def on_cpu() -> bool:
@@ -102,7 +102,7 @@ def load_model(model: str, adapter_path: str | None = None):
     On CPU, bf16/fp16 matmuls are far slower than fp32 (no native half-precision GEMM),
     so the weights are upcast there. Quantized layers are left as they are.
     """
-    from mlx_lm import load
+    from mlx_lm import load  # heavy (transformers): only when a model loads
 
     if adapter_path is not None:
         read_adapters(adapter_path)  # a damaged adapter folder is named as such, not as a bad model

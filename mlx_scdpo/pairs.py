@@ -20,13 +20,12 @@ prefix moves into both responses; token ids are left out because they no longer 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 
-from eval.errors import UserError
-from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, fsync_dir, read_records, write_jsonl_atomic
+from mlx_scdpo.errors import UserError
+from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, fsync_dir, read_records, write_json_atomic, write_jsonl_atomic
 from mlx_scdpo.run_state import file_digest, folder_lock, kill_point
 
 #: Finish reasons of a response cut off before its end (token budget, code-execution budget).
@@ -103,9 +102,7 @@ def _write_splits(out: Path, splits: dict[str, list], manifest: dict) -> None:
         write_jsonl_atomic(_staged(out, name), rows)
     fsync_dir(out)
     marker = out / SWAP_NAME
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, marker)  # the commit point: from here a rerun rolls forward
+    write_json_atomic(marker, manifest)  # the commit point: from here a rerun rolls forward
     fsync_dir(out)
     for i, name in enumerate(SPLITS):
         if i:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, read_records
-
+from mlx_scdpo.pairs import TRUNCATED, check_not_mid_swap
 
 PAIR_IDS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
@@ -45,8 +45,6 @@ class TokenizedPair:
 
 def pair_files(data: str) -> list[Path]:
     """train.jsonl [+ valid.jsonl] of a pairs folder, or the one pairs file."""
-    from mlx_scdpo.pairs import check_not_mid_swap
-
     path = Path(data)
     if path.is_dir():
         check_not_mid_swap(path)
@@ -126,8 +124,6 @@ def _encode_text(tokenizer, text: str) -> list[int]:
 
 
 def _truncated(pair: dict, side: str) -> bool:
-    from mlx_scdpo.pairs import TRUNCATED
-
     return pair.get(f"{side}_finish_reason") in TRUNCATED
 
 

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +23,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
+from mlx_scdpo.jsonl import write_json_atomic
 
 LOCK_NAME = ".mlx-scdpo.lock"
 _passes: dict[str, int] = {}
@@ -44,8 +46,6 @@ def kill_point(name: str) -> None:
 @contextmanager
 def folder_lock(folder: str | Path, command: str):
     """Hold ``folder`` for this run; a second run on it stops with one line naming the holder."""
-    import fcntl
-
     folder = Path(folder)
     make_folder(folder)
     path = folder / LOCK_NAME
@@ -178,12 +178,3 @@ def check_identity(folder: str | Path, name: str, identity: dict, outputs: tuple
             raise UserError(f"{folder}: holds a different {what}: {shown}; use another folder")
         return
     write_json_atomic(path, identity)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

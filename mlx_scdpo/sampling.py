@@ -19,33 +19,56 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from collections import deque
+from tqdm import tqdm
 
+from eval.blocks import block_format, grade_format
 from eval.data import load_problems
-from eval.errors import UserError
 from eval.score import grade_sample
+from mlx_scdpo.config import GenerationArgs, check_values
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import iter_finished, write_jsonl_atomic
-from mlx_scdpo.config import check_values
-from mlx_scdpo.run_state import check_identity, folder_lock, kill_point, refuse_overwriting
-from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
-    stream_completions
+from mlx_scdpo.models import load_model
+from mlx_scdpo.pairs import is_truncated, make_pair
+from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
+from mlx_scdpo.run_state import (
+    adapter_identity,
+    check_identity,
+    data_identity,
+    folder_lock,
+    kill_point,
+    model_identity,
+    refuse_overwriting,
+)
+from mlx_scdpo.windows import (
+    RELEASE_EVERY,
+    InOrder,
+    Request,
+    item_noise,
+    release_memory,
+    sandbox_pool,
+    stream_completions,
+)
 
 _BAD_CORRECT = re.compile(r"error|apolog", re.IGNORECASE)
 
 
-@dataclass
-class SampleArgs:
+@dataclass(kw_only=True)
+class SampleArgs(GenerationArgs):
     model: str = field(metadata={"help": "SFT model folder or hub id."})
     output_dir: str = field(metadata={"help": "Where solutions.jsonl and pairs_naive.jsonl go."})
     task: str = field(default="gsm8k", metadata={"help": "gsm8k or math (grading rules)."})
     data_files: str | None = field(default=None, metadata={"help": "Local problems file (question + answer)."})
     dataset: str | None = field(default=None, metadata={"help": "Hub dataset (default: the task's)."})
+    num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples."})
+    chat_template: bool | None = field(default=None, metadata={"help": "Chat prompt (default: if any)."})
+    max_tokens: int = field(default=512, metadata={"help": "Most new tokens per solution."})
+    batch_size: int = field(default=64, metadata={"help": "Sequences decoded together."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (same seed, same samples)."})
     split: str = field(default="train", metadata={"help": "Hub split."})
-    limit: int | None = field(default=None, metadata={"help": "Only the first N problems."})
-    adapter_path: str | None = field(default=None, metadata={"help": "LoRA adapter folder."})
     samples_per_round: int = field(default=4, metadata={"help": "Samples per open problem per round."})
     min_correct: int = field(default=1, metadata={"help": "Distinct correct solutions wanted (P)."})
     min_wrong: int = field(default=1, metadata={"help": "Distinct wrong solutions wanted (Q)."})
@@ -53,20 +76,9 @@ class SampleArgs:
     naive_wrong: int | None = field(default=None, metadata={"help": "Wrong solutions paired with the first correct"
                                                                     " (default 1 GSM8K, 2 MATH)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (reference 1.0)."})
-    max_tokens: int = field(default=512, metadata={"help": "Most new tokens per solution."})
-    batch_size: int = field(default=64, metadata={"help": "Sequences decoded together."})
     problems_per_batch: int = field(default=16, metadata={"help": "Problems open at once (memory; keep >= batch"
                                                                    " size / samples per round); results do not"
                                                                    " depend on it."})
-    chat_template: bool | None = field(default=None, metadata={"help": "Chat prompt (default: if any)."})
-    num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed (same seed, same samples)."})
-    solution_format: str = field(default="cot", metadata={"help": "cot or code (code-integrated, sandboxed)."})
-    block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown or mathcoder."})
-    max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
-    timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference 6)."})
-    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: the "
-                                                                    "few-shot headers; '' for none)."})
     include_truncated: bool = field(default=False, metadata={"help": "Wrong solutions cut off by --max-tokens may "
                                                                      "be rejected sides."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
@@ -95,8 +107,6 @@ class ProblemState:
     got: dict = field(default_factory=dict)  # draw number -> result, until the round is complete
 
     def count(self, correct: bool, include_truncated: bool = True) -> int:
-        from mlx_scdpo.pairs import is_truncated
-
         return sum(1 for s in self.samples if s["correct"] == correct and (include_truncated or not is_truncated(s)))
 
     def add(self, text: str, ids: list[int], grade: dict, finish_reason: str, gen_mask: list[int] | None = None) -> None:
@@ -177,14 +187,20 @@ def problem_id(task: str, problem) -> str:
 
 def naive_pairs(record: dict, n_wrong: int, include_truncated: bool = False) -> list[dict]:
     """First correct solution x first ``n_wrong`` wrong ones (truncated ones only if ``include_truncated``)."""
-    from mlx_scdpo.pairs import is_truncated, make_pair
-
     correct = [s for s in record["samples"] if s["correct"]]
     wrong = [s for s in record["samples"] if not s["correct"] and (include_truncated or not is_truncated(s))]
     if not correct:
         return []
     return [make_pair(record, prefix_text="", prefix_ids=[], chosen=correct[0], rejected=w, source="naive", k=0,
                       temperatures=[], round=0) for w in wrong[:n_wrong]]
+
+
+def solution_record(s: ProblemState, args: SampleArgs, fmt, stop) -> dict:
+    """A finished problem's line of ``solutions.jsonl`` (``mlx_scdpo.jsonl.SOLUTION_SCHEMA``)."""
+    return {"problem_id": s.pid, "task": args.task, "question": s.problem.question, "gold": s.problem.gold,
+            "prompt": s.prompt_text, "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
+            "solution_format": args.solution_format, "block_format": fmt.name if fmt else None, "stop": list(stop),
+            "samples": s.samples}
 
 
 def run_sample(args: SampleArgs) -> dict:
@@ -200,8 +216,6 @@ def run_sample(args: SampleArgs) -> dict:
 
 def sample_identity(args: SampleArgs) -> dict:
     """What defines a sampling run (a folder holds one; --limit may grow): model, adapters, data, settings."""
-    from mlx_scdpo.run_state import adapter_identity, data_identity, model_identity
-
     skip = ("progress", "batch_size", "problems_per_batch", "output_dir", "limit")  # results do not depend on them
     settings = {k: v for k, v in asdict(args).items() if k not in skip}
     return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
@@ -209,17 +223,9 @@ def sample_identity(args: SampleArgs) -> dict:
 
 
 def _run_sample(args: SampleArgs) -> dict:
-    from eval.blocks import FORMATS
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
-
     if args.task not in ("gsm8k", "math"):
         raise UserError(f"--task {args.task}: sampling supports gsm8k and math")
-    if args.solution_format not in ("cot", "code") or args.block_format not in FORMATS:
-        raise UserError(f"--solution-format {args.solution_format} / --block-format {args.block_format}: "
-                        f"choose cot or code / {' or '.join(FORMATS)}")
-    fmt = FORMATS[args.block_format] if args.solution_format == "code" else None
-    grade_format = fmt.name if fmt else "cot"
+    fmt = block_format(args.solution_format, args.block_format)
     problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, split=args.split,
                              limit=args.limit)
     if not problems:
@@ -236,25 +242,17 @@ def _run_sample(args: SampleArgs) -> dict:
     n_wrong = args.naive_wrong if args.naive_wrong is not None else (1 if args.task == "gsm8k" else 2)
     (out / "sample_config.json").write_text(json.dumps(asdict(args), indent=2))
 
-    bar = None
-    if args.progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="sample", unit="problem")
+    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="sample", unit="problem",
+               disable=not (args.progress and todo))
     counts = {"problems": 0, "pairs": 0, "samples": 0}
     with open(sol_path, "a", encoding="utf-8") as fs, sandbox_pool(fmt, args.batch_size, args.timeout) as pool:
 
         def write(s: ProblemState):
-            record = {"problem_id": s.pid, "task": args.task, "question": s.problem.question, "gold": s.problem.gold,
-                      "prompt": s.prompt_text, "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled,
-                      "seed": args.seed, "solution_format": args.solution_format,
-                      "block_format": fmt.name if fmt else None, "stop": list(stop), "samples": s.samples}
-            fs.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fs.write(json.dumps(solution_record(s, args, fmt, stop), ensure_ascii=False) + "\n")
             fs.flush()
             counts["problems"] += 1
             kill_point("sample-write")
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if counts["problems"] % RELEASE_EVERY == 0:
                 release_memory()
 
@@ -266,12 +264,11 @@ def _run_sample(args: SampleArgs) -> dict:
         for (state, draw), c in stream_completions(
                 model, tokenizer, window.pull, fmt=fmt, pool=pool, max_tokens=args.max_tokens,
                 batch_size=args.batch_size, max_rounds=args.max_rounds, stop_strings=stop):
-            grade = grade_sample(args.task, c.text, state.problem.gold, grade_format)
+            grade = grade_sample(args.task, c.text, state.problem.gold, grade_format(fmt))
             counts["samples"] += 1
             kill_point("sample-draw")
             window.finished(state, draw, (c.text, c.tokens, grade, c.finish_reason, getattr(c, "gen_mask", None)))
-    if bar is not None:
-        bar.close()
+    bar.close()
     # Naive pairs are derived from the solutions file as a whole (so a resumed run never
     # duplicates them), read line by line, and rewritten atomically.
     counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in iter_finished(sol_path)

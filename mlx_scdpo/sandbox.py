@@ -25,6 +25,7 @@ the variables of earlier blocks are gone (callers replay what they need).
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from dataclasses import dataclass, field
@@ -66,8 +67,6 @@ STDLIB_PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functoo
 
 
 def default_preload() -> tuple:
-    import importlib.util
-
     extra = tuple(m for m in ("numpy", "sympy") if importlib.util.find_spec(m) is not None)
     return STDLIB_PRELOAD + extra
 

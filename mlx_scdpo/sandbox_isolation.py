@@ -26,12 +26,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
 import os
 import shutil
+import site
+import subprocess
 import sys
+import tempfile
 import warnings
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 
 UNCONFINED_ENV = "MLX_SCDPO_SANDBOX"
 SCRATCH_IN_SANDBOX = "/scratch"
@@ -74,8 +78,6 @@ def _bwrap_path() -> str | None:
 @functools.lru_cache(maxsize=None)
 def _bwrap_works(bwrap: str) -> str | None:
     """None when bubblewrap can create its namespaces here, else why not (one line)."""
-    import subprocess
-
     try:
         r = subprocess.run([bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--ro-bind", "/", "/",
                             "--proc", "/proc", "--dev", "/dev", "true"],
@@ -135,9 +137,6 @@ def worker_sys_path(sys_path, preload) -> list[str]:
     ``preload`` modules come from. Not the script's directory or the working directory
     (``sys.path[0]``: ``/tmp``, a project tree, ``/work`` ...): every entry kept is readable
     inside the sandbox, and a bound ``/tmp`` would replace the private one."""
-    import importlib.util
-    import site
-
     prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
     sites = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages(),
              *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
@@ -324,7 +323,6 @@ def seatbelt_profile(sys_path, scratch: str, worker: str) -> str:
     scratch = os.path.realpath(scratch)
     python = [_sbpl(p) for p in python_dirs(sys_path)]
     # Temporary directories hold other programs' files (the scratch inside one is allowed below).
-    import tempfile
 
     private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~"), "/private/tmp", "/tmp",
                                                  tempfile.gettempdir()])]

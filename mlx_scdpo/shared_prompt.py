@@ -24,7 +24,8 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from mlx_scdpo.logps import DEFAULT_CHUNK, chunked_logps, output_head, vocab_size
+from mlx_scdpo.logps import DEFAULT_CHUNK, chunked_logps, output_head, token_logps, vocab_size
+from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays
 
 
 class TrainKVCache:
@@ -83,8 +84,6 @@ def supports_shared_prompt(model) -> bool:
     """
     if output_head(model) is None:
         return False
-    from mlx_scdpo.logps import token_logps
-    from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays
 
     pairs = [TokenizedPair([1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11]), TokenizedPair([12, 13], [14, 15, 16, 17], [18])]
     plain = sequence_arrays(pairs)

@@ -30,23 +30,47 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.errors import UserError
-from eval.score import grade_sample
-from contextlib import ExitStack
+from tqdm import tqdm
 
-from eval.blocks import FORMATS
-from mlx_scdpo.jsonl import SOLUTION_OPTIONAL, SOLUTION_SCHEMA, check_solution_record, iter_finished, \
-    write_jsonl_atomic
-from mlx_scdpo.models import config_vocab_size
-from mlx_scdpo.pairs import TRUNCATED, make_pair
+from eval.blocks import FORMATS, block_format, grade_format, parse
+from eval.records import check_record, iter_lines
+from eval.score import grade_sample
 from mlx_scdpo.config import check_values
-from mlx_scdpo.run_state import check_identity, folder_lock, kill_point, refuse_overwriting
-from mlx_scdpo.windows import RELEASE_EVERY, InOrder, Request, item_noise, release_memory, sandbox_pool, \
-    stream_completions
-from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, split_steps
+from mlx_scdpo.errors import UserError, where
+from mlx_scdpo.jsonl import (
+    SOLUTION_OPTIONAL,
+    SOLUTION_SCHEMA,
+    check_solution_record,
+    iter_finished,
+    write_jsonl_atomic,
+)
+from mlx_scdpo.models import config_vocab_size, load_model
+from mlx_scdpo.pairs import TRUNCATED, make_pair
+from mlx_scdpo.prompts import stop_strings
+from mlx_scdpo.ramp import StepRamp, stable_seed, step_temperatures
+from mlx_scdpo.run_state import (
+    adapter_identity,
+    check_identity,
+    data_identity,
+    folder_lock,
+    kill_point,
+    model_identity,
+    refuse_overwriting,
+)
+from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, solution_steps, step_style
+from mlx_scdpo.windows import (
+    RELEASE_EVERY,
+    InOrder,
+    Request,
+    item_noise,
+    release_memory,
+    sandbox_pool,
+    stream_completions,
+)
 
 
 @dataclass
@@ -79,15 +103,7 @@ class StepControlArgs:
 
 def record_format(record: dict):
     """The block format of a problem's solutions (None for chain-of-thought)."""
-    from eval.blocks import FORMATS
-
-    if record.get("solution_format", "cot") == "code":
-        return FORMATS[record.get("block_format") or "markdown"]
-    return None
-
-
-def solution_steps(text: str, fmt, unit: str) -> Steps:
-    return split_steps(text, "code", fmt) if fmt is not None else split_steps(text, "cot", unit=unit)
+    return block_format(record.get("solution_format"), record.get("block_format"))
 
 
 @dataclass
@@ -110,8 +126,6 @@ class Prefix:
     @property
     def code_blocks(self) -> list[str]:
         """Code of the kept steps, replayed to rebuild the sandbox state."""
-        from eval.blocks import parse
-
         if self.fmt is None:
             return []
         return [b.content for b in parse(self.prefix_text, self.fmt) if b.kind == "code"]
@@ -139,8 +153,6 @@ def iter_prefixes(records, tokenizer, args: StepControlArgs, done, stats: dict, 
     Lazy (one record at a time). The subset of k (``prefixes_per_solution``) is drawn from the
     solution's own seeded stream, so it does not depend on the records before it.
     """
-    from mlx_scdpo.ramp import stable_seed
-
     for rec in records:
         if fmt_name is not None and _format_name(rec) != fmt_name:
             continue
@@ -177,9 +189,6 @@ def iter_solutions(path: str, vocab_size: int | None = None):
 
     A bad line is one ``UserError`` naming file, line and field (``eval.records``' rules).
     """
-    from eval.errors import where
-    from eval.records import check_record, iter_lines
-
     seen: dict = {}
     for lineno, row in iter_lines(path):
         rec = check_solution_record(check_record(row, path, lineno, SOLUTION_SCHEMA, SOLUTION_OPTIONAL),
@@ -215,8 +224,7 @@ def check_solutions(path: str, vocab_size: int | None) -> list[str]:
 
 
 def _format_name(record: dict) -> str:
-    fmt = record_format(record)
-    return fmt.name if fmt else "cot"
+    return grade_format(record_format(record))
 
 
 def run_step_control(args: StepControlArgs) -> dict:
@@ -234,8 +242,6 @@ def run_step_control(args: StepControlArgs) -> dict:
 
 def step_control_identity(args: StepControlArgs) -> dict:
     """What defines a step-control run (a folder holds one): model, adapters, solutions, settings."""
-    from mlx_scdpo.run_state import adapter_identity, data_identity, model_identity
-
     settings = {k: v for k, v in asdict(args).items() if k not in ("progress", "batch_size", "output_dir")}
     return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
             "solutions": data_identity(args.solutions)}
@@ -305,16 +311,10 @@ class PrefixWindow:
 
 
 def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> dict:
-    from mlx_scdpo.generation import prefill_cache
-    from mlx_scdpo.models import load_model
-    from mlx_scdpo.ramp import StepRamp
+    from mlx_scdpo.generation import prefill_cache  # mlx-lm (heavy): only when generating
 
     sc_path = out / "step_control.jsonl"
-    done, pairs_of = set(), {}
-    for row in iter_finished(sc_path, "prefix_id"):
-        done.add(row["prefix_id"])
-        if row["status"] == "pair":
-            pairs_of[row["problem_id"]] = pairs_of.get(row["problem_id"], 0) + 1
+    done, pairs_of = _finished_prefixes(sc_path)
     (out / "step_control_config.json").write_text(json.dumps(asdict(args), indent=2))
     model, tokenizer = load_model(args.model, args.adapter_path)
     stop = run_stop_strings(args, iter_solutions(args.solutions))
@@ -327,9 +327,9 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
     ramps = {}
 
     def ramp_for(fmt):
-        key = fmt.name if fmt else "cot"
+        key = grade_format(fmt)
         if key not in ramps:
-            ramps[key] = StepRamp(tokenizer, "code" if fmt else "cot", fmt, args.step_unit)
+            ramps[key] = StepRamp(tokenizer, step_style(fmt), fmt, args.step_unit)
         return ramps[key]
 
     def prepare(p: Prefix) -> None:
@@ -341,11 +341,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
         return Request(p, p.prompt_ids, [p.ramp, item_noise(1.0, args.seed, p.prefix_id, p.round)], cache=p.cache,
                        setup_code=p.code_blocks)
 
-    bar = None
-    if args.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="step-control", unit="prefix", initial=len(done))
+    bar = tqdm(desc="step-control", unit="prefix", initial=len(done), disable=not args.progress)
     counts = {"written": 0}
     peak = 0
     with open(sc_path, "a", encoding="utf-8") as f, ExitStack() as pools:
@@ -357,8 +353,7 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
             f.flush()
             counts["written"] += 1
             kill_point("step-control-write")
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if counts["written"] % RELEASE_EVERY == 0:
                 release_memory()
 
@@ -373,31 +368,42 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
                                            max_rounds=args.max_code_rounds, stop_strings=stop):
                 _continuation_done(p, c, window, args, tokenizer)
             peak = max(peak, window.peak_live)
-    if bar is not None:
-        bar.close()
+    bar.close()
     n_pairs = write_jsonl_atomic(out / "pairs_step_control.jsonl", step_control_pairs(args.solutions, sc_path,
                                                                                     tokenizer, args))
-    summary = {"prefixes": 0, "exhausted": 0, "capped": 0}
+    return {**_outcome_counts(sc_path), "pairs": n_pairs, "problems": stats["problems"],
+            "skipped_mid_token": stats["split_token"], "peak_live_prefixes": peak}
+
+
+def _finished_prefixes(sc_path: Path) -> tuple[set, dict]:
+    """(prefix ids already in the outcome log, pairs per problem so far): where a resumed run starts."""
+    done, pairs_of = set(), {}
+    for row in iter_finished(sc_path, "prefix_id"):
+        done.add(row["prefix_id"])
+        if row["status"] == "pair":
+            pairs_of[row["problem_id"]] = pairs_of.get(row["problem_id"], 0) + 1
+    return done, pairs_of
+
+
+def _outcome_counts(sc_path: Path) -> dict:
+    """Prefixes in the outcome log, and how many never erred (``exhausted``) or were ``capped``."""
+    counts = {"prefixes": 0, "exhausted": 0, "capped": 0}
     for row in iter_finished(sc_path):
-        summary["prefixes"] += 1
-        summary[row["status"]] = summary.get(row["status"], 0) + 1
-    return {"prefixes": summary["prefixes"], "pairs": n_pairs, "problems": stats["problems"],
-            "skipped_mid_token": stats["split_token"], "exhausted": summary["exhausted"],
-            "capped": summary["capped"], "peak_live_prefixes": peak}
+        counts["prefixes"] += 1
+        if row["status"] in ("exhausted", "capped"):
+            counts[row["status"]] += 1
+    return counts
 
 
 def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs, tokenizer) -> None:
     """Grade a prefix's continuation: a pair, another round, or the prefix is exhausted."""
-    from mlx_scdpo.ramp import step_temperatures
-
     kill_point("step-control-draw")
     p.rounds_done = p.round
     ramp, p.ramp = p.ramp, None
     if p.cancelled or window.capped(p):
         window.finish(p, "capped")
         return
-    grade_format = p.fmt.name if p.fmt else "cot"
-    grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format)
+    grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format(p.fmt))
     steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
     if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
             or not args.include_truncated and c.finish_reason in TRUNCATED:
@@ -407,7 +413,7 @@ def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs
         else:
             window.finish(p, "exhausted")
         return
-    temps = step_temperatures(tokenizer, c.tokens, ramp, "code" if p.fmt else "cot", p.fmt, args.step_unit)
+    temps = step_temperatures(tokenizer, c.tokens, ramp, step_style(p.fmt), p.fmt, args.step_unit)
     window.finish(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
                               "extracted": grade["extracted"], "finish_reason": c.finish_reason,
                               "solution_index": p.prefix_id.split("#")[1]})
@@ -415,8 +421,6 @@ def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs
 
 def run_stop_strings(args: StepControlArgs, records) -> tuple[str, ...]:
     """``--stop`` when given, else the stop strings ``sample`` recorded (the defaults for older files)."""
-    from mlx_scdpo.prompts import stop_strings
-
     if args.stop is not None:
         return stop_strings(args.stop)
     lists = [r["stop"] for r in records if isinstance(r.get("stop"), list)]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from eval.blocks import BlockFormat, parse
+from eval.blocks import BlockFormat, parse, render
 
 T0, DT, TMAX = 1.1, 0.1, 1.4
 
@@ -203,8 +203,6 @@ def _split_cot(text: str, unit: str) -> list[str]:
 
 
 def _split_code(text: str, fmt: BlockFormat) -> tuple[list[str], list[str]]:
-    from eval.blocks import render
-
     steps, kinds = [], []
     for b in parse(text, fmt):
         raw = render([b], fmt)
@@ -234,6 +232,16 @@ def split_steps(solution: str, style: str = "cot", fmt: BlockFormat | None = Non
         raise ValueError("code-integrated splitting needs a block format")
     steps, kinds = _split_code(solution, fmt)
     return Steps(steps, kinds)
+
+
+def step_style(fmt: BlockFormat | None) -> str:
+    """The style of a solution format: "code" (blocks) with a block format, "cot" without."""
+    return "cot" if fmt is None else "code"
+
+
+def solution_steps(text: str, fmt: BlockFormat | None, unit: str = "line") -> Steps:
+    """``split_steps`` of a solution in its own format (None: chain-of-thought, cut by ``unit``)."""
+    return split_steps(text, step_style(fmt), fmt, unit)
 
 
 def eligible_prefix_lengths(steps: Steps) -> list[int]:

@@ -3,7 +3,8 @@
 A Qwen2-shaped model (``mlx_lm.models.qwen2``) with random weights and a byte-level BPE
 tokenizer trained locally with ``tokenizers`` on a built-in math corpus, saved as an
 ordinary model folder (``config.json``, ``model.safetensors``, ``tokenizer.json``,
-``tokenizer_config.json`` with a ChatML chat template).
+``tokenizer_config.json`` with a ChatML chat template). MLX, mlx-lm and ``tokenizers`` are
+imported inside the functions: they are heavy, and most importers only want a path.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import os
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -47,16 +47,34 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from tqdm import tqdm
 
-from eval.errors import UserError
+from mlx_scdpo.config import check_values
 from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
+from mlx_scdpo.errors import UserError
 from mlx_scdpo.fast_swiglu import use_fast_swiglu
-from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic
+from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic, write_text_atomic
 from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
-from mlx_scdpo.models import set_adapter_scale  # noqa: F401  (also imported from here)
-from mlx_scdpo.preference_data import (TokenizedPair, bucketed_batches, check_token_ids, load_pairs, pair_files,
-                                       sequence_arrays, tokenize_pair, vocab_size)
-from mlx_scdpo.run_state import check_output_folder, data_identity, folder_lock, kill_point, refuse_overwriting
+from mlx_scdpo.memory import batch_lengths, preflight
+from mlx_scdpo.models import config_size, config_vocab_size, load_model, set_adapter_scale
+from mlx_scdpo.preference_data import (
+    TokenizedPair,
+    bucketed_batches,
+    check_token_ids,
+    load_pairs,
+    pair_files,
+    sequence_arrays,
+    tokenize_pair,
+    vocab_size,
+)
+from mlx_scdpo.run_state import (
+    check_output_folder,
+    data_identity,
+    folder_lock,
+    kill_point,
+    model_identity,
+    refuse_overwriting,
+)
 from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
@@ -131,7 +149,7 @@ def adapter_config(args: TrainArgs) -> dict:
 
 def add_adapters(model, args: TrainArgs) -> None:
     """Freeze the model and add trainable adapters (or unfreeze the last layers)."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.tuner.utils import linear_to_lora_layers  # mlx-lm is heavy: only when adapters are added
 
     model.freeze()
     n = len(_layers(model)) if args.num_layers == -1 else args.num_layers
@@ -238,16 +256,6 @@ def _write_safetensors(path: Path, arrays: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _write_text(path: Path, text: str) -> None:
-    """``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _save_adapters(model, args: TrainArgs, out: Path) -> None:
     """adapters.safetensors + adapter_config.json, each replaced atomically."""
     weights = dict(tree_flatten(model.trainable_parameters()))
@@ -255,7 +263,7 @@ def _save_adapters(model, args: TrainArgs, out: Path) -> None:
     _write_safetensors(tmp, weights)
     os.replace(tmp, out / "adapters.safetensors")
     config = {**adapter_config(args), "model": args.model, "train_args": asdict(args)}
-    _write_text(out / "adapter_config.json", json.dumps(config, indent=2))
+    write_text_atomic(out / "adapter_config.json", json.dumps(config, indent=2))
 
 
 def save_checkpoint(model, optimizer, args: TrainArgs, step: int, data_pos: dict, identity: dict) -> None:
@@ -272,7 +280,7 @@ def save_checkpoint(model, optimizer, args: TrainArgs, step: int, data_pos: dict
     _write_safetensors(tmp / "adapters.safetensors", dict(tree_flatten(model.trainable_parameters())))
     kill_point("checkpoint-files")
     _write_safetensors(tmp / "optimizer.safetensors", dict(tree_flatten(optimizer.state)))
-    _write_text(tmp / "state.json", json.dumps({"step": step, **data_pos, "run": identity}))
+    write_text_atomic(tmp / "state.json", json.dumps({"step": step, **data_pos, "run": identity}))
     fsync_dir(tmp)
     if ckpt.exists():
         if prev.exists():
@@ -336,8 +344,6 @@ def load_checkpoint(model, optimizer, args: TrainArgs, identity: dict) -> tuple[
 
 def resume_identity(args: TrainArgs, data_hash: str) -> dict:
     """What a resumed run must share with its checkpoint: model, data and every setting that shapes it."""
-    from mlx_scdpo.run_state import model_identity
-
     skip = ("resume", "stop_after", "progress", "report_to", "wandb_project", "adapter_path", "ref_cache_dir",
             "steps_per_report", "steps_per_eval", "val_batches", "save_every", "grad_checkpoint",
             "grad_checkpoint_layers", "reference", "logits_chunk",  # the same gradients (tested)
@@ -403,9 +409,52 @@ def run_train(args: TrainArgs, on_report=None) -> dict:
 
 
 def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
-    from mlx_scdpo.config import check_values
-    from mlx_scdpo.models import config_size, config_vocab_size, load_model
+    _check_settings(args)
+    world = mx.distributed.init()
+    rank, size = world.rank(), world.size()
+    train_rows, valid_rows, files, identity = _check_data(args, size)
+    if rank == 0:  # one run per adapter folder
+        stack.enter_context(folder_lock(args.adapter_path, "train"))
+    model, tokenizer = load_model(args.model)
+    for rows, f in zip((train_rows, valid_rows), files):
+        check_token_ids(rows, vocab_size(model), f)
+    check_output_head(model)  # an output transform we do not reproduce: refused before any work
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
+    # Entered before the reference pass, so reference and policy use the same numerics.
+    fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu))
+    shared = args.shared_prompt and supports_shared_prompt(model)
+    if args.shared_prompt and not shared and rank == 0:
+        print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
+              f"differs with a prompt cache); chosen and rejected run as whole sequences")  # stderr: errors only
+    if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
+        _preflight(model, args, train, shared, rank, size)
+    on_the_fly = args.reference == "on-the-fly"
+    data = _Pairs(train, valid, pad_id, shared, on_the_fly,
+                  ref_train=None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast),
+                  ref_valid=None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared,
+                                                                                 fast))
 
+    mx.random.seed(args.seed)
+    add_adapters(model, args)
+    n_checkpointed = -1 if args.grad_checkpoint else args.grad_checkpoint_layers
+    if n_checkpointed:  # patches the layer class; undone after training
+        stack.callback(setattr, type(_layers(model)[0]), "__call__",
+                       checkpoint_layers(_layers(model), n_checkpointed))
+    micro_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = args.iters or max(1, int(args.epochs * micro_per_epoch / args.grad_accumulation_steps))
+    optimizer = optim.AdamW(learning_rate=lr_schedule(args, total), weight_decay=args.weight_decay)
+    step, data_pos = _start(model, optimizer, args, identity, rank)
+    run = None
+    if rank == 0:
+        write_text_atomic(Path(args.adapter_path) / "train_config.json", json.dumps(asdict(args), indent=2))
+        run = _start_reporting(args)
+    return _train_loop(model, optimizer, args, data, total, step, data_pos, identity, run, on_report, rank, size)
+
+
+def _check_settings(args: TrainArgs) -> None:
+    """The settings alone (before any file is read)."""
     check_values(args)
     if args.ref_cache_dir is not None:
         check_output_folder(args.ref_cache_dir, "--ref-cache-dir")
@@ -415,8 +464,11 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         raise UserError(f"--reference {args.reference}: choose precompute or on-the-fly")
     if args.reference == "on-the-fly" and args.fine_tune_type == "full":
         raise UserError("--reference on-the-fly needs adapters (lora/dora), not full fine-tuning")
-    world = mx.distributed.init()
-    rank, size = world.rank(), world.size()
+
+
+def _check_data(args: TrainArgs, size: int):
+    """(train rows, valid rows, their files, the run's identity), checked against the model's config
+    (before the model loads)."""
     if args.batch_size % size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the {size} processes")
     train_rows, valid_rows = load_pairs(args.data)
@@ -431,44 +483,33 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         raise UserError(f"--ref-cache-dir {args.ref_cache_dir}: exists and is not a folder")
     refuse_overwriting(files, args.adapter_path, ("metrics.jsonl", "train_config.json", "adapter_config.json",
                                                   "adapters.safetensors"))
-    if rank == 0:  # one run per adapter folder
-        stack.enter_context(folder_lock(args.adapter_path, "train"))
-    model, tokenizer = load_model(args.model)
-    for rows, f in zip((train_rows, valid_rows), files):
-        check_token_ids(rows, vocab_size(model), f)
-    check_output_head(model)  # an output transform we do not reproduce: refused before any work
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
-    train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
-    on_the_fly = args.reference == "on-the-fly"
-    # Entered before the reference pass, so reference and policy use the same numerics.
-    fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu))
-    shared = args.shared_prompt and supports_shared_prompt(model)
-    if args.shared_prompt and not shared and rank == 0:
-        print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
-              f"differs with a prompt cache); chosen and rejected run as whole sequences")  # stderr: errors only
-    if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
-        from dataclasses import replace
+    return train_rows, valid_rows, files, identity
 
-        from mlx_scdpo.memory import batch_lengths, preflight
 
-        # stdout, with the training reports: stderr carries only errors (one line each)
-        echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
-        # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
-        preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
-                  batch_lengths(train, args.batch_size, args.seed), shared, echo)
-    ref_train = None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast)
-    ref_valid = None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared, fast)
+def _preflight(model, args: TrainArgs, train: list[TokenizedPair], shared: bool, rank: int, size: int) -> None:
+    """Print the estimated peak memory; refuse a run that would not fit (``mlx_scdpo.memory``)."""
+    # stdout, with the training reports: stderr carries only errors (one line each)
+    echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
+    # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
+    preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
+              batch_lengths(train, args.batch_size, args.seed), shared, echo)
 
-    mx.random.seed(args.seed)
-    add_adapters(model, args)
-    n_checkpointed = -1 if args.grad_checkpoint else args.grad_checkpoint_layers
-    if n_checkpointed:  # patches the layer class; undone after training
-        stack.callback(setattr, type(_layers(model)[0]), "__call__",
-                       checkpoint_layers(_layers(model), n_checkpointed))
-    micro_per_epoch = math.ceil(len(train) / args.batch_size)
-    total = args.iters or max(1, int(args.epochs * micro_per_epoch / args.grad_accumulation_steps))
-    optimizer = optim.AdamW(learning_rate=lr_schedule(args, total), weight_decay=args.weight_decay)
+
+@dataclass
+class _Pairs:
+    """The tokenized pairs of a run and how they go through the model."""
+
+    train: list[TokenizedPair]
+    valid: list[TokenizedPair]
+    pad_id: int
+    shared: bool  # one prompt pass for chosen and rejected (mlx_scdpo.shared_prompt)
+    on_the_fly: bool  # reference log-probs recomputed each step (adapters off)
+    ref_train: np.ndarray | None = None
+    ref_valid: np.ndarray | None = None
+
+
+def _start(model, optimizer, args: TrainArgs, identity: dict, rank: int) -> tuple[int, dict]:
+    """(step, data position) to start from: the checkpoint's with ``--resume``, else a fresh folder."""
     out = Path(args.adapter_path)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
@@ -483,10 +524,11 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         for name in (CHECKPOINT, f"{CHECKPOINT}.prev", f"{CHECKPOINT}.tmp"):
             if (out / name).exists():
                 shutil.rmtree(out / name)
-    run = None
-    if rank == 0:
-        _write_text(out / "train_config.json", json.dumps(asdict(args), indent=2))
-        run = _start_reporting(args)
+    return step, data_pos
+
+
+def _compile_micro_step(model, optimizer, args: TrainArgs, size: int):
+    """(micro_step, state): one compiled forward/backward (and, on the last micro-batch, the update)."""
 
     def loss_fn(model, batch):
         return dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha,
@@ -511,12 +553,17 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             grad = None
         return loss, metrics, grad
 
-    model.train()
-    bar = None
-    if args.progress and rank == 0:
-        from tqdm import tqdm
+    return micro_step, state
 
-        bar = tqdm(total=total, initial=step, desc="dpo", unit="step")
+
+def _train_loop(model, optimizer, args: TrainArgs, data: _Pairs, total: int, step: int, data_pos: dict,
+                identity: dict, run, on_report, rank: int, size: int) -> dict:
+    """Optimizer steps from ``step`` to the end (or ``--stop-after``): reports, validation, checkpoints."""
+    micro_step, state = _compile_micro_step(model, optimizer, args, size)
+    train, shared, pad_id = data.train, data.shared, data.pad_id
+    metrics_path = Path(args.adapter_path) / "metrics.jsonl"
+    model.train()
+    bar = tqdm(total=total, initial=step, desc="dpo", unit="step", disable=not (args.progress and rank == 0))
     epoch, pos = data_pos["epoch"], data_pos["batch"]
     batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
     sums, n_reports, tokens, t0, last = {}, 0, 0, time.perf_counter(), {}
@@ -530,25 +577,23 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
             if pos >= len(batches):
                 epoch, pos = epoch + 1, 0
                 batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
-            batch = make_batch(train, ref_train, batches[pos], args.batch_size, pad_id, shared, rank, size)
+            batch = make_batch(train, data.ref_train, batches[pos], args.batch_size, pad_id, shared, rank, size)
             pos += 1
-            if on_the_fly:
+            if data.on_the_fly:
                 _add_reference(model, batch, args.logits_chunk)
             do_update = micro == args.grad_accumulation_steps - 1
             loss, metrics, grad = micro_step(batch, grad, do_update)
             mx.eval(state, loss, metrics, grad)
             tokens += response_tokens(batch) * size
             if not math.isfinite(loss.item()):
-                if bar is not None:
-                    bar.close()
+                bar.close()
                 raise UserError(f"step {step + 1}: the loss is {loss.item()}; training stopped, nothing written "
                                 f"for this step (lower --learning-rate, check the pairs)")
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             n_reports += 1
         step += 1
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         if step % args.steps_per_report == 0 or step == total:
             elapsed = time.perf_counter() - t0
             last = {"step": step, "epoch": epoch + pos / max(len(batches), 1),
@@ -559,21 +604,20 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
                 _log(metrics_path, last, run)
             if on_report is not None:
                 on_report(last)
-            if bar is not None:
-                bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}",
-                                margin=f"{last['rewards/margins']:.3f}")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}",
+                            margin=f"{last['rewards/margins']:.3f}")
             sums, n_reports, tokens, t0 = {}, 0, 0, time.perf_counter()
-        if valid and args.steps_per_eval and (step % args.steps_per_eval == 0 or step == total):
+        if data.valid and args.steps_per_eval and (step % args.steps_per_eval == 0 or step == total):
             model.eval()
-            record = {"step": step, **evaluate(model, valid, ref_valid, args, pad_id, on_the_fly, shared)}
+            record = {"step": step, **evaluate(model, data.valid, data.ref_valid, args, pad_id, data.on_the_fly,
+                                               shared)}
             model.train()
             if rank == 0:
                 _log(metrics_path, record, run)
             last.update(record)
         if (step % args.save_every == 0 or step == end) and rank == 0:
             save_checkpoint(model, optimizer, args, step, {"epoch": epoch, "batch": pos}, identity)
-    if bar is not None:
-        bar.close()
+    bar.close()
     if run is not None:
         run.finish()
     return last

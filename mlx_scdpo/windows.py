@@ -27,14 +27,15 @@ import ctypes
 import ctypes.util
 import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
-
-from contextlib import nullcontext
 
 import mlx.core as mx
 
 from eval.blocks import pending_code
+from mlx_scdpo.ramp import stable_seed
+from mlx_scdpo.sandbox import SandboxPool
 
 #: Retired units between two ``release_memory`` calls.
 RELEASE_EVERY = 64
@@ -92,8 +93,6 @@ class ItemNoise:
 
 def item_noise(temp: float, seed: int, *parts) -> ItemNoise:
     """The PRNG stream of one draw, from ``(seed, *parts)`` (problem, k, round / draw number)."""
-    from mlx_scdpo.ramp import stable_seed
-
     return ItemNoise(stable_seed(seed, *parts), temp)
 
 
@@ -119,10 +118,18 @@ def stream_completions(
     from ``pool``; completions then carry ``gen_mask`` (1: generated, 0: execution output).
     ``stop_tokens`` replaces the tokenizer's EOS ids (``[]``: every sequence runs to ``max_tokens``).
     """
+    # mlx-lm (heavy) only when a run generates; BatchGenerator looked up here, as tests patch it there
     from mlx_scdpo.code_generation import CodeCompletion, inert_output
-    from mlx_scdpo.generation import _TAIL_TOKENS, Completion, _stop_position, copy_cache, observe, \
-        stop_trigger_ids, trim_at_stop
-    from mlx_scdpo.generation import BatchGenerator  # mlx-lm's, as the batched generators use it (tests patch it)
+    from mlx_scdpo.generation import (
+        _TAIL_TOKENS,
+        BatchGenerator,
+        Completion,
+        _stop_position,
+        copy_cache,
+        observe,
+        stop_trigger_ids,
+        trim_at_stop,
+    )
 
     stop_ids = tokenizer.eos_token_ids if stop_tokens is None else stop_tokens
     keep_heap_flat()
@@ -250,7 +257,6 @@ def sandbox_pool(fmt, batch_size: int, timeout: float):
     """A ``SandboxPool`` for the code format (kept for the whole run), nothing for chain-of-thought."""
     if fmt is None:
         return nullcontext()
-    from mlx_scdpo.sandbox import SandboxPool
 
     return SandboxPool(size=min(batch_size, 8), timeout=timeout)
 
