@@ -26,13 +26,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.errors import UserError
+from mlx_scdpo.errors import UserError
 
 
 @dataclass
 class QuickstartArgs:
     output_dir: str = field(default="quickstart", metadata={"help": "Where pairs, adapters and report go."})
-    model: str | None = field(default=None, metadata={"help": "SFT model (default: the embedded toy model)."})
+    model: str | None = field(default=None, metadata={"help": "SFT model (default: the embedded toy model for "
+                                                                "2-3 steps, or the one for 4-6 steps when "
+                                                                "--max-steps is over 3)."})
     n_train: int = field(default=300, metadata={"help": "Toy training problems to sample."})
     n_test: int = field(default=1000, metadata={"help": "Toy test problems (at most 4000; the final table only)."})
     min_steps: int = field(default=2, metadata={"help": "Fewest steps per toy problem."})
@@ -61,12 +63,14 @@ class QuickstartArgs:
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
-def default_model() -> str:
-    from mlx_scdpo.toy_sft import ASSET_DIR
+def default_model(max_steps: int = 3) -> str:
+    """The embedded toy SFT model for problems of up to ``max_steps`` steps (2-3 or 4-6)."""
+    from mlx_scdpo.toy_sft import ASSET_DIR, LONG_ASSET_DIR
 
-    if not (ASSET_DIR / "model.safetensors").is_file():
-        raise UserError(f"{ASSET_DIR}: the embedded toy model is missing (python scripts/train_toy_model.py)")
-    return str(ASSET_DIR)
+    path = ASSET_DIR if max_steps <= 3 else LONG_ASSET_DIR
+    if not (path / "model.safetensors").is_file():
+        raise UserError(f"{path}: the embedded toy model is missing (python scripts/train_toy_model.py)")
+    return str(path)
 
 
 def toy_max_tokens(max_steps: int) -> int:
@@ -108,7 +112,7 @@ def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = Non
     from mlx_scdpo.toyworld import toy_splits, write_jsonl
     from mlx_scdpo.train import TrainArgs, run_train
 
-    model = args.model or default_model()
+    model = args.model or default_model(args.max_steps)
     out = Path(args.output_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
     times, results = {}, {"config": asdict(args)}
@@ -283,9 +287,10 @@ def _svg_curve(series: dict[str, list[tuple[int, float]]], title: str, w: int = 
     colours = ["#d62728", "#1f77b4", "#2ca02c"]
     lines = []
     for (name, s), c in zip(series.items(), colours):
-        path = " ".join(f"{30 + (x - x0) / (x1 - x0) * (w - 40):.1f},{h - 20 - (y - y0) / (y1 - y0) * (h - 40):.1f}"
-                        for x, y in s)
-        lines.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>'
+        xy = [(30 + (x - x0) / (x1 - x0) * (w - 40), h - 20 - (y - y0) / (y1 - y0) * (h - 40)) for x, y in s]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+        dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{c}"/>' for x, y in xy)  # one point shows
+        lines.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>{dots}'
                      f'<text x="{w - 90}" y="{20 + 14 * len(lines)}" fill="{c}" font-size="12">{name}</text>')
     return (f'<svg width="{w}" height="{h}" style="border:1px solid #ccc;margin:4px">'
             f'<text x="30" y="14" font-size="12">{title} ({y0:.3g} .. {y1:.3g})</text>{"".join(lines)}</svg>')

@@ -4,7 +4,7 @@ A Qwen2-shaped model (hidden 128, 4 layers, MLP 384, 4 heads, tied embeddings: ~
 parameters) with a character-level tokenizer, trained on toy solutions with the loss on
 solution tokens only, AdamW with warmup + cosine decay, one schedule (re-warming on
 resume cost accuracy in the feasibility trial). Greedy accuracy is measured during
-training on the validation splits of both settings (2-3 and 4-6 steps) and the best
+training on the validation split of the step range trained on (2-3 or 4-6 steps) and the best
 checkpoint by validation accuracy is kept; the test splits are never read here. Rebuild with
 ``python scripts/train_toy_model.py``.
 """
@@ -26,6 +26,8 @@ from mlx.utils import tree_flatten
 from mlx_scdpo.toyworld import CHARSET, CHAT_TEMPLATE, SPECIAL, toy_splits
 
 ASSET_DIR = Path(__file__).parent / "assets" / "toy_model"
+#: The 4-6-step model: ``ASSET_DIR``'s model trained further on 4-6-step problems.
+LONG_ASSET_DIR = Path(__file__).parent / "assets" / "toy_model_long"
 
 
 @dataclass
@@ -39,7 +41,7 @@ class ToySFTArgs:
     n_train: int = 50000
     n_eval: int = 256  # validation problems per setting (short and long) for checkpoint selection
     min_steps: int = 2
-    max_steps: int = 6
+    max_steps: int = 3
     eval_every: int = 500
     seed: int = 0
     init_from: str = ""  # continue from these weights (use warmup_steps=0: re-warming hurt accuracy)
@@ -101,13 +103,15 @@ def greedy_accuracy(model, tokenizer, problems) -> float:
     return evaluate_toy(model, tokenizer, problems)["accuracy"]
 
 
-def selection_problems(n_per_setting: int) -> dict[str, list]:
-    """The validation problems checkpoints are chosen on: the first ``n`` of each setting's
-    validation split. The test splits are never read here (``held_out`` returns both;
-    only the validation half is used)."""
+def selection_problems(n_per_setting: int, min_steps: int, max_steps: int) -> dict[str, list]:
+    """The validation problems checkpoints are chosen on: the first ``n`` of the validation split
+    of every setting inside ``min_steps..max_steps`` (of the range itself if none is). The test
+    splits are never read here (``held_out`` returns both; only the validation half is used)."""
     from mlx_scdpo.toyworld import SETTINGS, held_out
 
-    return {name: list(held_out(lo, hi)[1][:n_per_setting]) for name, (lo, hi) in SETTINGS.items()}
+    ranges = {name: r for name, r in SETTINGS.items() if min_steps <= r[0] and r[1] <= max_steps}
+    ranges = ranges or {f"{min_steps}-{max_steps}": (min_steps, max_steps)}
+    return {name: list(held_out(lo, hi)[1][:n_per_setting]) for name, (lo, hi) in ranges.items()}
 
 
 def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
@@ -128,7 +132,7 @@ def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
     # Training problems never come from any setting's validation or test split; checkpoints
     # are chosen on validation only, so the test split stays untouched until the final table.
     train = toy_splits(args.n_train, 0, 0, min_steps=args.min_steps, max_steps=args.max_steps, seed=args.seed).train
-    valid = selection_problems(args.n_eval)
+    valid = selection_problems(args.n_eval, args.min_steps, args.max_steps)
     examples = [encode_example(vocab, p.question, p.solution()) for p in train]
 
     cos = optim.cosine_decay(args.learning_rate, args.steps - args.warmup_steps, args.learning_rate * 0.05)

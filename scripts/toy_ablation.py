@@ -61,7 +61,7 @@ def main():
     base, out = Path(args.base), Path(args.output_dir)
     config = json.loads((base / "results.json").read_text())["config"]
     qs = QuickstartArgs(**{k: v for k, v in config.items() if k in QuickstartArgs.__dataclass_fields__})
-    model = qs.model or default_model()
+    model = qs.model or default_model(qs.max_steps)
     valid = toy_splits(0, args.n_valid, 0, min_steps=qs.min_steps, max_steps=qs.max_steps).valid
     results = {"base": str(base), "n_valid": len(valid), "grid": {}, "ramp": {}}
     results["ramp"][f"{qs.t0}:{qs.dt}:{qs.tmax} (base)"] = step_control_error_positions(

@@ -44,7 +44,7 @@ def read_rows(path: Path) -> list[dict]:
 def run_setting(name: str, seeds: list[int], out: Path, options: dict) -> dict:
     lo, hi = SETTINGS[name]
     out.mkdir(parents=True, exist_ok=True)
-    model = options.get("model") or default_model()
+    model = options.get("model") or default_model(hi)
     sft_file = out / "sft_eval.json"
     if not sft_file.exists():
         test = toy_splits(0, 0, options["n_test"], min_steps=lo, max_steps=hi).test

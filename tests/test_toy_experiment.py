@@ -134,7 +134,8 @@ def test_sft_checkpoint_is_chosen_on_validation_only(tmp_path, monkeypatch):
     monkeypatch.setattr(toy_sft, "greedy_accuracy", fake_accuracy)
     out = tmp_path / "sft"
     result = toy_sft.train_toy_sft(toy_sft.ToySFTArgs(out_dir=str(out), minutes=10, batch_size=4, warmup_steps=0,
-                                                      steps=6, n_train=64, n_eval=8, eval_every=2), log=lambda _: None)
+                                                      steps=6, n_train=64, n_eval=8, eval_every=2, min_steps=2, max_steps=6),
+                                    log=lambda _: None)
     valid = {p.question for lo, hi in SETTINGS.values() for p in held_out(lo, hi)[1]}
     test = {p.question for lo, hi in SETTINGS.values() for p in held_out(lo, hi)[0]}
     assert len(seen) == 3 * 16 and set(seen) <= valid and not set(seen) & test
@@ -164,3 +165,11 @@ def test_quickstart_refuses_bad_sizes(tmp_path, flags, message):
     res = CliRunner().invoke(main, ["quickstart", "--output-dir", str(tmp_path / "q"), *flags, "--no-progress"])
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
     assert not (tmp_path / "q").exists()
+
+
+def test_training_curve_shows_a_single_report():
+    from mlx_scdpo.quickstart import _svg_curve
+
+    svg = _svg_curve({"dpo": [(1, 0.69)]}, "loss")
+    assert svg.count("<circle") == 1 and "dpo" in svg
+    assert _svg_curve({"dpo": [(1, 0.7), (2, 0.6)], "scdpo": [(1, 0.7), (2, 0.5)]}, "loss").count("<circle") == 4
