@@ -84,6 +84,23 @@ def inert_output(output: str, tokenizer, fmt: BlockFormat) -> str:
     return output
 
 
+def hit_stop_string(tokenizer, seq, token: int, stop_strings: Sequence[str], triggers: set[int] | None) -> bool:
+    """Whether ``seq``'s own text since its last execution block (``seq.segment_start``) now holds a
+    stop string; decoded only when ``token`` can complete one (``triggers``; None: any token can)."""
+    if not stop_strings or triggers is not None and token not in triggers:
+        return False
+    tail = tokenizer.decode(seq.tokens[max(seq.segment_start, len(seq.tokens) - _TAIL_TOKENS):])
+    return _stop_position(tail, stop_strings) >= 0
+
+
+def closed_code(tokenizer, fmt: BlockFormat, seq, token: int, triggers: set[int] | None) -> str | None:
+    """The code of the block ``token`` just closed in ``seq`` (``eval.blocks.pending_code``), else None;
+    decoded only when ``token`` can close a block (``triggers``; None: any token can)."""
+    if triggers is not None and token not in triggers:
+        return None
+    return pending_code(tokenizer.decode(seq.tokens[seq.segment_start:]), fmt)
+
+
 def generate_with_code(
     model,
     tokenizer,
@@ -196,14 +213,12 @@ class _CodeLoop:
                 del self.by_uid[r.uid]
                 yield self.finish(s, r.finish_reason)
                 continue
-            if self._hit_stop_string(s, r.token):
+            if hit_stop_string(self.tokenizer, s, r.token, self.stop_strings, self.stop_triggers):
                 stopped.append(r.uid)
                 del self.by_uid[r.uid]
                 yield self.finish(s, "stop")
                 continue
-            if self.triggers is not None and r.token not in self.triggers:
-                continue
-            code = pending_code(self.tokenizer.decode(s.tokens[s.segment_start:]), self.fmt)
+            code = closed_code(self.tokenizer, self.fmt, s, r.token, self.triggers)
             if code is None:
                 continue
             if s.executions >= self.max_rounds:
@@ -220,13 +235,6 @@ class _CodeLoop:
             for future, s, uid in submitted:
                 self.pending[future] = (s, caches[uid][0])
                 del self.by_uid[uid]
-
-    def _hit_stop_string(self, s: _Solution, token: int) -> bool:
-        """Whether the model's text since the last execution block now holds a stop string."""
-        if not self.stop_strings or self.stop_triggers is not None and token not in self.stop_triggers:
-            return False
-        tail = self.tokenizer.decode(s.tokens[max(s.segment_start, len(s.tokens) - _TAIL_TOKENS):])
-        return _stop_position(tail, self.stop_strings) >= 0
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)

@@ -75,7 +75,7 @@ OPTION_TYPES = {
     "min_wrong": NON_NEGATIVE, "naive_wrong": NON_NEGATIVE, "max_rounds": NON_NEGATIVE,
     "max_code_rounds": NON_NEGATIVE, "solutions_per_problem": POSITIVE, "prefixes_per_solution": POSITIVE,
     "rounds": POSITIVE, "max_pairs_per_problem": POSITIVE, "max_steps": POSITIVE, "max_step_chars": POSITIVE,
-    "max_naive": NON_NEGATIVE, "n_train": POSITIVE, "n_test": POSITIVE, "seed": click.IntRange(min=0, max=MAX_SEED),
+    "min_steps": POSITIVE, "max_naive": NON_NEGATIVE, "n_train": POSITIVE, "n_test": POSITIVE, "seed": click.IntRange(min=0, max=MAX_SEED),
     "logits_chunk": NON_NEGATIVE, "memory_limit_gb": Number(min=0),
     # rates and scales
     "learning_rate": Number(min=0, min_open=True), "warmup_ratio": FRACTION, "weight_decay": Number(min=0),

@@ -26,7 +26,7 @@ from mlx_scdpo.config import GenerationArgs, check_values
 from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import read_finished
 from mlx_scdpo.models import load_model
-from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, prompts_hash, stop_strings
+from mlx_scdpo.prompts import build_prompt_tokens, prompt_settings, prompts_hash, stop_strings
 from mlx_scdpo.run_state import (
     adapter_identity,
     check_identity,
@@ -75,10 +75,8 @@ def run_eval(args: EvalArgs):
 
 def _run_eval(args: EvalArgs, problems, fmt):
     model, tokenizer = load_model(args.model, args.adapter_path)
-    chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
-    if chat and tokenizer.chat_template is None:
-        raise UserError(f"{args.model}: the tokenizer has no chat template (use --no-chat-template)")
-    num_shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat, fmt is not None)
+    chat, num_shots = prompt_settings(tokenizer, args.model, args.task, args.chat_template, args.num_shots,
+                                      fmt is not None)
     built = [build_prompt_tokens(tokenizer, args.task, p.question, num_shots, chat, fmt) for p in problems]
     p_hash = prompts_hash([text for _, text in built])
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 
+from mlx_scdpo.errors import UserError
+
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 # Qwen2.5-Math's tool-integrated reasoning (TIR) instruction.
 CODE_INSTRUCTION = ("Please integrate natural language reasoning with programs to solve the problem above, "
@@ -102,6 +104,16 @@ def default_num_shots(task: str, chat: bool, code: bool = False) -> int:
     if code:
         return len(CODE_SHOTS)
     return 8 if task == "gsm8k" else 4
+
+
+def prompt_settings(tokenizer, model: str, task: str, chat_template: bool | None, num_shots: int | None,
+                    code: bool) -> tuple[bool, int]:
+    """(chat, shots) of a run: the chat template when asked for, else when the tokenizer has one;
+    the task's default few-shot count unless given. A chat template the tokenizer lacks is one line."""
+    chat = chat_template if chat_template is not None else tokenizer.chat_template is not None
+    if chat and tokenizer.chat_template is None:
+        raise UserError(f"{model}: the tokenizer has no chat template (use --no-chat-template)")
+    return chat, num_shots if num_shots is not None else default_num_shots(task, chat, code)
 
 
 def _shots(task: str, k: int, fmt=None) -> list[tuple[str, str]]:

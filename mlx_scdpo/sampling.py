@@ -33,7 +33,7 @@ from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import iter_finished, write_jsonl_atomic
 from mlx_scdpo.models import load_model
 from mlx_scdpo.pairs import is_truncated, make_pair
-from mlx_scdpo.prompts import build_prompt_tokens, default_num_shots, stop_strings
+from mlx_scdpo.prompts import build_prompt_tokens, prompt_settings, stop_strings
 from mlx_scdpo.run_state import (
     adapter_identity,
     check_identity,
@@ -236,8 +236,8 @@ def _run_sample(args: SampleArgs) -> dict:
     done = {r["problem_id"] for r in iter_finished(sol_path, "problem_id")}
     todo = [p for p in problems if problem_id(args.task, p) not in done]
     model, tokenizer = load_model(args.model, args.adapter_path)
-    chat = args.chat_template if args.chat_template is not None else tokenizer.chat_template is not None
-    shots = args.num_shots if args.num_shots is not None else default_num_shots(args.task, chat, fmt is not None)
+    chat, shots = prompt_settings(tokenizer, args.model, args.task, args.chat_template, args.num_shots,
+                                  fmt is not None)
     stop = stop_strings(args.stop)
     n_wrong = args.naive_wrong if args.naive_wrong is not None else (1 if args.task == "gsm8k" else 2)
     (out / "sample_config.json").write_text(json.dumps(asdict(args), indent=2))

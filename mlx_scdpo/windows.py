@@ -33,7 +33,6 @@ from typing import Callable, Iterator, Sequence
 
 import mlx.core as mx
 
-from eval.blocks import pending_code
 from mlx_scdpo.ramp import stable_seed
 from mlx_scdpo.sandbox import SandboxPool
 
@@ -119,12 +118,10 @@ def stream_completions(
     ``stop_tokens`` replaces the tokenizer's EOS ids (``[]``: every sequence runs to ``max_tokens``).
     """
     # mlx-lm (heavy) only when a run generates; BatchGenerator looked up here, as tests patch it there
-    from mlx_scdpo.code_generation import CodeCompletion, inert_output
+    from mlx_scdpo.code_generation import CodeCompletion, closed_code, hit_stop_string, inert_output
     from mlx_scdpo.generation import (
-        _TAIL_TOKENS,
         BatchGenerator,
         Completion,
-        _stop_position,
         copy_cache,
         observe,
         stop_trigger_ids,
@@ -221,14 +218,11 @@ def stream_completions(
                     s.gen_mask.append(1)
                     observe(s.request.processors, [r.token])
                 reason = r.finish_reason
-                if reason is None and stop_strings and (stop_triggers is None or r.token in stop_triggers):
-                    # Looked for in the model's own text since the last execution block.
-                    tail = s.tokens[max(s.segment_start, len(s.tokens) - _TAIL_TOKENS):]
-                    if _stop_position(tokenizer.decode(tail), stop_strings) >= 0:
-                        reason = "stop"
-                        stopped.append(r.uid)
-                if reason is None and fmt is not None and (code_triggers is None or r.token in code_triggers):
-                    code = pending_code(tokenizer.decode(s.tokens[s.segment_start:]), fmt)
+                if reason is None and hit_stop_string(tokenizer, s, r.token, stop_strings, stop_triggers):
+                    reason = "stop"  # looked for in the model's own text since the last execution block
+                    stopped.append(r.uid)
+                if reason is None and fmt is not None:
+                    code = closed_code(tokenizer, fmt, s, r.token, code_triggers)
                     if code is not None and s.executions >= max_rounds:
                         reason = "max_rounds"
                         stopped.append(r.uid)

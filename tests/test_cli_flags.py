@@ -59,3 +59,16 @@ def test_eval_task_is_still_required_and_checked():
     assert res.exit_code == 2 and "--task" in res.output
     with pytest.raises(click.BadParameter):
         _params("eval", ["--model", "m", "--task", "aime"])
+
+
+def test_prompt_settings_shared_by_eval_and_sample():
+    from types import SimpleNamespace
+
+    from mlx_scdpo.errors import UserError
+    from mlx_scdpo.prompts import default_num_shots, prompt_settings
+
+    with_template, without = SimpleNamespace(chat_template="{{x}}"), SimpleNamespace(chat_template=None)
+    assert prompt_settings(with_template, "m", "gsm8k", None, None, False) == (True, default_num_shots("gsm8k", True))
+    assert prompt_settings(without, "m", "math", None, 2, True) == (False, 2)
+    with pytest.raises(UserError, match="has no chat template"):  # sample used to fail later, in the tokenizer
+        prompt_settings(without, "m", "gsm8k", True, None, False)
