@@ -159,7 +159,7 @@ def test_headline_chart_has_error_bars_and_pair_counts():
 @pytest.mark.parametrize("flags,message", [
     (["--n-test", "5000"], "--n-test at most 4000"),
     (["--min-steps", "4", "--max-steps", "3"], "--min-steps <= --max-steps"),
-    (["--min-steps", "0"], "1 <= --min-steps"),
+    (["--min-steps", "0"], "--min-steps': 0 is not in the range"),
 ])
 def test_quickstart_refuses_bad_sizes(tmp_path, flags, message):
     res = CliRunner().invoke(main, ["quickstart", "--output-dir", str(tmp_path / "q"), *flags, "--no-progress"])
