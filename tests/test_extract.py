@@ -225,9 +225,11 @@ KNOWN_WRONG = [
 ]
 
 
-@pytest.mark.parametrize("completion,gold,reason", KNOWN_WRONG + [(c, g, why) for _, _, c, g, why in FRESH_KNOWN_WRONG])
-def test_known_wrong(completion, gold, reason, request):
-    request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+@pytest.mark.parametrize("completion,gold", [
+    pytest.param(c, g, marks=pytest.mark.xfail(strict=True, reason=why))
+    for c, g, why in KNOWN_WRONG + [(c, g, why) for _, _, c, g, why in FRESH_KNOWN_WRONG]])
+def test_known_wrong(completion, gold):
+    """The right answer is asserted; each row fails today (strict xfail), so a fix shows up as XPASS."""
     assert is_equivalent(extract_answer(completion), gold)
 
 
