@@ -106,7 +106,13 @@ TEXT = [
     ("5", "None", False), ("\\frac{1}{2}", "\\frac{1}{2", False), ("5", "}", False), ("5", "\\", False),
 ]
 
-ALL_MATH = NUMBERS + CLEANUP + SYMBOLIC + STRUCTURES + MATRICES + RELATIONS + HEDGES + TEXT
+# Graded wrong today (strict xfail: a fix shows up as XPASS). Found while timing the worker.
+KNOWN_WRONG = [
+    pytest.param("(x^2-1)^{2}=y+1", "(x+1)^{2}(x-1)^{2}=y+1", True, marks=pytest.mark.xfail(strict=True, reason=(
+        "sympy's simplify of the two sides' ratio compiles a string, which the grading worker's guard refuses (eval/guard.py audit hook): the equal equations grade False"))),
+]
+
+ALL_MATH = NUMBERS + CLEANUP + SYMBOLIC + STRUCTURES + MATRICES + RELATIONS + HEDGES + TEXT + KNOWN_WRONG
 
 
 @pytest.mark.parametrize("gold,pred,expected", ALL_MATH)

@@ -237,3 +237,13 @@ def test_worker_refuses_nothing_on_ordinary_answers():
     stats = worker.stats()
     assert stats["parse_expr_refused"] == before["parse_expr_refused"]
     assert stats["audit_refused"] == before["audit_refused"], stats["last_refused"]
+
+
+@pytest.mark.xfail(strict=True, reason=("sympy's simplify of the two sides' ratio compiles a string, which the grading "
+                                        "worker's guard refuses (eval/guard.py audit hook): the equal equations grade False"))
+def test_worker_refuses_nothing_on_an_equation_with_a_constant_term():
+    worker = get_worker()
+    is_equivalent("x+1", "1+x")
+    before = worker.stats()
+    assert is_equivalent("(x+1)^{2}(x-1)^{2}=y+1", "(x^2-1)^{2}=y+1", timeout=30.0) is True
+    assert worker.stats()["audit_refused"] == before["audit_refused"]
