@@ -5,7 +5,7 @@ Conventions cited: Hendrycks et al. 2021 (MATH ``is_equiv`` / ``strip_string``),
 Math-Verify's interval / set / relation handling.
 """
 
-import time
+import os
 
 import pytest
 
@@ -106,7 +106,15 @@ TEXT = [
     ("5", "None", False), ("\\frac{1}{2}", "\\frac{1}{2", False), ("5", "}", False), ("5", "\\", False),
 ]
 
-ALL_MATH = NUMBERS + CLEANUP + SYMBOLIC + STRUCTURES + MATRICES + RELATIONS + HEDGES + TEXT
+# Graded wrong today (strict xfail: a fix shows up as XPASS). Found while timing the worker.
+_COMPILE_REFUSED = ("sympy's simplify of the two sides' ratio compiles a string, which the grading worker's guard "
+                    "refuses (eval/guard.py audit hook): the equal equations grade False")
+KNOWN_WRONG = [
+    pytest.param("(x^2-1)^{2}=y+1", "(x+1)^{2}(x-1)^{2}=y+1", True,
+                 marks=pytest.mark.xfail(strict=True, reason=_COMPILE_REFUSED)),
+]
+
+ALL_MATH = NUMBERS + CLEANUP + SYMBOLIC + STRUCTURES + MATRICES + RELATIONS + HEDGES + TEXT + KNOWN_WRONG
 
 
 @pytest.mark.parametrize("gold,pred,expected", ALL_MATH)
@@ -144,9 +152,15 @@ def test_none_and_empty_are_not_equal():
     ("9^{9^{9}}", "9^{9^{9}}+1"), ("10^{100000}+1", "10^{100000}"), ("(10^{10^{10}}+1)!", "5"),
 ])
 def test_power_towers_return_fast_and_definite(pred, gold):
-    t = time.perf_counter()
-    assert is_equivalent(pred, gold) is False
-    assert time.perf_counter() - t < 0.5
+    """Definite, not a timeout: under a generous bound the verdict is False and no worker call was killed
+    (a tower that sympy tried to expand would run into the bound; a wall-clock check would flake under load)."""
+    from eval.worker import get_worker
+
+    worker = get_worker()
+    worker.warm()
+    before = worker.timeouts, worker.not_ready
+    assert is_equivalent(pred, gold, timeout=30.0) is False
+    assert (worker.timeouts, worker.not_ready) == before
 
 
 def test_hard_timeout_kills_worker_and_recovers():
@@ -154,13 +168,14 @@ def test_hard_timeout_kills_worker_and_recovers():
 
     worker = get_worker()
     is_equivalent("x+1", "1+x")  # running (started by an earlier test, or now)
-    before = worker.timeouts
-    t = time.perf_counter()
-    # An equal pair whose simplify takes about a second; a 50 ms bound forces the kill path.
-    assert worker.call("relation", ("(x+1)^{71}(x-1)^{71}", "=", "y"), ("(x^2-1)^{71}", "=", "y"), timeout=0.05) is False
-    assert time.perf_counter() - t < 2.0
+    before, pid = worker.timeouts, worker.pid
+    # A pair whose simplify takes seconds; a 50 ms bound forces the kill path. Checked by its outcome (one
+    # more timeout, the old process gone), not by a wall clock that a loaded machine would stretch.
+    assert worker.call("relation", ("(x+1)^{301}(x-1)^{301}", "=", "y"), ("(x^2-1)^{301}", "=", "y"), timeout=0.05) is False
     assert worker.timeouts == before + 1
-    worker.warm()  # the replacement may still be starting: wait for it outside the timing
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left computing
+        os.kill(pid, 0)
+    worker.warm()  # the replacement may still be starting
     assert is_equivalent("\\sqrt{8}", "2\\sqrt{2}") is True  # a fresh worker answers
 
 
@@ -176,43 +191,56 @@ def test_threads_get_bounded_answers():
     assert got == [True, False, True] * 4
 
 
-def test_pair_after_a_timeout_is_not_charged_a_restart():
+def test_pair_after_a_timeout_is_not_charged_a_restart(monkeypatch):
     """A warm spare replaces a killed worker: the next pair does not wait for sympy to load."""
-    from eval.worker import get_worker
+    from eval import worker as worker_module
 
-    worker = get_worker()
+    worker = worker_module.get_worker()
     worker.warm()
-    assert worker.call("relation", ("(x+1)^{73}(x-1)^{73}", "=", "y"), ("(x^2-1)^{73}", "=", "y"), timeout=0.05) is False
-    t = time.perf_counter()
-    assert is_equivalent("x^2-1", "(x-1)(x+1)") is True
-    assert time.perf_counter() - t < 1.0
+    not_ready = worker.not_ready
+    assert worker.call("relation", ("(x+1)^{303}(x-1)^{303}", "=", "y"), ("(x^2-1)^{303}", "=", "y"), timeout=0.05) is False
+    # Counted, not timed: the pair is answered by the promoted spare, so the only process started is the
+    # next spare (a restart would start two: a new worker and its spare). The bound is generous so that a
+    # loaded machine does not turn the answer into a timeout.
+    spawned = []
+    real_spawn = worker_module._spawn
+    monkeypatch.setattr(worker_module, "_spawn", lambda: spawned.append(1) or real_spawn())
+    assert is_equivalent("x^2-1", "(x-1)(x+1)", timeout=30.0) is True
+    assert len(spawned) == 1 and worker.not_ready == not_ready
 
 
 def test_one_time_bound_covers_all_calls_of_a_pair():
     """A list of slow items shares one bound: the pair answers False in about `timeout`, not n times it."""
     from eval.worker import get_worker
 
-    get_worker().warm()
-    # Four equations, each about a second of simplify (different exponents: sympy caches results).
-    slow = ", ".join(f"(x+1)^{{{n}}}(x-1)^{{{n}}}=y+1" for n in (41, 43, 45, 47))
-    gold = ", ".join(f"(x^2-1)^{{{n}}}=y+1" for n in (41, 43, 45, 47))
-    t = time.perf_counter()
+    worker = get_worker()
+    worker.warm()
+    # Four equations, each seconds of simplify (different exponents: sympy caches results).
+    slow = ", ".join(f"(x+1)^{{{n}}}(x-1)^{{{n}}}=y+1" for n in (311, 313, 315, 317))
+    gold = ", ".join(f"(x^2-1)^{{{n}}}=y+1" for n in (311, 313, 315, 317))
+    before = worker.timeouts
     assert is_equivalent(slow, gold, timeout=0.5) is False
-    assert time.perf_counter() - t < 1.5  # a bound per call would take at least 4 x 0.5 s
+    # Counted, not timed: the first slow call spends the whole bound and is killed; no later call starts
+    # (a bound per call would kill one worker per equation).
+    assert worker.timeouts == before + 1
 
 
 @pytest.mark.slow  # waits for three worker start-ups (seconds each)
-def test_pairs_right_after_repeated_kills_stay_bounded():
+def test_pairs_right_after_repeated_kills_stay_bounded(monkeypatch):
     """Kills in a row outpace the spare: later pairs answer False within their bound, never wait."""
-    from eval.worker import get_worker
+    from eval import worker as worker_module
 
-    worker = get_worker()
+    worker = worker_module.get_worker()
     worker.warm()
+    waits = []  # every wait of the grader on a worker (select's timeout), instead of a wall clock
+    real_select = worker_module.select.select
+    monkeypatch.setattr(worker_module.select, "select", lambda r, w, x, timeout: waits.append(timeout) or real_select(r, w, x, timeout))
     for n in range(3):  # each kill promotes the spare; the next spare is still starting
-        worker.call("relation", (f"(x+1)^{{{51 + n}}}(x-1)^{{{51 + n}}}", "=", "y"), (f"(x^2-1)^{{{51 + n}}}", "=", "y"),
+        worker.call("relation", (f"(x+1)^{{{321 + n}}}(x-1)^{{{321 + n}}}", "=", "y"), (f"(x^2-1)^{{{321 + n}}}", "=", "y"),
                     timeout=0.05)
-        t = time.perf_counter()
+        waits.clear()
         is_equivalent("x^2-1", "(x-1)(x+1)", timeout=0.5)
-        assert time.perf_counter() - t < 1.0
+        assert waits and max(waits) <= 0.5  # never the start-up bound
+    monkeypatch.undo()
     worker.warm()
     assert is_equivalent("x^2-1", "(x-1)(x+1)") is True

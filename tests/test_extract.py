@@ -225,9 +225,11 @@ KNOWN_WRONG = [
 ]
 
 
-@pytest.mark.parametrize("completion,gold,reason", KNOWN_WRONG + [(c, g, why) for _, _, c, g, why in FRESH_KNOWN_WRONG])
-def test_known_wrong(completion, gold, reason, request):
-    request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+@pytest.mark.parametrize("completion,gold", [
+    pytest.param(c, g, marks=pytest.mark.xfail(strict=True, reason=why))
+    for c, g, why in KNOWN_WRONG + [(c, g, why) for _, _, c, g, why in FRESH_KNOWN_WRONG]])
+def test_known_wrong(completion, gold):
+    """The right answer is asserted; each row fails today (strict xfail), so a fix shows up as XPASS."""
     assert is_equivalent(extract_answer(completion), gold)
 
 
@@ -257,6 +259,7 @@ def test_extraction_is_linear_on_adversarial_text(name):
     t = time.perf_counter()
     extract_answer(ADVERSARIAL[name])
     clean_answer(ADVERSARIAL[name])
+    # Each takes about 0.03 s; the bound is 30x that (a loaded 2-core machine), far below the quadratic 76 s.
     assert time.perf_counter() - t < 1.0
 
 
@@ -266,5 +269,10 @@ def test_nested_box_bomb_is_linear():
 
     t = time.perf_counter()
     assert extract_answer("\\boxed{" * 20000 + "3", "math") in (None, "3")
+    assert time.perf_counter() - t < 1.0  # about 0.03 s: no box is balanced, nothing is copied
+    t = time.perf_counter()
     assert extract_answer("\\boxed{" * 20000 + "3" + "}" * 20000, "math") is not None
-    assert time.perf_counter() - t < 5.0
+    # 1-3.5 s measured on a loaded 2-core machine: the brace scan is one pass, but every nested box still
+    # copies its content (eval/extract.py ``_boxes``), quadratic memory traffic with a small constant. The
+    # bound is about 10x that and still far below the minutes of a brace scan per box.
+    assert time.perf_counter() - t < 30.0

@@ -10,12 +10,14 @@ shows up as an XPASS failure and the mark must then be removed.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import pytest
 
 from eval import is_equivalent
+from eval import score
 from eval.score import grade_sample
 
 DATA = Path(__file__).resolve().parent / "data" / "grading_blind.jsonl"
@@ -30,10 +32,10 @@ KNOWN_WRONG = {
     # batch 3 (false-positive traps, written after batch 2 was measured)
 }
 
-# Rows whose verdict needs a sympy comparison taking about half of the worker's 1 s bound
-# (0.5-0.6 s measured on the 2-core machine): on a loaded machine it could time out, so they
-# are kept out of the default suite (the bench still measures them).
-SLOW = {"b237"}
+# Accuracy, not speed: every comparison gets a generous bound, so that a loaded machine does not turn
+# a slow pair (b237: 0.5-0.6 s of sympy on the 2-core machine, half the default 1 s bound) into False.
+# ``python scripts/bench/grading_blind.py`` measures the verdicts under the default bound.
+TIMEOUT = 5.0
 
 
 def _same_answer(extracted, expected: str, task: str) -> bool:
@@ -41,11 +43,11 @@ def _same_answer(extracted, expected: str, task: str) -> bool:
         return False
     if extracted.replace(" ", "") == expected.replace(" ", ""):
         return True
-    return is_equivalent(extracted, expected, task)
+    return is_equivalent(extracted, expected, task, timeout=TIMEOUT)
 
 
 def _param(row):
-    marks = [pytest.mark.slow] if row["id"] in SLOW else []
+    marks = []
     if row["id"] in KNOWN_WRONG:
         marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_WRONG[row["id"]]))
     return pytest.param(row, id=f"{row['id']}-{row['class']}", marks=marks)
@@ -62,10 +64,11 @@ def test_table_shape():
 
 
 @pytest.mark.parametrize("row", [_param(r) for r in ROWS])
-def test_blind_row(row):
+def test_blind_row(row, monkeypatch):
     if row["kind"] == "pair":
-        assert is_equivalent(row["pred"], row["gold"], row["task"]) is row["expected"]
+        assert is_equivalent(row["pred"], row["gold"], row["task"], timeout=TIMEOUT) is row["expected"]
         return
+    monkeypatch.setattr(score, "is_equivalent", functools.partial(is_equivalent, timeout=TIMEOUT))
     graded = grade_sample(row["task"], row["pred"], row["gold"])
     assert graded["correct"] is row["expected"], graded
     if row["expected_extracted"] is not None:  # None: no complete answer to take (empty, truncated, hedged)

@@ -31,10 +31,12 @@ def _params():
 @pytest.mark.parametrize("gold,pred,expected", list(_params()))
 def test_grading_table(gold, pred, expected):
     # Accuracy, not speed: a generous bound so a loaded machine does not turn slow pairs into False
-    # (scripts/bench/grading.py measures per-pair latency under the default 1 s bound).
+    # (scripts/bench/grading.py measures per-pair latency under the default 1 s bound). The wall clock
+    # only guards against a pair that overruns its 5 s bound altogether (a hang): 6x margin for a loaded
+    # 2-core machine, where killing and replacing a worker can take seconds.
     t = time.perf_counter()
     assert is_equivalent(pred, gold, "math", timeout=5.0) is expected
-    assert time.perf_counter() - t < 6.0
+    assert time.perf_counter() - t < 30.0
 
 
 def test_table_shape():

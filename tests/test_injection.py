@@ -27,6 +27,9 @@ from eval.worker import get_worker
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = Path(tempfile.gettempdir()) / f"scdpo_injection_marker_{os.getpid()}"
 M = str(MARKER)
+# Wall-clock bounds here only catch a payload that hangs the grader: 10x what a pair takes under its
+# default 1 s bound, so that a loaded 2-core machine (a worker killed and replaced) never fails them.
+HANG_BOUND = 20.0
 
 PAYLOADS = [
     f"__import__('os').system('touch {M}')",
@@ -131,13 +134,13 @@ def test_payload_grades_false_without_side_effect(payload, watched):
         t = time.perf_counter()
         assert is_equivalent(pred, gold, "math") is False
         assert is_equivalent(pred, gold, "gsm8k") is False
-        assert time.perf_counter() - t < 2.0
+        assert time.perf_counter() - t < HANG_BOUND
     t = time.perf_counter()
     # A boxed "expr = 2" may state the answer 2 (extraction can keep the right-hand side): either verdict is
     # acceptable there; what matters is that nothing runs (checked below).
     verdict = grade(f"We compute it.\nThe answer is $\\boxed{{{payload}}}$.", "2", "math")
     assert verdict is False or payload.replace(" ", "").endswith("=2")
-    assert time.perf_counter() - t < 2.0
+    assert time.perf_counter() - t < HANG_BOUND
     stats = worker.stats()
     if stats is not None:  # None only right after a timeout kill (no worker running)
         if worker.pid != pid:  # replaced after a timeout: its counters start from zero
@@ -149,12 +152,18 @@ def test_payload_grades_false_without_side_effect(payload, watched):
 
 
 @pytest.mark.parametrize("payload", OVERSIZED, ids=lambda p: f"{p[:12]}..{len(p)}")
-def test_oversized_answers_grade_false_at_once(payload, watched):
+def test_oversized_answers_grade_false_at_once(payload, watched, monkeypatch):
+    from eval import equivalence
+
+    # "At once" is checked by what runs, not by the clock: no sympy call reaches the worker.
+    calls = []
+    monkeypatch.setattr(equivalence, "_call", lambda *args: calls.append(args[0]) or False)
     for pred, gold in ((payload, "2"), ("2", payload)):
         for task in ("math", "gsm8k"):
             t = time.perf_counter()
             assert is_equivalent(pred, gold, task) is False
-            assert time.perf_counter() - t < 0.5
+            assert time.perf_counter() - t < 5.0  # a few ms; 10x the old 0.5 s against a quadratic parse
+    assert calls == []
 
 
 def test_payload_table_is_large_enough():
@@ -228,3 +237,13 @@ def test_worker_refuses_nothing_on_ordinary_answers():
     stats = worker.stats()
     assert stats["parse_expr_refused"] == before["parse_expr_refused"]
     assert stats["audit_refused"] == before["audit_refused"], stats["last_refused"]
+
+
+@pytest.mark.xfail(strict=True, reason=("sympy's simplify of the two sides' ratio compiles a string, which the grading "
+                                        "worker's guard refuses (eval/guard.py audit hook): the equal equations grade False"))
+def test_worker_refuses_nothing_on_an_equation_with_a_constant_term():
+    worker = get_worker()
+    is_equivalent("x+1", "1+x")
+    before = worker.stats()
+    assert is_equivalent("(x+1)^{2}(x-1)^{2}=y+1", "(x^2-1)^{2}=y+1", timeout=30.0) is True
+    assert worker.stats()["audit_refused"] == before["audit_refused"]

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from mlx_lm import load
 
 from mlx_scdpo.cli import main
+from mlx_scdpo.steps import split_steps
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,8 @@ def test_step_control_train_and_credit_on_a_4bit_model(tiny_q4, tmp_path):
         rec = by_id[p["problem_id"]]
         assert p["prompt_ids"] + p["chosen_ids"] == rec["prompt_ids"] + rec["samples"][0]["ids"]
         assert tok.decode(p["rejected_ids"]) == p["rejected"] and 0 < len(p["rejected_ids"]) <= 16
-        assert p["temperatures"] and p["temperatures"][0] == pytest.approx(1.1)
+        n_steps = len(split_steps(p["rejected"]).steps)  # the default ramp: 1.1, +0.1 a step, at most 1.4
+        assert p["temperatures"] and p["temperatures"] == pytest.approx(([1.1, 1.2, 1.3] + [1.4] * 16)[:n_steps])
     # QLoRA on the 4-bit model, then credit with those adapters.
     res = CliRunner().invoke(main, ["train", "--model", str(tiny_q4), "--data", str(out / "pairs_step_control.jsonl"),
                                     "--adapter-path", str(tmp_path / "ad"), "--iters", "2", "--batch-size", "2",

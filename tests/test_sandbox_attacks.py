@@ -26,7 +26,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(not bwrap_here(), reason="needs Linux with a working bubblewrap")
 TIMEOUT = 2.0
-BOUND = TIMEOUT + 3.0  # every attack must be answered within this
+# Every attack must be answered within this. It only catches a hang (a result that never comes), so it is
+# 10x the block timeout: on a loaded 2-core machine killing and replacing a worker takes seconds.
+BOUND = 10 * TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,7 @@ def test_2500_level_directory_tree_in_scratch(pool):
         assert int(sb.run(code).output) > 5000
         t = time.perf_counter()
     sb.close()
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 30  # well under a second; a hang guard with a wide margin
 
 
 def test_more_than_1023_fds_in_the_parent(pool):
@@ -142,7 +144,8 @@ def test_a_worker_that_fails_to_start_is_an_error_in_bounded_time():
         with p.sandbox() as sb:
             r = sb.run("1 + 1")
     assert r.error == "start" and "did not start" in r.output
-    assert time.perf_counter() - t < 30
+    # Seconds when the failure is seen at once; a hang would wait for the start timeout (60 s) at least.
+    assert time.perf_counter() - t < 45
 
 
 # --- poisoned output -----------------------------------------------------------------------------
@@ -188,12 +191,13 @@ def test_cpu_limit_cannot_be_raised_or_caught():
     code = ("import resource, signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
             "try:\n    resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
             "except ValueError:\n    pass\nwhile True:\n    pass")
-    with Sandbox(timeout=20.0, cpu_time=1, cpu_time_total=2, preload=()) as sb:
+    with Sandbox(timeout=60.0, cpu_time=1, cpu_time_total=2, preload=()) as sb:
         t = time.perf_counter()
         r = sb.run(code)
-        # Not "timeout": the CPU limit struck before the 20 s wall limit (3 CPU seconds can take
-        # more than 10 s of wall time on a loaded 2-core machine).
-        assert r.error in ("killed", "cpu_time") and time.perf_counter() - t < 25
+        # Not "timeout": the CPU limit struck before the 60 s wall limit (3 CPU seconds can take
+        # more than 10 s of wall time on a loaded 2-core machine, more for a niced test run). The
+        # clock only guards against a hang past the wall limit.
+        assert r.error in ("killed", "cpu_time") and time.perf_counter() - t < 120
         assert sb.run("6 * 7").output == "42\n"
 
 
@@ -207,8 +211,9 @@ def test_setsid_burners_do_not_outlive_their_block(pool):
     with pool.sandbox() as sb:
         assert sb.run(code).output == "'started'\n"
         assert sb.run(LIVE_PIDS).output in ("[1]\n", "[1, 2]\n")  # [bwrap's pid 1,] the worker
-        t = time.perf_counter()
-        assert sb.run("sum(i * i for i in range(10 ** 6))").error is None and time.perf_counter() - t < TIMEOUT
+        # No burner competes for the CPU: the block ends within the sandbox's own wall limit (TIMEOUT),
+        # which reports "timeout" otherwise (the live-process list above is the direct check).
+        assert sb.run("sum(i * i for i in range(10 ** 6))").error is None
 
 
 def test_many_files_in_scratch_are_bounded_and_cleaned_quickly(pool):
@@ -216,7 +221,7 @@ def test_many_files_in_scratch_are_bounded_and_cleaned_quickly(pool):
     with pool.sandbox() as sb:
         assert int(sb.run(code).output) > 1000
         t = time.perf_counter()
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 30  # about a second; a hang guard with a wide margin
     assert_pool_healthy(pool)
 
 
@@ -317,7 +322,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # the loop ends as soon as they are gone: a generous bound costs nothing
     while _in_namespace(ns) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _in_namespace(ns) == []

@@ -35,7 +35,8 @@ def test_no_isolation_is_refused_with_one_line(monkeypatch):
         Sandbox(disable=OFF)
     message = str(e.value)
     assert "\n" not in message and sandbox_isolation.UNCONFINED_ENV in message
-    assert e.value.exit_code == 2 and time.perf_counter() - t < 5  # the CLI prints it as one line
+    # The CLI prints it as one line; refused before any worker starts (milliseconds: a generous hang guard).
+    assert e.value.exit_code == 2 and time.perf_counter() - t < 20
 
 
 def test_unconfined_opt_in_is_loud_and_works(unconfined):
@@ -59,7 +60,8 @@ def test_failed_start_is_an_error_in_bounded_time(unconfined):
         with pool.sandbox() as sb:
             r = sb.run("1")
     assert r.error == "start" and "no_such_module_for_the_sandbox" in r.output
-    assert time.perf_counter() - t < 30
+    # Seconds when the failure is seen at once; the macOS hang waited for the start timeout (60 s) at least.
+    assert time.perf_counter() - t < 45
 
 
 def test_deep_scratch_tree_is_removed(unconfined):
@@ -71,7 +73,7 @@ def test_deep_scratch_tree_is_removed(unconfined):
     assert (scratch / "d" / "d").is_dir()
     t = time.perf_counter()
     sb.close()  # shutil.rmtree would raise RecursionError here
-    assert not scratch.exists() and time.perf_counter() - t < 10
+    assert not scratch.exists() and time.perf_counter() - t < 30  # under a second; a hang guard
 
 
 def test_no_files_are_left_at_interpreter_exit(tmp_path):

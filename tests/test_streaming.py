@@ -126,6 +126,19 @@ def step_control_reference(tmp_path_factory):
     return solutions, d / "ref"
 
 
+def test_step_control_records_the_schedule_it_was_given(step_control_reference):
+    """--t0 1.8 --dt 0.4 --tmax 2.6 reach the processor: each pair records, per generated step, the
+    temperature it was sampled at (read back from the processor), written out here as numbers."""
+    from mlx_scdpo.steps import split_steps
+
+    _, ref = step_control_reference
+    pairs = [json.loads(x) for x in (ref / "pairs_step_control.jsonl").read_text().splitlines()]
+    assert pairs
+    for p in pairs:
+        n_steps = len(split_steps(p["rejected"]).steps)
+        assert p["temperatures"] == pytest.approx(([1.8, 2.2] + [2.6] * 100)[:n_steps]), p["rejected"]
+
+
 @pytest.mark.slow
 def test_step_control_killed_inside_a_window_resumes_byte_identical(step_control_reference, tmp_path):
     solutions, ref = step_control_reference
