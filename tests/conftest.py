@@ -1,5 +1,7 @@
-"""Shared fixtures: a tiny random model built locally (never a hub download)."""
+"""Shared fixtures: a tiny random model built locally (never a hub download); the ``linux_only`` marker."""
 
+import functools
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,7 @@ def sandbox_mount_points(directory: str) -> list[str]:
     return sorted({p[len(prefix):].split("/")[0] for p in paths if p.startswith(prefix)})
 
 
+@functools.lru_cache(maxsize=None)
 def bwrap_here() -> bool:
     """Whether the sandbox isolates with bubblewrap here (Linux with a working ``bwrap``)."""
     from mlx_scdpo import sandbox_isolation
@@ -50,3 +53,18 @@ def bwrap_here() -> bool:
         return sandbox_isolation.detect() == "bwrap"
     except sandbox_isolation.SandboxUnavailable:
         return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.linux_only("why", bwrap=False)``: a test that needs a Linux feature is skipped, with
+    its reason, off Linux (or, with ``bwrap``, wherever bubblewrap does not work), so the suite runs on a
+    Mac; ``-m "not linux_only"`` runs here what a Mac runs."""
+    for item in items:
+        mark = item.get_closest_marker("linux_only")
+        if mark is None:
+            continue
+        why = mark.args[0] if mark.args else "a Linux feature"
+        if sys.platform != "linux":
+            item.add_marker(pytest.mark.skip(reason=f"needs Linux: {why}"))
+        elif mark.kwargs.get("bwrap") and not bwrap_here():
+            item.add_marker(pytest.mark.skip(reason=f"needs a working bubblewrap: {why}"))

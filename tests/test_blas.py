@@ -25,7 +25,7 @@ def _run(env_extra):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-only preload")
+@pytest.mark.linux_only("the OpenBLAS preload (macOS uses Accelerate)")
 def test_openblas_results_match_numpy_and_opt_out():
     with_blas = _run({})
     without = _run({"MLX_SCDPO_NO_OPENBLAS": "1"})

@@ -65,10 +65,42 @@ def test_prompt_settings_shared_by_eval_and_sample():
     from types import SimpleNamespace
 
     from mlx_scdpo.errors import UserError
-    from mlx_scdpo.prompts import default_num_shots, prompt_settings
+    from mlx_scdpo.prompts import prompt_settings
 
     with_template, without = SimpleNamespace(chat_template="{{x}}"), SimpleNamespace(chat_template=None)
-    assert prompt_settings(with_template, "m", "gsm8k", None, None, False) == (True, default_num_shots("gsm8k", True))
+    assert prompt_settings(with_template, "m", "gsm8k", None, None, False) == (True, 0)  # chat: zero-shot
     assert prompt_settings(without, "m", "math", None, 2, True) == (False, 2)
     with pytest.raises(UserError, match="has no chat template"):  # sample used to fail later, in the tokenizer
         prompt_settings(without, "m", "gsm8k", True, None, False)
+
+
+def test_prompt_settings_and_prompts_on_real_tokenizers(tiny_model, tmp_path):
+    """The same decisions on real tokenizers: the tiny model's (a ChatML template) and a copy without one
+    (a base model's); a chat prompt is rendered by the real template, few-shot turns included."""
+    import json
+    import shutil
+
+    from mlx_lm import load
+
+    from mlx_scdpo.errors import UserError
+    from mlx_scdpo.prompts import build_prompt_tokens, prompt_settings
+
+    base_model = tmp_path / "base"
+    shutil.copytree(tiny_model, base_model)
+    config = json.loads((base_model / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (base_model / "tokenizer_config.json").write_text(json.dumps(config))
+    _, chat_tok = load(str(tiny_model))
+    _, base_tok = load(str(base_model))
+    assert chat_tok.chat_template is not None and base_tok.chat_template is None
+    assert prompt_settings(chat_tok, "m", "gsm8k", None, None, False) == (True, 0)  # chat: zero-shot
+    assert prompt_settings(base_tok, "m", "gsm8k", None, None, False) == (False, 8)  # base: Wei et al.'s 8 exemplars
+    assert prompt_settings(base_tok, "m", "math", None, None, False) == (False, 4)  # Minerva's 4
+    with pytest.raises(UserError, match="has no chat template"):
+        prompt_settings(base_tok, "m", "gsm8k", True, None, False)
+    ids, text = build_prompt_tokens(chat_tok, "gsm8k", "What is 1 + 1?", 1, chat=True)
+    assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert text.count("<|im_start|>assistant\n") == 2  # one few-shot answer, then the generation prompt
+    assert chat_tok.decode(ids) == text
+    _, text = build_prompt_tokens(base_tok, "gsm8k", "What is 1 + 1?", 1, chat=False)
+    assert "<|im_start|>" not in text and text.endswith("Question: What is 1 + 1?\nAnswer:")

@@ -90,6 +90,24 @@ def test_chat_template_pair_literal():
     np.testing.assert_array_equal(mask[0], [0] * (len(p.prompt) - 1) + [1, 1, 1])
 
 
+def test_chat_template_pair_with_a_real_chatml_tokenizer(tiny_model):
+    """The code path depends on what a real template renders: the tiny model's tokenizer has a ChatML
+    template (``tiny_model.CHAT_TEMPLATE``), whose newline after ``<|im_end|>`` is not part of a response
+    and whose ``<|im_end|>`` (this tokenizer's eos) is not doubled; a cut-off response has no end marker."""
+    from mlx_lm import load
+
+    _, tok = load(str(tiny_model))
+    assert tok.chat_template is not None and tok.eos_token == "<|im_end|>"
+    pair = {"prompt": [{"role": "user", "content": "Q"}], "chosen": [{"role": "assistant", "content": "A"}],
+            "rejected": [{"role": "assistant", "content": "B"}]}
+    p = tokenize_pair(tok, pair)
+    assert tok.decode(p.prompt) == "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    assert tok.decode(p.chosen) == "A<|im_end|>" and tok.decode(p.rejected) == "B<|im_end|>"
+    assert p.chosen.count(tok.eos_token_id) == 1 and p.chosen[-1] == tok.eos_token_id
+    cut = tokenize_pair(tok, {**pair, "rejected_finish_reason": "length"})
+    assert cut.chosen == p.chosen and tok.decode(cut.rejected) == "B" and tok.eos_token_id not in cut.rejected
+
+
 def test_truncation_cuts_prompt_from_the_left_then_responses():
     pair = {"prompt_ids": list(range(10, 30)), "chosen_ids": [1] * 8, "rejected_ids": [3] * 4, "prompt": "",
             "chosen": "", "rejected": ""}

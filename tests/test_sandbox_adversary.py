@@ -18,7 +18,7 @@ from mlx_scdpo import sandbox_isolation
 from mlx_scdpo.sandbox import SandboxPool
 
 
-LINUX = pytest.mark.skipif(not bwrap_here(), reason="needs Linux with a working bubblewrap")
+LINUX = pytest.mark.linux_only("bubblewrap, seccomp and /proc", bwrap=True)
 TIMEOUT = 2.0
 # A hang guard only (a result that never comes): 10x the block timeout, so that a loaded 2-core machine,
 # where killing and replacing a worker takes seconds, never fails it.

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bwrap_here, sandbox_mount_points
+from conftest import sandbox_mount_points
 from mlx_scdpo.sandbox import Sandbox, SandboxPool
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-pytestmark = pytest.mark.skipif(not bwrap_here(), reason="needs Linux with a working bubblewrap")
+pytestmark = pytest.mark.linux_only("attacks on bubblewrap, seccomp, cgroups, rlimits and /proc", bwrap=True)
 TIMEOUT = 2.0
 # Every attack must be answered within this. It only catches a hang (a result that never comes), so it is
 # 10x the block timeout: on a loaded 2-core machine killing and replacing a worker takes seconds.

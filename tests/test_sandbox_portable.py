@@ -154,7 +154,7 @@ def test_cgroup_v2_is_used_only_where_it_delegates_memory_and_pids(tmp_path):
     assert sandbox_cgroup.find_parents(str(tmp_path / "c")) is None
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="bubblewrap is Linux-only")
+@pytest.mark.linux_only("bubblewrap, cgroups and seccomp")
 def test_without_cgroups_the_sandbox_reports_it_and_runs():
     try:
         sandbox_isolation.detect()
@@ -165,7 +165,7 @@ def test_without_cgroups_the_sandbox_reports_it_and_runs():
         assert sb.run("6 * 7").output == "42\n"
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's")
+@pytest.mark.linux_only("/proc")
 def test_children_are_found_without_the_proc_children_file(monkeypatch):
     from mlx_scdpo import sandbox_process as sandbox
 
