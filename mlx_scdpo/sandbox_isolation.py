@@ -187,7 +187,7 @@ def proc_writable(proc: str = "/proc") -> tuple[str, ...]:
         if name.isdigit() or name in ("self", "thread-self", "sys") or os.path.islink(path):
             continue
         found = False
-        for d, dirs, files in os.walk(path) if os.path.isdir(path) else [(proc, [], [name])]:
+        for d, _dirs, files in os.walk(path) if os.path.isdir(path) else [(proc, [], [name])]:
             found = any(_has_write_bit(os.path.join(d, f)) for f in files)
             if found:
                 break

@@ -183,7 +183,8 @@ class _Worker:
             why = {"_Timeout": f"no answer in {limits.start_timeout:g} s"}.get(type(e).__name__, str(e) or "it exited")
             detail = self._stderr_tail()
             self.kill()
-            raise RuntimeError(f"the sandbox worker did not start ({mode}): {why}" + (f": {detail}" if detail else ""))
+            raise RuntimeError(  # the reason is in the message
+                f"the sandbox worker did not start ({mode}): {why}" + (f": {detail}" if detail else "")) from None
         self.isolation = {"mode": mode, "limits": [str(x) for x in hello["limits"]],
                           "seccomp": mode == "bwrap" and seccomp_r is not None,
                           "cgroup": self.cgroup.version if self.cgroup else None}

@@ -106,13 +106,17 @@ def test_continuation_from_cached_prefix_equals_generation_from_scratch(tiny_mod
     prefix = tok.encode("Question: what is 3 + 4?\nStep 1: 3 + 4 = 7\n", add_special_tokens=False)
     cache = prefill_cache(model, prefix)
     # A high temperature makes any logit difference visible in the samples.
-    run = lambda caches: [c.tokens for c in sorted(generate_batched(  # noqa: E731
-        model, tok, [prefix] * 3, max_tokens=24, sampler=SeededSampler(7, temp=3.0), caches=caches),
-        key=lambda c: c.index)]
+    def run(caches):
+        out = generate_batched(model, tok, [prefix] * 3, max_tokens=24, sampler=SeededSampler(7, temp=3.0),
+                               caches=caches)
+        return [c.tokens for c in sorted(out, key=lambda c: c.index)]
+
     scratch = run(None)
     assert run([cache] * 3) == scratch
     assert run([cache] * 3) == scratch  # the shared cache was not modified by use
-    greedy = lambda caches: list(generate_batched(model, tok, [prefix], max_tokens=24, caches=caches))[0].tokens  # noqa
+    def greedy(caches):
+        return list(generate_batched(model, tok, [prefix], max_tokens=24, caches=caches))[0].tokens
+
     assert greedy([cache]) == greedy(None)
 
 

@@ -235,9 +235,11 @@ def test_code_format_step_control_killed_resumes_byte_identical(tiny_model, tmp_
                      "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]})
     solutions = tmp_path / "solutions.jsonl"
     solutions.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = lambda out: ["step-control", "--model", str(tiny_model), "--solutions", str(solutions),  # noqa: E731
-                        "--output-dir", str(out), "--max-tokens", "16", "--rounds", "2", "--batch-size", "3",
-                        "--max-pairs-per-problem", "2", "--include-truncated", "--no-progress"]
+    def args(out):
+        return ["step-control", "--model", str(tiny_model), "--solutions", str(solutions), "--output-dir", str(out),
+                "--max-tokens", "16", "--rounds", "2", "--batch-size", "3", "--max-pairs-per-problem", "2",
+                "--include-truncated", "--no-progress"]
+
     _run_ok(args(tmp_path / "ref"))
     assert len((tmp_path / "ref" / "step_control.jsonl").read_text().splitlines()) == 12  # 3 prefixes x 4
     _killed(args(tmp_path / "o"), "step-control-write:4", tmp_path)

@@ -178,8 +178,8 @@ def main():
     for set_name, pairs in sets.items():
         ours, theirs = run_both([lambda p, g: is_equivalent(p, g, "math"), mv], pairs)
         print(f"== {set_name}: {len(pairs)} pairs")
-        for label, subset in (("all", None), ("hard", lambda i: hard(pairs[i][1], pairs[i][0])),
-                              ("easy", lambda i: not hard(pairs[i][1], pairs[i][0]))):
+        for label, subset in (("all", None), ("hard", lambda i, pairs=pairs: hard(pairs[i][1], pairs[i][0])),
+                              ("easy", lambda i, pairs=pairs: not hard(pairs[i][1], pairs[i][0]))):
             a = summary("eval.is_equivalent", pairs, *ours, subset=subset)
             b = summary("math-verify 0.9", pairs, *theirs, subset=subset)
             if not a:
