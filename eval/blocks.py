@@ -64,8 +64,9 @@ class BlockFormat:
 
 
 MARKDOWN = BlockFormat("markdown", "```python\n", "```", "```output\n", "```")
-MATHCODER = BlockFormat("mathcoder", "<|code|>", "<|endofblock|>", "<|execution|>", "<|endofblock|>",
-                        "<|text|>", "<|endofblock|>")
+MATHCODER = BlockFormat(
+    "mathcoder", "<|code|>", "<|endofblock|>", "<|execution|>", "<|endofblock|>", "<|text|>", "<|endofblock|>"
+)
 FORMATS = {f.name: f for f in (MARKDOWN, MATHCODER)}
 
 

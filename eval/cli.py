@@ -28,7 +28,9 @@ class OneLineErrors(click.Group):
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `mlx-scdpo`: the help, as click shows it
                 e.show()
             else:
-                click.echo(f"error: {' '.join(e.format_message().split())}", err=True)  # click may wrap choices
+                click.echo(
+                    f"error: {' '.join(e.format_message().split())}", err=True
+                )  # click may wrap choices
             sys.exit(e.exit_code)
         except click.Abort:
             click.echo("Aborted!", err=True)
@@ -47,19 +49,30 @@ class OneLineErrors(click.Group):
 @click.argument("completions", type=click.Path(dir_okay=False))
 @click.option("--task", required=True, type=click.Choice(TASKS), help="Benchmark the completions answer.")
 @click.option("--output-dir", default=None, help="Where reports go (default: next to COMPLETIONS).")
-@click.option("--data-files", default=None, help="Local dataset file for gold answers missing from COMPLETIONS.")
+@click.option(
+    "--data-files", default=None, help="Local dataset file for gold answers missing from COMPLETIONS."
+)
 @click.option("--dataset", default=None, help="Hub dataset for gold answers missing from COMPLETIONS.")
-@click.option("--format", "solution_format", type=click.Choice(["cot", "markdown", "mathcoder"]), default="cot",
-              show_default=True, help="Chain-of-thought, or code-integrated blocks (markdown fences / MathCoder).")
+@click.option(
+    "--format",
+    "solution_format",
+    type=click.Choice(["cot", "markdown", "mathcoder"]),
+    default="cot",
+    show_default=True,
+    help="Chain-of-thought, or code-integrated blocks (markdown fences / MathCoder).",
+)
 def score_command(completions, task, output_dir, data_files, dataset, solution_format):
     """Grade COMPLETIONS.jsonl (doc_id + response [+ target]) produced by any engine."""
     try:
-        if output_dir is not None:  # checked before grading: a file in the way is one line, not a late traceback
+        if (
+            output_dir is not None
+        ):  # checked before grading: a file in the way is one line, not a late traceback
             existing = next(p for p in (Path(output_dir), *Path(output_dir).absolute().parents) if p.exists())
             if not existing.is_dir():
                 raise UserError(f"{existing}: exists and is not a folder (--output-dir {output_dir})")
-        metrics, res_path, sam_path = score_file(completions, task, output_dir, data_files, dataset,
-                                                  solution_format=solution_format)
+        metrics, res_path, sam_path = score_file(
+            completions, task, output_dir, data_files, dataset, solution_format=solution_format
+        )
     except UserError as e:
         fail(e)
     click.echo(format_summary(task, metrics))

@@ -29,8 +29,15 @@ HUB_DEFAULTS = {
     "gsm8k": ("openai/gsm8k", ["main"], "test"),
     "math": (
         "EleutherAI/hendrycks_math",
-        ["algebra", "counting_and_probability", "geometry", "intermediate_algebra",
-         "number_theory", "prealgebra", "precalculus"],
+        [
+            "algebra",
+            "counting_and_probability",
+            "geometry",
+            "intermediate_algebra",
+            "number_theory",
+            "prealgebra",
+            "precalculus",
+        ],
         "test",
     ),
     "math500": ("HuggingFaceH4/MATH-500", [None], "test"),
@@ -87,9 +94,14 @@ def _level(value) -> int | None:
 
 #: Optional fields and what they must be when present (not null): a gold answer given as a list
 #: or ``true`` would otherwise be graded as the text "[1]" or "True", silently.
-_FIELD_KINDS = {"answer": ((str, int, float), "text or a number"), "solution": ((str,), "text"),
-                "type": ((str,), "text"), "subject": ((str,), "text"), "unique_id": ((str,), "text"),
-                "level": ((str, int), "text or an integer")}
+_FIELD_KINDS = {
+    "answer": ((str, int, float), "text or a number"),
+    "solution": ((str,), "text"),
+    "type": ((str,), "text"),
+    "subject": ((str,), "text"),
+    "unique_id": ((str,), "text"),
+    "level": ((str, int), "text or an integer"),
+}
 
 
 def _check_types(row: dict, source, line) -> None:
@@ -148,8 +160,13 @@ def _rows_from_datasets(path: str, configs, split: str, data_files=None) -> list
     return [dict(r) for r in rows]
 
 
-def load_problems(task: str, data_files: str | None = None, dataset: str | None = None,
-                  split: str | None = None, limit: int | None = None) -> list[Problem]:
+def load_problems(
+    task: str,
+    data_files: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+) -> list[Problem]:
     """Problems of ``task`` from a local file (``data_files``) or the hub (``dataset`` or the default)."""
     check_task(task)
     if data_files:
@@ -165,7 +182,10 @@ def load_problems(task: str, data_files: str | None = None, dataset: str | None 
     else:
         repo, configs, default_split = HUB_DEFAULTS[task]
         repo = dataset or repo
-        rows, source = _rows_from_datasets(repo, configs if not dataset else [None], split or default_split), repo
+        rows, source = (
+            _rows_from_datasets(repo, configs if not dataset else [None], split or default_split),
+            repo,
+        )
     if limit is not None:
         rows = rows[:limit]
     return [row_to_problem(task, row, i, source) for i, row in enumerate(rows)]

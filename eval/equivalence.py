@@ -41,7 +41,9 @@ _HEDGE = re.compile(r"\bor\b|\beither\b|\\text\{\s*or\s*\}|\\lor", re.IGNORECASE
 _MATRIX = re.compile(r"^\\begin\{([pbvB]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}$", re.DOTALL)
 _OPEN, _CLOSE = "([{", ")]}"
 # Exponents whose value would be astronomically large: nested powers or long literals.
-_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d+\s*\}?\s*\^|\^\s*\{?\s*\d{4,}|\*\*\s*\(?\s*\d{4,}|!\s*!|\d{4,}\s*!")
+_TOWER = re.compile(
+    r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d+\s*\}?\s*\^|\^\s*\{?\s*\d{4,}|\*\*\s*\(?\s*\d{4,}|!\s*!|\d{4,}\s*!"
+)
 _MAX_LEN = 400
 _MAX_INPUT = 2000
 
@@ -94,7 +96,11 @@ def _structure(s: str):
         return ("matrix", [[c.strip() for c in r.split("&")] for r in rows])
     if s == "\\emptyset":
         return ("set", [])
-    if s.startswith("\\{") and s.endswith("\\}") and _wrapped("{" + s[2:-2].replace("\\{", "{").replace("\\}", "}") + "}"):
+    if (
+        s.startswith("\\{")
+        and s.endswith("\\}")
+        and _wrapped("{" + s[2:-2].replace("\\{", "{").replace("\\}", "}") + "}")
+    ):
         return ("set", [x for x in split_top_level(s[2:-2]) if x])
     b = _BARE_SET.match(s)
     if b and _wrapped(s):
@@ -109,7 +115,7 @@ def _structure(s: str):
     if len(items) > 1:
         return ("set", items)
     if "\\pm" in s and s.count("\\pm") == 1 and VARIABLE.match(s):  # "x=\pm3" against a list "-3,3"
-        s = s[VARIABLE.match(s).end():]
+        s = s[VARIABLE.match(s).end() :]
     if "\\pm" in s and s.count("\\pm") == 1 and "=" not in s:
         a, b = s.split("\\pm")
         return ("set", [f"{a}+{b}" if a else b, f"{a}-{b}" if a else f"-{b}"])
@@ -138,7 +144,8 @@ def _relation(s: str):
 _NAME = re.compile(
     r"^(?:[a-zA-Z](?:_\{?\w+\}?)?(?:\([a-z0-9]\))?|[A-Z]{2,4}|\|[A-Z]{1,3}\||\\frac\{[A-Z]{1,3}\}\{[A-Z]{1,3}\}"
     r"|\([a-zA-Z](?:,[a-zA-Z])+\)|[A-Za-z_{}0-9]*[A-Za-z][A-Za-z_{}0-9]*:[A-Za-z_{}0-9]*[A-Za-z][A-Za-z_{}0-9]*"
-    r"|\\(?:alpha|beta|gamma|delta|theta|phi|lambda|mu|omega)(?:_\{?\w+\}?)?|m?\\angle[A-Z]{1,3})$")
+    r"|\\(?:alpha|beta|gamma|delta|theta|phi|lambda|mu|omega)(?:_\{?\w+\}?)?|m?\\angle[A-Z]{1,3})$"
+)
 _EQ_SPLIT = re.compile(r"(?<![<>!\\])=(?!=)")
 
 
@@ -183,13 +190,19 @@ def _scalar_equal(p: str, g: str, percent: bool, deadline: list[float]) -> bool:
         return True
     bp, bg = _BASE.match(p), _BASE.match(g)
     if bp or bg:  # "204_5": digits and base must both agree ("204" alone is base ten)
-        return bool(bp and bg) and bp.group(1).upper() == bg.group(1).upper() and int(bp.group(2)) == int(bg.group(2))
+        return (
+            bool(bp and bg)
+            and bp.group(1).upper() == bg.group(1).upper()
+            and int(bp.group(2)) == int(bg.group(2))
+        )
     rp, rg = parse_rational(p), parse_rational(g)
     if rp is not None and rg is not None:
         if rp == rg or (percent and (rp == rg / 100 or rp / 100 == rg)):
             return True
         # A float printed with >= 12 significant digits stands for the exact value it rounds.
-        return any(_long_decimal(x) for x in (p, g)) and abs(rp - rg) <= Fraction(1, 10**12) * max(abs(rg), abs(rp))
+        return any(_long_decimal(x) for x in (p, g)) and abs(rp - rg) <= Fraction(1, 10**12) * max(
+            abs(rg), abs(rp)
+        )
     if _choice(p) and _choice(g):
         return _choice(p) == _choice(g)
     if _is_text(p) and _is_text(g):
@@ -231,7 +244,9 @@ def _call(op: str, a, b, deadline: list[float]) -> bool:
     return worker.call(op, a, b, left)
 
 
-def _items_equal(ps: list[str], gs: list[str], ordered: bool, percent: bool, deadline: list[float], depth: int) -> bool:
+def _items_equal(
+    ps: list[str], gs: list[str], ordered: bool, percent: bool, deadline: list[float], depth: int
+) -> bool:
     if len(ps) != len(gs):
         return False
     ps, gs = [strip_string(x) for x in ps], [strip_string(x) for x in gs]  # "x=2, x=3"
@@ -270,8 +285,12 @@ _VAR = r"[a-zA-Z](?:\([a-z]\))?"
 _BOUND = r"[^<>=!,]+"
 _CHAIN = re.compile(rf"^(?P<a>{_BOUND})(?P<o1><=?)(?P<v>{_VAR})(?P<o2><=?)(?P<b>{_BOUND})$")
 _CHAIN_DOWN = re.compile(rf"^(?P<b>{_BOUND})(?P<o2>>=?)(?P<v>{_VAR})(?P<o1>>=?)(?P<a>{_BOUND})$")
-_UPPER = re.compile(rf"^(?:(?P<v>{_VAR})(?P<o><=?)(?P<b>{_BOUND})|(?P<b2>{_BOUND})(?P<o2>>=?)(?P<v2>{_VAR}))$")
-_LOWER = re.compile(rf"^(?:(?P<v>{_VAR})(?P<o>>=?)(?P<a>{_BOUND})|(?P<a2>{_BOUND})(?P<o2><=?)(?P<v2>{_VAR}))$")
+_UPPER = re.compile(
+    rf"^(?:(?P<v>{_VAR})(?P<o><=?)(?P<b>{_BOUND})|(?P<b2>{_BOUND})(?P<o2>>=?)(?P<v2>{_VAR}))$"
+)
+_LOWER = re.compile(
+    rf"^(?:(?P<v>{_VAR})(?P<o>>=?)(?P<a>{_BOUND})|(?P<a2>{_BOUND})(?P<o2><=?)(?P<v2>{_VAR}))$"
+)
 
 
 def _inequality_as_interval(s: str) -> str | None:
@@ -293,8 +312,9 @@ def _inequality_as_interval(s: str) -> str | None:
 
 
 def _intervalish(s: str) -> bool:
-    return "\\cup" in s or (len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _wrapped(s)
-                             and len(split_top_level(s[1:-1])) == 2)
+    return "\\cup" in s or (
+        len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _wrapped(s) and len(split_top_level(s[1:-1])) == 2
+    )
 
 
 def _answer_equal(p: str, g: str, percent: bool, deadline: list[float], depth: int = 0) -> bool:
@@ -334,7 +354,9 @@ def _answer_equal(p: str, g: str, percent: bool, deadline: list[float], depth: i
     kind = sp[0]
     if kind == "matrix":
         if len(sp[1]) == len(sg[1]) and all(len(a) == len(b) for a, b in zip(sp[1], sg[1])):
-            return all(_scalar_equal(a, b, percent, deadline) for ra, rb in zip(sp[1], sg[1]) for a, b in zip(ra, rb))
+            return all(
+                _scalar_equal(a, b, percent, deadline) for ra, rb in zip(sp[1], sg[1]) for a, b in zip(ra, rb)
+            )
         return False
     if kind == "seq":
         return sp[1] == sg[1] and _items_equal(sp[2], sg[2], True, percent, deadline, depth)
@@ -361,7 +383,9 @@ def is_hedged(pred: str) -> bool:
     return bool(_HEDGE.search(pred))
 
 
-def is_equivalent(pred: str | None, gold: str | None, task: str = "math", timeout: float = DEFAULT_TIMEOUT) -> bool:
+def is_equivalent(
+    pred: str | None, gold: str | None, task: str = "math", timeout: float = DEFAULT_TIMEOUT
+) -> bool:
     """Whether ``pred`` and ``gold`` denote the same final answer.
 
     ``task`` is ``"gsm8k"`` (numbers, compared exactly) or ``"math"`` / ``"math500"``.

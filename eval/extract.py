@@ -53,8 +53,8 @@ _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)")
 # Answer phrases, case-insensitive; the LAST occurrence of any of them wins.
 _ANCHORS = re.compile(
-    r"final answer is\s*:?"                      # Minerva / lm-eval minerva_math
-    r"|the answer is\s*:?"                       # Wei et al. CoT; Qwen2.5-Math "he answer is"
+    r"final answer is\s*:?"  # Minerva / lm-eval minerva_math
+    r"|the answer is\s*:?"  # Wei et al. CoT; Qwen2.5-Math "he answer is"
     # "Answer:", "**Final Answer:**"
     r"|(?:^|\n)[ \t]*(?:[*#]+[ \t]*)?(?:final[ \t]+)?answer[ \t]*(?:\*+[ \t]*)?:[ \t]*\**",
     re.IGNORECASE,
@@ -79,7 +79,9 @@ _ALTERNATIVE = re.compile(
     r"|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z])))+\s*"
 )
 # Relations other than "=": never split an answer around "=" when one is present.
-_RELATION = re.compile(r"[<>≤≥≠]|\\(?:le|ge|leq|geq|lt|gt|ne|neq|leqslant|geqslant|approx|sim|equiv)(?![a-zA-Z])")
+_RELATION = re.compile(
+    r"[<>≤≥≠]|\\(?:le|ge|leq|geq|lt|gt|ne|neq|leqslant|geqslant|approx|sim|equiv)(?![a-zA-Z])"
+)
 # A label before "=": x, a_1, p(8), f(-1), \theta, |AB|, \angle ABC, (p,q,r), AB, m\angle A.
 _LABEL = re.compile(
     r"^(?:m?\\angle\s*[A-Z]{1,3}|\|[A-Z]{1,3}\||[A-Z]{2,3}"
@@ -93,7 +95,8 @@ _CONDITION = re.compile(
     re.I,
 )
 _TRAILING_CLAUSE = re.compile(
-    r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$", re.DOTALL
+    r"(?:,\s+|(?<![\s,])\s+)(?:because|since|which|as|so that|where|not|rather than|instead of)\b.*$",
+    re.DOTALL,
 )
 
 
@@ -226,8 +229,13 @@ def strip_math(s: str) -> str:
         changed = False
         for open_, close in _OPENERS:
             inner = s[len(open_) : -len(close)]
-            if (len(s) >= len(open_) + len(close) and s.startswith(open_) and s.endswith(close)
-                    and open_ not in inner and close not in inner):  # not "$12$ and $13$"
+            if (
+                len(s) >= len(open_) + len(close)
+                and s.startswith(open_)
+                and s.endswith(close)
+                and open_ not in inner
+                and close not in inner
+            ):  # not "$12$ and $13$"
                 s, changed = inner.strip(), True
                 break
         stripped = s.rstrip(" \t\n.").strip("*").strip()
@@ -296,7 +304,9 @@ def _phrase(rest: str) -> str | None:
     line = _TRAILING_CLAUSE.sub("", line)
     line = answer_sentence(line)
     spans = math_spans(line)
-    prose = "".join(line[a:b] for a, b in zip([0] + [e for _, e, _ in spans], [st for st, _, _ in spans] + [len(line)]))
+    prose = "".join(
+        line[a:b] for a, b in zip([0] + [e for _, e, _ in spans], [st for st, _, _ in spans] + [len(line)])
+    )
     words = set(re.findall(r"[a-zA-Z]{3,}", prose)) - {"and", "text"}
     if spans and words and not re.search(r"\d", prose):
         # "the larger of the two: $x=1$": the formula, not the prose around it

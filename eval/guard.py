@@ -29,14 +29,45 @@ MEMORY_LIMIT = 3 << 30
 
 STATS = {"parse_expr_refused": 0, "audit_refused": 0, "last_refused": ""}
 
-_FORBIDDEN_EVENTS = frozenset({
-    "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.startfile",
-    "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "os.remove", "os.unlink", "os.rename",
-    "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.truncate", "os.chmod", "os.chown",
-    "shutil.rmtree", "shutil.copyfile", "shutil.move", "socket.connect", "socket.bind", "socket.__new__",
-    "ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function", "ctypes.cdata", "webbrowser.open",
-    "urllib.Request", "http.client.connect", "builtins.input",
-})
+_FORBIDDEN_EVENTS = frozenset(
+    {
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.forkpty",
+        "os.startfile",
+        "subprocess.Popen",
+        "pty.spawn",
+        "os.kill",
+        "os.killpg",
+        "os.remove",
+        "os.unlink",
+        "os.rename",
+        "os.rmdir",
+        "os.mkdir",
+        "os.symlink",
+        "os.link",
+        "os.truncate",
+        "os.chmod",
+        "os.chown",
+        "shutil.rmtree",
+        "shutil.copyfile",
+        "shutil.move",
+        "socket.connect",
+        "socket.bind",
+        "socket.__new__",
+        "ctypes.dlopen",
+        "ctypes.dlsym",
+        "ctypes.call_function",
+        "ctypes.cdata",
+        "webbrowser.open",
+        "urllib.Request",
+        "http.client.connect",
+        "builtins.input",
+    }
+)
 _armed = False
 
 
@@ -68,9 +99,8 @@ def _audit(event: str, args: tuple) -> None:
 
 
 def _guard_parse_expr() -> None:
-    import sympy.parsing.sympy_parser as sp
-
     import sympy
+    import sympy.parsing.sympy_parser as sp
 
     def parse_number_only(s, *args, **kwargs):
         # Built directly (int() / mpmath's decimal reader): not even a number goes through eval.

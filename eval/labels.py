@@ -24,6 +24,6 @@ def as_point(s: str, items: list[str], other: str) -> str:
     found = [VARIABLE.match(x) for x in items]
     if not other.startswith("(") or not 2 <= len(found) <= 3 or not all(found):
         return s
-    named = {m.group(1): x[m.end():] for m, x in zip(found, items)}
+    named = {m.group(1): x[m.end() :] for m, x in zip(found, items)}
     names = list("xyz"[: len(items)])
     return "(" + ",".join(named[v] for v in names) + ")" if sorted(named) == names else s

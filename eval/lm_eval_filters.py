@@ -73,8 +73,12 @@ def _ignore(text: str, regexes: tuple[str, ...]) -> str:
     return text
 
 
-def exact_match(prediction: str, reference: str, regexes_to_ignore: tuple[str, ...] = GSM8K_REGEXES_TO_IGNORE,
-                ignore_case: bool = True) -> bool:
+def exact_match(
+    prediction: str,
+    reference: str,
+    regexes_to_ignore: tuple[str, ...] = GSM8K_REGEXES_TO_IGNORE,
+    ignore_case: bool = True,
+) -> bool:
     """lm-eval's ``exact_match_hf_evaluate`` for one pair with GSM8K's settings
     (``ignore_punctuation`` and ``ignore_numbers`` off): each regex removed from both
     strings in order, then lower-cased, then compared as strings."""

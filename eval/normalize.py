@@ -14,21 +14,84 @@ from fractions import Fraction
 
 # Minerva's SUBSTITUTIONS / REMOVED_EXPRESSIONS, trimmed to what cannot change meaning.
 _UNIT_WORDS = (
-    "square units", "sq units", "square feet", "square inches", "square meters", "square cm",
-    "units", "unit", "dollars", "dollar", "cents", "cent", "degrees", "degree", "inches", "inch",
-    "feet", "foot", "meters", "meter", "centimeters", "cm", "mm", "km", "miles", "mile", "mph",
-    "hours", "hour", "minutes", "minute", "seconds", "second", "days", "day", "weeks", "week",
-    "years", "year", "pounds", "pound", "ounces", "ounce", "cups", "cup", "gallons", "gallon",
-    "points", "point", "people", "students", "marbles", "apples", "cookies", "eggs", "ways",
-    "square centimeters", "square centimetres", "sq cm", "digits", "digit", "edges", "edge", "miles per hour",
-    "sq", "ft", "in", "m", "s",
+    "square units",
+    "sq units",
+    "square feet",
+    "square inches",
+    "square meters",
+    "square cm",
+    "units",
+    "unit",
+    "dollars",
+    "dollar",
+    "cents",
+    "cent",
+    "degrees",
+    "degree",
+    "inches",
+    "inch",
+    "feet",
+    "foot",
+    "meters",
+    "meter",
+    "centimeters",
+    "cm",
+    "mm",
+    "km",
+    "miles",
+    "mile",
+    "mph",
+    "hours",
+    "hour",
+    "minutes",
+    "minute",
+    "seconds",
+    "second",
+    "days",
+    "day",
+    "weeks",
+    "week",
+    "years",
+    "year",
+    "pounds",
+    "pound",
+    "ounces",
+    "ounce",
+    "cups",
+    "cup",
+    "gallons",
+    "gallon",
+    "points",
+    "point",
+    "people",
+    "students",
+    "marbles",
+    "apples",
+    "cookies",
+    "eggs",
+    "ways",
+    "square centimeters",
+    "square centimetres",
+    "sq cm",
+    "digits",
+    "digit",
+    "edges",
+    "edge",
+    "miles per hour",
+    "sq",
+    "ft",
+    "in",
+    "m",
+    "s",
 )
 _UNIT_RE = re.compile(
     r"\s*\\(?:text|textbf|mbox|mathrm)\{\s*(?:" + "|".join(re.escape(u) for u in _UNIT_WORDS) + r")\s*\}"
     r"(?:\^\{?[23]\}?)?"
 )
 _BARE_UNIT_RE = re.compile(
-    r"(?<=[\d}])\s+(?:" + "|".join(re.escape(u) for u in _UNIT_WORDS if len(u) > 2) + r")\b(?:\^\{?[23]\}?)?\s*$"
+    r"(?<=[\d}])\s+(?:"
+    + "|".join(re.escape(u) for u in _UNIT_WORDS if len(u) > 2)
+    + r")\b(?:\^\{?[23]\}?)?\s*$"
 )
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textrm|mathbf)\{([^{}]*)\}")
 _SPACING = ("\\!", "\\,", "\\;", "\\:", "\\qquad", "\\quad", "~")
@@ -37,7 +100,8 @@ _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 # Any trailing \text{<words>} after a number is a unit ("5 \text{ digits}"), unless the words carry value.
 _ANY_TEXT_UNIT = re.compile(
     r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\{\s*(?!(?:or|and|million|billion|thousand|hundred|percent|pct)\b)"
-    r"[a-zA-Z][a-zA-Z .]*\}(?:\^\{?[23]\}?)?\s*$")
+    r"[a-zA-Z][a-zA-Z .]*\}(?:\^\{?[23]\}?)?\s*$"
+)
 _SQRT_BARE = re.compile(r"\\sqrt(\w)")
 _FRAC_BARE = re.compile(r"\\(frac|binom)(?!\{)(\w)(\w)?")
 _FRAC_BARE_NUM = re.compile(r"\\(frac|binom)(\w)\{")
@@ -97,17 +161,30 @@ def unwrap_answer(s: str) -> str:
             s = ", ".join(s[c:e] for _, c, e in spans)
         elif spans:
             i, c, e = spans[0]
-            s = s[:i] + s[c:e] + s[e + 1:]
+            s = s[:i] + s[c:e] + s[e + 1 :]
         if s == prev:
             break
     return s.strip()
 
 
-_LIST_WORDS = re.compile(r"\\text\{\s*,?\s*(?:or|and)\s*\}|\s+(?:or|and)\s+|(?<=[\d})\]])\s*,?\s*(?:or|and)\s*(?=[-\d\\(\[])|\\(?:quad|qquad)")
-_ORDINAL = re.compile(r"(?<=\d)(?:\^\{?\\(?:text|mathrm)\{(?:st|nd|rd|th)\}\}?|\\(?:text|mathrm)\{(?:st|nd|rd|th)\}|(?:st|nd|rd|th)\b)")
+_LIST_WORDS = re.compile(
+    r"\\text\{\s*,?\s*(?:or|and)\s*\}|\s+(?:or|and)\s+|(?<=[\d})\]])\s*,?\s*(?:or|and)\s*(?=[-\d\\(\[])|\\(?:quad|qquad)"
+)
+_ORDINAL = re.compile(
+    r"(?<=\d)(?:\^\{?\\(?:text|mathrm)\{(?:st|nd|rd|th)\}\}?|\\(?:text|mathrm)\{(?:st|nd|rd|th)\}|(?:st|nd|rd|th)\b)"
+)
 _PERCENT_WORDS = re.compile(r"(?<=[\d}])\s*(?:\\text\{\s*)?(?:percentage|percent|pct)\s*\}?\s*$")
-_REALS = ("\\mathbb{R}", "\\mathbb R", "\\R", "\\text{all real numbers}", "\\text{all reals}", "\\text{allrealnumbers}",
-          "all real numbers", "\\mathbb{R}^1", "(-\\infty,+\\infty)")
+_REALS = (
+    "\\mathbb{R}",
+    "\\mathbb R",
+    "\\R",
+    "\\text{all real numbers}",
+    "\\text{all reals}",
+    "\\text{allrealnumbers}",
+    "all real numbers",
+    "\\mathbb{R}^1",
+    "(-\\infty,+\\infty)",
+)
 _EMPTY = ("\\varnothing", "\\emptyset", "\\{\\}", "{}", "\\text{none}", "\\O")
 _REPEAT = re.compile(r"^(-?)(\d*)\.(\d*)\\overline\{(\d+)\}$")
 _TIMES_TEN = re.compile(r"^(-?\d+(?:\.\d+)?)(?:\\times|\\cdot|\*)10\^\{?(-?\d+)\}?$")
@@ -151,7 +228,9 @@ def strip_string(s: str) -> str:
     s = _ANY_TEXT_UNIT.sub("", s)
     s = _BARE_UNIT_RE.sub("", s).strip()
     s = _TEXT_RE.sub(r"\1", s)
-    words = words_to_number(s) if re.fullmatch(r"(?:\d+(?:\.\d+)?\s+)?[A-Za-z][A-Za-z\- ]*", s.strip()) else None
+    words = (
+        words_to_number(s) if re.fullmatch(r"(?:\d+(?:\.\d+)?\s+)?[A-Za-z][A-Za-z\- ]*", s.strip()) else None
+    )
     if words is not None:  # "twelve", "two million", "3 million"
         s = str(words.numerator) if words.denominator == 1 else f"{float(words):g}"
     s = re.sub(r"(?<=[\w)}])\*\*(?=[\w({])", "^", s)  # plain-text power "x**2"
@@ -239,10 +318,16 @@ def parse_rational(s: str) -> Fraction | None:
     return None
 
 
-_ONES = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen".split())}
-_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_ONES = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen".split()
+    )
+}
+_TENS = {
+    w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
+}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 
 
@@ -283,7 +368,8 @@ def words_to_number(s: str) -> Fraction | None:
 # (``3 1/2``), then at most a few unit words ("5 apples", "20 dollars per hour" is not one).
 _GSM_NUMBER = re.compile(
     r"^(?P<sign>[-+]?)\s*(?P<num>\d+(?:\.\d+)?|\.\d+)(?:\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)|\s*/\s*(?P<den>\d+))?"
-    r"\s*(?P<unit>[a-zA-Z][a-zA-Z.\s]{0,30})?$")
+    r"\s*(?P<unit>[a-zA-Z][a-zA-Z.\s]{0,30})?$"
+)
 _MINUS = ("\u2212", "\u2013", "\u2012", "\ufe63", "\uff0d")
 
 
@@ -312,8 +398,12 @@ def normalize_gsm8k(s: str) -> str | None:
     s = _TEXT_RE.sub(r"\1", s)
     s = s.replace("\\,", ",").replace("\\ ", " ").replace("~", " ")
     s = re.sub(r"(\d)\{,\}(?=\d{3}(?!\d))", r"\1", s)
-    s = re.sub(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d,])", lambda m: m.group(1) + m.group(2).replace(",", ""), s)
-    s = re.sub(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d/])", lambda m: m.group(1) + m.group(2).replace(" ", ""), s)
+    s = re.sub(
+        r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d,])", lambda m: m.group(1) + m.group(2).replace(",", ""), s
+    )
+    s = re.sub(
+        r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d/])", lambda m: m.group(1) + m.group(2).replace(" ", ""), s
+    )
     s = s.strip().rstrip(".").strip()
     v = words_to_number(s)
     if v is None:

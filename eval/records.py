@@ -29,14 +29,24 @@ def _token_ids(v) -> bool:
 
 
 def _text_or_messages(v) -> bool:
-    return isinstance(v, str) or (isinstance(v, list) and bool(v) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in v))
+    return isinstance(v, str) or (
+        isinstance(v, list)
+        and bool(v)
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in v
+        )
+    )
 
 
 def _samples(v) -> bool:
     return isinstance(v, list) and all(
-        isinstance(s, dict) and isinstance(s.get("text"), str) and _token_ids(s.get("ids"))
-        and isinstance(s.get("correct"), bool) for s in v)
+        isinstance(s, dict)
+        and isinstance(s.get("text"), str)
+        and _token_ids(s.get("ids"))
+        and isinstance(s.get("correct"), bool)
+        for s in v
+    )
 
 
 #: Named kinds: (check, what the error says the field must be).
@@ -46,8 +56,14 @@ KINDS = {
     "samples": (_samples, "a list of samples with text, ids (token ids) and correct (true/false)"),
     "int": (_is_int, "an integer"),
 }
-_TYPE_NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or false", list: "a list",
-               dict: "an object"}
+_TYPE_NAMES = {
+    str: "text",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+}
 
 
 def check_field(value, kind) -> str | None:
@@ -140,7 +156,9 @@ def iter_lines(path: str | Path):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{where(path, lineno)}: not UTF-8 text (byte {e.start + 1} of the line)") from None
+                raise UserError(
+                    f"{where(path, lineno)}: not UTF-8 text (byte {e.start + 1} of the line)"
+                ) from None
             if not line.strip():
                 raise UserError(f"{where(path, lineno)}: blank line (expected one JSON object per line)")
             try:
@@ -155,8 +173,15 @@ def iter_lines(path: str | Path):
             yield lineno, value
 
 
-def read_records(path: str | Path, schema: dict | None = None, optional: dict | None = None, *,
-                 numbered: bool = False, allow_empty: bool = False, json_array: bool = False) -> list:
+def read_records(
+    path: str | Path,
+    schema: dict | None = None,
+    optional: dict | None = None,
+    *,
+    numbered: bool = False,
+    allow_empty: bool = False,
+    json_array: bool = False,
+) -> list:
     """Every record of a JSONL input file, checked against ``schema`` (see module docstring).
 
     ``numbered``: (line number, record) pairs. ``json_array``: a ``.json`` file may also be one

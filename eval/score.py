@@ -63,7 +63,10 @@ def grade_sample(task: str, response: str, target: str, solution_format: str = "
 
 def _metric(values: list[bool], name: str) -> dict:
     xs = [float(v) for v in values]
-    return {f"exact_match,{name}": sum(xs) / len(xs) if xs else 0.0, f"exact_match_stderr,{name}": mean_stderr(xs)}
+    return {
+        f"exact_match,{name}": sum(xs) / len(xs) if xs else 0.0,
+        f"exact_match_stderr,{name}": mean_stderr(xs),
+    }
 
 
 def aggregate(task: str, samples: list[dict]) -> dict:
@@ -101,29 +104,46 @@ def _validated(rows: list[dict], by_id: dict, path) -> list[tuple[dict, str, str
         if not isinstance(row.get("doc_id"), int) or isinstance(row["doc_id"], bool):
             raise UserError(f"{where(path, line, 'doc_id')} is missing or not an integer")
         if row["doc_id"] in seen:  # graded twice, it would count twice
-            raise UserError(f"{where(path, line, 'doc_id')} {row['doc_id']} also on line {seen[row['doc_id']]}")
+            raise UserError(
+                f"{where(path, line, 'doc_id')} {row['doc_id']} also on line {seen[row['doc_id']]}"
+            )
         seen[row["doc_id"]] = line
         response = _field(row, RESPONSE_FIELDS, path)
         if not isinstance(response, str):
             raise UserError(f"{where(path, line, 'response')} is not a string")
         problem = by_id.get(row["doc_id"])
         target = _field(row, TARGET_FIELDS, path, required=problem is None)
-        if target is None and problem is None or isinstance(target, bool) \
-                or target is not None and not isinstance(target, (str, int, float)):
+        if (
+            target is None
+            and problem is None
+            or isinstance(target, bool)
+            or target is not None
+            and not isinstance(target, (str, int, float))
+        ):
             raise UserError(f"{where(path, line, 'target')} must be text or a number")
         out.append((row, response, str(problem.gold if target is None else target), problem))
     return out
 
 
-def score_rows(task: str, rows: list[dict], problems: list[Problem] | None = None, path="<completions>",
-               progress: bool = False, solution_format: str = "cot") -> list[dict]:
+def score_rows(
+    task: str,
+    rows: list[dict],
+    problems: list[Problem] | None = None,
+    path="<completions>",
+    progress: bool = False,
+    solution_format: str = "cot",
+) -> list[dict]:
     """Grade completion rows (``doc_id``, response, optional target); returns lm-eval-style samples."""
     items = _validated(rows, {p.doc_id: p for p in problems} if problems else {}, path)
     items = tqdm(items, desc=f"grading {task}", unit="doc", disable=not progress)
     samples = []
     for row, response, target, problem in items:
-        sample = {"doc_id": row["doc_id"], "prompt": row.get("prompt", problem.question if problem else None),
-                  "response": response, "target": target}
+        sample = {
+            "doc_id": row["doc_id"],
+            "prompt": row.get("prompt", problem.question if problem else None),
+            "response": response,
+            "target": target,
+        }
         if problem is not None:
             sample.update(subject=problem.subject, level=problem.level)
         else:
@@ -171,16 +191,28 @@ def write_report(output_dir: str | Path, task: str, samples: list[dict], config:
     return res_path, sam_path
 
 
-def score_file(path: str, task: str, output_dir: str | None = None, data_files: str | None = None,
-               dataset: str | None = None, progress: bool = True, solution_format: str = "cot"):
+def score_file(
+    path: str,
+    task: str,
+    output_dir: str | None = None,
+    data_files: str | None = None,
+    dataset: str | None = None,
+    progress: bool = True,
+    solution_format: str = "cot",
+):
     """Grade a completions JSONL file; targets come from the file or, when absent, from the dataset."""
     check_task(task)
     rows = read_jsonl(path, required=("doc_id",))
     needs_gold = any(not any(f in r for f in TARGET_FIELDS) for r in rows)
     problems = load_problems(task, data_files=data_files, dataset=dataset) if needs_gold else None
     samples = score_rows(task, rows, problems, path, progress=progress, solution_format=solution_format)
-    config = {"task": task, "completions": str(path), "data_files": data_files, "dataset": dataset,
-              "solution_format": solution_format}
+    config = {
+        "task": task,
+        "completions": str(path),
+        "data_files": data_files,
+        "dataset": dataset,
+        "solution_format": solution_format,
+    }
     res_path, sam_path = write_report(output_dir or Path(path).parent, task, samples, config)
     return aggregate(task, samples), res_path, sam_path
 

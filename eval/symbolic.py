@@ -15,11 +15,16 @@ from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.math_normalization import NormalizationConfig
 
 # The caller has already normalized the string (eval.normalize); only LaTeX spelling here.
-_NORMALIZE = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=False,
-                                 boxed="all", equations=False)
+_NORMALIZE = NormalizationConfig(
+    basic_latex=True, units=False, malformed_operators=True, nits=False, boxed="all", equations=False
+)
 # Case matters for symbols (A != a); MATH's mixed numbers: 2\frac{1}{2} = 5/2.
-_CONVERT = ConversionConfig(interpret_as_mixed_fractions=True, interpret_simple_eq_as_assignment=False,
-                            interpret_contains_as_eq=True, lowercase_symbols=False)
+_CONVERT = ConversionConfig(
+    interpret_as_mixed_fractions=True,
+    interpret_simple_eq_as_assignment=False,
+    interpret_contains_as_eq=True,
+    lowercase_symbols=False,
+)
 _I = sympy.Symbol("i")
 _I_REAL = sympy.Symbol("i", real=True)
 #: Relative tolerance used only when one side is a float and the other is not exact.
@@ -110,8 +115,12 @@ def exprs_equal(a, b) -> bool:
 
 
 # Sample points: every symbol takes both signs, several magnitudes and a non-real value.
-_SAMPLES = ((0.7381, -1.2913, 2.4517, -0.3349), (-1.6127, 0.4471, -0.8823, 1.9206),
-            (2.2094, 1.1587, -2.7731, -1.4479), (-0.5213 + 0.3719j, 1.3307 - 0.2851j, 0.6642 + 1.1093j, -1.0581 - 0.7427j))
+_SAMPLES = (
+    (0.7381, -1.2913, 2.4517, -0.3349),
+    (-1.6127, 0.4471, -0.8823, 1.9206),
+    (2.2094, 1.1587, -2.7731, -1.4479),
+    (-0.5213 + 0.3719j, 1.3307 - 0.2851j, 0.6642 + 1.1093j, -1.0581 - 0.7427j),
+)
 
 
 def _agree_everywhere_sampled(a, b) -> bool:
@@ -191,7 +200,9 @@ def _as_set(e):
         return e.rhs
     from sympy.core.function import AppliedUndef
 
-    if isinstance(e, (sympy.Rel, sympy.And)) and e.atoms(AppliedUndef):  # "0 < f(x) < 1": f(x) is the variable
+    if isinstance(e, (sympy.Rel, sympy.And)) and e.atoms(
+        AppliedUndef
+    ):  # "0 < f(x) < 1": f(x) is the variable
         e = e.replace(lambda t: isinstance(t, AppliedUndef), lambda t: sympy.Symbol("t_", real=True))
     if isinstance(e, (sympy.Rel, sympy.And)) and len(e.free_symbols) == 1:
         (x,) = e.free_symbols

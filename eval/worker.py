@@ -25,19 +25,43 @@ _START_TIMEOUT = 60.0
 
 
 #: Pairs graded once before the guards go up, so sympy's lazy imports happen unguarded.
-_WARM_UP = (("symbolic", "\\frac{\\sqrt{2}}{2}", "\\sin(\\frac{\\pi}{4})"), ("symbolic", "2\\sin x\\cos x", "\\sin 2x"),
-            ("symbolic", "(x+1)^2", "x^2+2x+1"), ("symbolic", "1.5", "\\frac32"), ("symbolic", "\\log_2 8", "3"),
-            ("relation", ("y", "=", "2x+3"), ("2x+3", "=", "y")), ("relation", ("x", "<", "3"), ("2x", "<", "6")),
-            ("sets", "[1,2]\\cup[2,3]", "1\\leq x\\leq 3"), ("matrix", "2\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\4\\end{pmatrix}"),
-            ("symbolic", "\\tan^2(y)+1", "\\sec^2(y)"))
+_WARM_UP = (
+    ("symbolic", "\\frac{\\sqrt{2}}{2}", "\\sin(\\frac{\\pi}{4})"),
+    ("symbolic", "2\\sin x\\cos x", "\\sin 2x"),
+    ("symbolic", "(x+1)^2", "x^2+2x+1"),
+    ("symbolic", "1.5", "\\frac32"),
+    ("symbolic", "\\log_2 8", "3"),
+    ("relation", ("y", "=", "2x+3"), ("2x+3", "=", "y")),
+    ("relation", ("x", "<", "3"), ("2x", "<", "6")),
+    ("sets", "[1,2]\\cup[2,3]", "1\\leq x\\leq 3"),
+    ("matrix", "2\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\4\\end{pmatrix}"),
+    ("symbolic", "\\tan^2(y)+1", "\\sec^2(y)"),
+)
 
 
 # Parsed once at start: ANTLR's adaptive prediction caches (DFA) fill per token pattern, so the
 # first parse of each shape costs ~0.1-0.3 s and later ones ~0.01 s.
 _WARM_PARSE = (
-    "-\\frac{\\sqrt{3}}{2}", "2\\sqrt{3}+1", "\\sqrt[3]{x^2-2}^2", "x^2+2x+1", "(x+1)(x-1)^{2/3}", "3.14", "e^{i\\pi}",
-    "\\pi r^2", "\\sin(2x)", "\\cos^{2}{x}-\\sin^{2}{x}", "\\log_{2}8", "\\binom{6}{3}", "|x-1|", "\\frac{x+y}{xy}",
-    "(1,2]", "[1,2)\\cup(3,\\infty)", "\\{1,2\\}", "1<x<2", "2x-y+3=0", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+    "-\\frac{\\sqrt{3}}{2}",
+    "2\\sqrt{3}+1",
+    "\\sqrt[3]{x^2-2}^2",
+    "x^2+2x+1",
+    "(x+1)(x-1)^{2/3}",
+    "3.14",
+    "e^{i\\pi}",
+    "\\pi r^2",
+    "\\sin(2x)",
+    "\\cos^{2}{x}-\\sin^{2}{x}",
+    "\\log_{2}8",
+    "\\binom{6}{3}",
+    "|x-1|",
+    "\\frac{x+y}{xy}",
+    "(1,2]",
+    "[1,2)\\cup(3,\\infty)",
+    "\\{1,2\\}",
+    "1<x<2",
+    "2x-y+3=0",
+    "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
 )
 
 
@@ -48,8 +72,12 @@ def serve() -> None:
     """
     from eval import guard, symbolic  # sympy (heavy): only in the worker process
 
-    ops = {"symbolic": symbolic.symbolic_equal, "relation": symbolic.relation_equal,
-           "sets": symbolic.sets_equal, "matrix": symbolic.matrices_equal}
+    ops = {
+        "symbolic": symbolic.symbolic_equal,
+        "relation": symbolic.relation_equal,
+        "sets": symbolic.sets_equal,
+        "matrix": symbolic.matrices_equal,
+    }
     for op, a, b in _WARM_UP:
         ops[op](a, b)
     for text in _WARM_PARSE:
@@ -80,8 +108,12 @@ def _spawn() -> subprocess.Popen:
     # multiprocessing's spawn: it re-imports the caller's __main__).
     return subprocess.Popen(
         [sys.executable, "-c", "from eval.worker import serve; serve()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, bufsize=1, start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
 

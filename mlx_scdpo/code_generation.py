@@ -68,12 +68,18 @@ def inert_output(output: str, tokenizer, fmt: BlockFormat) -> str:
     program write a fake code block or final answer into the solution. Each is broken by a
     zero-width space after its first character; other output is unchanged.
     """
-    marks = {getattr(t, "content", t) for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()}
+    marks = {
+        getattr(t, "content", t) for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()
+    }
     marks |= set(getattr(tokenizer, "all_special_tokens", None) or ())
-    marks |= {d.strip() for d in (fmt.code_open, fmt.code_close, fmt.exec_open, fmt.exec_close, fmt.text_open,
-                                  fmt.text_close)}
+    marks |= {
+        d.strip()
+        for d in (fmt.code_open, fmt.code_close, fmt.exec_open, fmt.exec_close, fmt.text_open, fmt.text_close)
+    }
     # Whitespace-only added tokens (some tokenizers have runs of spaces) are text already.
-    marks = sorted((m for m in marks if isinstance(m, str) and len(m) > 1 and m.strip()), key=len, reverse=True)
+    marks = sorted(
+        (m for m in marks if isinstance(m, str) and len(m) > 1 and m.strip()), key=len, reverse=True
+    )
     for _ in range(8):  # a replacement never creates a longer mark; a few passes settle overlaps
         before = output
         for m in marks:
@@ -84,12 +90,14 @@ def inert_output(output: str, tokenizer, fmt: BlockFormat) -> str:
     return output
 
 
-def hit_stop_string(tokenizer, seq, token: int, stop_strings: Sequence[str], triggers: set[int] | None) -> bool:
+def hit_stop_string(
+    tokenizer, seq, token: int, stop_strings: Sequence[str], triggers: set[int] | None
+) -> bool:
     """Whether ``seq``'s own text since its last execution block (``seq.segment_start``) now holds a
     stop string; decoded only when ``token`` can complete one (``triggers``; None: any token can)."""
     if not stop_strings or triggers is not None and token not in triggers:
         return False
-    tail = tokenizer.decode(seq.tokens[max(seq.segment_start, len(seq.tokens) - _TAIL_TOKENS):])
+    tail = tokenizer.decode(seq.tokens[max(seq.segment_start, len(seq.tokens) - _TAIL_TOKENS) :])
     return _stop_position(tail, stop_strings) >= 0
 
 
@@ -98,7 +106,7 @@ def closed_code(tokenizer, fmt: BlockFormat, seq, token: int, triggers: set[int]
     decoded only when ``token`` can close a block (``triggers``; None: any token can)."""
     if triggers is not None and token not in triggers:
         return None
-    return pending_code(tokenizer.decode(seq.tokens[seq.segment_start:]), fmt)
+    return pending_code(tokenizer.decode(seq.tokens[seq.segment_start :]), fmt)
 
 
 def generate_with_code(
@@ -126,8 +134,20 @@ def generate_with_code(
     """
     if schedule not in ("continuous", "rounds"):
         raise ValueError(f"unknown schedule {schedule!r}")
-    loop = _CodeLoop(model, tokenizer, prompts, pool, fmt, max_tokens, max_rounds, batch_size, sampler,
-                     logits_processors, setup_code, stop_strings)
+    loop = _CodeLoop(
+        model,
+        tokenizer,
+        prompts,
+        pool,
+        fmt,
+        max_tokens,
+        max_rounds,
+        batch_size,
+        sampler,
+        logits_processors,
+        setup_code,
+        stop_strings,
+    )
     try:
         while loop.by_uid or loop.pending:
             for f in loop.executed(wait_for_batch=schedule == "rounds"):
@@ -142,12 +162,30 @@ def generate_with_code(
 class _CodeLoop:
     """One ``generate_with_code`` call: the batch, its solutions by uid, and the executions in flight."""
 
-    def __init__(self, model, tokenizer, prompts, pool: SandboxPool, fmt: BlockFormat, max_tokens: int,
-                 max_rounds: int, batch_size: int, sampler, logits_processors, setup_code, stop_strings):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompts,
+        pool: SandboxPool,
+        fmt: BlockFormat,
+        max_tokens: int,
+        max_rounds: int,
+        batch_size: int,
+        sampler,
+        logits_processors,
+        setup_code,
+        stop_strings,
+    ):
         self.tokenizer, self.fmt, self.max_tokens, self.max_rounds = tokenizer, fmt, max_tokens, max_rounds
-        self.gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
-                                  sampler=sampler, completion_batch_size=batch_size,
-                                  prefill_batch_size=min(batch_size, 8))
+        self.gen = BatchGenerator(
+            model,
+            max_tokens=max_tokens,
+            stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+            sampler=sampler,
+            completion_batch_size=batch_size,
+            prefill_batch_size=min(batch_size, 8),
+        )
         self.triggers = stop_trigger_ids(tokenizer, [fmt.code_close])  # a code block can only close on these
         self.stop_strings = [s for s in stop_strings if s]
         self.stop_triggers = stop_trigger_ids(tokenizer, self.stop_strings) if self.stop_strings else None
@@ -161,8 +199,11 @@ class _CodeLoop:
         self.with_procs = logits_processors is not None
         self.procs = [logits_processors(i) if logits_processors else None for i in range(len(self.sols))]
         self.by_uid: dict[int, _Solution] = {}
-        uids = self.gen.insert([s.prompt for s in self.sols], [max_tokens] * len(self.sols),
-                               logits_processors=self.procs if logits_processors else None)
+        uids = self.gen.insert(
+            [s.prompt for s in self.sols],
+            [max_tokens] * len(self.sols),
+            logits_processors=self.procs if logits_processors else None,
+        )
         for uid, s in zip(uids, self.sols):
             self.by_uid[uid] = s
 
@@ -179,21 +220,26 @@ class _CodeLoop:
         if self.stop_strings:  # a stop string ends the solution; its tokens are not kept
             kept, hit = trim_at_stop(tokenizer, s.tokens, self.stop_strings, start=s.segment_start)
             if hit:
-                s.tokens, s.gen_mask, reason = kept, s.gen_mask[:len(kept)], "stop"
+                s.tokens, s.gen_mask, reason = kept, s.gen_mask[: len(kept)], "stop"
         s.sandbox.close()
         return CodeCompletion(s.index, s.tokens, tokenizer.decode(s.tokens), reason, s.executions, s.gen_mask)
 
     def resume(self, s: _Solution, cache, output: str) -> None:
         """Append the execution block and put the solution back in the batch with its own KV cache."""
-        exec_tokens = self.tokenizer.encode(self.fmt.execution_block(inert_output(output, self.tokenizer, self.fmt)),
-                                            add_special_tokens=False)
+        exec_tokens = self.tokenizer.encode(
+            self.fmt.execution_block(inert_output(output, self.tokenizer, self.fmt)), add_special_tokens=False
+        )
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
         observe(self.procs[s.index], exec_tokens)
         s.segment_start = len(s.tokens)
-        (uid,) = self.gen.insert([exec_tokens], [max(1, self.max_tokens - s.generated)], caches=[cache],
-                                 all_tokens=[s.prompt + s.tokens[: -len(exec_tokens)]],
-                                 logits_processors=[self.procs[s.index]] if self.with_procs else None)
+        (uid,) = self.gen.insert(
+            [exec_tokens],
+            [max(1, self.max_tokens - s.generated)],
+            caches=[cache],
+            all_tokens=[s.prompt + s.tokens[: -len(exec_tokens)]],
+            logits_processors=[self.procs[s.index]] if self.with_procs else None,
+        )
         self.by_uid[uid] = s
 
     def step(self, on_token) -> Iterator[CodeCompletion]:

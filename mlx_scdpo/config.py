@@ -65,29 +65,69 @@ FRACTION = Number(min=0, max=1)
 #: Ranges and choices by option name, shared by all commands.
 OPTION_TYPES = {
     # sizes and counts
-    "batch_size": POSITIVE, "max_tokens": POSITIVE, "limit": POSITIVE, "iters": POSITIVE,
-    "epochs": Number(min=0, min_open=True, max=MAX_COUNT), "steps_per_report": POSITIVE, "save_every": POSITIVE,
+    "batch_size": POSITIVE,
+    "max_tokens": POSITIVE,
+    "limit": POSITIVE,
+    "iters": POSITIVE,
+    "epochs": Number(min=0, min_open=True, max=MAX_COUNT),
+    "steps_per_report": POSITIVE,
+    "save_every": POSITIVE,
     "stop_after": POSITIVE,
-    "steps_per_eval": NON_NEGATIVE, "val_batches": AllOrPositive(), "num_layers": AllOrPositive(),
-    "lora_rank": POSITIVE, "grad_accumulation_steps": POSITIVE, "grad_checkpoint_layers": NON_NEGATIVE,
-    "max_length": click.IntRange(min=2, max=MAX_COUNT), "max_prompt_length": POSITIVE, "num_shots": NON_NEGATIVE,
-    "samples_per_round": POSITIVE, "problems_per_batch": POSITIVE, "budget": POSITIVE, "min_correct": NON_NEGATIVE,
-    "min_wrong": NON_NEGATIVE, "naive_wrong": NON_NEGATIVE, "max_rounds": NON_NEGATIVE,
-    "max_code_rounds": NON_NEGATIVE, "solutions_per_problem": POSITIVE, "prefixes_per_solution": POSITIVE,
-    "rounds": POSITIVE, "max_pairs_per_problem": POSITIVE, "max_steps": POSITIVE, "max_step_chars": POSITIVE,
-    "min_steps": POSITIVE, "max_naive": NON_NEGATIVE, "n_train": POSITIVE, "n_test": POSITIVE, "seed": click.IntRange(min=0, max=MAX_SEED),
-    "logits_chunk": NON_NEGATIVE, "memory_limit_gb": Number(min=0),
+    "steps_per_eval": NON_NEGATIVE,
+    "val_batches": AllOrPositive(),
+    "num_layers": AllOrPositive(),
+    "lora_rank": POSITIVE,
+    "grad_accumulation_steps": POSITIVE,
+    "grad_checkpoint_layers": NON_NEGATIVE,
+    "max_length": click.IntRange(min=2, max=MAX_COUNT),
+    "max_prompt_length": POSITIVE,
+    "num_shots": NON_NEGATIVE,
+    "samples_per_round": POSITIVE,
+    "problems_per_batch": POSITIVE,
+    "budget": POSITIVE,
+    "min_correct": NON_NEGATIVE,
+    "min_wrong": NON_NEGATIVE,
+    "naive_wrong": NON_NEGATIVE,
+    "max_rounds": NON_NEGATIVE,
+    "max_code_rounds": NON_NEGATIVE,
+    "solutions_per_problem": POSITIVE,
+    "prefixes_per_solution": POSITIVE,
+    "rounds": POSITIVE,
+    "max_pairs_per_problem": POSITIVE,
+    "max_steps": POSITIVE,
+    "max_step_chars": POSITIVE,
+    "min_steps": POSITIVE,
+    "max_naive": NON_NEGATIVE,
+    "n_train": POSITIVE,
+    "n_test": POSITIVE,
+    "seed": click.IntRange(min=0, max=MAX_SEED),
+    "logits_chunk": NON_NEGATIVE,
+    "memory_limit_gb": Number(min=0),
     # rates and scales
-    "learning_rate": Number(min=0, min_open=True), "warmup_ratio": FRACTION, "weight_decay": Number(min=0),
-    "lora_scale": Number(min=0, min_open=True), "lora_dropout": Number(min=0, max=1, max_open=True),
-    "beta": Number(min=0, min_open=True), "label_smoothing": Number(min=0, max=0.5), "rpo_alpha": Number(min=0),
-    "temperature": Number(min=0), "t0": Number(min=0), "dt": Number(min=0), "tmax": Number(min=0),
-    "timeout": Number(min=0, min_open=True, max=86400), "valid_fraction": Number(min=0, max=1, max_open=True),
+    "learning_rate": Number(min=0, min_open=True),
+    "warmup_ratio": FRACTION,
+    "weight_decay": Number(min=0),
+    "lora_scale": Number(min=0, min_open=True),
+    "lora_dropout": Number(min=0, max=1, max_open=True),
+    "beta": Number(min=0, min_open=True),
+    "label_smoothing": Number(min=0, max=0.5),
+    "rpo_alpha": Number(min=0),
+    "temperature": Number(min=0),
+    "t0": Number(min=0),
+    "dt": Number(min=0),
+    "tmax": Number(min=0),
+    "timeout": Number(min=0, min_open=True, max=86400),
+    "valid_fraction": Number(min=0, max=1, max_open=True),
     # choices
-    "task": click.Choice(TASKS), "fine_tune_type": click.Choice(["lora", "dora", "full"]), "loss_type": click.Choice(["sigmoid", "ipo", "hinge"]),
-    "reference": click.Choice(["precompute", "on-the-fly"]), "report_to": click.Choice(["none", "wandb"]),
-    "solution_format": click.Choice(["cot", "code"]), "block_format": click.Choice(["markdown", "mathcoder"]),
-    "step_unit": click.Choice(["line", "paragraph"]), "schedule": click.Choice(["continuous", "rounds"]),
+    "task": click.Choice(TASKS),
+    "fine_tune_type": click.Choice(["lora", "dora", "full"]),
+    "loss_type": click.Choice(["sigmoid", "ipo", "hinge"]),
+    "reference": click.Choice(["precompute", "on-the-fly"]),
+    "report_to": click.Choice(["none", "wandb"]),
+    "solution_format": click.Choice(["cot", "code"]),
+    "block_format": click.Choice(["markdown", "mathcoder"]),
+    "step_unit": click.Choice(["line", "paragraph"]),
+    "schedule": click.Choice(["continuous", "rounds"]),
 }
 
 
@@ -99,22 +139,37 @@ class GenerationArgs:
     model: str = field(metadata={"help": "Model folder or hub id."})
     task: str = field(default="gsm8k", metadata={"help": "gsm8k, math or math500."})
     adapter_path: str | None = field(default=None, metadata={"help": "LoRA adapter folder."})
-    data_files: str | None = field(default=None, metadata={"help": "Local JSON/JSONL/parquet file of problems."})
+    data_files: str | None = field(
+        default=None, metadata={"help": "Local JSON/JSONL/parquet file of problems."}
+    )
     dataset: str | None = field(default=None, metadata={"help": "Hub dataset instead of the task default."})
     limit: int | None = field(default=None, metadata={"help": "Only the first N problems."})
-    num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples (default 0 chat, 8/4 base)."})
-    chat_template: bool | None = field(default=None, metadata={"help": "Use the chat template (default: if any)."})
+    num_shots: int | None = field(
+        default=None, metadata={"help": "Few-shot examples (default 0 chat, 8/4 base)."}
+    )
+    chat_template: bool | None = field(
+        default=None, metadata={"help": "Use the chat template (default: if any)."}
+    )
     max_tokens: int = field(metadata={"help": "Maximum new tokens per solution."})
     batch_size: int = field(metadata={"help": "Sequences decoded together."})
     output_dir: str = field(metadata={"help": "Where the outputs go."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    solution_format: str = field(default="cot", metadata={"help": "cot or code (code-integrated, sandboxed)."})
-    block_format: str = field(default="markdown", metadata={"help": "Code blocks: markdown fences or mathcoder."})
+    solution_format: str = field(
+        default="cot", metadata={"help": "cot or code (code-integrated, sandboxed)."}
+    )
+    block_format: str = field(
+        default="markdown", metadata={"help": "Code blocks: markdown fences or mathcoder."}
+    )
     max_rounds: int = field(default=8, metadata={"help": "Code executions per solution (code format)."})
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (reference: 6)."})
-    stop: list[str] | None = field(default=None, metadata={"help": "Text stop strings, repeatable (default: the "
-                                                                    "few-shot headers \\n\\nQuestion: and "
-                                                                    "\\n\\nProblem:; '' for none)."})
+    stop: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Text stop strings, repeatable (default: the "
+            "few-shot headers \\n\\nQuestion: and "
+            "\\n\\nProblem:; '' for none)."
+        },
+    )
 
 
 #: Flags spelled other than their field, so one thing has one flag in every command: the solution
@@ -123,8 +178,11 @@ class GenerationArgs:
 #: thing). YAML keys may use either spelling.
 FLAGS = {"solution_format": "format", "temperature": "temp", "max_rounds": "max_code_rounds"}
 #: Older spellings still accepted (not shown in ``--help``).
-HIDDEN_ALIASES = {"solution_format": ("--solution-format",), "temperature": ("--temperature",),
-                  "max_rounds": ("--max-rounds",)}
+HIDDEN_ALIASES = {
+    "solution_format": ("--solution-format",),
+    "temperature": ("--temperature",),
+    "max_rounds": ("--max-rounds",),
+}
 
 
 def flag(name: str) -> str:
@@ -161,8 +219,13 @@ def check_value(name: str, value, source: str = ""):
     if typ is None or value is None:
         return value
     where = f"{source}: field '{name}'" if source else flag(name)
-    if isinstance(value, (bool, list, dict)) or isinstance(typ, click.IntRange) and isinstance(value, float) \
-            or isinstance(typ, click.Choice) and not isinstance(value, str):
+    if (
+        isinstance(value, (bool, list, dict))
+        or isinstance(typ, click.IntRange)
+        and isinstance(value, float)
+        or isinstance(typ, click.Choice)
+        and not isinstance(value, str)
+    ):
         raise UserError(f"{where}: {value!r} is not {_kind(typ)}")
     try:
         return typ.convert(value, None, None)
@@ -181,15 +244,25 @@ def check_values(args) -> None:
     must agree); raises one ``UserError``."""
     for f in dataclasses.fields(args):
         check_value(f.name, getattr(args, f.name))
-    if getattr(args, "max_prompt_length", 0) and getattr(args, "max_length", None) is not None \
-            and args.max_prompt_length >= args.max_length:
-        raise UserError(f"--max-prompt-length {args.max_prompt_length} must be below --max-length {args.max_length}")
-    if getattr(args, "t0", None) is not None and getattr(args, "tmax", None) is not None and args.t0 > args.tmax:
+    if (
+        getattr(args, "max_prompt_length", 0)
+        and getattr(args, "max_length", None) is not None
+        and args.max_prompt_length >= args.max_length
+    ):
+        raise UserError(
+            f"--max-prompt-length {args.max_prompt_length} must be below --max-length {args.max_length}"
+        )
+    if (
+        getattr(args, "t0", None) is not None
+        and getattr(args, "tmax", None) is not None
+        and args.t0 > args.tmax
+    ):
         raise UserError(f"--t0 {args.t0} must not exceed --tmax {args.tmax}")
 
 
 def _yaml_loader():
     """PyYAML's SafeLoader reading floats as mlx-lm's ``lora`` loader does (``1e-5`` is a float)."""
+
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             """A key given twice is refused (PyYAML silently keeps the last one)."""
@@ -197,21 +270,26 @@ def _yaml_loader():
             for key_node, _ in node.value:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                     if key_node.value in seen:
-                        raise yaml.constructor.ConstructorError(None, None, f"key '{key_node.value}' given twice",
-                                                                key_node.start_mark)
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key '{key_node.value}' given twice", key_node.start_mark
+                        )
                     seen.add(key_node.value)
             return super().construct_mapping(node, deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
-        re.compile(r"""^(?:
+        re.compile(
+            r"""^(?:
          [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
         |\.[0-9_]+(?:[eE][-+][0-9]+)?
         |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
         |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""", re.X),
-        list("-+0123456789."))
+        |\.(?:nan|NaN|NAN))$""",
+            re.X,
+        ),
+        list("-+0123456789."),
+    )
     return Loader
 
 
@@ -257,8 +335,16 @@ def dataclass_options(cls, skip: tuple[str, ...] = ()):
                 fn = click.option(name, f.name, multiple=True, default=None, help=help_text)(fn)
             else:
                 aliases = HIDDEN_ALIASES.get(f.name, ())
-                fn = click.option(name, *aliases, f.name, cls=AliasedOption, hidden_aliases=aliases,
-                                  type=option_type(f.name, typ), default=None, help=help_text)(fn)
+                fn = click.option(
+                    name,
+                    *aliases,
+                    f.name,
+                    cls=AliasedOption,
+                    hidden_aliases=aliases,
+                    type=option_type(f.name, typ),
+                    default=None,
+                    help=help_text,
+                )(fn)
         return click.option("-c", "--config", default=None, help="YAML file of options (CLI flags win).")(fn)
 
     return decorate
@@ -274,8 +360,16 @@ def _yaml_value(cls, f, key: str, value, config: str):
     if f.name in OPTION_TYPES:
         return check_value(f.name, value, config)
     if typ in (bool, int, float, str):
-        if typ is not str and isinstance(value, str) or typ is str and not isinstance(value, (str, int, float)) \
-                or typ is not bool and isinstance(value, bool) or typ is bool and not isinstance(value, bool):
+        if (
+            typ is not str
+            and isinstance(value, str)
+            or typ is str
+            and not isinstance(value, (str, int, float))
+            or typ is not bool
+            and isinstance(value, bool)
+            or typ is bool
+            and not isinstance(value, bool)
+        ):
             raise UserError(f"{config}: field '{key}' must be {_KIND[typ]}, not {value!r}")
         return typ(value)
     if typing.get_origin(typ) is list or typ is list:
@@ -299,8 +393,13 @@ def build_args(cls, kwargs: dict, config: str | None = None):
             if name not in fields:
                 raise UserError(f"{config}: field '{key}' is not an option of this command")
             values[name] = _yaml_value(cls, fields[name], key, value, config)
-    values.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()
-                   if k in fields and v is not None and v != ()})
+    values.update(
+        {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in kwargs.items()
+            if k in fields and v is not None and v != ()
+        }
+    )
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING]
     if missing:
         raise UserError(f"missing required option(s): {', '.join(flag(m) for m in missing)}")

@@ -23,13 +23,22 @@ from mlx_scdpo.shared_prompt import shared_pair_logps
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
 
-def dpo_loss(policy_chosen: mx.array, policy_rejected: mx.array, ref_chosen: mx.array, ref_rejected: mx.array,
-             beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0):
+def dpo_loss(
+    policy_chosen: mx.array,
+    policy_rejected: mx.array,
+    ref_chosen: mx.array,
+    ref_rejected: mx.array,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+):
     """Per-pair losses and implicit rewards (chosen, rejected); inputs are per-pair log-probs."""
     logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
     if loss_type == "sigmoid":
-        losses = (-nn.log_sigmoid(beta * logits) * (1 - label_smoothing)
-                  - nn.log_sigmoid(-beta * logits) * label_smoothing)
+        losses = (
+            -nn.log_sigmoid(beta * logits) * (1 - label_smoothing)
+            - nn.log_sigmoid(-beta * logits) * label_smoothing
+        )
     elif loss_type == "ipo":
         losses = (logits - 1 / (2 * beta)) ** 2
     elif loss_type == "hinge":
@@ -58,8 +67,15 @@ def pair_logps(model, batch: dict, chunk: int = DEFAULT_CHUNK):
     return sums[:b], sums[b:], counts[:b], counts[b:]
 
 
-def dpo_objective(model, batch: dict, beta: float, loss_type: str, label_smoothing: float, rpo_alpha: float,
-                  chunk: int = DEFAULT_CHUNK):
+def dpo_objective(
+    model,
+    batch: dict,
+    beta: float,
+    loss_type: str,
+    label_smoothing: float,
+    rpo_alpha: float,
+    chunk: int = DEFAULT_CHUNK,
+):
     """Mean loss over the batch's pairs and the metrics TRL logs (as MLX scalars)."""
     pc, pr, nc, nr = pair_logps(model, batch, chunk)
     rc, rr = batch["ref_chosen"], batch["ref_rejected"]
@@ -67,7 +83,9 @@ def dpo_objective(model, batch: dict, beta: float, loss_type: str, label_smoothi
         pc_l, pr_l, rc_l, rr_l = pc / nc, pr / nr, rc / nc, rr / nr
     else:
         pc_l, pr_l, rc_l, rr_l = pc, pr, rc, rr
-    losses, chosen_rewards, rejected_rewards = dpo_loss(pc_l, pr_l, rc_l, rr_l, beta, loss_type, label_smoothing)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(
+        pc_l, pr_l, rc_l, rr_l, beta, loss_type, label_smoothing
+    )
     w = batch["weight"]  # 0 for padding pairs of an incomplete batch
     # With data parallelism each process holds a shard; ``norm`` is the whole batch's pair count,
     # so summing the processes' losses (and gradients) gives the whole batch's mean.

@@ -51,11 +51,20 @@ def run_identity(args: EvalArgs) -> dict:
     """What defines an eval run (a folder holds one per task). ``--limit`` may grow, and golds are
     re-read each time, so neither is part of it; each finished row's prompt is checked instead."""
     code = args.solution_format == "code"
-    return {"model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
-            "task": args.task, "dataset": args.dataset, "chat_template": args.chat_template,
-            "num_shots": args.num_shots, "max_tokens": args.max_tokens, "solution_format": args.solution_format,
-            "block_format": args.block_format if code else None, "max_rounds": args.max_rounds if code else None,
-            "timeout": args.timeout if code else None, "stop": args.stop}
+    return {
+        "model": model_identity(args.model),
+        "adapter_path": adapter_identity(args.adapter_path),
+        "task": args.task,
+        "dataset": args.dataset,
+        "chat_template": args.chat_template,
+        "num_shots": args.num_shots,
+        "max_tokens": args.max_tokens,
+        "solution_format": args.solution_format,
+        "block_format": args.block_format if code else None,
+        "max_rounds": args.max_rounds if code else None,
+        "timeout": args.timeout if code else None,
+        "stop": args.stop,
+    }
 
 
 def run_eval(args: EvalArgs):
@@ -69,14 +78,17 @@ def run_eval(args: EvalArgs):
         raise UserError(f"{args.data_files or args.task}: no problems to evaluate")
     out = Path(args.output_dir)
     with folder_lock(out, f"eval {args.task}"):
-        check_identity(out, f"generations_{args.task}.meta", run_identity(args), (f"generations_{args.task}.jsonl",))
+        check_identity(
+            out, f"generations_{args.task}.meta", run_identity(args), (f"generations_{args.task}.jsonl",)
+        )
         return _run_eval(args, problems, fmt)
 
 
 def _run_eval(args: EvalArgs, problems, fmt):
     model, tokenizer = load_model(args.model, args.adapter_path)
-    chat, num_shots = prompt_settings(tokenizer, args.model, args.task, args.chat_template, args.num_shots,
-                                      fmt is not None)
+    chat, num_shots = prompt_settings(
+        tokenizer, args.model, args.task, args.chat_template, args.num_shots, fmt is not None
+    )
     built = [build_prompt_tokens(tokenizer, args.task, p.question, num_shots, chat, fmt) for p in problems]
     p_hash = prompts_hash([text for _, text in built])
 
@@ -90,8 +102,14 @@ def _run_eval(args: EvalArgs, problems, fmt):
     # Graded against the golds as they are now (a corrected data file re-grades old generations).
     rows = [{**done[p.doc_id], "target": p.gold} for p in problems]
     samples = score_rows(args.task, rows, problems, solution_format=grade_format(fmt))
-    config = {**asdict(args), "chat_template": chat, "num_shots": num_shots, "prompt_hash": p_hash,
-              "decoding": "greedy", "stop_strings": list(stop)}
+    config = {
+        **asdict(args),
+        "chat_template": chat,
+        "num_shots": num_shots,
+        "prompt_hash": p_hash,
+        "decoding": "greedy",
+        "stop_strings": list(stop),
+    }
     config.pop("progress")
     res_path, sam_path = write_report(out, args.task, samples, config)
     return aggregate(args.task, samples), res_path, sam_path
@@ -102,33 +120,58 @@ def _finished(gen_path: Path, problems, prompts: list[str]) -> dict:
     done = read_finished(gen_path, "doc_id")
     for p, prompt in zip(problems, prompts):
         if p.doc_id in done and done[p.doc_id].get("prompt") != prompt:
-            raise UserError(f"{gen_path}: doc_id {p.doc_id} was generated from another prompt (the question or "
-                            f"the prompt settings changed); use another --output-dir")
+            raise UserError(
+                f"{gen_path}: doc_id {p.doc_id} was generated from another prompt (the question or "
+                f"the prompt settings changed); use another --output-dir"
+            )
     return done
 
 
-def _generate(model, tokenizer, args: EvalArgs, fmt, stop, problems, built, todo: list[int], gen_path: Path,
-              done: dict) -> None:
+def _generate(
+    model, tokenizer, args: EvalArgs, fmt, stop, problems, built, todo: list[int], gen_path: Path, done: dict
+) -> None:
     """Greedy completions of the ``todo`` problems, each appended to ``gen_path`` (and ``done``) as it ends."""
     from mlx_scdpo.generation import solution_stream  # mlx-lm (heavy): only when generating
 
     stats = {"tokens": 0, "t0": time.perf_counter()}
-    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {args.task}", unit="problem",
-               disable=not (args.progress and todo))
+    bar = tqdm(
+        total=len(problems),
+        initial=len(problems) - len(todo),
+        desc=f"eval {args.task}",
+        unit="problem",
+        disable=not (args.progress and todo),
+    )
 
     def on_token(n):
         stats["tokens"] += n
 
-    stream = solution_stream(model, tokenizer, [built[i][0] for i in todo], fmt=fmt, sampler=None,
-                             max_tokens=args.max_tokens, batch_size=args.batch_size, max_rounds=args.max_rounds,
-                             timeout=args.timeout, stop_strings=stop, schedule=args.schedule,
-                             on_token=on_token)
+    stream = solution_stream(
+        model,
+        tokenizer,
+        [built[i][0] for i in todo],
+        fmt=fmt,
+        sampler=None,
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+        max_rounds=args.max_rounds,
+        timeout=args.timeout,
+        stop_strings=stop,
+        schedule=args.schedule,
+        on_token=on_token,
+    )
     with open(gen_path, "a", encoding="utf-8") as f, stream as completions:
         for c in completions:
             p = problems[todo[c.index]]
-            row = {"doc_id": p.doc_id, "prompt": built[todo[c.index]][1], "response": c.text, "target": p.gold,
-                   "subject": p.subject, "level": p.level, "num_tokens": len(c.tokens),
-                   "finish_reason": c.finish_reason}
+            row = {
+                "doc_id": p.doc_id,
+                "prompt": built[todo[c.index]][1],
+                "response": c.text,
+                "target": p.gold,
+                "subject": p.subject,
+                "level": p.level,
+                "num_tokens": len(c.tokens),
+                "finish_reason": c.finish_reason,
+            }
             if fmt is not None:
                 row["executions"] = c.executions
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

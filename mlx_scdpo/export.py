@@ -39,23 +39,36 @@ def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) 
     if out.exists() and not out.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder (--peft takes an output folder)")
     if out.is_dir() and Path(adapter_path).is_dir() and os.path.samefile(out, adapter_path):
-        raise UserError(f"{out_dir}: is the adapter folder itself; export to another folder (inputs are never "
-                        f"changed)")
+        raise UserError(
+            f"{out_dir}: is the adapter folder itself; export to another folder (inputs are never changed)"
+        )
     config, weights = read_adapters(adapter_path)
     if config.get("fine_tune_type", "lora") != "lora":
-        raise UserError(f"{adapter_path}: fine_tune_type {config['fine_tune_type']} cannot be exported to PEFT LoRA")
+        raise UserError(
+            f"{adapter_path}: fine_tune_type {config['fine_tune_type']} cannot be exported to PEFT LoRA"
+        )
     lora = config["lora_parameters"]
     tensors = peft_state_dict({k: v.astype(mx.float32) for k, v in weights.items()})
-    ranks = {(v.shape[0] if k.endswith("lora_A.weight") else v.shape[1]) if v.ndim == 2 else -1
-             for k, v in tensors.items()}  # A is (r, in), B is (out, r)
+    ranks = {
+        (v.shape[0] if k.endswith("lora_A.weight") else v.shape[1]) if v.ndim == 2 else -1
+        for k, v in tensors.items()
+    }  # A is (r, in), B is (out, r)
     if not tensors or ranks != {lora["rank"]}:  # a PEFT config with another r would load silently wrong
-        raise UserError(f"{adapter_path}: adapters.safetensors holds LoRA rank(s) {sorted(ranks)}, "
-                        f"adapter_config.json says {lora['rank']}")
+        raise UserError(
+            f"{adapter_path}: adapters.safetensors holds LoRA rank(s) {sorted(ranks)}, "
+            f"adapter_config.json says {lora['rank']}"
+        )
     targets = sorted({k.split(".")[-3] for k in tensors})
     peft_config = {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora["rank"], "lora_alpha": lora["scale"] * lora["rank"],
-        "lora_dropout": lora.get("dropout", 0.0), "target_modules": targets, "bias": "none",
-        "fan_in_fan_out": False, "base_model_name_or_path": base_model or config.get("model"),
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": lora["rank"],
+        "lora_alpha": lora["scale"] * lora["rank"],
+        "lora_dropout": lora.get("dropout", 0.0),
+        "target_modules": targets,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "base_model_name_or_path": base_model or config.get("model"),
         "inference_mode": True,
     }
     layers = sorted({int(m.group(1)) for k in tensors if (m := re.search(r"\.layers\.(\d+)\.", k))})
@@ -65,8 +78,11 @@ def export_peft(adapter_path: str, out_dir: str, base_model: str | None = None) 
         peft_config["layers_pattern"] = "layers"
     out.mkdir(parents=True, exist_ok=True)
     # Each file written aside and renamed: a kill never leaves a half-written adapter to be uploaded.
-    mx.save_safetensors(str(out / ".adapter_model.tmp.safetensors"), {k: mx.array(v) for k, v in tensors.items()},
-                        metadata={"format": "pt"})
+    mx.save_safetensors(
+        str(out / ".adapter_model.tmp.safetensors"),
+        {k: mx.array(v) for k, v in tensors.items()},
+        metadata={"format": "pt"},
+    )
     (out / ".adapter_config.json.tmp").write_text(json.dumps(peft_config, indent=2))
     os.replace(out / ".adapter_model.tmp.safetensors", out / "adapter_model.safetensors")
     os.replace(out / ".adapter_config.json.tmp", out / "adapter_config.json")

@@ -26,8 +26,15 @@ import mlx.core as mx
 # Eigen, Eigen/src/Core/MathFunctionsImpl.h, generic_fast_tanh_float: odd numerator,
 # even denominator, inputs clamped to +-7.9053 where tanh rounds to +-1 in float32.
 _CLAMP = 7.90531110763549805
-_NUM = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
-        -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+_NUM = (
+    4.89352455891786e-03,
+    6.37261928875436e-04,
+    1.48572235717979e-05,
+    5.12229709037114e-08,
+    -8.60467152213735e-11,
+    2.00018790482477e-13,
+    -2.76076847742355e-16,
+)
 _DEN = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
@@ -78,7 +85,11 @@ def use_fast_swiglu(model, enabled: bool = True):
     if enabled and mx.default_device() == mx.cpu:
         for _, m in model.named_modules():
             mod = sys.modules.get(type(m).__module__)
-            if mod is not None and getattr(mod, "swiglu", None) is not None and mod.__name__.startswith("mlx_lm."):
+            if (
+                mod is not None
+                and getattr(mod, "swiglu", None) is not None
+                and mod.__name__.startswith("mlx_lm.")
+            ):
                 modules.add(mod)
     saved = {mod: mod.swiglu for mod in modules}
     try:

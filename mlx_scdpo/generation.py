@@ -39,8 +39,9 @@ def _stop_position(text: str, stop_strings: Sequence[str]) -> int:
     return min((i for i in (text.find(s) for s in stop_strings if s) if i >= 0), default=-1)
 
 
-def trim_at_stop(tokenizer, tokens: list[int], stop_strings: Sequence[str],
-                 start: int = 0) -> tuple[list[int], bool]:
+def trim_at_stop(
+    tokenizer, tokens: list[int], stop_strings: Sequence[str], start: int = 0
+) -> tuple[list[int], bool]:
     """``tokens`` cut before the first stop string in the decoding of ``tokens[start:]``.
 
     Keeps the longest run of tokens whose decoding ends at or before the stop string, so
@@ -173,24 +174,61 @@ def generate_batched(
 
 
 @contextmanager
-def solution_stream(model, tokenizer, prompts, *, fmt, sampler, max_tokens, batch_size, max_rounds=8, timeout=6.0,
-                    logits_processors=None, caches=None, setup_code=None, stop_strings=(), schedule="continuous",
-                    on_token=None):
+def solution_stream(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    fmt,
+    sampler,
+    max_tokens,
+    batch_size,
+    max_rounds=8,
+    timeout=6.0,
+    logits_processors=None,
+    caches=None,
+    setup_code=None,
+    stop_strings=(),
+    schedule="continuous",
+    on_token=None,
+):
     """Completions of ``prompts``: plain batched generation, or the sandboxed code loop when ``fmt``.
 
     Yields an iterator of objects with ``index``, ``tokens``, ``text``, ``finish_reason``
     (and ``gen_mask`` for code-integrated solutions).
     """
     if fmt is None:
-        yield generate_batched(model, tokenizer, prompts, max_tokens=max_tokens, batch_size=batch_size,
-                               sampler=sampler, caches=caches, stop_strings=stop_strings, on_token=on_token,
-                               logits_processors=[logits_processors(i) for i in range(len(prompts))]
-                               if logits_processors else None)
+        yield generate_batched(
+            model,
+            tokenizer,
+            prompts,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            sampler=sampler,
+            caches=caches,
+            stop_strings=stop_strings,
+            on_token=on_token,
+            logits_processors=[logits_processors(i) for i in range(len(prompts))]
+            if logits_processors
+            else None,
+        )
         return
     from mlx_scdpo.code_generation import SandboxPool, generate_with_code  # it imports this module
 
     with SandboxPool(size=min(batch_size, 8), timeout=timeout) as pool:
-        yield generate_with_code(model, tokenizer, prompts, pool, fmt=fmt, max_tokens=max_tokens,
-                                 max_rounds=max_rounds, batch_size=batch_size, sampler=sampler,
-                                 logits_processors=logits_processors, setup_code=setup_code, schedule=schedule,
-                                 on_token=on_token, stop_strings=stop_strings)
+        yield generate_with_code(
+            model,
+            tokenizer,
+            prompts,
+            pool,
+            fmt=fmt,
+            max_tokens=max_tokens,
+            max_rounds=max_rounds,
+            batch_size=batch_size,
+            sampler=sampler,
+            logits_processors=logits_processors,
+            setup_code=setup_code,
+            schedule=schedule,
+            on_token=on_token,
+            stop_strings=stop_strings,
+        )

@@ -26,13 +26,27 @@ from mlx_scdpo.errors import UserError
 
 #: A preference pair (``mlx_scdpo.pairs``): TRL's columns, and token ids when present.
 PAIR_SCHEMA = {"prompt": "text_or_messages", "chosen": "text_or_messages", "rejected": "text_or_messages"}
-PAIR_OPTIONAL = {"prompt_ids": "token_ids", "chosen_ids": "token_ids", "rejected_ids": "token_ids",
-                 "source": str, "k": "int", "round": "int", "chosen_finish_reason": str,
-                 "rejected_finish_reason": str}
+PAIR_OPTIONAL = {
+    "prompt_ids": "token_ids",
+    "chosen_ids": "token_ids",
+    "rejected_ids": "token_ids",
+    "source": str,
+    "k": "int",
+    "round": "int",
+    "chosen_finish_reason": str,
+    "rejected_finish_reason": str,
+}
 PAIR_IDS_SCHEMA = {"prompt_ids": "token_ids", "chosen_ids": "token_ids", "rejected_ids": "token_ids"}
 #: A problem record of ``solutions.jsonl`` (``mlx-scdpo sample``).
-SOLUTION_SCHEMA = {"problem_id": str, "task": str, "question": str, "gold": str, "prompt": str,
-                   "prompt_ids": "token_ids", "samples": "samples"}
+SOLUTION_SCHEMA = {
+    "problem_id": str,
+    "task": str,
+    "question": str,
+    "gold": str,
+    "prompt": str,
+    "prompt_ids": "token_ids",
+    "samples": "samples",
+}
 
 
 SOLUTION_OPTIONAL = {"solution_format": str, "block_format": str}

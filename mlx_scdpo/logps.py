@@ -57,8 +57,11 @@ def output_head(model):
     if cap is None:
         cap = getattr(args, "final_logit_softcapping", None)
     scaling = getattr(model, "logits_scaling", None)  # granite, granitemoe: divided by
-    scale = getattr(getattr(model.model, "args", None), "logit_scale", None) if model_type.startswith("cohere") \
+    scale = (
+        getattr(getattr(model.model, "args", None), "logit_scale", None)
+        if model_type.startswith("cohere")
         else None
+    )
 
     def head(h):
         out = proj(h)
@@ -76,16 +79,21 @@ def output_head(model):
 def check_output_head(model) -> None:
     """One-line ``UserError`` when ``output_head`` does not reproduce the model's own logits."""
     found = output_head(model)
-    model_type = getattr(model, "model_type", None) or getattr(getattr(model, "args", None), "model_type", "?")
+    model_type = getattr(model, "model_type", None) or getattr(
+        getattr(model, "args", None), "model_type", "?"
+    )
     if found is None:  # no split we know: ``token_logps`` uses the model's own forward (all logits at once)
         return
     probe = mx.array([[1, 2, 3, 4, 5, 6, 7, 8]])
     own = model(probe).astype(mx.float32)
     ours = found[1](model.model(probe)).astype(mx.float32)
-    if own.shape != ours.shape or not np.allclose(np.array(own), np.array(ours), rtol=1e-4, atol=1e-4,
-                                                     equal_nan=True):
-        raise UserError(f"model type {model_type}: its output layer does something after the LM head that "
-                        f"mlx-scdpo does not reproduce; this architecture is not supported for training")
+    if own.shape != ours.shape or not np.allclose(
+        np.array(own), np.array(ours), rtol=1e-4, atol=1e-4, equal_nan=True
+    ):
+        raise UserError(
+            f"model type {model_type}: its output layer does something after the LM head that "
+            f"mlx-scdpo does not reproduce; this architecture is not supported for training"
+        )
 
 
 def positions_per_chunk(vocab: int, chunk: int) -> int:
@@ -99,8 +107,9 @@ def _picked_logps(logits, targets):
     return picked - lse
 
 
-def chunked_logps(head, module, hidden: mx.array, targets: mx.array, chunk: int = DEFAULT_CHUNK,
-                  vocab: int | None = None) -> mx.array:
+def chunked_logps(
+    head, module, hidden: mx.array, targets: mx.array, chunk: int = DEFAULT_CHUNK, vocab: int | None = None
+) -> mx.array:
     """Log-probability of each target, shape ``targets.shape``; ``hidden`` is (..., positions, dims).
 
     ``chunk``: logits computed at once (0: all positions in one piece, no recomputation).
@@ -120,7 +129,9 @@ def chunked_logps(head, module, hidden: mx.array, targets: mx.array, chunk: int 
 
     @mx.custom_function
     def logps(h, t):
-        return mx.concatenate([_picked_logps(head(hc), tc) for hc, tc in zip(mx.split(h, cuts), mx.split(t, cuts))])
+        return mx.concatenate(
+            [_picked_logps(head(hc), tc) for hc, tc in zip(mx.split(h, cuts), mx.split(t, cuts))]
+        )
 
     @logps.vjp
     def logps_vjp(primals, cotangent, output):

@@ -82,14 +82,27 @@ class TrainShape:
     def from_model(cls, model) -> "TrainShape":
         """From a loaded mlx-lm model: its args for the shape, its arrays for the bytes."""
         args = getattr(model, "args", None)
-        config = {k: getattr(args, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                  "num_key_value_heads", "head_dim", "intermediate_size",
-                                                  "vocab_size", "tie_word_embeddings") if hasattr(args, k)}
+        config = {
+            k: getattr(args, k)
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "head_dim",
+                "intermediate_size",
+                "vocab_size",
+                "tie_word_embeddings",
+            )
+            if hasattr(args, k)
+        }
         params = tree_flatten(model.parameters())
         floats = [v for _, v in params if v.dtype.size > 1 and "float" in str(v.dtype)]
         dtype_bytes = max((v.dtype.size for v in floats), default=4)
-        if not {"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                "vocab_size"} <= config.keys():
+        if (
+            not {"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"}
+            <= config.keys()
+        ):
             return None
         return cls.from_config(config, dtype_bytes, sum(v.nbytes for _, v in params))
 
@@ -105,14 +118,21 @@ class Estimate:
 
     @property
     def total(self) -> float:
-        return self.process + self.weights + SLACK * (self.adapters + self.activations + self.transient +
-                                                      self.logits)
+        return (
+            self.process
+            + self.weights
+            + SLACK * (self.adapters + self.activations + self.transient + self.logits)
+        )
 
     def summary(self) -> str:
         """The parts in GB, adding up to the total (the allocator's slack spread over what it applies to)."""
-        parts = [("weights", self.weights), ("activations", SLACK * (self.activations + self.transient)),
-                 ("logits", SLACK * self.logits), ("adapters+optimizer", SLACK * self.adapters),
-                 ("process", self.process)]
+        parts = [
+            ("weights", self.weights),
+            ("activations", SLACK * (self.activations + self.transient)),
+            ("logits", SLACK * self.logits),
+            ("adapters+optimizer", SLACK * self.adapters),
+            ("process", self.process),
+        ]
         return ", ".join(f"{name} {value / GB:.2f}" for name, value in parts)
 
 
@@ -120,7 +140,9 @@ def _round8(n: int) -> int:
     return -(-n // 8) * 8
 
 
-def estimate_peak(shape: TrainShape, args, prompt_len: int, response_len: int, shared: bool = True) -> Estimate:
+def estimate_peak(
+    shape: TrainShape, args, prompt_len: int, response_len: int, shared: bool = True
+) -> Estimate:
     """Peak bytes of a training step whose longest batch has these prompt and response lengths."""
     b = shape.dtype_bytes
     batch = args.batch_size
@@ -149,7 +171,9 @@ def estimate_peak(shape: TrainShape, args, prompt_len: int, response_len: int, s
     # layer first recomputes what an unchecked one keeps.
     transient = 0
     for n, q, k in rows:
-        one = (TRANSIENT_SCORES * n * shape.heads * q * k + TRANSIENT_INTERMEDIATE * n * q * shape.intermediate) * b
+        one = (
+            TRANSIENT_SCORES * n * shape.heads * q * k + TRANSIENT_INTERMEDIATE * n * q * shape.intermediate
+        ) * b
         if n_ckpt:
             one += n * q * keep * b
         transient = max(transient, one)
@@ -163,7 +187,9 @@ def estimate_peak(shape: TrainShape, args, prompt_len: int, response_len: int, s
         adapters = n_adapted * per_layer * (1 + 3 * 4 / b)  # gradients and two float32 moments
     else:
         rank = args.lora_rank
-        per_layer = rank * (2 * (2 * shape.hidden) + 2 * (shape.hidden + kv) + 3 * (shape.hidden + shape.intermediate))
+        per_layer = rank * (
+            2 * (2 * shape.hidden) + 2 * (shape.hidden + kv) + 3 * (shape.hidden + shape.intermediate)
+        )
         adapters = n_adapted * per_layer * 4 * 4  # weights, gradients, two moments (float32)
     return Estimate(shape.weight_bytes, adapters, activations, transient, logits, PROCESS_GB * GB)
 
@@ -202,16 +228,22 @@ def machine_memory() -> tuple[float, str]:
     return total, source
 
 
-def fitting_settings(shape: TrainShape, args, prompt_len: int, response_len: int, shared: bool,
-                     limit: float) -> tuple[str, float] | None:
+def fitting_settings(
+    shape: TrainShape, args, prompt_len: int, response_len: int, shared: bool, limit: float
+) -> tuple[str, float] | None:
     """The first of smaller-batch settings (same pairs per optimizer step) whose estimate fits."""
     pairs_per_step = args.batch_size * args.grad_accumulation_steps
     tried = []
     batch = args.batch_size
     while True:
-        for checkpoint in ((False, True) if not args.grad_checkpoint else (True,)):
-            trial = replace(args, batch_size=batch, grad_accumulation_steps=max(1, pairs_per_step // batch),
-                            grad_checkpoint=checkpoint, logits_chunk=args.logits_chunk or DEFAULT_CHUNK)
+        for checkpoint in (False, True) if not args.grad_checkpoint else (True,):
+            trial = replace(
+                args,
+                batch_size=batch,
+                grad_accumulation_steps=max(1, pairs_per_step // batch),
+                grad_checkpoint=checkpoint,
+                logits_chunk=args.logits_chunk or DEFAULT_CHUNK,
+            )
             tried.append(trial)
         if batch == 1:
             break
@@ -234,8 +266,12 @@ def batch_lengths(pairs, batch_size: int, seed: int) -> set[tuple[int, int]]:
     """(longest prompt, longest response) of each batch of the first epoch (batches group similar lengths)."""
     out = set()
     for idx in bucketed_batches([p.length for p in pairs], batch_size, seed, 0):
-        out.add((max(len(pairs[i].prompt) for i in idx),
-                 max(max(len(pairs[i].chosen), len(pairs[i].rejected)) for i in idx)))
+        out.add(
+            (
+                max(len(pairs[i].prompt) for i in idx),
+                max(max(len(pairs[i].chosen), len(pairs[i].rejected)) for i in idx),
+            )
+        )
     return out
 
 
@@ -247,16 +283,26 @@ def preflight(model, args, lengths: set[tuple[int, int]], shared: bool, echo=pri
         return None
     prompt_len, response_len = max(lengths, key=lambda pr: estimate_peak(shape, args, *pr, shared).total)
     est = estimate_peak(shape, args, prompt_len, response_len, shared)
-    limit, source = ((args.memory_limit_gb * GB, "--memory-limit-gb") if args.memory_limit_gb is not None
-                     else machine_memory())
+    limit, source = (
+        (args.memory_limit_gb * GB, "--memory-limit-gb")
+        if args.memory_limit_gb is not None
+        else machine_memory()
+    )
     shown = f"{limit / GB:.1f} GB ({source})" if limit else "no limit (--memory-limit-gb 0)"
     if limit and est.total > limit:  # the error line alone (it holds the estimate): one line on stderr
         fit = fitting_settings(shape, args, prompt_len, response_len, shared, limit)
-        advice = (f"settings that fit: {fit[0]} (estimated {fit[1] / GB:.1f} GB)" if fit else
-                  "even batch 1 with --grad-checkpoint does not fit: lower --max-length or use a smaller or "
-                  "quantized model")
-        raise UserError(f"estimated peak memory {est.total / GB:.1f} GB exceeds {limit / GB:.1f} GB ({source}); "
-                        f"{advice}; --memory-limit-gb overrides")
-    echo(f"memory: estimated peak memory {est.total / GB:.2f} GB ({est.summary()}) at batch {args.batch_size}, "
-         f"prompt {prompt_len} + response {response_len} tokens; limit {shown}")
+        advice = (
+            f"settings that fit: {fit[0]} (estimated {fit[1] / GB:.1f} GB)"
+            if fit
+            else "even batch 1 with --grad-checkpoint does not fit: lower --max-length or use a smaller or "
+            "quantized model"
+        )
+        raise UserError(
+            f"estimated peak memory {est.total / GB:.1f} GB exceeds {limit / GB:.1f} GB ({source}); "
+            f"{advice}; --memory-limit-gb overrides"
+        )
+    echo(
+        f"memory: estimated peak memory {est.total / GB:.2f} GB ({est.summary()}) at batch {args.batch_size}, "
+        f"prompt {prompt_len} + response {response_len} tokens; limit {shown}"
+    )
     return est

@@ -27,10 +27,16 @@ def read_adapters(adapter_path: str) -> tuple[dict, dict]:
         raise UserError(f"{src / 'adapter_config.json'}: damaged (not JSON)") from None
     lora = config.get("lora_parameters") if isinstance(config, dict) else None
     rank, scale = (lora.get("rank"), lora.get("scale")) if isinstance(lora, dict) else (None, None)
-    if not (isinstance(rank, int) and not isinstance(rank, bool) and 0 < rank < 2**31) or isinstance(scale, bool) \
-            or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise UserError(f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank (a positive integer) "
-                        f"and scale (a number)")
+    if (
+        not (isinstance(rank, int) and not isinstance(rank, bool) and 0 < rank < 2**31)
+        or isinstance(scale, bool)
+        or not isinstance(scale, (int, float))
+        or not math.isfinite(scale)
+    ):
+        raise UserError(
+            f"{src / 'adapter_config.json'}: field 'lora_parameters' needs rank (a positive integer) "
+            f"and scale (a number)"
+        )
     if config.get("fine_tune_type", "lora") not in ("lora", "dora", "full"):
         raise UserError(f"{src / 'adapter_config.json'}: field 'fine_tune_type' must be lora, dora or full")
     if not isinstance(config.get("num_layers"), int):
@@ -83,8 +89,14 @@ def _refuse_special_files(folder: Path) -> None:
 
 # Far beyond any released model (the largest have ~200 layers, hidden 2^14-2^15, vocab ~2.6e5): a
 # config.json past these is damaged, and building it would hang or exhaust memory before failing.
-_SIZE_LIMITS = {"num_hidden_layers": 4096, "hidden_size": 1 << 17, "intermediate_size": 1 << 20,
-                "vocab_size": 1 << 24, "num_attention_heads": 4096, "num_key_value_heads": 4096}
+_SIZE_LIMITS = {
+    "num_hidden_layers": 4096,
+    "hidden_size": 1 << 17,
+    "intermediate_size": 1 << 20,
+    "vocab_size": 1 << 24,
+    "num_attention_heads": 4096,
+    "num_key_value_heads": 4096,
+}
 
 
 def _refuse_absurd_sizes(model: str) -> None:
@@ -92,8 +104,10 @@ def _refuse_absurd_sizes(model: str) -> None:
     for key, limit in _SIZE_LIMITS.items():
         size = config_size(model, key)
         if size is not None and size > limit:
-            raise UserError(f"{Path(model).expanduser() / 'config.json'}: field '{key}' is {size}, beyond any "
-                            f"model ({limit}); the file looks damaged")
+            raise UserError(
+                f"{Path(model).expanduser() / 'config.json'}: field '{key}' is {size}, beyond any "
+                f"model ({limit}); the file looks damaged"
+            )
 
 
 def load_model(model: str, adapter_path: str | None = None):
@@ -113,7 +127,9 @@ def load_model(model: str, adapter_path: str | None = None):
         _refuse_special_files(Path(model).expanduser())
         _refuse_absurd_sizes(model)
     try:
-        mdl, tokenizer = load(str(Path(model).expanduser()) if looks_local else model, adapter_path=adapter_path)
+        mdl, tokenizer = load(
+            str(Path(model).expanduser()) if looks_local else model, adapter_path=adapter_path
+        )
     except Exception as e:  # hub errors, unsupported architectures, bad files
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{model}: could not load model ({msg})") from None
@@ -153,4 +169,3 @@ def set_adapter_scale(model, scale: float | None, saved: dict | None = None) -> 
         if dora:
             module.m = _base_magnitude(module) if scale == 0 else saved[name][1]
     return saved
-

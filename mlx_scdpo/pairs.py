@@ -25,7 +25,14 @@ import random
 from pathlib import Path
 
 from mlx_scdpo.errors import UserError
-from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, fsync_dir, read_records, write_json_atomic, write_jsonl_atomic
+from mlx_scdpo.jsonl import (
+    PAIR_OPTIONAL,
+    PAIR_SCHEMA,
+    fsync_dir,
+    read_records,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from mlx_scdpo.run_state import file_digest, folder_lock, kill_point
 
 #: Finish reasons of a response cut off before its end (token budget, code-execution budget).
@@ -36,8 +43,18 @@ def is_truncated(sample: dict) -> bool:
     return sample.get("finish_reason") in TRUNCATED
 
 
-def make_pair(record: dict, *, prefix_text: str, prefix_ids: list[int], chosen: dict, rejected: dict, source: str,
-              k: int, temperatures: list[float], round: int) -> dict:
+def make_pair(
+    record: dict,
+    *,
+    prefix_text: str,
+    prefix_ids: list[int],
+    chosen: dict,
+    rejected: dict,
+    source: str,
+    k: int,
+    temperatures: list[float],
+    round: int,
+) -> dict:
     """A pair from a problem record, the kept prefix and the two responses (``text`` + ``ids``)."""
     return {
         "prompt": record["prompt"] + prefix_text,
@@ -118,11 +135,19 @@ def refuse_overwriting_inputs(inputs, outputs) -> None:
     for o in outputs:
         for i in inputs:
             if Path(o).exists() and Path(i).exists() and os.path.samefile(i, o):
-                raise UserError(f"{i}: is also an output ({o}); write to another folder (inputs are never changed)")
+                raise UserError(
+                    f"{i}: is also an output ({o}); write to another folder (inputs are never changed)"
+                )
 
 
-def build_pairs(inputs: list[str], output_dir: str, valid_fraction: float = 0.01, seed: int = 0,
-                conversational: bool = False, max_naive: int | None = None) -> dict:
+def build_pairs(
+    inputs: list[str],
+    output_dir: str,
+    valid_fraction: float = 0.01,
+    seed: int = 0,
+    conversational: bool = False,
+    max_naive: int | None = None,
+) -> dict:
     """Mix pair files, shuffle with ``seed``, hold out ``valid_fraction``; write train/valid JSONL.
 
     ``max_naive`` keeps at most that many naive pairs (the paper's "data-equal" control
@@ -162,8 +187,13 @@ def build_pairs(inputs: list[str], output_dir: str, valid_fraction: float = 0.01
     refuse_overwriting_inputs(inputs, [out / name for name in SPLITS])
     with folder_lock(out, "build-pairs"):
         finish_swap(out)
-        manifest = {"inputs": {str(p): file_digest(p) for p in inputs}, "valid_fraction": valid_fraction,
-                    "seed": seed, "conversational": conversational, "max_naive": max_naive}
+        manifest = {
+            "inputs": {str(p): file_digest(p) for p in inputs},
+            "valid_fraction": valid_fraction,
+            "seed": seed,
+            "conversational": conversational,
+            "max_naive": max_naive,
+        }
         _write_splits(out, {"valid.jsonl": pairs[:n_valid], "train.jsonl": pairs[n_valid:]}, manifest)
     by_source = {}
     for p in pairs:

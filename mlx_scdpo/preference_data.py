@@ -66,15 +66,19 @@ def load_pairs(data: str) -> tuple[list[dict], list[dict]]:
     files are never written.
     """
     files = pair_files(data)
-    splits = [read_records(f, PAIR_SCHEMA, PAIR_OPTIONAL, numbered=True, allow_empty=i > 0)
-              for i, f in enumerate(files)]
+    splits = [
+        read_records(f, PAIR_SCHEMA, PAIR_OPTIONAL, numbered=True, allow_empty=i > 0)
+        for i, f in enumerate(files)
+    ]
     for f, rows in zip(files, splits):
         for lineno, row in rows:
             if any(k in row for k in PAIR_IDS) and not all(isinstance(row.get(k), list) for k in PAIR_IDS):
                 raise UserError(f"{f}:{lineno}: pairs with token ids need all of {', '.join(PAIR_IDS)}")
             if len({isinstance(row[k], list) for k in ("prompt", "chosen", "rejected")}) > 1:
-                raise UserError(f"{f}:{lineno}: fields 'prompt', 'chosen', 'rejected' must all be text or all be "
-                                f"lists of messages")
+                raise UserError(
+                    f"{f}:{lineno}: fields 'prompt', 'chosen', 'rejected' must all be text or all be "
+                    f"lists of messages"
+                )
             for k in ("chosen", "rejected"):  # TRL's conversational form: responses are assistant turns
                 if isinstance(row[k], list) and any(m["role"] != "assistant" for m in row[k]):
                     raise UserError(f"{f}:{lineno}: field '{k}' must hold assistant messages only")
@@ -92,8 +96,10 @@ def check_token_ids(pairs: list[dict], vocab_size: int, source) -> None:
         for k in PAIR_IDS:
             ids = row.get(k)
             if ids and max(ids) >= vocab_size:
-                raise UserError(f"{source}:{i}: field '{k}' has token id {max(ids)}, beyond the model's "
-                                f"vocabulary of {vocab_size} (pairs from another tokenizer?)")
+                raise UserError(
+                    f"{source}:{i}: field '{k}' has token id {max(ids)}, beyond the model's "
+                    f"vocabulary of {vocab_size} (pairs from another tokenizer?)"
+                )
 
 
 def check_solution_ids(records: list[dict], vocab_size: int | None, source) -> None:
@@ -103,8 +109,10 @@ def check_solution_ids(records: list[dict], vocab_size: int | None, source) -> N
     for i, rec in enumerate(records, 1):
         top = max([*rec["prompt_ids"], *(t for s in rec["samples"] for t in s["ids"])], default=-1)
         if top >= vocab_size:
-            raise UserError(f"{source}:{i}: token id {top} is beyond the model's vocabulary of {vocab_size} "
-                            f"(solutions from another tokenizer?)")
+            raise UserError(
+                f"{source}:{i}: token id {top} is beyond the model's vocabulary of {vocab_size} "
+                f"(solutions from another tokenizer?)"
+            )
 
 
 def vocab_size(model) -> int:
@@ -127,13 +135,21 @@ def _truncated(pair: dict, side: str) -> bool:
     return pair.get(f"{side}_finish_reason") in TRUNCATED
 
 
-def tokenize_pair(tokenizer, pair: dict, max_length: int = 1024, max_prompt_length: int = 512) -> TokenizedPair:
+def tokenize_pair(
+    tokenizer, pair: dict, max_length: int = 1024, max_prompt_length: int = 512
+) -> TokenizedPair:
     """Token ids of one pair (see module docstring)."""
     eos = tokenizer.eos_token_id
     if all(k in pair for k in ("prompt_ids", "chosen_ids", "rejected_ids")):
-        prompt, chosen, rejected = list(pair["prompt_ids"]), list(pair["chosen_ids"]), list(pair["rejected_ids"])
+        prompt, chosen, rejected = (
+            list(pair["prompt_ids"]),
+            list(pair["chosen_ids"]),
+            list(pair["rejected_ids"]),
+        )
     elif isinstance(pair["prompt"], list):
-        prompt_text = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=False)
+        prompt_text = tokenizer.apply_chat_template(
+            pair["prompt"], add_generation_prompt=True, tokenize=False
+        )
         full = lambda side: tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=False)  # noqa: E731
         prompt = _encode_text(tokenizer, prompt_text)
         responses = []
@@ -141,7 +157,7 @@ def tokenize_pair(tokenizer, pair: dict, max_length: int = 1024, max_prompt_leng
             text = full(side)
             if not text.startswith(prompt_text):
                 raise UserError("the chat template renders the prompt differently inside the conversation")
-            response = text[len(prompt_text):].rstrip("\n")
+            response = text[len(prompt_text) :].rstrip("\n")
             content = pair[side][-1].get("content") if pair[side] else None
             if _truncated(pair, side) and isinstance(content, str) and response.startswith(content):
                 response = content  # no end-of-turn marker after a cut-off response
@@ -189,6 +205,6 @@ def bucketed_batches(lengths: list[int], batch_size: int, seed: int, epoch: int)
     """
     rng = random.Random(seed * 1_000_003 + epoch)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches

@@ -46,7 +46,9 @@ class StepRamp:
         # Byte-level BPE: a text is its tokens' pieces end to end (a SentencePiece piece alone
         # drops its leading space). Checked on pairs of tokens spread over the vocabulary.
         probe = range(0, self.size - 1, max(1, self.size // 256))
-        self.pieces_concatenate = all(tokenizer.decode([i, i + 1]) == pieces[i] + pieces[i + 1] for i in probe)
+        self.pieces_concatenate = all(
+            tokenizer.decode([i, i + 1]) == pieces[i] + pieces[i + 1] for i in probe
+        )
         triggers = self.scanner().trigger_chars()
         # Only a token holding the last character of a step end can end a step.
         self.candidates = [(i, p) for i, p in enumerate(pieces) if any(c in p for c in triggers)]
@@ -87,8 +89,11 @@ class StepTemperatureProcessor:
 
     def _known(self, tokens: list[int]) -> None:
         pieces = self.ramp.pieces
-        if self.base == len(self.tokens) and self.ramp.pieces_concatenate and \
-                all(t < len(pieces) and "\ufffd" not in pieces[t] for t in tokens):  # whole characters
+        if (
+            self.base == len(self.tokens)
+            and self.ramp.pieces_concatenate
+            and all(t < len(pieces) and "\ufffd" not in pieces[t] for t in tokens)
+        ):  # whole characters
             self.tokens += tokens
             self.scanner.feed("".join(pieces[t] for t in tokens))
             self.base = len(self.tokens)
@@ -96,10 +101,10 @@ class StepTemperatureProcessor:
         self.tokens += tokens
         # Decode only what is new, after one anchor token (so a SentencePiece leading space survives).
         decode = self.ramp.tokenizer.decode
-        anchor = self.tokens[self.base - 1:self.base] if self.base else []
-        text = decode(anchor + self.tokens[self.base:])[len(decode(anchor)) if anchor else 0:]
+        anchor = self.tokens[self.base - 1 : self.base] if self.base else []
+        text = decode(anchor + self.tokens[self.base :])[len(decode(anchor)) if anchor else 0 :]
         stable = text.rstrip("\ufffd")  # a character whose bytes are not all here yet waits
-        self.scanner.feed(stable[self.fed:])
+        self.scanner.feed(stable[self.fed :])
         if len(stable) == len(text):
             self.base, self.fed = len(self.tokens), 0
         else:
@@ -116,9 +121,11 @@ class StepTemperatureProcessor:
             self.start = n
         if n - (self.start + len(self.tokens)) > 1:  # a loop that does not observe: read all but the newest
             self.reads += 1
-            self._known(context[self.start + len(self.tokens):n - 1].tolist())
+            self._known(context[self.start + len(self.tokens) : n - 1].tolist())
         steps = self.scanner.generated
-        if n - (self.start + len(self.tokens)) == 1:  # the newest token is still being computed: a lazy lookup
+        if (
+            n - (self.start + len(self.tokens)) == 1
+        ):  # the newest token is still being computed: a lazy lookup
             ends = self.ramp.step_ends(self.scanner)
             steps = steps + ends[mx.minimum(context[-1], ends.size - 1)].astype(mx.float32)
         temp = mx.minimum(self.t0 + self.dt * steps, self.tmax)
@@ -131,8 +138,14 @@ class StepTemperatureProcessor:
         return {k: v.item() for k, v in self.applied.items()}
 
 
-def step_temperatures(tokenizer, tokens: list[int], processor: StepTemperatureProcessor, style: str = "cot",
-                      fmt=None, unit: str = "line") -> list[float]:
+def step_temperatures(
+    tokenizer,
+    tokens: list[int],
+    processor: StepTemperatureProcessor,
+    style: str = "cot",
+    fmt=None,
+    unit: str = "line",
+) -> list[float]:
     """The temperature ``processor`` applied to each generated step of ``tokens`` (a
     continuation; steps as ``split_steps`` cuts it, execution outputs left out): at the
     step's first token, or for a block, the first token after its opening delimiter (a text

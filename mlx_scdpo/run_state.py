@@ -55,7 +55,9 @@ def folder_lock(folder: str | Path, command: str):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fd)
-            raise UserError(f"{folder}: in use by {holder}; wait for it to finish or use another folder") from None
+            raise UserError(
+                f"{folder}: in use by {holder}; wait for it to finish or use another folder"
+            ) from None
         except OSError:  # a file system without locks (some network mounts): run unguarded, as before
             pass
         # Ours now (any earlier holder is gone): record who holds it, for the message above.
@@ -74,8 +76,10 @@ def refuse_overwriting(inputs, folder: str | Path, names: tuple[str, ...]) -> No
         out = Path(folder) / name
         for i in inputs:
             if i is not None and out.exists() and Path(i).exists() and os.path.samefile(i, out):
-                raise UserError(f"{i}: is also an output of this command ({out}); use another output folder "
-                                f"(inputs are never changed)")
+                raise UserError(
+                    f"{i}: is also an output of this command ({out}); use another output folder "
+                    f"(inputs are never changed)"
+                )
 
 
 def check_output_folder(folder: str | Path, option: str) -> None:
@@ -156,8 +160,9 @@ def data_identity(*paths) -> str | None:
     return hashlib.sha256("".join(file_digest(p) for p in found).encode()).hexdigest()[:16]
 
 
-def check_identity(folder: str | Path, name: str, identity: dict, outputs: tuple[str, ...], *,
-                   what: str = "run") -> None:
+def check_identity(
+    folder: str | Path, name: str, identity: dict, outputs: tuple[str, ...], *, what: str = "run"
+) -> None:
     """Refuse a different run in ``folder`` (one line naming what differs); record this one.
 
     The recorded run binds only once it has written some of its ``outputs`` (file names in

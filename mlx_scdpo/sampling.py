@@ -61,7 +61,9 @@ class SampleArgs(GenerationArgs):
     model: str = field(metadata={"help": "SFT model folder or hub id."})
     output_dir: str = field(metadata={"help": "Where solutions.jsonl and pairs_naive.jsonl go."})
     task: str = field(default="gsm8k", metadata={"help": "gsm8k or math (grading rules)."})
-    data_files: str | None = field(default=None, metadata={"help": "Local problems file (question + answer)."})
+    data_files: str | None = field(
+        default=None, metadata={"help": "Local problems file (question + answer)."}
+    )
     dataset: str | None = field(default=None, metadata={"help": "Hub dataset (default: the task's)."})
     num_shots: int | None = field(default=None, metadata={"help": "Few-shot examples."})
     chat_template: bool | None = field(default=None, metadata={"help": "Chat prompt (default: if any)."})
@@ -73,14 +75,22 @@ class SampleArgs(GenerationArgs):
     min_correct: int = field(default=1, metadata={"help": "Distinct correct solutions wanted (P)."})
     min_wrong: int = field(default=1, metadata={"help": "Distinct wrong solutions wanted (Q)."})
     budget: int = field(default=100, metadata={"help": "Most samples per problem."})
-    naive_wrong: int | None = field(default=None, metadata={"help": "Wrong solutions paired with the first correct"
-                                                                    " (default 1 GSM8K, 2 MATH)."})
+    naive_wrong: int | None = field(
+        default=None,
+        metadata={"help": "Wrong solutions paired with the first correct (default 1 GSM8K, 2 MATH)."},
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (reference 1.0)."})
-    problems_per_batch: int = field(default=16, metadata={"help": "Problems open at once (memory; keep >= batch"
-                                                                   " size / samples per round); results do not"
-                                                                   " depend on it."})
-    include_truncated: bool = field(default=False, metadata={"help": "Wrong solutions cut off by --max-tokens may "
-                                                                     "be rejected sides."})
+    problems_per_batch: int = field(
+        default=16,
+        metadata={
+            "help": "Problems open at once (memory; keep >= batch"
+            " size / samples per round); results do not"
+            " depend on it."
+        },
+    )
+    include_truncated: bool = field(
+        default=False, metadata={"help": "Wrong solutions cut off by --max-tokens may be rejected sides."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -107,9 +117,13 @@ class ProblemState:
     got: dict = field(default_factory=dict)  # draw number -> result, until the round is complete
 
     def count(self, correct: bool, include_truncated: bool = True) -> int:
-        return sum(1 for s in self.samples if s["correct"] == correct and (include_truncated or not is_truncated(s)))
+        return sum(
+            1 for s in self.samples if s["correct"] == correct and (include_truncated or not is_truncated(s))
+        )
 
-    def add(self, text: str, ids: list[int], grade: dict, finish_reason: str, gen_mask: list[int] | None = None) -> None:
+    def add(
+        self, text: str, ids: list[int], grade: dict, finish_reason: str, gen_mask: list[int] | None = None
+    ) -> None:
         self.n_sampled += 1
         key = normalize_for_dedup(text)
         if key in self.seen:
@@ -117,15 +131,22 @@ class ProblemState:
         if grade["correct"] and not usable_correct(text):
             return
         self.seen.add(key)
-        sample = {"text": text, "ids": ids, "extracted": grade["extracted"], "correct": grade["correct"],
-                  "finish_reason": finish_reason}
+        sample = {
+            "text": text,
+            "ids": ids,
+            "extracted": grade["extracted"],
+            "correct": grade["correct"],
+            "finish_reason": finish_reason,
+        }
         if gen_mask is not None:  # 0 marks execution-output tokens (inserted, not generated)
             sample["gen_mask"] = gen_mask
         self.samples.append(sample)
 
     def is_done(self, args: SampleArgs) -> bool:
-        enough = self.count(True) >= args.min_correct and \
-            self.count(False, args.include_truncated) >= args.min_wrong
+        enough = (
+            self.count(True) >= args.min_correct
+            and self.count(False, args.include_truncated) >= args.min_wrong
+        )
         return enough or self.n_sampled >= args.budget
 
 
@@ -191,24 +212,55 @@ def naive_pairs(record: dict, n_wrong: int, include_truncated: bool = False) -> 
     wrong = [s for s in record["samples"] if not s["correct"] and (include_truncated or not is_truncated(s))]
     if not correct:
         return []
-    return [make_pair(record, prefix_text="", prefix_ids=[], chosen=correct[0], rejected=w, source="naive", k=0,
-                      temperatures=[], round=0) for w in wrong[:n_wrong]]
+    return [
+        make_pair(
+            record,
+            prefix_text="",
+            prefix_ids=[],
+            chosen=correct[0],
+            rejected=w,
+            source="naive",
+            k=0,
+            temperatures=[],
+            round=0,
+        )
+        for w in wrong[:n_wrong]
+    ]
 
 
 def solution_record(s: ProblemState, args: SampleArgs, fmt, stop) -> dict:
     """A finished problem's line of ``solutions.jsonl`` (``mlx_scdpo.jsonl.SOLUTION_SCHEMA``)."""
-    return {"problem_id": s.pid, "task": args.task, "question": s.problem.question, "gold": s.problem.gold,
-            "prompt": s.prompt_text, "prompt_ids": s.prompt_ids, "n_sampled": s.n_sampled, "seed": args.seed,
-            "solution_format": args.solution_format, "block_format": fmt.name if fmt else None, "stop": list(stop),
-            "samples": s.samples}
+    return {
+        "problem_id": s.pid,
+        "task": args.task,
+        "question": s.problem.question,
+        "gold": s.problem.gold,
+        "prompt": s.prompt_text,
+        "prompt_ids": s.prompt_ids,
+        "n_sampled": s.n_sampled,
+        "seed": args.seed,
+        "solution_format": args.solution_format,
+        "block_format": fmt.name if fmt else None,
+        "stop": list(stop),
+        "samples": s.samples,
+    }
 
 
 def run_sample(args: SampleArgs) -> dict:
     """Sample, grade, write solutions and naive pairs; returns counts."""
     check_values(args)  # before anything loads
     out = Path(args.output_dir)
-    refuse_overwriting([args.data_files], out, ("solutions.jsonl", "solutions.jsonl.damaged", "pairs_naive.jsonl",
-                                                 "sample_config.json", "sample_run.json"))
+    refuse_overwriting(
+        [args.data_files],
+        out,
+        (
+            "solutions.jsonl",
+            "solutions.jsonl.damaged",
+            "pairs_naive.jsonl",
+            "sample_config.json",
+            "sample_run.json",
+        ),
+    )
     with folder_lock(out, "sample"):
         check_identity(out, "sample_run", sample_identity(args), ("solutions.jsonl",))
         return _run_sample(args)
@@ -216,18 +268,29 @@ def run_sample(args: SampleArgs) -> dict:
 
 def sample_identity(args: SampleArgs) -> dict:
     """What defines a sampling run (a folder holds one; --limit may grow): model, adapters, data, settings."""
-    skip = ("progress", "batch_size", "problems_per_batch", "output_dir", "limit")  # results do not depend on them
+    skip = (
+        "progress",
+        "batch_size",
+        "problems_per_batch",
+        "output_dir",
+        "limit",
+    )  # results do not depend on them
     settings = {k: v for k, v in asdict(args).items() if k not in skip}
-    return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
-            "data_files": data_identity(args.data_files) or args.data_files}
+    return {
+        **settings,
+        "model": model_identity(args.model),
+        "adapter_path": adapter_identity(args.adapter_path),
+        "data_files": data_identity(args.data_files) or args.data_files,
+    }
 
 
 def _run_sample(args: SampleArgs) -> dict:
     if args.task not in ("gsm8k", "math"):
         raise UserError(f"--task {args.task}: sampling supports gsm8k and math")
     fmt = block_format(args.solution_format, args.block_format)
-    problems = load_problems(args.task, data_files=args.data_files, dataset=args.dataset, split=args.split,
-                             limit=args.limit)
+    problems = load_problems(
+        args.task, data_files=args.data_files, dataset=args.dataset, split=args.split, limit=args.limit
+    )
     if not problems:
         raise UserError(f"{args.data_files or args.task}: no problems")
     out = Path(args.output_dir)
@@ -236,16 +299,25 @@ def _run_sample(args: SampleArgs) -> dict:
     done = {r["problem_id"] for r in iter_finished(sol_path, "problem_id")}
     todo = [p for p in problems if problem_id(args.task, p) not in done]
     model, tokenizer = load_model(args.model, args.adapter_path)
-    chat, shots = prompt_settings(tokenizer, args.model, args.task, args.chat_template, args.num_shots,
-                                  fmt is not None)
+    chat, shots = prompt_settings(
+        tokenizer, args.model, args.task, args.chat_template, args.num_shots, fmt is not None
+    )
     stop = stop_strings(args.stop)
     n_wrong = args.naive_wrong if args.naive_wrong is not None else (1 if args.task == "gsm8k" else 2)
     (out / "sample_config.json").write_text(json.dumps(asdict(args), indent=2))
 
-    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="sample", unit="problem",
-               disable=not (args.progress and todo))
+    bar = tqdm(
+        total=len(problems),
+        initial=len(problems) - len(todo),
+        desc="sample",
+        unit="problem",
+        disable=not (args.progress and todo),
+    )
     counts = {"problems": 0, "pairs": 0, "samples": 0}
-    with open(sol_path, "a", encoding="utf-8") as fs, sandbox_pool(fmt, args.batch_size, args.timeout) as pool:
+    with (
+        open(sol_path, "a", encoding="utf-8") as fs,
+        sandbox_pool(fmt, args.batch_size, args.timeout) as pool,
+    ):
 
         def write(s: ProblemState):
             fs.write(json.dumps(solution_record(s, args, fmt, stop), ensure_ascii=False) + "\n")
@@ -262,15 +334,27 @@ def _run_sample(args: SampleArgs) -> dict:
 
         window = ProblemWindow(iter(todo), build, args, write)
         for (state, draw), c in stream_completions(
-                model, tokenizer, window.pull, fmt=fmt, pool=pool, max_tokens=args.max_tokens,
-                batch_size=args.batch_size, max_rounds=args.max_rounds, stop_strings=stop):
+            model,
+            tokenizer,
+            window.pull,
+            fmt=fmt,
+            pool=pool,
+            max_tokens=args.max_tokens,
+            batch_size=args.batch_size,
+            max_rounds=args.max_rounds,
+            stop_strings=stop,
+        ):
             grade = grade_sample(args.task, c.text, state.problem.gold, grade_format(fmt))
             counts["samples"] += 1
             kill_point("sample-draw")
-            window.finished(state, draw, (c.text, c.tokens, grade, c.finish_reason, getattr(c, "gen_mask", None)))
+            window.finished(
+                state, draw, (c.text, c.tokens, grade, c.finish_reason, getattr(c, "gen_mask", None))
+            )
     bar.close()
     # Naive pairs are derived from the solutions file as a whole (so a resumed run never
     # duplicates them), read line by line, and rewritten atomically.
-    counts["pairs"] = write_jsonl_atomic(pair_path, (p for r in iter_finished(sol_path)
-                                                     for p in naive_pairs(r, n_wrong, args.include_truncated)))
+    counts["pairs"] = write_jsonl_atomic(
+        pair_path,
+        (p for r in iter_finished(sol_path) for p in naive_pairs(r, n_wrong, args.include_truncated)),
+    )
     return counts

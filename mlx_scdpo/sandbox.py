@@ -39,20 +39,34 @@ from mlx_scdpo.sandbox_process import WORKER_PATH, _Died, _Protocol, _Timeout, _
 class SandboxLimits:
     timeout: float = field(default=6.0, metadata={"help": "Wall-clock seconds per block (reference: 6)."})
     cpu_time: int = field(default=10, metadata={"help": "CPU seconds per block (SIGXCPU)."})
-    cpu_time_total: int = field(default=60, metadata={
-        "help": "CPU seconds per worker process over its life (hard limit: SIGKILL, cannot be raised or caught)."})
+    cpu_time_total: int = field(
+        default=60,
+        metadata={
+            "help": "CPU seconds per worker process over its life (hard limit: SIGKILL, cannot be raised or caught)."
+        },
+    )
     memory_mb: int = field(default=2048, metadata={"help": "Address-space limit of each worker process."})
     max_processes: int = field(default=32, metadata={"help": "Processes + threads the worker may have."})
     max_output: int = field(default=4000, metadata={"help": "Characters of output kept per block."})
     file_size_mb: int = field(default=16, metadata={"help": "Largest file the code may write."})
     scratch_mb: int = field(default=64, metadata={"help": "Size of the scratch directory (Linux: a tmpfs)."})
-    tmp_mb: int = field(default=8, metadata={"help": "Size of each private /tmp, /var/tmp, /dev/shm, /run (Linux)."})
+    tmp_mb: int = field(
+        default=8, metadata={"help": "Size of each private /tmp, /var/tmp, /dev/shm, /run (Linux)."}
+    )
     recursion_limit: int = field(default=3000, metadata={"help": "Python recursion limit."})
     start_timeout: float = field(default=60.0, metadata={"help": "Seconds a worker may take to start."})
-    disable: tuple = field(default=(), metadata={
-        "help": "Isolation features to switch off (bwrap, seatbelt, seccomp): tests run other platforms' paths."})
-    preload: tuple = field(default=None, metadata={
-        "help": "Modules imported when a worker starts (default: common math modules, sympy, numpy)."})
+    disable: tuple = field(
+        default=(),
+        metadata={
+            "help": "Isolation features to switch off (bwrap, seatbelt, seccomp): tests run other platforms' paths."
+        },
+    )
+    preload: tuple = field(
+        default=None,
+        metadata={
+            "help": "Modules imported when a worker starts (default: common math modules, sympy, numpy)."
+        },
+    )
 
     def __post_init__(self):
         if self.preload is None:
@@ -62,8 +76,25 @@ class SandboxLimits:
 
 #: Standard-library modules math solutions use, imported while the worker starts (a pool
 #: hides that cost) so that blocks do not pay for them.
-STDLIB_PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "random",
-                  "statistics", "re", "string", "heapq", "bisect", "operator", "datetime", "numbers", "typing")
+STDLIB_PRELOAD = (
+    "math",
+    "cmath",
+    "fractions",
+    "decimal",
+    "itertools",
+    "functools",
+    "collections",
+    "random",
+    "statistics",
+    "re",
+    "string",
+    "heapq",
+    "bisect",
+    "operator",
+    "datetime",
+    "numbers",
+    "typing",
+)
 
 
 def default_preload() -> tuple:
@@ -122,8 +153,11 @@ class Sandbox:
         try:
             reply = worker.request(code, deadline)
         except _Timeout:
-            result = ExecResult(output=f"TimeoutError: the block ran longer than {self.limits.timeout:g} s",
-                                error="timeout", timed_out=True)
+            result = ExecResult(
+                output=f"TimeoutError: the block ran longer than {self.limits.timeout:g} s",
+                error="timeout",
+                timed_out=True,
+            )
         except _Died:
             reason = worker.exit_reason()
             kind = "cpu_time" if reason == "cpu_time" else "killed"

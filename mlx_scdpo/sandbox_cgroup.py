@@ -87,8 +87,12 @@ def remove_stale(parents: tuple[str, dict[str, str]]) -> None:
             continue
         for name in names:
             parts = name.split("-")
-            if len(parts) == 4 and name.startswith("mlx-scdpo-") and parts[2].isdigit() \
-                    and not os.path.exists(f"/proc/{parts[2]}"):
+            if (
+                len(parts) == 4
+                and name.startswith("mlx-scdpo-")
+                and parts[2].isdigit()
+                and not os.path.exists(f"/proc/{parts[2]}")
+            ):
                 Cgroup(parents[0], [os.path.join(parent, name)]).remove()  # its processes killed first
 
 
@@ -143,7 +147,8 @@ def create(parents: tuple[str, dict[str, str]], *, memory_bytes: int, pids: int)
             made.append(d)
             if version == "v2":
                 ok = _write(os.path.join(d, "memory.max"), str(memory_bytes)) and _write(
-                    os.path.join(d, "pids.max"), str(pids))
+                    os.path.join(d, "pids.max"), str(pids)
+                )
                 _write(os.path.join(d, "memory.swap.max"), "0")
                 _write(os.path.join(d, "cpu.max"), f"{CPU_PERIOD_US} {CPU_PERIOD_US}")
             elif controller == "pids":
@@ -153,7 +158,8 @@ def create(parents: tuple[str, dict[str, str]], *, memory_bytes: int, pids: int)
                 _write(os.path.join(d, "memory.memsw.limit_in_bytes"), str(memory_bytes))
             else:
                 ok = _write(os.path.join(d, "cpu.cfs_period_us"), str(CPU_PERIOD_US)) and _write(
-                    os.path.join(d, "cpu.cfs_quota_us"), str(CPU_PERIOD_US))
+                    os.path.join(d, "cpu.cfs_quota_us"), str(CPU_PERIOD_US)
+                )
             if not ok:
                 raise OSError(f"cannot set the limits of {d}")
     except OSError:
@@ -164,5 +170,7 @@ def create(parents: tuple[str, dict[str, str]], *, memory_bytes: int, pids: int)
 
 def wrap(cgroup: Cgroup, argv: list[str]) -> list[str]:
     """``argv`` started inside ``cgroup``: the shell moves itself there, then becomes ``argv``."""
-    script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 97; shift; n=$((n-1)); done; exec "$@"'
+    script = (
+        'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 97; shift; n=$((n-1)); done; exec "$@"'
+    )
     return ["/bin/sh", "-c", script, "sh", str(len(cgroup.procs)), *cgroup.procs, *argv]

@@ -46,15 +46,60 @@ SEATBELT = "/usr/bin/sandbox-exec"
 # keyrings (secrets of the session), ptrace-like access, memory outside RLIMIT_AS and the
 # bounded tmpfs (memfd, SysV shm and message queues), kernel attack surface.
 SECCOMP_DENIED = (
-    "keyctl", "add_key", "request_key", "ptrace", "process_vm_readv", "process_vm_writev", "perf_event_open", "bpf",
-    "userfaultfd", "memfd_create", "memfd_secret", "shmget", "shmat", "msgget", "msgsnd", "semget", "io_uring_setup",
-    "io_uring_enter", "io_uring_register", "mount", "umount2", "pivot_root", "unshare", "setns", "swapon", "swapoff",
-    "reboot", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "acct", "quotactl",
-    "open_by_handle_at", "name_to_handle_at", "fanotify_init", "personality", "move_pages", "migrate_pages", "mbind",
-    "lookup_dcookie", "syslog", "vhangup", "fsopen", "fsmount", "open_tree", "move_mount",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "perf_event_open",
+    "bpf",
+    "userfaultfd",
+    "memfd_create",
+    "memfd_secret",
+    "shmget",
+    "shmat",
+    "msgget",
+    "msgsnd",
+    "semget",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "unshare",
+    "setns",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "acct",
+    "quotactl",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "fanotify_init",
+    "personality",
+    "move_pages",
+    "migrate_pages",
+    "mbind",
+    "lookup_dcookie",
+    "syslog",
+    "vhangup",
+    "fsopen",
+    "fsmount",
+    "open_tree",
+    "move_mount",
     # Counted per host user (the sandbox's uid is the host's): a block could use up root's
     # inotify instances or message-queue bytes on the whole host while it lives.
-    "inotify_init", "inotify_init1", "mq_open")
+    "inotify_init",
+    "inotify_init1",
+    "mq_open",
+)
 
 # Socket families a block may create: AF_UNIX, AF_INET, AF_INET6 (the network namespace has no
 # network). Others are not confined by it: AF_VSOCK reaches the hypervisor's host from a VM,
@@ -79,9 +124,25 @@ def _bwrap_path() -> str | None:
 def _bwrap_works(bwrap: str) -> str | None:
     """None when bubblewrap can create its namespaces here, else why not (one line)."""
     try:
-        r = subprocess.run([bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--ro-bind", "/", "/",
-                            "--proc", "/proc", "--dev", "/dev", "true"],
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+        r = subprocess.run(
+            [
+                bwrap,
+                "--unshare-all",
+                "--unshare-user",
+                "--die-with-parent",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "true",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
     if r.returncode != 0:
@@ -112,11 +173,17 @@ def detect(disable=()) -> str:
     if not reasons:
         reasons.append(f"no sandbox is known for platform {sys.platform!r}")
     if unconfined_requested():
-        warnings.warn(f"mlx-scdpo: running model-written code WITHOUT isolation ({UNCONFINED_ENV}=unconfined; "
-                      f"{reasons[0]}); only resource limits apply", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"mlx-scdpo: running model-written code WITHOUT isolation ({UNCONFINED_ENV}=unconfined; "
+            f"{reasons[0]}); only resource limits apply",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return "unconfined"
-    raise SandboxUnavailable(f"cannot run model-written code safely: {'; '.join(reasons)}; "
-                             f"set {UNCONFINED_ENV}=unconfined to run it without isolation (unsafe)")
+    raise SandboxUnavailable(
+        f"cannot run model-written code safely: {'; '.join(reasons)}; "
+        f"set {UNCONFINED_ENV}=unconfined to run it without isolation (unsafe)"
+    )
 
 
 # --- Linux: bubblewrap -------------------------------------------------------------------
@@ -137,9 +204,14 @@ def worker_sys_path(sys_path, preload) -> list[str]:
     ``preload`` modules come from. Not the script's directory or the working directory
     (``sys.path[0]``: ``/tmp``, a project tree, ``/work`` ...): every entry kept is readable
     inside the sandbox, and a bound ``/tmp`` would replace the private one."""
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
-    sites = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages(),
-             *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    prefixes = {
+        os.path.realpath(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)
+    }
+    sites = [
+        *getattr(site, "getsitepackages", list)(),
+        site.getusersitepackages(),
+        *os.environ.get("PYTHONPATH", "").split(os.pathsep),
+    ]
     roots = {os.path.realpath(p) for p in sites if p}
     for name in preload or ():
         try:
@@ -203,10 +275,26 @@ def _has_write_bit(path: str) -> bool:
         return False
 
 
-def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
+def bwrap_argv(
+    bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: int, seccomp_fd: int | None
+) -> list[str]:
     """bubblewrap's arguments, up to the command it runs."""
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534",
-            "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv = [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--hostname",
+        "sandbox",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
     if seccomp_fd is not None:
         # The worker is the namespace's pid 1, under the filter: bubblewrap's own pid 1 runs
         # without it, and a block could rewrite that process through /proc/1/mem. (The filter
@@ -219,7 +307,13 @@ def bwrap_argv(bwrap: str, sys_path, worker: str, *, scratch_mb: int, tmp_mb: in
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives"):
+    for path in (
+        "/etc/ld.so.cache",
+        "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",
+        "/etc/localtime",
+        "/etc/alternatives",
+    ):
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
     # The sandbox's uid is the host's uid (root's, when run as root), so sysctls are writable
@@ -249,8 +343,13 @@ _SCMP_CMP_EQ, _SCMP_CMP_GT = 4, 6
 
 
 class _ScmpArgCmp(ctypes.Structure):  # libseccomp's struct scmp_arg_cmp
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
-                ("datum_b", ctypes.c_uint64)]
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
 
 _EPERM = 1
 
@@ -269,8 +368,13 @@ def seccomp_program() -> bytes | None:
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.POINTER(_ScmpArgCmp)]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(_ScmpArgCmp),
+    ]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
@@ -324,26 +428,32 @@ def seatbelt_profile(sys_path, scratch: str, worker: str) -> str:
     python = [_sbpl(p) for p in python_dirs(sys_path)]
     # Temporary directories hold other programs' files (the scratch inside one is allowed below).
 
-    private = [_sbpl(p) for p in _readable_dirs(["/Users", "/Volumes", os.path.expanduser("~"), "/private/tmp", "/tmp",
-                                                 tempfile.gettempdir()])]
+    private = [
+        _sbpl(p)
+        for p in _readable_dirs(
+            ["/Users", "/Volumes", os.path.expanduser("~"), "/private/tmp", "/tmp", tempfile.gettempdir()]
+        )
+    ]
     not_private = " ".join(f"(require-not (subpath {p}))" for p in private)
-    return "\n".join([
-        "(version 1)",
-        "(deny default)",
-        "(allow process-fork)",
-        # A framework build's bin/python3 re-executes Python.app inside its installation.
-        f"(allow process-exec (literal {_sbpl(os.path.realpath(sys.executable))}))",
-        f"(allow process-exec (subpath {_sbpl(os.path.realpath(sys.base_prefix))}))",
-        "(allow process-info* (target same-sandbox))",
-        "(allow signal (target same-sandbox))",
-        "(allow sysctl-read)",
-        "(allow file-read-metadata)",
-        # System files yes, the user's files (home, other volumes) no ...
-        f"(allow file-read* (require-all {not_private}))" if private else "(allow file-read*)",
-        # ... except the Python installation, import path and the worker, which may live there.
-        *[f"(allow file-read* (subpath {p}))" for p in python],
-        f"(allow file-read* (literal {_sbpl(os.path.realpath(worker))}))",
-        f"(allow file-read* file-write* (subpath {_sbpl(scratch)}))",
-        '(allow file-read* file-write-data (literal "/dev/null"))',
-        "",
-    ])
+    return "\n".join(
+        [
+            "(version 1)",
+            "(deny default)",
+            "(allow process-fork)",
+            # A framework build's bin/python3 re-executes Python.app inside its installation.
+            f"(allow process-exec (literal {_sbpl(os.path.realpath(sys.executable))}))",
+            f"(allow process-exec (subpath {_sbpl(os.path.realpath(sys.base_prefix))}))",
+            "(allow process-info* (target same-sandbox))",
+            "(allow signal (target same-sandbox))",
+            "(allow sysctl-read)",
+            "(allow file-read-metadata)",
+            # System files yes, the user's files (home, other volumes) no ...
+            f"(allow file-read* (require-all {not_private}))" if private else "(allow file-read*)",
+            # ... except the Python installation, import path and the worker, which may live there.
+            *[f"(allow file-read* (subpath {p}))" for p in python],
+            f"(allow file-read* (literal {_sbpl(os.path.realpath(worker))}))",
+            f"(allow file-read* file-write* (subpath {_sbpl(scratch)}))",
+            '(allow file-read* file-write-data (literal "/dev/null"))',
+            "",
+        ]
+    )

@@ -55,9 +55,17 @@ def _valid_text(s: str) -> str:
 
 def _minimal_env(home: str, tmp: str) -> dict:
     # No inherited secrets: only what Python needs, single-threaded math libraries.
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": tmp, "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": tmp,
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
 
 
 _live: set = set()  # workers not yet killed, for the clean-up at interpreter exit
@@ -95,7 +103,9 @@ def _launch(argv, **kwargs) -> subprocess.Popen:
     with _launcher_lock:
         if _launcher_jobs is None:
             _launcher_jobs = queue.SimpleQueue()
-            threading.Thread(target=_launcher, args=(_launcher_jobs,), daemon=True, name="sandbox-launcher").start()
+            threading.Thread(
+                target=_launcher, args=(_launcher_jobs,), daemon=True, name="sandbox-launcher"
+            ).start()
     box, done = [], threading.Event()
     _launcher_jobs.put((dict(kwargs, args=argv), box, done))
     done.wait()
@@ -134,21 +144,32 @@ class _Worker:
             if mode == "bwrap":
                 program = None if "seccomp" in limits.disable else iso.seccomp_program()
                 if program is None and "seccomp" not in limits.disable:
-                    warnings.warn("mlx-scdpo: libseccomp is not installed (apt-get install libseccomp2): the sandbox "
-                                  "runs without its system-call filter (docs/code-and-sandbox.md, Sandbox)",
-                                  RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        "mlx-scdpo: libseccomp is not installed (apt-get install libseccomp2): the sandbox "
+                        "runs without its system-call filter (docs/code-and-sandbox.md, Sandbox)",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                 if program is not None:
                     seccomp_r, seccomp_w = os.pipe()  # a few KB: fits the pipe buffer
                     os.write(seccomp_w, program)
                     os.close(seccomp_w)
                     pass_fds.append(seccomp_r)
-                argv = iso.bwrap_argv(iso._bwrap_path(), cfg["sys_path"], WORKER_PATH, scratch_mb=limits.scratch_mb,
-                                      tmp_mb=limits.tmp_mb, seccomp_fd=seccomp_r)
+                argv = iso.bwrap_argv(
+                    iso._bwrap_path(),
+                    cfg["sys_path"],
+                    WORKER_PATH,
+                    scratch_mb=limits.scratch_mb,
+                    tmp_mb=limits.tmp_mb,
+                    seccomp_fd=seccomp_r,
+                )
                 argv += [python, "-I", iso.WORKER_IN_SANDBOX, json.dumps(cfg)]
                 parents = None if "cgroup" in limits.disable else _cgroup_parents()
                 if parents is not None:
                     mb = limits.memory_mb + limits.scratch_mb + 4 * limits.tmp_mb + 64
-                    self.cgroup = cgroups.create(parents, memory_bytes=mb << 20, pids=limits.max_processes + 2)
+                    self.cgroup = cgroups.create(
+                        parents, memory_bytes=mb << 20, pids=limits.max_processes + 2
+                    )
                 if self.cgroup is not None:
                     argv = cgroups.wrap(self.cgroup, argv)
                 cwd, env = "/", _minimal_env(iso.SCRATCH_IN_SANDBOX, "/tmp")
@@ -156,12 +177,24 @@ class _Worker:
                 self.scratch = tempfile.mkdtemp(prefix="mlx-scdpo-sandbox-")
                 argv = [python, "-I", WORKER_PATH, json.dumps(cfg)]
                 if mode == "seatbelt":
-                    argv = [iso.SEATBELT, "-p", iso.seatbelt_profile(cfg["sys_path"], self.scratch, WORKER_PATH)] + argv
+                    argv = [
+                        iso.SEATBELT,
+                        "-p",
+                        iso.seatbelt_profile(cfg["sys_path"], self.scratch, WORKER_PATH),
+                    ] + argv
                 cwd, env = self.scratch, _minimal_env(self.scratch, self.scratch)
             with _live_lock:
                 _live.add(self)
-            self.proc = _launch(argv, stdin=subprocess.DEVNULL, stdout=err_w, stderr=err_w, cwd=cwd, env=env,
-                                start_new_session=True, pass_fds=pass_fds)
+            self.proc = _launch(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=err_w,
+                stderr=err_w,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=pass_fds,
+            )
         except BaseException:
             self.kill()
             raise
@@ -177,17 +210,27 @@ class _Worker:
         self._wpoll.register(self._req_w, select.POLLOUT)
         try:
             hello = self._read_frame(time.monotonic() + limits.start_timeout, 4096)
-            if not (isinstance(hello, dict) and hello.get("ready") is True and isinstance(hello.get("limits"), list)):
+            if not (
+                isinstance(hello, dict)
+                and hello.get("ready") is True
+                and isinstance(hello.get("limits"), list)
+            ):
                 raise _Protocol("bad hello frame")
         except (_Timeout, _Died, _Protocol) as e:
-            why = {"_Timeout": f"no answer in {limits.start_timeout:g} s"}.get(type(e).__name__, str(e) or "it exited")
+            why = {"_Timeout": f"no answer in {limits.start_timeout:g} s"}.get(
+                type(e).__name__, str(e) or "it exited"
+            )
             detail = self._stderr_tail()
             self.kill()
-            raise RuntimeError(  # the reason is in the message
-                f"the sandbox worker did not start ({mode}): {why}" + (f": {detail}" if detail else "")) from None
-        self.isolation = {"mode": mode, "limits": [str(x) for x in hello["limits"]],
-                          "seccomp": mode == "bwrap" and seccomp_r is not None,
-                          "cgroup": self.cgroup.version if self.cgroup else None}
+            raise RuntimeError(
+                f"the sandbox worker did not start ({mode}): {why}" + (f": {detail}" if detail else "")
+            ) from None  # the reason is in the message
+        self.isolation = {
+            "mode": mode,
+            "limits": [str(x) for x in hello["limits"]],
+            "seccomp": mode == "bwrap" and seccomp_r is not None,
+            "cgroup": self.cgroup.version if self.cgroup else None,
+        }
         if mode == "bwrap":  # outer bwrap -> [its pid 1, without --as-pid-1 ->] the worker
             init = _children(self.proc.pid)
             self._init_pid = init[0] if len(init) == 1 else None
@@ -274,8 +317,13 @@ class _Worker:
         data = json.dumps({"id": self._seq, "code": code}).encode()
         self._write_all(struct.pack("<I", len(data)) + data, deadline)
         reply = self._read_frame(deadline, self._max_frame)
-        if not (isinstance(reply, dict) and set(reply) == {"id", "output", "error"} and reply["id"] == self._seq
-                and isinstance(reply["output"], str) and reply["error"] in _WORKER_ERRORS):
+        if not (
+            isinstance(reply, dict)
+            and set(reply) == {"id", "output", "error"}
+            and reply["id"] == self._seq
+            and isinstance(reply["output"], str)
+            and reply["error"] in _WORKER_ERRORS
+        ):
             raise _Protocol("a reply that does not match the schema")
         self._pause()
         self._kill_strays()
@@ -381,8 +429,13 @@ def _cgroup_parents():
 def _remove_tree(path: str) -> None:
     """Remove a directory of any depth (shutil.rmtree recurses; ``rm`` does not), bounded in time."""
     try:
-        subprocess.run(["rm", "-rf", "--", path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=120)
+        subprocess.run(
+            ["rm", "-rf", "--", path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired):
         pass
     if os.path.lexists(path):

@@ -59,8 +59,13 @@ def _cpu_used():
 def set_limits(cfg):
     """Resource limits, hard = soft; returns the names of those the OS accepted."""
     mb = 1 << 20
-    wanted = {"RLIMIT_AS": int(cfg["memory_mb"]) * mb, "RLIMIT_FSIZE": int(cfg["file_size_mb"]) * mb,
-              "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 256, "RLIMIT_NPROC": cfg.get("max_processes")}
+    wanted = {
+        "RLIMIT_AS": int(cfg["memory_mb"]) * mb,
+        "RLIMIT_FSIZE": int(cfg["file_size_mb"]) * mb,
+        "RLIMIT_CORE": 0,
+        "RLIMIT_NOFILE": 256,
+        "RLIMIT_NPROC": cfg.get("max_processes"),
+    }
     applied = []
     for name, value in wanted.items():
         if value is None or not hasattr(resource, name):

@@ -85,7 +85,10 @@ def supports_shared_prompt(model) -> bool:
     if output_head(model) is None:
         return False
 
-    pairs = [TokenizedPair([1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11]), TokenizedPair([12, 13], [14, 15, 16, 17], [18])]
+    pairs = [
+        TokenizedPair([1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11]),
+        TokenizedPair([12, 13], [14, 15, 16, 17], [18]),
+    ]
     plain = sequence_arrays(pairs)
     want = (token_logps(model, mx.array(plain["inputs"]), mx.array(plain["targets"])) * plain["mask"]).sum(-1)
     try:
@@ -99,6 +102,7 @@ def supports_shared_prompt(model) -> bool:
 
 def shared_batch_arrays(pairs, pad_id: int = 0, pad_to_multiple: int = 8) -> dict:
     """Left-padded prompts (B, P) and right-padded responses (2B, R); chosen rows first."""
+
     def round_up(n):
         return -(-n // pad_to_multiple) * pad_to_multiple
 
@@ -112,7 +116,7 @@ def shared_batch_arrays(pairs, pad_id: int = 0, pad_to_multiple: int = 8) -> dic
     mask = np.zeros((2 * b, rlen), dtype=np.float32)
     for i, p in enumerate(pairs):
         left[i] = plen - len(p.prompt)
-        prompts[i, left[i]:] = p.prompt
+        prompts[i, left[i] :] = p.prompt
         for row, resp in ((i, p.chosen), (b + i, p.rejected)):
             responses[row, : len(resp)] = resp
             mask[row, : len(resp)] = 1.0
@@ -159,12 +163,14 @@ def checkpoint_layers(layers, count: int = -1):
             return original(self, x, mask, cache, **kwargs)
         params = self.trainable_parameters()
         if isinstance(cache, ResponseKVCache):
+
             def run(params, x, keys, values):
                 self.update(params)
                 return original(self, x, mask, cache.with_prefix(keys, values))
 
             return mx.checkpoint(run)(params, x, cache.keys, cache.values)
         if isinstance(cache, TrainKVCache) and cache.keys is None:  # the prompt pass fills the cache
+
             def run(params, x):
                 self.update(params)
                 fresh = TrainKVCache(cache.left_padding)
@@ -174,6 +180,7 @@ def checkpoint_layers(layers, count: int = -1):
             cache.update_and_fetch(keys, values)
             return out
         if cache is None:
+
             def run(params, x):
                 self.update(params)
                 return original(self, x, mask)

@@ -79,11 +79,17 @@ class StepControlArgs:
     solutions: str = field(metadata={"help": "solutions.jsonl written by `mlx-scdpo sample`."})
     output_dir: str = field(metadata={"help": "Where step_control.jsonl and its pairs go."})
     adapter_path: str | None = field(default=None, metadata={"help": "LoRA adapter folder."})
-    solutions_per_problem: int = field(default=1, metadata={"help": "Correct solutions used per problem (M)."})
-    prefixes_per_solution: int | None = field(default=None, metadata={"help": "Random subset of eligible k (all)."})
+    solutions_per_problem: int = field(
+        default=1, metadata={"help": "Correct solutions used per problem (M)."}
+    )
+    prefixes_per_solution: int | None = field(
+        default=None, metadata={"help": "Random subset of eligible k (all)."}
+    )
     step_unit: str = field(default="line", metadata={"help": "Chain-of-thought steps: line or paragraph."})
     rounds: int = field(default=8, metadata={"help": "Continuations per prefix at most (R)."})
-    max_pairs_per_problem: int | None = field(default=None, metadata={"help": "Cap (default 2 GSM8K, 3 MATH)."})
+    max_pairs_per_problem: int | None = field(
+        default=None, metadata={"help": "Cap (default 2 GSM8K, 3 MATH)."}
+    )
     t0: float = field(default=T0, metadata={"help": "Temperature of the first generated step."})
     dt: float = field(default=DT, metadata={"help": "Temperature increase per generated step."})
     tmax: float = field(default=TMAX, metadata={"help": "Temperature ceiling."})
@@ -91,13 +97,18 @@ class StepControlArgs:
     max_step_chars: int = field(default=3000, metadata={"help": "Noise filter: longest step."})
     max_tokens: int = field(default=512, metadata={"help": "Most new tokens per continuation."})
     batch_size: int = field(default=64, metadata={"help": "Sequences decoded together."})
-    max_code_rounds: int = field(default=8, metadata={"help": "Code executions per continuation (code format)."})
+    max_code_rounds: int = field(
+        default=8, metadata={"help": "Code executions per continuation (code format)."}
+    )
     timeout: float = field(default=6.0, metadata={"help": "Seconds per code block (code format)."})
     seed: int = field(default=0, metadata={"help": "Seed for prefixes and sampling."})
-    stop: list[str] | None = field(default=None, metadata={"help": "Text stop string, repeatable (default: those "
-                                                                    "`sample` used; '' for none)."})
-    include_truncated: bool = field(default=False, metadata={"help": "Continuations cut off by --max-tokens may be "
-                                                                     "rejected sides."})
+    stop: list[str] | None = field(
+        default=None,
+        metadata={"help": "Text stop string, repeatable (default: those `sample` used; '' for none)."},
+    )
+    include_truncated: bool = field(
+        default=False, metadata={"help": "Continuations cut off by --max-tokens may be rejected sides."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -191,13 +202,16 @@ def iter_solutions(path: str, vocab_size: int | None = None):
     """
     seen: dict = {}
     for lineno, row in iter_lines(path):
-        rec = check_solution_record(check_record(row, path, lineno, SOLUTION_SCHEMA, SOLUTION_OPTIONAL),
-                                    where(path, lineno), seen)
+        rec = check_solution_record(
+            check_record(row, path, lineno, SOLUTION_SCHEMA, SOLUTION_OPTIONAL), where(path, lineno), seen
+        )
         if vocab_size is not None:
             top = max([*rec["prompt_ids"], *(t for s in rec["samples"] for t in s["ids"])], default=-1)
             if top >= vocab_size:
-                raise UserError(f"{where(path, lineno)}: token id {top} is beyond the model's vocabulary of "
-                                f"{vocab_size} (solutions from another tokenizer?)")
+                raise UserError(
+                    f"{where(path, lineno)}: token id {top} is beyond the model's vocabulary of "
+                    f"{vocab_size} (solutions from another tokenizer?)"
+                )
         yield rec
 
 
@@ -232,9 +246,17 @@ def run_step_control(args: StepControlArgs) -> dict:
     check_values(args)  # before anything loads
     formats = check_solutions(args.solutions, config_vocab_size(args.model))
     out = Path(args.output_dir)
-    refuse_overwriting([args.solutions], out, ("step_control.jsonl", "step_control.jsonl.damaged",
-                                               "pairs_step_control.jsonl", "step_control_config.json",
-                                               "step_control_run.json"))
+    refuse_overwriting(
+        [args.solutions],
+        out,
+        (
+            "step_control.jsonl",
+            "step_control.jsonl.damaged",
+            "pairs_step_control.jsonl",
+            "step_control_config.json",
+            "step_control_run.json",
+        ),
+    )
     with folder_lock(out, "step-control"):
         check_identity(out, "step_control_run", step_control_identity(args), ("step_control.jsonl",))
         return _run_step_control(args, out, formats)
@@ -243,8 +265,12 @@ def run_step_control(args: StepControlArgs) -> dict:
 def step_control_identity(args: StepControlArgs) -> dict:
     """What defines a step-control run (a folder holds one): model, adapters, solutions, settings."""
     settings = {k: v for k, v in asdict(args).items() if k not in ("progress", "batch_size", "output_dir")}
-    return {**settings, "model": model_identity(args.model), "adapter_path": adapter_identity(args.adapter_path),
-            "solutions": data_identity(args.solutions)}
+    return {
+        **settings,
+        "model": model_identity(args.model),
+        "adapter_path": adapter_identity(args.adapter_path),
+        "solutions": data_identity(args.solutions),
+    }
 
 
 class PrefixWindow:
@@ -274,7 +300,12 @@ class PrefixWindow:
         return self.pairs_of.get(problem, 0) >= self.cap(p.record)
 
     def pull(self, n: int) -> list:
-        while self.more and len(self.queue) < n and len(self.live) < self.size and len(self.order) < 4 * self.size:
+        while (
+            self.more
+            and len(self.queue) < n
+            and len(self.live) < self.size
+            and len(self.order) < 4 * self.size
+        ):
             p = next(self.prefixes, None)
             if p is None:
                 self.more = False
@@ -337,9 +368,16 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
             p.cache = prefill_cache(model, p.prompt_ids)
 
     def request(p: Prefix) -> Request:
-        p.ramp = ramp_for(p.fmt).processor(args.t0, args.dt, args.tmax)  # read back when the continuation is done
-        return Request(p, p.prompt_ids, [p.ramp, item_noise(1.0, args.seed, p.prefix_id, p.round)], cache=p.cache,
-                       setup_code=p.code_blocks)
+        p.ramp = ramp_for(p.fmt).processor(
+            args.t0, args.dt, args.tmax
+        )  # read back when the continuation is done
+        return Request(
+            p,
+            p.prompt_ids,
+            [p.ramp, item_noise(1.0, args.seed, p.prefix_id, p.round)],
+            cache=p.cache,
+            setup_code=p.code_blocks,
+        )
 
     bar = tqdm(desc="step-control", unit="prefix", initial=len(done), disable=not args.progress)
     counts = {"written": 0}
@@ -347,8 +385,14 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
     with open(sc_path, "a", encoding="utf-8") as f, ExitStack() as pools:
 
         def commit(p: Prefix, status: str, extra: dict):
-            row = {"prefix_id": p.prefix_id, "problem_id": p.record["problem_id"], "k": p.k, "status": status,
-                   "round": 0 if status == "capped" else p.rounds_done, **extra}
+            row = {
+                "prefix_id": p.prefix_id,
+                "problem_id": p.record["problem_id"],
+                "k": p.k,
+                "status": status,
+                "round": 0 if status == "capped" else p.rounds_done,
+                **extra,
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             counts["written"] += 1
@@ -359,20 +403,41 @@ def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> d
 
         # A file from ``sample`` holds one format; a mixed one is worked through one format after another.
         for fmt_name in formats:
-            window = PrefixWindow(iter_prefixes(iter_solutions(args.solutions), tokenizer, args, done, stats,
-                                                fmt_name), args.batch_size, cap, pairs_of, prepare, request, commit)
+            window = PrefixWindow(
+                iter_prefixes(iter_solutions(args.solutions), tokenizer, args, done, stats, fmt_name),
+                args.batch_size,
+                cap,
+                pairs_of,
+                prepare,
+                request,
+                commit,
+            )
             fmt = FORMATS.get(fmt_name)
             pool = pools.enter_context(sandbox_pool(fmt, args.batch_size, args.timeout))
-            for p, c in stream_completions(model, tokenizer, window.pull, fmt=fmt, pool=pool,
-                                           max_tokens=args.max_tokens, batch_size=args.batch_size,
-                                           max_rounds=args.max_code_rounds, stop_strings=stop):
+            for p, c in stream_completions(
+                model,
+                tokenizer,
+                window.pull,
+                fmt=fmt,
+                pool=pool,
+                max_tokens=args.max_tokens,
+                batch_size=args.batch_size,
+                max_rounds=args.max_code_rounds,
+                stop_strings=stop,
+            ):
                 _continuation_done(p, c, window, args, tokenizer)
             peak = max(peak, window.peak_live)
     bar.close()
-    n_pairs = write_jsonl_atomic(out / "pairs_step_control.jsonl", step_control_pairs(args.solutions, sc_path,
-                                                                                    tokenizer, args))
-    return {**_outcome_counts(sc_path), "pairs": n_pairs, "problems": stats["problems"],
-            "skipped_mid_token": stats["split_token"], "peak_live_prefixes": peak}
+    n_pairs = write_jsonl_atomic(
+        out / "pairs_step_control.jsonl", step_control_pairs(args.solutions, sc_path, tokenizer, args)
+    )
+    return {
+        **_outcome_counts(sc_path),
+        "pairs": n_pairs,
+        "problems": stats["problems"],
+        "skipped_mid_token": stats["split_token"],
+        "peak_live_prefixes": peak,
+    }
 
 
 def _finished_prefixes(sc_path: Path) -> tuple[set, dict]:
@@ -405,8 +470,12 @@ def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs
         return
     grade = grade_sample(p.record["task"], p.prefix_text + c.text, p.record["gold"], grade_format(p.fmt))
     steps = solution_steps(p.prefix_text + c.text, p.fmt, args.step_unit)
-    if grade["correct"] or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars) \
-            or not args.include_truncated and c.finish_reason in TRUNCATED:
+    if (
+        grade["correct"]
+        or is_noisy(steps, p.fmt, args.max_steps, args.max_step_chars)
+        or not args.include_truncated
+        and c.finish_reason in TRUNCATED
+    ):
         if p.round < args.rounds:  # right (or unusable): this prefix tries again
             p.round += 1
             window.again(p)
@@ -414,9 +483,18 @@ def _continuation_done(p: Prefix, c, window: PrefixWindow, args: StepControlArgs
             window.finish(p, "exhausted")
         return
     temps = step_temperatures(tokenizer, c.tokens, ramp, step_style(p.fmt), p.fmt, args.step_unit)
-    window.finish(p, "pair", {"rejected": c.text, "rejected_ids": c.tokens, "temperatures": temps,
-                              "extracted": grade["extracted"], "finish_reason": c.finish_reason,
-                              "solution_index": p.prefix_id.split("#")[1]})
+    window.finish(
+        p,
+        "pair",
+        {
+            "rejected": c.text,
+            "rejected_ids": c.tokens,
+            "temperatures": temps,
+            "extracted": grade["extracted"],
+            "finish_reason": c.finish_reason,
+            "solution_index": p.prefix_id.split("#")[1],
+        },
+    )
 
 
 def run_stop_strings(args: StepControlArgs, records) -> tuple[str, ...]:
@@ -424,7 +502,9 @@ def run_stop_strings(args: StepControlArgs, records) -> tuple[str, ...]:
     if args.stop is not None:
         return stop_strings(args.stop)
     lists = [r["stop"] for r in records if isinstance(r.get("stop"), list)]
-    return stop_strings([s for stop in lists for s in stop if isinstance(s, str)]) if lists else stop_strings()
+    return (
+        stop_strings([s for stop in lists for s in stop if isinstance(s, str)]) if lists else stop_strings()
+    )
 
 
 def step_control_pairs(solutions: str, sc_path: Path, tokenizer, args: StepControlArgs):
@@ -450,10 +530,24 @@ def step_control_pairs(solutions: str, sc_path: Path, tokenizer, args: StepContr
                 steps = solution_steps(sol["text"], record_format(rec), args.step_unit)
                 prefix_text = "".join(steps.steps[: row["k"]])
                 t = token_boundary(tokenizer, sol["ids"], sol["text"], len(prefix_text))
-                chosen = {"text": sol["text"][len(prefix_text):], "ids": sol["ids"][t:],
-                          "finish_reason": sol.get("finish_reason")}
-                rejected = {"text": row["rejected"], "ids": row["rejected_ids"],
-                            "finish_reason": row.get("finish_reason")}
-                yield make_pair(rec, prefix_text=prefix_text, prefix_ids=sol["ids"][:t], chosen=chosen,
-                                rejected=rejected, source="step_control", k=row["k"],
-                                temperatures=row["temperatures"], round=row["round"])
+                chosen = {
+                    "text": sol["text"][len(prefix_text) :],
+                    "ids": sol["ids"][t:],
+                    "finish_reason": sol.get("finish_reason"),
+                }
+                rejected = {
+                    "text": row["rejected"],
+                    "ids": row["rejected_ids"],
+                    "finish_reason": row.get("finish_reason"),
+                }
+                yield make_pair(
+                    rec,
+                    prefix_text=prefix_text,
+                    prefix_ids=sol["ids"][:t],
+                    chosen=chosen,
+                    rejected=rejected,
+                    source="step_control",
+                    k=row["k"],
+                    temperatures=row["temperatures"],
+                    round=row["round"],
+                )

@@ -104,7 +104,9 @@ class StepScanner:
         """Characters one of which every step-ending piece of text holds."""
         if self.fmt is None:
             return {"\n"}
-        return {m[-1] for kind, opener in self.fmt.openers() for m in (opener, self.fmt.delimiters(kind)[1]) if m}
+        return {
+            m[-1] for kind, opener in self.fmt.openers() for m in (opener, self.fmt.delimiters(kind)[1]) if m
+        }
 
     def feed(self, text: str) -> list[tuple[int, str]]:
         events = []
@@ -193,7 +195,7 @@ def _split_cot(text: str, unit: str) -> list[str]:
             end += 1
         cuts.append(end)
     steps = [text[a:b] for a, b in zip([0] + cuts, cuts)]
-    rest = text[cuts[-1] if cuts else 0:]
+    rest = text[cuts[-1] if cuts else 0 :]
     if rest:
         if steps and not rest.strip():
             steps[-1] += rest
@@ -223,7 +225,9 @@ class Steps:
         return len(self.steps)
 
 
-def split_steps(solution: str, style: str = "cot", fmt: BlockFormat | None = None, unit: str = "line") -> Steps:
+def split_steps(
+    solution: str, style: str = "cot", fmt: BlockFormat | None = None, unit: str = "line"
+) -> Steps:
     """Split a solution into steps (see module docstring); ``"".join(steps) == solution``."""
     if style == "cot":
         steps = _split_cot(solution, unit)
@@ -249,7 +253,9 @@ def eligible_prefix_lengths(steps: Steps) -> list[int]:
     return [k for k in range(1, len(steps) - 1) if steps.kinds[k - 1] != "code"]
 
 
-def is_noisy(steps: Steps, fmt: BlockFormat | None = None, max_steps: int = 24, max_step_chars: int = 3000) -> bool:
+def is_noisy(
+    steps: Steps, fmt: BlockFormat | None = None, max_steps: int = 24, max_step_chars: int = 3000
+) -> bool:
     """Reference noise filter: too many steps, an over-long step, or a stray block marker inside a block."""
     if len(steps) > max_steps or any(len(s) > max_step_chars for s in steps.steps):
         return True

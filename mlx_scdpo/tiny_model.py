@@ -15,11 +15,23 @@ from pathlib import Path
 
 SIZES = {
     # ~4.8M parameters: fast enough for every test.
-    "5m": dict(hidden_size=256, num_hidden_layers=6, intermediate_size=688, num_attention_heads=4,
-               num_key_value_heads=2, vocab_size=1024),
+    "5m": dict(
+        hidden_size=256,
+        num_hidden_layers=6,
+        intermediate_size=688,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1024,
+    ),
     # ~48M parameters: the benchmark size.
-    "50m": dict(hidden_size=512, num_hidden_layers=12, intermediate_size=2048, num_attention_heads=8,
-                num_key_value_heads=4, vocab_size=1024),
+    "50m": dict(
+        hidden_size=512,
+        num_hidden_layers=12,
+        intermediate_size=2048,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        vocab_size=1024,
+    ),
 }
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -31,14 +43,38 @@ CHAT_TEMPLATE = (
 def _corpus(seed: int, n: int = 3000) -> list[str]:
     """Arithmetic word problems, LaTeX answers and code: covers the symbols benchmarks use."""
     rng = random.Random(seed)
-    words = ["apples", "students", "dollars", "minutes", "eggs", "books", "cookies", "miles", "each", "total",
-             "How", "many", "much", "does", "she", "he", "they", "have", "left", "after", "buys", "sells"]
+    words = [
+        "apples",
+        "students",
+        "dollars",
+        "minutes",
+        "eggs",
+        "books",
+        "cookies",
+        "miles",
+        "each",
+        "total",
+        "How",
+        "many",
+        "much",
+        "does",
+        "she",
+        "he",
+        "they",
+        "have",
+        "left",
+        "after",
+        "buys",
+        "sells",
+    ]
     lines = []
     for _ in range(n):
         a, b = rng.randint(1, 999), rng.randint(1, 99)
         op = rng.choice("+-*/")
         w = " ".join(rng.choice(words) for _ in range(4))
-        lines.append(f"Question: {w} {a} {op} {b}?\nAnswer: {a} {op} {b} = {a + b}. The answer is \\boxed{{{a + b}}}.")
+        lines.append(
+            f"Question: {w} {a} {op} {b}?\nAnswer: {a} {op} {b} = {a + b}. The answer is \\boxed{{{a + b}}}."
+        )
         lines.append(f"$\\frac{{{a}}}{{{b}}}$, $\\sqrt{{{b}}}$, $x^{{{b % 5}}} + \\pi$, (1, 2], #### {a}")
         lines.append(f"```python\nx = {a} {op} {b}\nprint(x)\n```\n```output\n{a}\n```")
     return lines
@@ -51,14 +87,21 @@ def train_tokenizer(out_dir: Path, vocab_size: int, seed: int) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
     tok.save(str(out_dir / "tokenizer.json"))
     config = {
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "bos_token": None, "unk_token": None, "chat_template": CHAT_TEMPLATE, "model_max_length": 4096,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "bos_token": None,
+        "unk_token": None,
+        "chat_template": CHAT_TEMPLATE,
+        "model_max_length": 4096,
         "clean_up_tokenization_spaces": False,
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
@@ -78,14 +121,22 @@ def make_tiny_model(out_dir: str | Path, size: str = "5m", seed: int = 0) -> Pat
 
     eos_id = Tokenizer.from_file(str(out / "tokenizer.json")).token_to_id("<|im_end|>")
     config = {
-        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], **shape, "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0, "max_position_embeddings": 4096, "tie_word_embeddings": True,
-        "eos_token_id": eos_id, "torch_dtype": "float32",
+        "model_type": "qwen2",
+        "architectures": ["Qwen2ForCausalLM"],
+        **shape,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": True,
+        "eos_token_id": eos_id,
+        "torch_dtype": "float32",
     }
     mx.random.seed(seed)
     model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
     # Larger embeddings make the random model less degenerate (varied greedy outputs).
-    params = [(k, v * 2.0 if k.endswith("embed_tokens.weight") else v) for k, v in tree_flatten(model.parameters())]
+    params = [
+        (k, v * 2.0 if k.endswith("embed_tokens.weight") else v) for k, v in tree_flatten(model.parameters())
+    ]
     mx.save_safetensors(str(out / "model.safetensors"), dict(params), metadata={"format": "mlx"})
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return out

@@ -77,8 +77,14 @@ from mlx_scdpo.run_state import (
 )
 from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
-METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
-           "logps/rejected")
+METRICS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+)
 
 
 @dataclass
@@ -87,18 +93,25 @@ class TrainArgs:
     data: str = field(metadata={"help": "Folder with train.jsonl [+ valid.jsonl], or one JSONL of pairs."})
     adapter_path: str = field(default="adapters", metadata={"help": "Where adapters and checkpoints go."})
     fine_tune_type: str = field(default="lora", metadata={"help": "lora, dora or full (last --num-layers)."})
-    num_layers: int = field(default=16, metadata={"help": "Transformer blocks to adapt, from the last (-1: all)."})
+    num_layers: int = field(
+        default=16, metadata={"help": "Transformer blocks to adapt, from the last (-1: all)."}
+    )
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_scale: float = field(default=20.0, metadata={"help": "LoRA scale (mlx-lm's; PEFT alpha = scale * rank)."})
+    lora_scale: float = field(
+        default=20.0, metadata={"help": "LoRA scale (mlx-lm's; PEFT alpha = scale * rank)."}
+    )
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_keys: list | None = field(default=None, metadata={"help": "Module keys to adapt (default: mlx-lm's)."})
+    lora_keys: list | None = field(
+        default=None, metadata={"help": "Module keys to adapt (default: mlx-lm's)."}
+    )
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid, ipo or hinge."})
     beta: float = field(default=0.1, metadata={"help": "DPO beta (reference 0.1)."})
     label_smoothing: float = field(default=0.0, metadata={"help": "cDPO label smoothing (sigmoid loss)."})
     rpo_alpha: float = field(default=0.0, metadata={"help": "Weight of an NLL term on the chosen responses."})
     reference: str = field(default="precompute", metadata={"help": "precompute (cached) or on-the-fly."})
-    ref_cache_dir: str | None = field(default=None, metadata={"help": "Reference log-prob cache (default "
-                                                                      "~/.cache/mlx-scdpo/reference)."})
+    ref_cache_dir: str | None = field(
+        default=None, metadata={"help": "Reference log-prob cache (default ~/.cache/mlx-scdpo/reference)."}
+    )
     iters: int | None = field(default=None, metadata={"help": "Optimizer steps (default: from --epochs)."})
     epochs: float = field(default=1.0, metadata={"help": "Epochs, when --iters is not given."})
     batch_size: int = field(default=8, metadata={"help": "Pairs per micro-batch."})
@@ -108,33 +121,65 @@ class TrainArgs:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_length: int = field(default=1024, metadata={"help": "Longest prompt + response (reference 1024)."})
     max_prompt_length: int = field(default=512, metadata={"help": "Longest prompt, cut from the left (512)."})
-    grad_checkpoint: bool = field(default=False, metadata={"help": "Recompute every layer's activations in the "
-                                                                   "backward pass (less memory, more compute)."})
-    grad_checkpoint_layers: int = field(default=0, metadata={"help": "Recompute only this many layers (from the "
-                                                                     "first): a memory/speed trade in between."})
-    shared_prompt: bool = field(default=True, metadata={"help": "Run each prompt once for chosen and rejected "
-                                                                "(falls back if the architecture is unsupported)."})
-    logits_chunk: int = field(default=DEFAULT_CHUNK, metadata={"help": "Logits (positions x vocabulary) the LM "
-                                                                     "head computes at once; 0: all at once."})
-    memory_limit_gb: float | None = field(default=None, metadata={"help": "Refuse to start when the estimated peak "
-                                                                          "memory exceeds this many GB (default: "
-                                                                          "the machine's memory; 0: no check)."})
-    fast_swiglu: bool = field(default=True, metadata={"help": "On the CPU backend, SwiGLU with a vectorized sigmoid "
-                                                              "and a leaner backward (mlx_scdpo/fast_swiglu.py)."})
+    grad_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute every layer's activations in the backward pass (less memory, more compute)."
+        },
+    )
+    grad_checkpoint_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Recompute only this many layers (from the first): a memory/speed trade in between."
+        },
+    )
+    shared_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Run each prompt once for chosen and rejected "
+            "(falls back if the architecture is unsupported)."
+        },
+    )
+    logits_chunk: int = field(
+        default=DEFAULT_CHUNK,
+        metadata={"help": "Logits (positions x vocabulary) the LM head computes at once; 0: all at once."},
+    )
+    memory_limit_gb: float | None = field(
+        default=None,
+        metadata={
+            "help": "Refuse to start when the estimated peak "
+            "memory exceeds this many GB (default: "
+            "the machine's memory; 0: no check)."
+        },
+    )
+    fast_swiglu: bool = field(
+        default=True,
+        metadata={
+            "help": "On the CPU backend, SwiGLU with a vectorized sigmoid "
+            "and a leaner backward (mlx_scdpo/fast_swiglu.py)."
+        },
+    )
     steps_per_report: int = field(default=10, metadata={"help": "Steps between metric reports."})
     steps_per_eval: int = field(default=100, metadata={"help": "Steps between validations (0: never)."})
     val_batches: int = field(default=8, metadata={"help": "Validation batches (-1: all)."})
     save_every: int = field(default=100, metadata={"help": "Steps between checkpoints."})
     seed: int = field(default=0, metadata={"help": "Data order, LoRA init and dropout seed."})
     resume: bool = field(default=False, metadata={"help": "Continue from ADAPTER_PATH/checkpoint."})
-    stop_after: int | None = field(default=None, metadata={"help": "Checkpoint and stop after this many steps of "
-                                                                   "this run (resume later with --resume)."})
+    stop_after: int | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint and stop after this many steps of this run (resume later with --resume)."
+        },
+    )
     report_to: str | None = field(default=None, metadata={"help": "Also log to: wandb."})
-    wandb_project: str = field(default="mlx-scdpo", metadata={"help": "wandb project (with --report-to wandb)."})
+    wandb_project: str = field(
+        default="mlx-scdpo", metadata={"help": "wandb project (with --report-to wandb)."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
 # ---------------------------------------------------------------- model setup
+
 
 def _layers(model):
     return model.layers if hasattr(model, "layers") else model.model.layers
@@ -157,13 +202,15 @@ def add_adapters(model, args: TrainArgs) -> None:
         for layer in _layers(model)[-n:]:
             layer.unfreeze()
     elif args.fine_tune_type in ("lora", "dora"):
-        linear_to_lora_layers(model, n, adapter_config(args)["lora_parameters"],
-                              use_dora=args.fine_tune_type == "dora")
+        linear_to_lora_layers(
+            model, n, adapter_config(args)["lora_parameters"], use_dora=args.fine_tune_type == "dora"
+        )
     else:
         raise UserError(f"--fine-tune-type {args.fine_tune_type}: choose lora, dora or full")
 
 
 # ---------------------------------------------------------------- reference log-probs
+
 
 def _fingerprint(args: TrainArgs, pairs: list[TokenizedPair], fast_swiglu: bool = False) -> str:
     h = hashlib.sha256()
@@ -180,13 +227,14 @@ def _fingerprint(args: TrainArgs, pairs: list[TokenizedPair], fast_swiglu: bool 
     return h.hexdigest()[:24]
 
 
-def compute_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, shared: bool,
-                  chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+def compute_logps(
+    model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, shared: bool, chunk: int = DEFAULT_CHUNK
+) -> np.ndarray:
     """(N, 2) summed response log-probs (chosen, rejected) of ``model`` for every pair."""
     out = np.zeros((len(pairs), 2), dtype=np.float32)
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         arrays = batch_arrays([pairs[i] for i in idx], pad_id, shared)
         pc, pr, _, _ = pair_logps(model, {k: mx.array(v) for k, v in arrays.items()}, chunk)
         mx.eval(pc, pr)
@@ -194,8 +242,9 @@ def compute_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: in
     return out
 
 
-def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: int, shared: bool,
-                    fast_swiglu: bool = False) -> np.ndarray:
+def reference_logps(
+    model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: int, shared: bool, fast_swiglu: bool = False
+) -> np.ndarray:
     """Cached reference log-probs of the frozen base model."""
     cache_dir = Path(args.ref_cache_dir or Path.home() / ".cache" / "mlx-scdpo" / "reference")
     path = cache_dir / f"{_fingerprint(args, pairs, fast_swiglu)}{'-shared' if shared else ''}.npy"
@@ -211,6 +260,7 @@ def reference_logps(model, args: TrainArgs, pairs: list[TokenizedPair], pad_id: 
 
 # ---------------------------------------------------------------- training
 
+
 def batch_arrays(pairs: list[TokenizedPair], pad_id: int, shared: bool) -> dict:
     return shared_batch_arrays(pairs, pad_id) if shared else sequence_arrays(pairs, pad_id)
 
@@ -219,9 +269,13 @@ def response_tokens(batch: dict) -> int:
     return int(batch["response_mask" if "prompts" in batch else "mask"].sum().item())
 
 
-def make_batch(pairs, ref, idx, batch_size, pad_id, shared: bool = False, rank: int = 0, size: int = 1) -> dict:
+def make_batch(
+    pairs, ref, idx, batch_size, pad_id, shared: bool = False, rank: int = 0, size: int = 1
+) -> dict:
     """Arrays for one batch, padded to ``batch_size`` pairs (weight 0); this process's shard of it."""
-    batch_size = min(batch_size, len(pairs))  # padding beyond the data adds nothing (and --batch-size may be huge)
+    batch_size = min(
+        batch_size, len(pairs)
+    )  # padding beyond the data adds nothing (and --batch-size may be huge)
     weight = np.ones(len(idx), dtype=np.float32)
     if len(idx) < batch_size:  # pad to a fixed batch size: one compiled shape per length
         extra = batch_size - len(idx)
@@ -303,7 +357,11 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
     except Exception as e:  # missing, truncated, not JSON / safetensors
         raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     counts = [state.get(k) for k in ("step", "epoch", "batch")] if isinstance(state, dict) else [None]
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or not weights or not opt:
+    if (
+        not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        or not weights
+        or not opt
+    ):
         raise ValueError("incomplete state")
     return state, weights, opt
 
@@ -344,10 +402,24 @@ def load_checkpoint(model, optimizer, args: TrainArgs, identity: dict) -> tuple[
 
 def resume_identity(args: TrainArgs, data_hash: str) -> dict:
     """What a resumed run must share with its checkpoint: model, data and every setting that shapes it."""
-    skip = ("resume", "stop_after", "progress", "report_to", "wandb_project", "adapter_path", "ref_cache_dir",
-            "steps_per_report", "steps_per_eval", "val_batches", "save_every", "grad_checkpoint",
-            "grad_checkpoint_layers", "reference", "logits_chunk",  # the same gradients (tested)
-            "memory_limit_gb")
+    skip = (
+        "resume",
+        "stop_after",
+        "progress",
+        "report_to",
+        "wandb_project",
+        "adapter_path",
+        "ref_cache_dir",
+        "steps_per_report",
+        "steps_per_eval",
+        "val_batches",
+        "save_every",
+        "grad_checkpoint",
+        "grad_checkpoint_layers",
+        "reference",
+        "logits_chunk",  # the same gradients (tested)
+        "memory_limit_gb",
+    )
     settings = {k: v for k, v in asdict(args).items() if k not in skip}
     return {**settings, "model": model_identity(args.model), "data": data_hash}
 
@@ -376,7 +448,9 @@ def _start_reporting(args: TrainArgs):
         import wandb
     except ImportError:
         raise UserError("--report-to wandb: the wandb package is not installed (pip install wandb)") from None
-    return wandb.init(project=args.wandb_project, config=asdict(args), resume="allow" if args.resume else None)
+    return wandb.init(
+        project=args.wandb_project, config=asdict(args), resume="allow" if args.resume else None
+    )
 
 
 def evaluate(model, pairs, ref, args: TrainArgs, pad_id: int, on_the_fly: bool, shared: bool) -> dict:
@@ -388,8 +462,9 @@ def evaluate(model, pairs, ref, args: TrainArgs, pad_id: int, on_the_fly: bool, 
         batch = make_batch(pairs, ref, idx, args.batch_size, pad_id, shared)
         if on_the_fly:
             _add_reference(model, batch, args.logits_chunk)
-        loss, metrics = dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha,
-                                      args.logits_chunk)
+        loss, metrics = dpo_objective(
+            model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha, args.logits_chunk
+        )
         for k, v in {"loss": loss, **metrics}.items():
             sums[k] = sums.get(k, 0.0) + v.item()
     return {f"eval/{k}": v / max(len(batches), 1) for k, v in sums.items()}
@@ -420,28 +495,40 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
         check_token_ids(rows, vocab_size(model), f)
     check_output_head(model)  # an output transform we do not reproduce: refused before any work
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tok = partial(tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    tok = partial(
+        tokenize_pair, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length
+    )
     train, valid = [tok(r) for r in train_rows], [tok(r) for r in valid_rows]
     # Entered before the reference pass, so reference and policy use the same numerics.
     fast = stack.enter_context(use_fast_swiglu(model, args.fast_swiglu))
     shared = args.shared_prompt and supports_shared_prompt(model)
     if args.shared_prompt and not shared and rank == 0:
-        print(f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
-              f"differs with a prompt cache); chosen and rejected run as whole sequences")  # stderr: errors only
+        print(
+            f"shared prompt: not supported by model type {getattr(model, 'model_type', '?')} (its forward "
+            f"differs with a prompt cache); chosen and rejected run as whole sequences"
+        )  # stderr: errors only
     if train:  # before the reference pass: a run that cannot fit stops now, not at its first step
         _preflight(model, args, train, shared, rank, size)
     on_the_fly = args.reference == "on-the-fly"
-    data = _Pairs(train, valid, pad_id, shared, on_the_fly,
-                  ref_train=None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast),
-                  ref_valid=None if on_the_fly or not valid else reference_logps(model, args, valid, pad_id, shared,
-                                                                                 fast))
+    data = _Pairs(
+        train,
+        valid,
+        pad_id,
+        shared,
+        on_the_fly,
+        ref_train=None if on_the_fly else reference_logps(model, args, train, pad_id, shared, fast),
+        ref_valid=None
+        if on_the_fly or not valid
+        else reference_logps(model, args, valid, pad_id, shared, fast),
+    )
 
     mx.random.seed(args.seed)
     add_adapters(model, args)
     n_checkpointed = -1 if args.grad_checkpoint else args.grad_checkpoint_layers
     if n_checkpointed:  # patches the layer class; undone after training
-        stack.callback(setattr, type(_layers(model)[0]), "__call__",
-                       checkpoint_layers(_layers(model), n_checkpointed))
+        stack.callback(
+            setattr, type(_layers(model)[0]), "__call__", checkpoint_layers(_layers(model), n_checkpointed)
+        )
     micro_per_epoch = math.ceil(len(train) / args.batch_size)
     total = args.iters or max(1, int(args.epochs * micro_per_epoch / args.grad_accumulation_steps))
     optimizer = optim.AdamW(learning_rate=lr_schedule(args, total), weight_decay=args.weight_decay)
@@ -450,7 +537,9 @@ def _run_train(args: TrainArgs, on_report, stack: ExitStack) -> dict:
     if rank == 0:
         write_text_atomic(Path(args.adapter_path) / "train_config.json", json.dumps(asdict(args), indent=2))
         run = _start_reporting(args)
-    return _train_loop(model, optimizer, args, data, total, step, data_pos, identity, run, on_report, rank, size)
+    return _train_loop(
+        model, optimizer, args, data, total, step, data_pos, identity, run, on_report, rank, size
+    )
 
 
 def _check_settings(args: TrainArgs) -> None:
@@ -477,22 +566,38 @@ def _check_data(args: TrainArgs, size: int):
     for rows, f in zip((train_rows, valid_rows), files):  # from config.json: before the model loads
         check_token_ids(rows, config_vocab_size(args.model) or 2**63, f)
     if args.lora_rank > (config_size(args.model, "hidden_size") or args.lora_rank):
-        raise UserError(f"--lora-rank {args.lora_rank}: above the model's hidden size "
-                        f"{config_size(args.model, 'hidden_size')}")
-    if args.ref_cache_dir is not None and Path(args.ref_cache_dir).exists() and not Path(args.ref_cache_dir).is_dir():
+        raise UserError(
+            f"--lora-rank {args.lora_rank}: above the model's hidden size "
+            f"{config_size(args.model, 'hidden_size')}"
+        )
+    if (
+        args.ref_cache_dir is not None
+        and Path(args.ref_cache_dir).exists()
+        and not Path(args.ref_cache_dir).is_dir()
+    ):
         raise UserError(f"--ref-cache-dir {args.ref_cache_dir}: exists and is not a folder")
-    refuse_overwriting(files, args.adapter_path, ("metrics.jsonl", "train_config.json", "adapter_config.json",
-                                                  "adapters.safetensors"))
+    refuse_overwriting(
+        files,
+        args.adapter_path,
+        ("metrics.jsonl", "train_config.json", "adapter_config.json", "adapters.safetensors"),
+    )
     return train_rows, valid_rows, files, identity
 
 
-def _preflight(model, args: TrainArgs, train: list[TokenizedPair], shared: bool, rank: int, size: int) -> None:
+def _preflight(
+    model, args: TrainArgs, train: list[TokenizedPair], shared: bool, rank: int, size: int
+) -> None:
     """Print the estimated peak memory; refuse a run that would not fit (``mlx_scdpo.memory``)."""
     # stdout, with the training reports: stderr carries only errors (one line each)
     echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
     # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
-    preflight(model, replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
-              batch_lengths(train, args.batch_size, args.seed), shared, echo)
+    preflight(
+        model,
+        replace(args, batch_size=max(1, min(args.batch_size, len(train)) // size)),
+        batch_lengths(train, args.batch_size, args.seed),
+        shared,
+        echo,
+    )
 
 
 @dataclass
@@ -531,8 +636,9 @@ def _compile_micro_step(model, optimizer, args: TrainArgs, size: int):
     """(micro_step, state): one compiled forward/backward (and, on the last micro-batch, the update)."""
 
     def loss_fn(model, batch):
-        return dpo_objective(model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha,
-                             args.logits_chunk)
+        return dpo_objective(
+            model, batch, args.beta, args.loss_type, args.label_smoothing, args.rpo_alpha, args.logits_chunk
+        )
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, optimizer.state, mx.random.state]
@@ -556,8 +662,20 @@ def _compile_micro_step(model, optimizer, args: TrainArgs, size: int):
     return micro_step, state
 
 
-def _train_loop(model, optimizer, args: TrainArgs, data: _Pairs, total: int, step: int, data_pos: dict,
-                identity: dict, run, on_report, rank: int, size: int) -> dict:
+def _train_loop(
+    model,
+    optimizer,
+    args: TrainArgs,
+    data: _Pairs,
+    total: int,
+    step: int,
+    data_pos: dict,
+    identity: dict,
+    run,
+    on_report,
+    rank: int,
+    size: int,
+) -> dict:
     """Optimizer steps from ``step`` to the end (or ``--stop-after``): reports, validation, checkpoints."""
     micro_step, state = _compile_micro_step(model, optimizer, args, size)
     train, shared, pad_id = data.train, data.shared, data.pad_id
@@ -577,7 +695,9 @@ def _train_loop(model, optimizer, args: TrainArgs, data: _Pairs, total: int, ste
             if pos >= len(batches):
                 epoch, pos = epoch + 1, 0
                 batches = bucketed_batches([p.length for p in train], args.batch_size, args.seed, epoch)
-            batch = make_batch(train, data.ref_train, batches[pos], args.batch_size, pad_id, shared, rank, size)
+            batch = make_batch(
+                train, data.ref_train, batches[pos], args.batch_size, pad_id, shared, rank, size
+            )
             pos += 1
             if data.on_the_fly:
                 _add_reference(model, batch, args.logits_chunk)
@@ -587,8 +707,10 @@ def _train_loop(model, optimizer, args: TrainArgs, data: _Pairs, total: int, ste
             tokens += response_tokens(batch) * size
             if not math.isfinite(loss.item()):
                 bar.close()
-                raise UserError(f"step {step + 1}: the loss is {loss.item()}; training stopped, nothing written "
-                                f"for this step (lower --learning-rate, check the pairs)")
+                raise UserError(
+                    f"step {step + 1}: the loss is {loss.item()}; training stopped, nothing written "
+                    f"for this step (lower --learning-rate, check the pairs)"
+                )
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             n_reports += 1
@@ -596,21 +718,30 @@ def _train_loop(model, optimizer, args: TrainArgs, data: _Pairs, total: int, ste
         bar.update(1)
         if step % args.steps_per_report == 0 or step == total:
             elapsed = time.perf_counter() - t0
-            last = {"step": step, "epoch": epoch + pos / max(len(batches), 1),
-                    **{k: v / n_reports for k, v in sums.items()},
-                    "learning_rate": float(optimizer.learning_rate.item()),
-                    "tokens_per_second": tokens / max(elapsed, 1e-9), "peak_memory_gb": mx.get_peak_memory() / 1e9}
+            last = {
+                "step": step,
+                "epoch": epoch + pos / max(len(batches), 1),
+                **{k: v / n_reports for k, v in sums.items()},
+                "learning_rate": float(optimizer.learning_rate.item()),
+                "tokens_per_second": tokens / max(elapsed, 1e-9),
+                "peak_memory_gb": mx.get_peak_memory() / 1e9,
+            }
             if rank == 0:
                 _log(metrics_path, last, run)
             if on_report is not None:
                 on_report(last)
-            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}",
-                            margin=f"{last['rewards/margins']:.3f}")
+            bar.set_postfix(
+                loss=f"{last['loss']:.4f}",
+                acc=f"{last['rewards/accuracies']:.2f}",
+                margin=f"{last['rewards/margins']:.3f}",
+            )
             sums, n_reports, tokens, t0 = {}, 0, 0, time.perf_counter()
         if data.valid and args.steps_per_eval and (step % args.steps_per_eval == 0 or step == total):
             model.eval()
-            record = {"step": step, **evaluate(model, data.valid, data.ref_valid, args, pad_id, data.on_the_fly,
-                                               shared)}
+            record = {
+                "step": step,
+                **evaluate(model, data.valid, data.ref_valid, args, pad_id, data.on_the_fly, shared),
+            }
             model.train()
             if rank == 0:
                 _log(metrics_path, record, run)

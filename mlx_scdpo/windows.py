@@ -130,8 +130,13 @@ def stream_completions(
 
     stop_ids = tokenizer.eos_token_ids if stop_tokens is None else stop_tokens
     keep_heap_flat()
-    gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in stop_ids] or None,
-                         completion_batch_size=batch_size, prefill_batch_size=min(batch_size, 8))
+    gen = BatchGenerator(
+        model,
+        max_tokens=max_tokens,
+        stop_tokens=[[t] for t in stop_ids] or None,
+        completion_batch_size=batch_size,
+        prefill_batch_size=min(batch_size, 8),
+    )
     stop_strings = [s for s in stop_strings if s]
     stop_triggers = stop_trigger_ids(tokenizer, stop_strings) if stop_strings else None
     code_triggers = stop_trigger_ids(tokenizer, [fmt.code_close]) if fmt is not None else None
@@ -143,7 +148,9 @@ def stream_completions(
     def insert(s: _Live, tokens: list[int], cache, context: list[int], budget: int):
         req = s.request
         extra = {"caches": [cache], "all_tokens": [context]} if cache is not None else {}
-        (uid,) = gen.insert([tokens], [budget], samplers=[req.sampler], logits_processors=[req.processors], **extra)
+        (uid,) = gen.insert(
+            [tokens], [budget], samplers=[req.sampler], logits_processors=[req.processors], **extra
+        )
         live[uid] = s
 
     def start(s: _Live):
@@ -155,8 +162,9 @@ def stream_completions(
             insert(s, p, None, [], max_tokens)
 
     def resume(s: _Live, cache, output: str):
-        exec_tokens = tokenizer.encode(fmt.execution_block(inert_output(output, tokenizer, fmt)),
-                                       add_special_tokens=False)
+        exec_tokens = tokenizer.encode(
+            fmt.execution_block(inert_output(output, tokenizer, fmt)), add_special_tokens=False
+        )
         context = s.request.prompt + s.tokens
         s.tokens += exec_tokens
         s.gen_mask += [0] * len(exec_tokens)
@@ -172,7 +180,7 @@ def stream_completions(
         if stop_strings:  # a stop string ends the sequence; no token overlapping it is kept
             kept, hit = trim_at_stop(tokenizer, s.tokens, stop_strings, start=s.segment_start)
             if hit:
-                s.tokens, s.gen_mask, reason = kept, s.gen_mask[:len(kept)], "stop"
+                s.tokens, s.gen_mask, reason = kept, s.gen_mask[: len(kept)], "stop"
         text = tokenizer.decode(s.tokens)
         if fmt is None:
             return s.request.tag, Completion(0, s.tokens, text, reason)

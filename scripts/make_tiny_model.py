@@ -1,6 +1,6 @@
 """Build a tiny random model folder that ``mlx_lm.load`` opens.
 
-    python scripts/make_tiny_model.py OUT_DIR [--size 5m|50m] [--seed N]
+python scripts/make_tiny_model.py OUT_DIR [--size 5m|50m] [--seed N]
 """
 
 import argparse

@@ -30,7 +30,6 @@ def shared_data(name: str) -> Path:
     return path
 
 
-
 def sandbox_mount_points(directory: str) -> list[str]:
     """Names bubblewrap creates in a sandbox's private ``directory`` (``/tmp`` ...) to bind the Python
     installation when it lives below it (a checkout in ``/tmp``): empty, read-only mount points."""
@@ -41,7 +40,7 @@ def sandbox_mount_points(directory: str) -> list[str]:
 
     prefix = directory.rstrip("/") + "/"
     paths = [*python_dirs(sys.path), os.path.realpath(sys.prefix)]
-    return sorted({p[len(prefix):].split("/")[0] for p in paths if p.startswith(prefix)})
+    return sorted({p[len(prefix) :].split("/")[0] for p in paths if p.startswith(prefix)})
 
 
 @functools.lru_cache(maxsize=None)

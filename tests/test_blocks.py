@@ -6,8 +6,24 @@ from hypothesis import strategies as st
 from eval.blocks import EMPTY_OUTPUT, MARKDOWN, MATHCODER, Block, parse, pending_code, render
 from eval.extract import extract_code_answer
 
-PIECES = ["```python\n", "```output\n", "```", "\n", "x = 1", "print(x)", "<|text|>", "<|code|>", "<|execution|>",
-          "<|endofblock|>", "\\boxed{3}", " ", "`", "``", "so", "<|"]
+PIECES = [
+    "```python\n",
+    "```output\n",
+    "```",
+    "\n",
+    "x = 1",
+    "print(x)",
+    "<|text|>",
+    "<|code|>",
+    "<|execution|>",
+    "<|endofblock|>",
+    "\\boxed{3}",
+    " ",
+    "`",
+    "``",
+    "so",
+    "<|",
+]
 
 
 @settings(max_examples=300, deadline=None)
@@ -36,7 +52,10 @@ def test_markdown_blocks():
 def test_mathcoder_blocks_and_open_block():
     text = "<|text|>Let x.<|endofblock|><|code|>x = 2\nx<|endofblock|><|execution|>2<|endofblock|><|text|>So"
     assert parse(text, MATHCODER) == [
-        Block("text", "Let x."), Block("code", "x = 2\nx"), Block("execution", "2"), Block("text", "So", closed=False),
+        Block("text", "Let x."),
+        Block("code", "x = 2\nx"),
+        Block("execution", "2"),
+        Block("text", "So", closed=False),
     ]
 
 
@@ -57,5 +76,7 @@ def test_extract_code_answer():
     sol = "```python\nprint('\\\\boxed{1}')\n```\n```output\n\\boxed{1}\n```\nThe answer is $\\boxed{2}$."
     assert extract_code_answer(sol) == "2"
     assert extract_code_answer("```python\nprint(5)\n```\n```output\n5\n```\n") == "5"
-    assert extract_code_answer("<|code|>print(5)<|endofblock|><|execution|>5<|endofblock|>", "mathcoder") == "5"
+    assert (
+        extract_code_answer("<|code|>print(5)<|endofblock|><|execution|>5<|endofblock|>", "mathcoder") == "5"
+    )
     assert extract_code_answer("") is None

@@ -27,11 +27,14 @@ def test_help_shows_one_spelling(command):
         assert "--temp " in out
 
 
-@pytest.mark.parametrize("new,old,field,value", [
-    (["--format", "code"], ["--solution-format", "code"], "solution_format", "code"),
-    (["--temp", "0.5"], ["--temperature", "0.5"], "temperature", 0.5),
-    (["--max-code-rounds", "3"], ["--max-rounds", "3"], "max_rounds", 3),
-])
+@pytest.mark.parametrize(
+    "new,old,field,value",
+    [
+        (["--format", "code"], ["--solution-format", "code"], "solution_format", "code"),
+        (["--temp", "0.5"], ["--temperature", "0.5"], "temperature", 0.5),
+        (["--max-code-rounds", "3"], ["--max-rounds", "3"], "max_rounds", 3),
+    ],
+)
 def test_old_spellings_still_work(new, old, field, value):
     base = ["--model", "m", "--output-dir", "o"]
     assert _params("sample", base + new)[field] == value
@@ -39,7 +42,9 @@ def test_old_spellings_still_work(new, old, field, value):
 
 
 def test_eval_takes_old_format_flag_and_a_config(tmp_path):
-    assert _params("eval", ["--model", "m", "--task", "math", "--format", "code"])["solution_format"] == "code"
+    assert (
+        _params("eval", ["--model", "m", "--task", "math", "--format", "code"])["solution_format"] == "code"
+    )
     cfg = tmp_path / "eval.yaml"
     cfg.write_text("model: m\ntask: math500\nmax_tokens: 64\nformat: code\n")
     params = _params("eval", ["-c", str(cfg), "--max-tokens", "32"])
@@ -70,7 +75,9 @@ def test_prompt_settings_shared_by_eval_and_sample():
     with_template, without = SimpleNamespace(chat_template="{{x}}"), SimpleNamespace(chat_template=None)
     assert prompt_settings(with_template, "m", "gsm8k", None, None, False) == (True, 0)  # chat: zero-shot
     assert prompt_settings(without, "m", "math", None, 2, True) == (False, 2)
-    with pytest.raises(UserError, match="has no chat template"):  # sample used to fail later, in the tokenizer
+    with pytest.raises(
+        UserError, match="has no chat template"
+    ):  # sample used to fail later, in the tokenizer
         prompt_settings(without, "m", "gsm8k", True, None, False)
 
 
@@ -94,7 +101,10 @@ def test_prompt_settings_and_prompts_on_real_tokenizers(tiny_model, tmp_path):
     _, base_tok = load(str(base_model))
     assert chat_tok.chat_template is not None and base_tok.chat_template is None
     assert prompt_settings(chat_tok, "m", "gsm8k", None, None, False) == (True, 0)  # chat: zero-shot
-    assert prompt_settings(base_tok, "m", "gsm8k", None, None, False) == (False, 8)  # base: Wei et al.'s 8 exemplars
+    assert prompt_settings(base_tok, "m", "gsm8k", None, None, False) == (
+        False,
+        8,
+    )  # base: Wei et al.'s 8 exemplars
     assert prompt_settings(base_tok, "m", "math", None, None, False) == (False, 4)  # Minerva's 4
     with pytest.raises(UserError, match="has no chat template"):
         prompt_settings(base_tok, "m", "gsm8k", True, None, False)

@@ -50,16 +50,27 @@ def test_code_loop_runs_blocks_statefully(model_and_tokenizer, schedule):
     prompts = [tok.encode(f"Problem {i}:", add_special_tokens=False) for i in range(len(CASES))]
     transcripts = [_script(tok, p, pieces, outs) for p, (pieces, outs) in zip(prompts, CASES)]
     with SandboxPool(size=2, timeout=5.0) as pool:
-        got = {c.index: c for c in generate_with_code(
-            model, tok, prompts, pool, max_tokens=200, batch_size=3, schedule=schedule,
-            logits_processors=lambda i: [forcing(transcripts[i])])}
+        got = {
+            c.index: c
+            for c in generate_with_code(
+                model,
+                tok,
+                prompts,
+                pool,
+                max_tokens=200,
+                batch_size=3,
+                schedule=schedule,
+                logits_processors=lambda i: [forcing(transcripts[i])],
+            )
+        }
     for i, (pieces, outs) in enumerate(CASES):
-        expected = "".join(p + (MARKDOWN.execution_block(outs[j]) if j < len(outs) else "")
-                           for j, p in enumerate(pieces))
+        expected = "".join(
+            p + (MARKDOWN.execution_block(outs[j]) if j < len(outs) else "") for j, p in enumerate(pieces)
+        )
         c = got[i]
         assert c.text == expected
         assert c.finish_reason == "stop" and c.executions == len(outs)
-        assert c.tokens == transcripts[i][len(prompts[i]):-1]
+        assert c.tokens == transcripts[i][len(prompts[i]) : -1]
         n_exec = sum(len(tok.encode(MARKDOWN.execution_block(o), add_special_tokens=False)) for o in outs)
         assert c.gen_mask.count(0) == n_exec and len(c.gen_mask) == len(c.tokens)
     assert "[no output]" in got[1].text  # an empty output is shown as such
@@ -71,8 +82,17 @@ def test_round_cap(model_and_tokenizer):
     prompt = tok.encode("Problem:", add_special_tokens=False)
     transcript = _script(tok, prompt, pieces, outs)
     with SandboxPool(size=1, timeout=5.0) as pool:
-        (c,) = list(generate_with_code(model, tok, [prompt], pool, max_tokens=200, max_rounds=1,
-                                       logits_processors=lambda i: [forcing(transcript)]))
+        (c,) = list(
+            generate_with_code(
+                model,
+                tok,
+                [prompt],
+                pool,
+                max_tokens=200,
+                max_rounds=1,
+                logits_processors=lambda i: [forcing(transcript)],
+            )
+        )
     assert c.finish_reason == "max_rounds" and c.executions == 1
     assert c.text.endswith("```python\ny + 1\n```")
 
@@ -83,7 +103,15 @@ def test_setup_code_rebuilds_sandbox_state(model_and_tokenizer):
     prompt = tok.encode("Prefix kept:", add_special_tokens=False)
     transcript = _script(tok, prompt, pieces, outs)
     with SandboxPool(size=1, timeout=5.0) as pool:
-        (c,) = list(generate_with_code(model, tok, [prompt], pool, max_tokens=100,
-                                       logits_processors=lambda i: [forcing(transcript)],
-                                       setup_code=lambda i: ["y = 5"]))
+        (c,) = list(
+            generate_with_code(
+                model,
+                tok,
+                [prompt],
+                pool,
+                max_tokens=100,
+                logits_processors=lambda i: [forcing(transcript)],
+                setup_code=lambda i: ["y = 5"],
+            )
+        )
     assert "```output\n10\n```" in c.text

@@ -5,10 +5,10 @@ import ast
 import inspect
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,9 @@ def _third_party_imports() -> set[str]:
                     names |= {a.name.split(".")[0] for a in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in ("mlx_scdpo", "eval")} - OPTIONAL
+    return {
+        n for n in names if n not in sys.stdlib_module_names and n not in ("mlx_scdpo", "eval")
+    } - OPTIONAL
 
 
 def test_every_third_party_import_is_declared():

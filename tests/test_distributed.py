@@ -12,23 +12,58 @@ import pytest
 
 
 def _train_cmd(model, data, out):
-    return [sys.executable, "-m", "mlx_scdpo.cli", "train", "--model", str(model), "--data", str(data),
-            "--adapter-path", str(out), "--batch-size", "4", "--iters", "3", "--learning-rate", "1e-3",
-            "--num-layers", "2", "--lora-rank", "4", "--warmup-ratio", "0", "--steps-per-eval", "0",
-            "--steps-per-report", "1", "--no-progress", "--ref-cache-dir", str(out) + "-ref"]
+    return [
+        sys.executable,
+        "-m",
+        "mlx_scdpo.cli",
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--adapter-path",
+        str(out),
+        "--batch-size",
+        "4",
+        "--iters",
+        "3",
+        "--learning-rate",
+        "1e-3",
+        "--num-layers",
+        "2",
+        "--lora-rank",
+        "4",
+        "--warmup-ratio",
+        "0",
+        "--steps-per-eval",
+        "0",
+        "--steps-per-report",
+        "1",
+        "--no-progress",
+        "--ref-cache-dir",
+        str(out) + "-ref",
+    ]
 
 
-@pytest.mark.skipif(shutil.which("mlx.launch") is None and not (Path(sys.executable).parent / "mlx.launch").exists(),
-                    reason="mlx.launch not installed")
+@pytest.mark.skipif(
+    shutil.which("mlx.launch") is None and not (Path(sys.executable).parent / "mlx.launch").exists(),
+    reason="mlx.launch not installed",
+)
 @pytest.mark.slow
 def test_two_processes_equal_one_process(tiny_model, tmp_path):
-    rows = [{"prompt": f"Q: {i} + {i} =", "chosen": f" {2 * i}.", "rejected": f" {2 * i + 1}!"} for i in range(10)]
+    rows = [
+        {"prompt": f"Q: {i} + {i} =", "chosen": f" {2 * i}.", "rejected": f" {2 * i + 1}!"} for i in range(10)
+    ]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     subprocess.run(_train_cmd(tiny_model, data, tmp_path / "one"), check=True, capture_output=True)
     launch = str(Path(sys.executable).parent / "mlx.launch")
-    out = subprocess.run([launch, "-n", "2", "--backend", "ring", "--", *_train_cmd(tiny_model, data, tmp_path / "two")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [launch, "-n", "2", "--backend", "ring", "--", *_train_cmd(tiny_model, data, tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     a = mx.load(str(tmp_path / "one" / "adapters.safetensors"))
     b = mx.load(str(tmp_path / "two" / "adapters.safetensors"))

@@ -26,8 +26,12 @@ def np_dpo(pc, pr, rc, rr, beta, loss_type, ls):
 def test_losses_match_numpy(loss_type, beta, ls):
     rng = np.random.default_rng(0)
     pc, pr, rc, rr = (rng.normal(-40, 10, 16).astype(np.float32) for _ in range(4))
-    losses, cr, rj = dpo_loss(*(mx.array(a) for a in (pc, pr, rc, rr)), beta=beta, loss_type=loss_type,
-                              label_smoothing=ls if loss_type == "sigmoid" else 0.0)
+    losses, cr, rj = dpo_loss(
+        *(mx.array(a) for a in (pc, pr, rc, rr)),
+        beta=beta,
+        loss_type=loss_type,
+        label_smoothing=ls if loss_type == "sigmoid" else 0.0,
+    )
     expected = np_dpo(pc, pr, rc, rr, beta, loss_type, ls if loss_type == "sigmoid" else 0.0)
     np.testing.assert_allclose(np.array(losses), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.array(cr), beta * (pc - rc), rtol=1e-5, atol=1e-5)
@@ -40,8 +44,10 @@ def test_sigmoid_loss_at_zero_margin_is_log2():
 
 
 def test_sequence_arrays_literal():
-    pairs = [TokenizedPair(prompt=[1, 2], chosen=[3, 4, 9], rejected=[5, 9]),
-             TokenizedPair(prompt=[6], chosen=[7, 9], rejected=[8, 8, 8, 9])]
+    pairs = [
+        TokenizedPair(prompt=[1, 2], chosen=[3, 4, 9], rejected=[5, 9]),
+        TokenizedPair(prompt=[6], chosen=[7, 9], rejected=[8, 8, 8, 9]),
+    ]
     got = sequence_arrays(pairs, pad_id=0, pad_to_multiple=1)
     # rows: chosen 0, chosen 1, rejected 0, rejected 1; length = max(len(seq)) - 1 = 4
     np.testing.assert_array_equal(got["inputs"], [[1, 2, 3, 4], [6, 7, 0, 0], [1, 2, 5, 0], [6, 8, 8, 8]])
@@ -74,15 +80,27 @@ def test_tokenize_text_pair_literal():
 
 
 def test_token_ids_are_used_as_they_are_and_eos_is_not_doubled():
-    p = tokenize_pair(FakeTokenizer(), {"prompt": "x", "chosen": "y", "rejected": "z", "prompt_ids": [5, 6],
-                                        "chosen_ids": [7, 2], "rejected_ids": [8]})
+    p = tokenize_pair(
+        FakeTokenizer(),
+        {
+            "prompt": "x",
+            "chosen": "y",
+            "rejected": "z",
+            "prompt_ids": [5, 6],
+            "chosen_ids": [7, 2],
+            "rejected_ids": [8],
+        },
+    )
     assert p == TokenizedPair([5, 6], [7, 2], [8, 2])
 
 
 def test_chat_template_pair_literal():
     tok = FakeTokenizer()
-    pair = {"prompt": [{"role": "user", "content": "Q"}], "chosen": [{"role": "assistant", "content": "A"}],
-            "rejected": [{"role": "assistant", "content": "B"}]}
+    pair = {
+        "prompt": [{"role": "user", "content": "Q"}],
+        "chosen": [{"role": "assistant", "content": "A"}],
+        "rejected": [{"role": "assistant", "content": "B"}],
+    }
     p = tokenize_pair(tok, pair)
     assert p.prompt == [ord(c) for c in "<user>Q|<assistant>"]
     assert p.chosen == [ord("A"), ord("|"), 2] and p.rejected == [ord("B"), ord("|"), 2]
@@ -98,8 +116,11 @@ def test_chat_template_pair_with_a_real_chatml_tokenizer(tiny_model):
 
     _, tok = load(str(tiny_model))
     assert tok.chat_template is not None and tok.eos_token == "<|im_end|>"
-    pair = {"prompt": [{"role": "user", "content": "Q"}], "chosen": [{"role": "assistant", "content": "A"}],
-            "rejected": [{"role": "assistant", "content": "B"}]}
+    pair = {
+        "prompt": [{"role": "user", "content": "Q"}],
+        "chosen": [{"role": "assistant", "content": "A"}],
+        "rejected": [{"role": "assistant", "content": "B"}],
+    }
     p = tokenize_pair(tok, pair)
     assert tok.decode(p.prompt) == "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
     assert tok.decode(p.chosen) == "A<|im_end|>" and tok.decode(p.rejected) == "B<|im_end|>"
@@ -109,8 +130,14 @@ def test_chat_template_pair_with_a_real_chatml_tokenizer(tiny_model):
 
 
 def test_truncation_cuts_prompt_from_the_left_then_responses():
-    pair = {"prompt_ids": list(range(10, 30)), "chosen_ids": [1] * 8, "rejected_ids": [3] * 4, "prompt": "",
-            "chosen": "", "rejected": ""}
+    pair = {
+        "prompt_ids": list(range(10, 30)),
+        "chosen_ids": [1] * 8,
+        "rejected_ids": [3] * 4,
+        "prompt": "",
+        "chosen": "",
+        "rejected": "",
+    }
     p = tokenize_pair(FakeTokenizer(), pair, max_length=16, max_prompt_length=10)
     assert p.prompt == list(range(20, 30))
     assert p.chosen == [1] * 6 and p.rejected == [3] * 4 + [2]

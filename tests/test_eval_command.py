@@ -9,13 +9,15 @@ import time
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import shared_data
+
 from mlx_scdpo.cli import main
 
 
 def _problems(tmp_path, n=12):
-    rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(n)]
+    rows = [
+        {"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(n)
+    ]
     path = tmp_path / "problems.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -27,8 +29,21 @@ def _doc_ids(path):
 
 def test_eval_end_to_end_and_rerun_skips_finished(tiny_model, tmp_path):
     data = _problems(tmp_path)
-    args = ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(data), "--max-tokens", "12",
-            "--batch-size", "4", "--output-dir", str(tmp_path / "out")]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--task",
+        "gsm8k",
+        "--data-files",
+        str(data),
+        "--max-tokens",
+        "12",
+        "--batch-size",
+        "4",
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     gens = tmp_path / "out" / "generations_gsm8k.jsonl"
@@ -50,9 +65,25 @@ def test_eval_end_to_end_and_rerun_skips_finished(tiny_model, tmp_path):
 
 def test_eval_base_model_fewshot_prompt(tiny_model, tmp_path):
     data = _problems(tmp_path, 2)
-    res = CliRunner().invoke(main, ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(data),
-                                    "--max-tokens", "4", "--no-chat-template", "--num-shots", "2",
-                                    "--output-dir", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--task",
+            "gsm8k",
+            "--data-files",
+            str(data),
+            "--max-tokens",
+            "4",
+            "--no-chat-template",
+            "--num-shots",
+            "2",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     prompt = json.loads((tmp_path / "o" / "generations_gsm8k.jsonl").read_text().splitlines()[0])["prompt"]
     assert prompt.count("Question:") == 3 and prompt.endswith("Answer:")
@@ -60,8 +91,9 @@ def test_eval_base_model_fewshot_prompt(tiny_model, tmp_path):
 
 def test_eval_missing_model_and_adapter_exit_2(tmp_path):
     data = _problems(tmp_path, 1)
-    res = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "nope"), "--task", "gsm8k",
-                                    "--data-files", str(data)])
+    res = CliRunner().invoke(
+        main, ["eval", "--model", str(tmp_path / "nope"), "--task", "gsm8k", "--data-files", str(data)]
+    )
     assert res.exit_code == 2 and "no such model folder" in res.output
 
 
@@ -69,9 +101,26 @@ def test_eval_missing_model_and_adapter_exit_2(tmp_path):
 def test_eval_resume_after_kill(tiny_model, tmp_path):
     data = shared_data("gsm8k_test.jsonl")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "mlx_scdpo.cli", "eval", "--model", str(tiny_model), "--task", "gsm8k",
-           "--data-files", str(data), "--limit", "40", "--max-tokens", "24", "--batch-size", "4",
-           "--output-dir", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_scdpo.cli",
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--task",
+        "gsm8k",
+        "--data-files",
+        str(data),
+        "--limit",
+        "40",
+        "--max-tokens",
+        "24",
+        "--batch-size",
+        "4",
+        "--output-dir",
+        str(out),
+    ]
     gens = out / "generations_gsm8k.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -89,8 +138,24 @@ def test_eval_resume_after_kill(tiny_model, tmp_path):
 
 def test_eval_code_format_records_executions(tiny_model, tmp_path):
     data = _problems(tmp_path, 3)
-    res = CliRunner().invoke(main, ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(data),
-                                    "--max-tokens", "8", "--format", "code", "--output-dir", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--task",
+            "gsm8k",
+            "--data-files",
+            str(data),
+            "--max-tokens",
+            "8",
+            "--format",
+            "code",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = [json.loads(x) for x in (tmp_path / "o" / "generations_gsm8k.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["executions"] == 0 for r in rows)

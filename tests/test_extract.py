@@ -78,9 +78,12 @@ CASES = [
     ("", "math", None),
     ("   ", "gsm8k", None),
     # Prose answers (eval.phrases): roots in separate $..$, "The <noun> is X", a bracketed aside.
-    ("So $x = 3$ or $x = -2$.", "math", "3, -2"), ("Final Answer: The largest $n$ is 34.", "math", "34"),
-    ("The answer is 7 (not 8).", "gsm8k", "7"), ("The answer is 12 (dollars).", "gsm8k", "12"),
-    ("Answer: (B)", "math", "(B)"), ("The answer is $(1, 2)$.", "math", "(1, 2)"),
+    ("So $x = 3$ or $x = -2$.", "math", "3, -2"),
+    ("Final Answer: The largest $n$ is 34.", "math", "34"),
+    ("The answer is 7 (not 8).", "gsm8k", "7"),
+    ("The answer is 12 (dollars).", "gsm8k", "12"),
+    ("Answer: (B)", "math", "(B)"),
+    ("The answer is $(1, 2)$.", "math", "(1, 2)"),
     ("no numbers here", "gsm8k", None),
     (None, "math", None),
     (12, "math", None),
@@ -98,7 +101,9 @@ def test_find_boxed_offsets_and_nesting():
     assert last_boxed("none") is None
 
 
-@pytest.mark.parametrize("junk", ["\\boxed{" * 50, "}" * 100, "\\boxed\\boxed", "$$$$", "\\", "{{{{", "#### ", "</think>"])
+@pytest.mark.parametrize(
+    "junk", ["\\boxed{" * 50, "}" * 100, "\\boxed\\boxed", "$$$$", "\\", "{{{{", "#### ", "</think>"]
+)
 def test_extraction_never_raises(junk):
     extract_answer(junk, "math")
     extract_answer(junk, "gsm8k")
@@ -160,7 +165,10 @@ SHAPES = [
     ("The answer is 18 because she had 3 left.", "18"),
     ('Final Answer: The final answer is \\"$12 $ and $13 $\\". I hope it is correct.', "12, 13"),
     # An answer phrase after the last box is the later answer; prose is not.
-    ("$\\boxed{200}$ then $\\boxed{255}$. Final Answer: The final answer is $10,455$. I hope it is correct.", "10,455"),
+    (
+        "$\\boxed{200}$ then $\\boxed{255}$. Final Answer: The final answer is $10,455$. I hope it is correct.",
+        "10,455",
+    ),
     ("So $\\boxed{\\frac12}$. The answer is in lowest terms.", "\\frac12"),
 ]
 
@@ -199,35 +207,50 @@ def test_peer_parser_conventions(completion, gold):
     assert is_equivalent(extract_answer(completion), gold)
 
 
-@pytest.mark.parametrize("cls,task,completion,gold", REALISTIC + FRESH + FRESH2 + FRESH3,
-                         ids=[f"{r[0]}-{i}" for i, r in enumerate(REALISTIC + FRESH + FRESH2 + FRESH3)])
+@pytest.mark.parametrize(
+    "cls,task,completion,gold",
+    REALISTIC + FRESH + FRESH2 + FRESH3,
+    ids=[f"{r[0]}-{i}" for i, r in enumerate(REALISTIC + FRESH + FRESH2 + FRESH3)],
+)
 def test_realistic_completions(cls, task, completion, gold):
     assert is_equivalent(extract_answer(completion, task), gold, "gsm8k" if task == "gsm8k" else "math")
 
 
-_MV = json.loads((Path(__file__).parent / "data" / "math_verify_completions.json").read_text(encoding="utf-8"))
+_MV = json.loads(
+    (Path(__file__).parent / "data" / "math_verify_completions.json").read_text(encoding="utf-8")
+)
 
 
 def _canon(s):
     return re.sub(r"\\left|\\right|\\[!,;]|\s|\$", "", s or "")
 
 
-@pytest.mark.parametrize("case", _MV["cases"], ids=[f"{c['test'].split('::')[1]}-{i}" for i, c in enumerate(_MV["cases"])])
+@pytest.mark.parametrize(
+    "case", _MV["cases"], ids=[f"{c['test'].split('::')[1]}-{i}" for i, c in enumerate(_MV["cases"])]
+)
 def test_math_verify_suite_completions(case):
     """Math-Verify's completions (checked there against the gold by its verify) keep the same extraction."""
     assert _canon(extract_answer(case["completion"])) == _canon(case["extraction"])
 
 
 KNOWN_WRONG = [
-    ("\\boxed{a+b = 7}", "7", "an expression of letters before '=' is kept whole: it cannot be told from "
-     "an equation answer such as x + y = 10"),
+    (
+        "\\boxed{a+b = 7}",
+        "7",
+        "an expression of letters before '=' is kept whole: it cannot be told from "
+        "an equation answer such as x + y = 10",
+    ),
     ("so the final answer is \\boxed{\\frac{3", "\\frac{3}{4}", "a truncated box cannot be completed"),
 ]
 
 
-@pytest.mark.parametrize("completion,gold", [
-    pytest.param(c, g, marks=pytest.mark.xfail(strict=True, reason=why))
-    for c, g, why in KNOWN_WRONG + [(c, g, why) for _, _, c, g, why in FRESH_KNOWN_WRONG]])
+@pytest.mark.parametrize(
+    "completion,gold",
+    [
+        pytest.param(c, g, marks=pytest.mark.xfail(strict=True, reason=why))
+        for c, g, why in KNOWN_WRONG + [(c, g, why) for _, _, c, g, why in FRESH_KNOWN_WRONG]
+    ],
+)
 def test_known_wrong(completion, gold):
     """The right answer is asserted; each row fails today (strict xfail), so a fix shows up as XPASS."""
     assert is_equivalent(extract_answer(completion), gold)
@@ -241,13 +264,23 @@ def test_clean_answer_is_the_gold_reader_too():
 
 _N = 50_000
 ADVERSARIAL = {
-    "spaces": " " * _N + "5", "anchor-spaces": "The answer is" + " " * _N + "5",
-    "hope": "The answer is" + " ." * (_N // 2) + " I hope it is correct", "because": "The answer is 5" + " ," * (_N // 2),
-    "open-inline": "\\(" * (_N // 2), "open-display": "\\[" * (_N // 2), "dollars": "$a " * (_N // 3),
-    "final-answer-lines": "\n**Final Answer:** " * (_N // 19), "box-spaces": "\\boxed{" + " , " * (_N // 3) + "}",
-    "box-gap": "\\boxed{1}" + " " * _N + "\\boxed{2}", "or-chain": "x = 1 or " * (_N // 9), "hash": "#### " * (_N // 5),
-    "box-inner-spaces": "\\boxed{1" + " " * _N + "x}", "label-comma-spaces": "x = 1," + " " * _N + "y",
-    "plus-minus-spaces": "x = ±3" + " " * _N + "abc", "quote-spaces": '"' + " " * _N + "a", "list-spaces": "1" + " " * _N + "2",
+    "spaces": " " * _N + "5",
+    "anchor-spaces": "The answer is" + " " * _N + "5",
+    "hope": "The answer is" + " ." * (_N // 2) + " I hope it is correct",
+    "because": "The answer is 5" + " ," * (_N // 2),
+    "open-inline": "\\(" * (_N // 2),
+    "open-display": "\\[" * (_N // 2),
+    "dollars": "$a " * (_N // 3),
+    "final-answer-lines": "\n**Final Answer:** " * (_N // 19),
+    "box-spaces": "\\boxed{" + " , " * (_N // 3) + "}",
+    "box-gap": "\\boxed{1}" + " " * _N + "\\boxed{2}",
+    "or-chain": "x = 1 or " * (_N // 9),
+    "hash": "#### " * (_N // 5),
+    "box-inner-spaces": "\\boxed{1" + " " * _N + "x}",
+    "label-comma-spaces": "x = 1," + " " * _N + "y",
+    "plus-minus-spaces": "x = ±3" + " " * _N + "abc",
+    "quote-spaces": '"' + " " * _N + "a",
+    "list-spaces": "1" + " " * _N + "2",
 }
 
 

@@ -27,11 +27,13 @@ def test_value_and_gradients_match_mlx_lm(scale):
     def loss(fn):
         return lambda g, u: (fn(g, u) * w).sum()
 
-    np.testing.assert_allclose(np.array(swiglu(gate, x)), np.array(mlx_lm_swiglu(gate, x)), atol=2e-6 * scale ** 2)
+    np.testing.assert_allclose(
+        np.array(swiglu(gate, x)), np.array(mlx_lm_swiglu(gate, x)), atol=2e-6 * scale**2
+    )
     ours = mx.grad(loss(swiglu), argnums=(0, 1))(gate, x)
     ref = mx.grad(loss(mlx_lm_swiglu), argnums=(0, 1))(gate, x)
     for a, b in zip(ours, ref):
-        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5 * scale ** 2)
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5 * scale**2)
 
 
 def test_swapped_in_for_the_block_only(tiny_model):

@@ -14,9 +14,15 @@ from mlx_scdpo.cli import main
 from mlx_scdpo.jsonl import read_finished
 
 PAIR = {"prompt": "Q: 1 + 1 =", "chosen": " 2.", "rejected": " 3.", "source": "naive"}
-SOLUTION = {"problem_id": "p/0", "task": "gsm8k", "question": "Q", "gold": "2", "prompt": "Q: 1 + 1 =",
-            "prompt_ids": [1, 2, 3],
-            "samples": [{"text": " 2", "ids": [4], "correct": True}]}
+SOLUTION = {
+    "problem_id": "p/0",
+    "task": "gsm8k",
+    "question": "Q",
+    "gold": "2",
+    "prompt": "Q: 1 + 1 =",
+    "prompt_ids": [1, 2, 3],
+    "samples": [{"text": " 2", "ids": [4], "correct": True}],
+}
 PROBLEM = {"question": "What is 1 + 1?", "answer": "#### 2"}
 
 
@@ -59,15 +65,49 @@ def _check_one_line_exit_2(res, path, before):
 def _commands(tiny_model, tmp_path, path):
     out = str(tmp_path / "out")
     return {
-        "train": ["train", "--model", str(tiny_model), "--data", str(path), "--adapter-path", out, "--no-progress"],
+        "train": [
+            "train",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(path),
+            "--adapter-path",
+            out,
+            "--no-progress",
+        ],
         "build-pairs": ["build-pairs", str(path), "--output-dir", out],
         "credit": ["credit", "--model", str(tiny_model), "--adapter-path", out, "--pairs", str(path)],
-        "step-control": ["step-control", "--model", str(tiny_model), "--solutions", str(path), "--output-dir", out,
-                         "--no-progress"],
-        "eval": ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(path), "--output-dir",
-                 out],
-        "sample": ["sample", "--model", str(tiny_model), "--data-files", str(path), "--output-dir", out,
-                   "--no-progress"],
+        "step-control": [
+            "step-control",
+            "--model",
+            str(tiny_model),
+            "--solutions",
+            str(path),
+            "--output-dir",
+            out,
+            "--no-progress",
+        ],
+        "eval": [
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--task",
+            "gsm8k",
+            "--data-files",
+            str(path),
+            "--output-dir",
+            out,
+        ],
+        "sample": [
+            "sample",
+            "--model",
+            str(tiny_model),
+            "--data-files",
+            str(path),
+            "--output-dir",
+            out,
+            "--no-progress",
+        ],
         "score": ["score", str(path), "--task", "gsm8k", "--output-dir", out],
     }
 
@@ -99,11 +139,14 @@ def test_bad_input_table(tiny_model, tmp_path, command):
 
 def test_missing_final_newline_keeps_the_last_record(tmp_path):
     src = tmp_path / "pairs.jsonl"
-    src.write_bytes(_lines(*[{**PAIR, "prompt": f"Q{i}"} for i in range(5)]) + json.dumps({**PAIR, "prompt": "Q5"})
-                    .encode())
+    src.write_bytes(
+        _lines(*[{**PAIR, "prompt": f"Q{i}"} for i in range(5)])
+        + json.dumps({**PAIR, "prompt": "Q5"}).encode()
+    )
     before = _digest(src)
-    res = CliRunner().invoke(main, ["build-pairs", str(src), "--output-dir", str(tmp_path / "out"),
-                                    "--valid-fraction", "0"])
+    res = CliRunner().invoke(
+        main, ["build-pairs", str(src), "--output-dir", str(tmp_path / "out"), "--valid-fraction", "0"]
+    )
     assert res.exit_code == 0, res.output
     assert _digest(src) == before
     rows = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
@@ -139,8 +182,11 @@ BAD_OPTIONS = [
 
 @pytest.mark.parametrize("argv", BAD_OPTIONS, ids=lambda a: "_".join(a[:1] + a[-2:]))
 def test_bad_options_stop_before_the_model_loads(tmp_path, argv):
-    files = {"pairs": tmp_path / "pairs.jsonl", "problems": tmp_path / "problems.jsonl",
-             "solutions": tmp_path / "solutions.jsonl"}
+    files = {
+        "pairs": tmp_path / "pairs.jsonl",
+        "problems": tmp_path / "problems.jsonl",
+        "solutions": tmp_path / "solutions.jsonl",
+    }
     files["pairs"].write_bytes(_lines(PAIR, PAIR))
     files["problems"].write_bytes(_lines(PROBLEM))
     files["solutions"].write_bytes(_lines(SOLUTION))
@@ -164,10 +210,21 @@ def test_yaml_values_are_typed_like_mlx_lm_and_checked(tmp_path):
     cfg.write_text("learning_rate: 1e-5\nbatch_size: 4\nlora_scale: 10\n")
     args = build_args(TrainArgs, {"model": "m", "data": "d"}, str(cfg))
     assert args.learning_rate == 1e-5 and isinstance(args.learning_rate, float) and args.batch_size == 4
-    for text in ("batch_size: 0\n", "batch_size: abc\n", "batch_size: 2.5\n", "learning_rate: -1\n",
-                 "loss_type: nope\n", "grad_checkpoint: 3\n", "lora_keys: 5\n", "nonsense: 1\n", "a: [\n"):
+    for text in (
+        "batch_size: 0\n",
+        "batch_size: abc\n",
+        "batch_size: 2.5\n",
+        "learning_rate: -1\n",
+        "loss_type: nope\n",
+        "grad_checkpoint: 3\n",
+        "lora_keys: 5\n",
+        "nonsense: 1\n",
+        "a: [\n",
+    ):
         cfg.write_text(text)
-        res = CliRunner().invoke(main, ["train", "-c", str(cfg), "--model", str(tmp_path / "m"), "--data", "d"])
+        res = CliRunner().invoke(
+            main, ["train", "-c", str(cfg), "--model", str(tmp_path / "m"), "--data", "d"]
+        )
         assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, (text, res.output)
         assert str(cfg) in res.stderr
 
@@ -183,11 +240,18 @@ def test_option_table_matches_the_modules():
 
 # ---------------------------------------------------------------- the project's own append logs
 
+
 def test_read_finished_moves_damaged_lines_aside_and_keeps_the_rest(tmp_path):
     log = tmp_path / "generations_gsm8k.jsonl"
     good = [{"doc_id": i, "response": "x"} for i in range(4)]
-    log.write_bytes(_lines(good[0], good[1]) + b'{"doc_id": 9, "resp\n' + _lines(good[2]) + b"\xff\n"
-                    + json.dumps(good[3]).encode() + b'\n{"doc_id": 5, "res')
+    log.write_bytes(
+        _lines(good[0], good[1])
+        + b'{"doc_id": 9, "resp\n'
+        + _lines(good[2])
+        + b"\xff\n"
+        + json.dumps(good[3]).encode()
+        + b'\n{"doc_id": 5, "res'
+    )
     rows = read_finished(log, "doc_id")
     assert list(rows) == [0, 1, 2, 3]  # valid lines after a damaged one are kept
     assert log.read_bytes() == _lines(*good)
@@ -200,9 +264,12 @@ def test_read_finished_moves_damaged_lines_aside_and_keeps_the_rest(tmp_path):
 
 # ---------------------------------------------------------------- one run per folder
 
+
 def _hold_lock(folder):
-    code = ("import sys, time; from mlx_scdpo.run_state import folder_lock\n"
-            "with folder_lock(sys.argv[1], 'holder'):\n    print('held', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from mlx_scdpo.run_state import folder_lock\n"
+        "with folder_lock(sys.argv[1], 'holder'):\n    print('held', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -212,8 +279,19 @@ def test_a_live_lock_stops_a_second_run_and_a_dead_one_does_not(tiny_model, tmp_
     problems = tmp_path / "p.jsonl"
     problems.write_bytes(_lines(PROBLEM))
     out = tmp_path / "out"
-    argv = ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(problems), "--output-dir",
-            str(out), "--max-tokens", "2"]
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--task",
+        "gsm8k",
+        "--data-files",
+        str(problems),
+        "--output-dir",
+        str(out),
+        "--max-tokens",
+        "2",
+    ]
     holder = _hold_lock(out)
     try:
         res = CliRunner().invoke(main, argv)
@@ -230,8 +308,21 @@ def test_eval_limit_may_grow_and_golds_are_regraded(tiny_model, tmp_path):
     problems = tmp_path / "p.jsonl"
     problems.write_bytes(_lines(*[{"question": f"What is {i}?", "answer": f"#### {i}"} for i in range(4)]))
     out = tmp_path / "out"
-    base = ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(problems), "--output-dir",
-            str(out), "--max-tokens", "3", "--batch-size", "2"]
+    base = [
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--task",
+        "gsm8k",
+        "--data-files",
+        str(problems),
+        "--output-dir",
+        str(out),
+        "--max-tokens",
+        "3",
+        "--batch-size",
+        "2",
+    ]
     assert CliRunner().invoke(main, base + ["--limit", "2"]).exit_code == 0
     gens = out / "generations_gsm8k.jsonl"
     first = gens.read_text()
@@ -254,8 +345,22 @@ def test_eval_limit_may_grow_and_golds_are_regraded(tiny_model, tmp_path):
 def test_sample_in_a_folder_of_another_run_is_refused(tiny_model, tmp_path):
     problems = tmp_path / "p.jsonl"
     problems.write_bytes(_lines(PROBLEM))
-    base = ["sample", "--model", str(tiny_model), "--data-files", str(problems), "--output-dir", str(tmp_path / "o"),
-            "--samples-per-round", "1", "--budget", "1", "--max-tokens", "3", "--no-progress"]
+    base = [
+        "sample",
+        "--model",
+        str(tiny_model),
+        "--data-files",
+        str(problems),
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--samples-per-round",
+        "1",
+        "--budget",
+        "1",
+        "--max-tokens",
+        "3",
+        "--no-progress",
+    ]
     assert CliRunner().invoke(main, base).exit_code == 0
     before = _digest(tmp_path / "o" / "solutions.jsonl")
     res = CliRunner().invoke(main, base + ["--temperature", "0.5"])
@@ -265,9 +370,21 @@ def test_sample_in_a_folder_of_another_run_is_refused(tiny_model, tmp_path):
 
 # ---------------------------------------------------------------- build-pairs: both splits replaced together
 
+
 def _build(src, out, env=None, check=True):
-    cmd = [sys.executable, "-m", "mlx_scdpo.cli", "build-pairs", str(src), "--output-dir", str(out),
-           "--valid-fraction", "0.25", "--seed", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_scdpo.cli",
+        "build-pairs",
+        str(src),
+        "--output-dir",
+        str(out),
+        "--valid-fraction",
+        "0.25",
+        "--seed",
+        "3",
+    ]
     return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=check)
 
 
@@ -278,14 +395,28 @@ def test_build_pairs_killed_between_renames_never_mixes_splits(tmp_path):
     out = tmp_path / "killed"
     _build(src, out)  # an earlier run, then a new one with another seed killed between the two renames
     old = {n: (out / n).read_bytes() for n in ("train.jsonl", "valid.jsonl")}
-    cmd = [sys.executable, "-m", "mlx_scdpo.cli", "build-pairs", str(src), "--output-dir", str(out), "--seed", "4"]
-    res = subprocess.run(cmd, env={**os.environ, "MLX_SCDPO_KILL_AT": "build-pairs-swap"}, capture_output=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_scdpo.cli",
+        "build-pairs",
+        str(src),
+        "--output-dir",
+        str(out),
+        "--seed",
+        "4",
+    ]
+    res = subprocess.run(
+        cmd, env={**os.environ, "MLX_SCDPO_KILL_AT": "build-pairs-swap"}, capture_output=True
+    )
     assert res.returncode == -9
     # A reader refuses the half-replaced folder (it never repairs an input) ...
     res = CliRunner().invoke(main, ["train", "--model", str(tmp_path / "m"), "--data", str(out)])
     assert res.exit_code == 2 and "interrupted" in res.stderr
     # ... and the rerun finishes the swap, then writes what an uninterrupted run writes.
-    assert (out / "train.jsonl").read_bytes() != old["train.jsonl"]  # the new train.jsonl was already in place
+    assert (out / "train.jsonl").read_bytes() != old[
+        "train.jsonl"
+    ]  # the new train.jsonl was already in place
     _build(src, out)
     for name in ("train.jsonl", "valid.jsonl"):
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
@@ -307,14 +438,33 @@ def test_two_concurrent_build_pairs_one_proceeds(tmp_path):
 
 # ---------------------------------------------------------------- eval: kill -9, rerun, same outputs
 
+
 @pytest.mark.slow
 def test_eval_killed_then_rerun_equals_an_uninterrupted_run(tiny_model, tmp_path):
     problems = tmp_path / "p.jsonl"
-    problems.write_bytes(_lines(*[{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(24)]))
+    problems.write_bytes(
+        _lines(*[{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(24)])
+    )
 
     def cmd(out):
-        return [sys.executable, "-m", "mlx_scdpo.cli", "eval", "--model", str(tiny_model), "--task", "gsm8k",
-                "--data-files", str(problems), "--max-tokens", "16", "--batch-size", "4", "--output-dir", str(out)]
+        return [
+            sys.executable,
+            "-m",
+            "mlx_scdpo.cli",
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--task",
+            "gsm8k",
+            "--data-files",
+            str(problems),
+            "--max-tokens",
+            "16",
+            "--batch-size",
+            "4",
+            "--output-dir",
+            str(out),
+        ]
 
     subprocess.run(cmd(tmp_path / "straight"), check=True, capture_output=True)
     out = tmp_path / "killed"
@@ -333,7 +483,9 @@ def test_eval_killed_then_rerun_equals_an_uninterrupted_run(tiny_model, tmp_path
         return {r["doc_id"]: r for r in map(json.loads, path.read_text().splitlines())}
 
     a, b = by_id(tmp_path / "straight" / "generations_gsm8k.jsonl"), by_id(gens)
-    assert sorted(b) == list(range(24)) and len(gens.read_text().splitlines()) == 24  # none twice, none missing
+    assert (
+        sorted(b) == list(range(24)) and len(gens.read_text().splitlines()) == 24
+    )  # none twice, none missing
     assert a == b
     newest = lambda d: max(d.glob("samples_*.jsonl"), key=lambda p: p.stat().st_mtime_ns)  # noqa: E731
     assert newest(out).read_text() == newest(tmp_path / "straight").read_text()
@@ -345,18 +497,36 @@ def test_step_control_refuses_no_correct_solutions_and_another_solutions_file(ti
     none_correct = tmp_path / "none.jsonl"
     none_correct.write_bytes(_lines({**SOLUTION, "samples": [{"text": " 3", "ids": [5], "correct": False}]}))
     out = tmp_path / "out"
-    base = ["step-control", "--model", str(tiny_model), "--output-dir", str(out), "--rounds", "1", "--max-tokens",
-            "4", "--no-progress"]
+    base = [
+        "step-control",
+        "--model",
+        str(tiny_model),
+        "--output-dir",
+        str(out),
+        "--rounds",
+        "1",
+        "--max-tokens",
+        "4",
+        "--no-progress",
+    ]
     res = CliRunner().invoke(main, base + ["--solutions", str(none_correct)])
-    assert res.exit_code == 2 and "no correct solution" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (
+        res.exit_code == 2
+        and "no correct solution" in res.stderr
+        and len(res.stderr.strip().splitlines()) == 1
+    )
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_bytes(_lines({**SOLUTION, "prompt_ids": [1, 10_000_000]}))
     res = CliRunner().invoke(main, base + ["--solutions", str(foreign)])
     assert res.exit_code == 2 and f"{foreign}:1: token id 10000000" in res.stderr, res.output
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
     text = "Step 1: 2 * 3 = 6\nStep 2: 6 + 1 = 7\nThe answer is \\boxed{7}."
-    record = {**SOLUTION, "gold": "7", "prompt_ids": tok.encode("Q: compute.\n", add_special_tokens=False),
-              "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]}
+    record = {
+        **SOLUTION,
+        "gold": "7",
+        "prompt_ids": tok.encode("Q: compute.\n", add_special_tokens=False),
+        "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}],
+    }
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_bytes(_lines(record))
     second.write_bytes(_lines({**record, "problem_id": "p/1"}))

@@ -19,19 +19,51 @@ from mlx_scdpo.cli import main
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     d = tmp_path_factory.mktemp("pairs")
-    rows = [{"prompt": f"Question: {i} + 2 = ?\nAnswer:", "chosen": f" {i + 2}.", "rejected": f" {i + 5}."}
-            for i in range(12)]
+    rows = [
+        {"prompt": f"Question: {i} + 2 = ?\nAnswer:", "chosen": f" {i + 2}.", "rejected": f" {i + 5}."}
+        for i in range(12)
+    ]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:10]))
     (d / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[10:]))
     return d
 
 
 def _argv(tiny_model, data, out, *extra):
-    return ["train", "--model", str(tiny_model), "--data", str(data), "--adapter-path", str(out),
-            "--batch-size", "2", "--learning-rate", "1e-3", "--num-layers", "2", "--lora-rank", "4",
-            "--steps-per-report", "1", "--steps-per-eval", "2", "--val-batches", "1", "--warmup-ratio", "0",
-            "--ref-cache-dir", str(out.parent / "refcache"), "--no-progress", "--iters", "6", "--save-every", "2",
-            "--lora-dropout", "0.1", *extra]
+    return [
+        "train",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--adapter-path",
+        str(out),
+        "--batch-size",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--num-layers",
+        "2",
+        "--lora-rank",
+        "4",
+        "--steps-per-report",
+        "1",
+        "--steps-per-eval",
+        "2",
+        "--val-batches",
+        "1",
+        "--warmup-ratio",
+        "0",
+        "--ref-cache-dir",
+        str(out.parent / "refcache"),
+        "--no-progress",
+        "--iters",
+        "6",
+        "--save-every",
+        "2",
+        "--lora-dropout",
+        "0.1",
+        *extra,
+    ]
 
 
 def _cli(tiny_model, data, out, *extra):
@@ -40,8 +72,12 @@ def _cli(tiny_model, data, out, *extra):
 
 def _proc(tiny_model, data, out, *extra, kill_at=None):
     env = {**os.environ, **({"MLX_SCDPO_KILL_AT": kill_at} if kill_at else {})}
-    return subprocess.run([sys.executable, "-m", "mlx_scdpo.cli", *_argv(tiny_model, data, out, *extra)], env=env,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_scdpo.cli", *_argv(tiny_model, data, out, *extra)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _steps(out):
@@ -65,7 +101,9 @@ def straight(tiny_model, pairs, tmp_path_factory):
 
 
 @pytest.mark.parametrize("kill_at", ["checkpoint-files:3", "checkpoint-swap:2", "checkpoint-swap:3"])
-def test_kill_inside_a_checkpoint_save_then_resume_equals_straight(tiny_model, pairs, straight, tmp_path, kill_at):
+def test_kill_inside_a_checkpoint_save_then_resume_equals_straight(
+    tiny_model, pairs, straight, tmp_path, kill_at
+):
     out = tmp_path / "ad"
     res = _proc(tiny_model, pairs, out, kill_at=kill_at)
     assert res.returncode == -9, res.stderr
@@ -91,10 +129,15 @@ def test_stop_after_then_resume_logs_each_step_once(tiny_model, pairs, straight,
 def test_resume_refuses_other_settings_and_damaged_checkpoints(tiny_model, pairs, tmp_path):
     out = tmp_path / "ad"
     assert _cli(tiny_model, pairs, out, "--stop-after", "2").exit_code == 0
-    for extra, name in ((("--lora-rank", "8"), "lora_rank"), (("--learning-rate", "1e-2"), "learning_rate"),
-                        (("--num-layers", "1"), "num_layers")):
+    for extra, name in (
+        (("--lora-rank", "8"), "lora_rank"),
+        (("--learning-rate", "1e-2"), "learning_rate"),
+        (("--num-layers", "1"), "num_layers"),
+    ):
         res = _cli(tiny_model, pairs, out, "--resume", *extra)
-        assert res.exit_code == 2 and name in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
+        assert res.exit_code == 2 and name in res.stderr and len(res.stderr.strip().splitlines()) == 1, (
+            res.output
+        )
     other = tmp_path / "other.jsonl"
     other.write_text((pairs / "train.jsonl").read_text().replace("Question", "Q"))
     res = CliRunner().invoke(main, _argv(tiny_model, other, out, "--resume"))
@@ -127,8 +170,14 @@ def test_nan_loss_stops_with_exit_2(tiny_model, pairs, tmp_path):
 
 def test_token_ids_from_another_tokenizer_are_refused(tiny_model, tmp_path):
     data = tmp_path / "pairs.jsonl"
-    row = {"prompt": "a", "chosen": "b", "rejected": "c", "prompt_ids": [1, 2], "chosen_ids": [3],
-           "rejected_ids": [10_000_000]}
+    row = {
+        "prompt": "a",
+        "chosen": "b",
+        "rejected": "c",
+        "prompt_ids": [1, 2],
+        "chosen_ids": [3],
+        "rejected_ids": [10_000_000],
+    }
     data.write_text(json.dumps(row) + "\n")
     res = CliRunner().invoke(main, _argv(tiny_model, data, tmp_path / "ad"))
     assert res.exit_code == 2 and f"{data}:1: field 'rejected_ids'" in res.stderr, res.output
@@ -136,9 +185,16 @@ def test_token_ids_from_another_tokenizer_are_refused(tiny_model, tmp_path):
 
 def test_two_trainings_on_one_folder_one_proceeds(tiny_model, pairs, tmp_path):
     out = tmp_path / "ad"
-    first = subprocess.Popen([sys.executable, "-m", "mlx_scdpo.cli",
-                              *_argv(tiny_model, pairs, out, "--iters", "100000", "--save-every", "1000")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlx_scdpo.cli",
+            *_argv(tiny_model, pairs, out, "--iters", "100000", "--save-every", "1000"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (out / "metrics.jsonl").exists():

@@ -11,8 +11,8 @@ that same solution) is only a smoke test: for MATH both sides come from the same
 """
 
 import pytest
-
 from conftest import shared_data
+
 from eval import extract_answer, is_equivalent
 from eval.data import load_problems, read_jsonl
 
@@ -22,7 +22,8 @@ def test_math500_solution_matches_separate_answer_field():
     assert len(rows) == 500
     assert all(r["answer"].strip() for r in rows)
     failures = [
-        (i, r["answer"], extract_answer(r["solution"], "math500")) for i, r in enumerate(rows)
+        (i, r["answer"], extract_answer(r["solution"], "math500"))
+        for i, r in enumerate(rows)
         if not is_equivalent(extract_answer(r["solution"], "math500"), r["answer"], "math")
     ]
     assert failures == []
@@ -32,16 +33,24 @@ def test_math500_answer_field_differs_from_the_box_where_labels_or_lists_are():
     """Where the two fields differ as text (a label ``y =``, two boxed forms of one value), the
     reader's choice is what the comparison above checks; pin those problems so a change shows."""
     rows = read_jsonl(shared_data("math500_test.jsonl"))
-    differ = {i: (extract_answer(r["solution"], "math500"), r["answer"]) for i, r in enumerate(rows)
-              if extract_answer(r["solution"], "math500").replace(" ", "") != r["answer"].replace(" ", "")}
-    assert sorted(a for _, a in differ.values()) == sorted(["x=5", "\\frac{639}{40}", "y = 2x + 3", "y = -2x"])
+    differ = {
+        i: (extract_answer(r["solution"], "math500"), r["answer"])
+        for i, r in enumerate(rows)
+        if extract_answer(r["solution"], "math500").replace(" ", "") != r["answer"].replace(" ", "")
+    }
+    assert sorted(a for _, a in differ.values()) == sorted(
+        ["x=5", "\\frac{639}{40}", "y = 2x + 3", "y = -2x"]
+    )
 
 
-@pytest.mark.parametrize("task,name,field", [
-    ("gsm8k", "gsm8k_test.jsonl", "answer"),
-    ("math", "math_test.jsonl", "solution"),
-    ("math500", "math500_test.jsonl", "solution"),
-])
+@pytest.mark.parametrize(
+    "task,name,field",
+    [
+        ("gsm8k", "gsm8k_test.jsonl", "answer"),
+        ("math", "math_test.jsonl", "solution"),
+        ("math500", "math500_test.jsonl", "solution"),
+    ],
+)
 def test_reference_solutions_round_trip_smoke(task, name, field):
     path = shared_data(name)
     rows = read_jsonl(path)
@@ -49,7 +58,8 @@ def test_reference_solutions_round_trip_smoke(task, name, field):
     assert len(problems) == {"gsm8k": 1319, "math": 5000, "math500": 500}[task]
     equiv_task = "gsm8k" if task == "gsm8k" else "math"
     failures = [
-        (p.doc_id, p.gold) for row, p in zip(rows, problems)
+        (p.doc_id, p.gold)
+        for row, p in zip(rows, problems)
         if not is_equivalent(extract_answer(row[field], task), p.gold, equiv_task)
     ]
     assert failures == []

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from eval import is_equivalent
-from eval import score
+from eval import is_equivalent, score
 from eval.score import grade_sample
 
 DATA = Path(__file__).resolve().parent / "data" / "grading_blind.jsonl"

@@ -7,9 +7,9 @@ Known failures are ``xfail(strict=True)`` with a reason: never asserted as expec
 import time
 
 import pytest
+from grading_cases import ROWS, XFAIL
 
 from eval import is_equivalent
-from grading_cases import ROWS, XFAIL
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,8 +41,10 @@ def test_grading_table(gold, pred, expected):
 
 def test_table_shape():
     assert len(ROWS) >= 400
-    assert all(isinstance(e, bool) and src.split(":")[0] in {"mv", "qwen", "lm-eval", "prm800k", "own"}
-               for _, _, e, src in ROWS)
+    assert all(
+        isinstance(e, bool) and src.split(":")[0] in {"mv", "qwen", "lm-eval", "prm800k", "own"}
+        for _, _, e, src in ROWS
+    )
     keys = {(g, p) for g, p, _, _ in ROWS}
     assert set(XFAIL) <= keys, "an XFAIL entry names no row"
     # A false positive is worse than a false negative: the table holds both kinds.

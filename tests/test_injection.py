@@ -59,7 +59,7 @@ PAYLOADS = [
     "(10^{10^{10}})!",
     "1e999999999",
     f"\\text{{__import__('os').system('touch {M}')}}",
-    "\\text{eval(\"1+1\")}",
+    '\\text{eval("1+1")}',
     f"${{__import__('os').system('touch {M}')}}$",
     f"\\(__import__('os').system('touch {M}')\\)",
     f"\\boxed{{\\text{{__import__('os').system('touch {M}')}}}}",
@@ -87,10 +87,24 @@ PAYLOADS = [
 ]
 
 # Size attacks on the equivalence layer (extraction is tested on its own).
-OVERSIZED = ["\\boxed{" * 20000 + "2", "(" * 50000 + "2", "\\frac{" * 500 + "2" + "}{1}" * 500, "2" + " x" * 50000,
-             "1" * 100000, "x+" * 30000 + "2"]
+OVERSIZED = [
+    "\\boxed{" * 20000 + "2",
+    "(" * 50000 + "2",
+    "\\frac{" * 500 + "2" + "}{1}" * 500,
+    "2" + " x" * 50000,
+    "1" * 100000,
+    "x+" * 30000 + "2",
+]
 
-_SPAWN_EVENTS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty"}
+_SPAWN_EVENTS = {
+    "subprocess.Popen",
+    "os.system",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.fork",
+    "os.forkpty",
+}
 _spawned: list[tuple[str, str]] = []
 _recording = threading.Event()
 
@@ -115,7 +129,9 @@ def watched():
     finally:
         _recording.clear()
     # Spawns seen: only a replacement worker (after a timeout kill) is legitimate.
-    others = [s for s in _spawned if not (s[0] == "subprocess.Popen" and "from eval.worker import serve" in s[1])]
+    others = [
+        s for s in _spawned if not (s[0] == "subprocess.Popen" and "from eval.worker import serve" in s[1])
+    ]
     assert others == [], f"processes spawned while grading: {others}"
     assert not MARKER.exists(), "a payload ran: the marker file appeared"
 
@@ -171,8 +187,9 @@ def test_payload_table_is_large_enough():
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_payloads_are_live_under_plain_sympy(tmp_path):
@@ -229,8 +246,13 @@ def test_worker_refuses_nothing_on_ordinary_answers():
     worker = get_worker()
     is_equivalent("x+1", "1+x")
     pid, before = worker.pid, worker.stats()
-    pairs = [("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt2}"), ("2\\sin x\\cos x", "\\sin 2x"), ("1.5", "\\frac32"),
-             ("x^2-1", "(x-1)(x+1)"), ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}")]
+    pairs = [
+        ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt2}"),
+        ("2\\sin x\\cos x", "\\sin 2x"),
+        ("1.5", "\\frac32"),
+        ("x^2-1", "(x-1)(x+1)"),
+        ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ]
     for p, g in pairs:
         assert is_equivalent(p, g) is True
     assert worker.pid == pid
@@ -239,8 +261,13 @@ def test_worker_refuses_nothing_on_ordinary_answers():
     assert stats["audit_refused"] == before["audit_refused"], stats["last_refused"]
 
 
-@pytest.mark.xfail(strict=True, reason=("sympy's simplify of the two sides' ratio compiles a string, which the grading "
-                                        "worker's guard refuses (eval/guard.py audit hook): the equal equations grade False"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "sympy's simplify of the two sides' ratio compiles a string, which the grading "
+        "worker's guard refuses (eval/guard.py audit hook): the equal equations grade False"
+    ),
+)
 def test_worker_refuses_nothing_on_an_equation_with_a_constant_term():
     worker = get_worker()
     is_equivalent("x+1", "1+x")

@@ -68,15 +68,24 @@ def test_token_logps_equal_the_models_own_log_softmax(lora_model):
     own = nn.log_softmax(lora_model(inputs).astype(mx.float32), axis=-1)
     own = mx.take_along_axis(own, targets[..., None], axis=-1)[..., 0]
     for chunk in (0, 1024, 4 * 1024, 2**22):
-        np.testing.assert_allclose(np.array(token_logps(lora_model, inputs, targets, chunk)), np.array(own),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            np.array(token_logps(lora_model, inputs, targets, chunk)), np.array(own), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_chunks_bound_the_peak_memory():
     """A 32k vocabulary: all logits at once hold tens of MB for the backward pass, chunks a few."""
-    args = qwen2.ModelArgs(model_type="qwen2", hidden_size=64, num_hidden_layers=1, intermediate_size=128,
-                           num_attention_heads=2, num_key_value_heads=1, vocab_size=32768, rms_norm_eps=1e-6,
-                           tie_word_embeddings=True)
+    args = qwen2.ModelArgs(
+        model_type="qwen2",
+        hidden_size=64,
+        num_hidden_layers=1,
+        intermediate_size=128,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=32768,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    )
     mx.random.seed(0)
     model = qwen2.Model(args)
     model.freeze()
@@ -106,8 +115,16 @@ def test_chunks_bound_the_peak_memory():
 
 def test_chunked_gradient_under_compile_equals_all_at_once():
     """The training step is compiled: the chunks' custom backward pass must survive mx.compile."""
-    args = qwen2.ModelArgs(model_type="qwen2", hidden_size=32, num_hidden_layers=1, intermediate_size=64,
-                           num_attention_heads=2, num_key_value_heads=1, vocab_size=4096, rms_norm_eps=1e-6)
+    args = qwen2.ModelArgs(
+        model_type="qwen2",
+        hidden_size=32,
+        num_hidden_layers=1,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=4096,
+        rms_norm_eps=1e-6,
+    )
     mx.random.seed(1)
     model = qwen2.Model(args)
     model.freeze()  # as in training: the head is frozen

@@ -56,9 +56,17 @@ def test_machine_memory_is_found():
 @pytest.fixture(scope="module")
 def long_pairs(tmp_path_factory):
     d = tmp_path_factory.mktemp("long")
-    rows = [{"prompt": "", "chosen": "", "rejected": "", "prompt_ids": [10 + (i + j) % 900 for j in range(200)],
-             "chosen_ids": [20 + (i * j) % 900 for j in range(150)], "rejected_ids": [30 + j % 900 for j in range(150)]}
-            for i in range(8)]
+    rows = [
+        {
+            "prompt": "",
+            "chosen": "",
+            "rejected": "",
+            "prompt_ids": [10 + (i + j) % 900 for j in range(200)],
+            "chosen_ids": [20 + (i * j) % 900 for j in range(150)],
+            "rejected_ids": [30 + j % 900 for j in range(150)],
+        }
+        for i in range(8)
+    ]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return d
 
@@ -73,18 +81,58 @@ def test_preflight_refuses_naming_settings_that_fit(tiny_model, long_pairs, tmp_
     assert small < big
     limit = (big + small) / 2 / GB
     out = tmp_path / "ad"
-    res = CliRunner().invoke(main, ["train", "--model", str(tiny_model), "--data", str(long_pairs), "--adapter-path",
-                                    str(out), "--batch-size", "8", "--num-layers", "-1", "--iters", "1",
-                                    "--memory-limit-gb", f"{limit:.6f}", "--ref-cache-dir", str(tmp_path / "ref"),
-                                    "--no-progress"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(long_pairs),
+            "--adapter-path",
+            str(out),
+            "--batch-size",
+            "8",
+            "--num-layers",
+            "-1",
+            "--iters",
+            "1",
+            "--memory-limit-gb",
+            f"{limit:.6f}",
+            "--ref-cache-dir",
+            str(tmp_path / "ref"),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 2, res.output
     line = [x for x in res.output.splitlines() if x.startswith("error:")]
-    assert len(line) == 1 and "exceeds" in line[0] and "settings that fit: --batch-size" in line[0], res.output
+    assert len(line) == 1 and "exceeds" in line[0] and "settings that fit: --batch-size" in line[0], (
+        res.output
+    )
     assert "estimated peak memory" in res.output.splitlines()[0]  # printed first, before any work
     assert not (tmp_path / "ref").exists() and not (out / "adapters.safetensors").exists()
     # the named settings do run under the same limit
     fit = line[0].split("settings that fit: ")[1].split(" (")[0].split()
-    res = CliRunner().invoke(main, ["train", "--model", str(tiny_model), "--data", str(long_pairs), "--adapter-path",
-                                    str(out), "--num-layers", "-1", "--iters", "1", "--memory-limit-gb",
-                                    f"{limit:.6f}", "--ref-cache-dir", str(tmp_path / "ref"), "--no-progress", *fit])
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(long_pairs),
+            "--adapter-path",
+            str(out),
+            "--num-layers",
+            "-1",
+            "--iters",
+            "1",
+            "--memory-limit-gb",
+            f"{limit:.6f}",
+            "--ref-cache-dir",
+            str(tmp_path / "ref"),
+            "--no-progress",
+            *fit,
+        ],
+    )
     assert res.exit_code == 0, res.output

@@ -8,22 +8,51 @@ import pytest
 from mlx_scdpo.pairs import build_pairs, make_pair
 from mlx_scdpo.sampling import ProblemState, SampleArgs, naive_pairs, usable_correct
 
-RECORD = {"problem_id": "gsm8k/0", "task": "gsm8k", "question": "Q?", "gold": "7", "prompt": "P:", "prompt_ids": [1, 2],
-          "samples": [{"text": "wrong 5", "ids": [5], "correct": False}, {"text": "right 7", "ids": [7], "correct": True},
-                      {"text": "wrong 6", "ids": [6], "correct": False}]}
+RECORD = {
+    "problem_id": "gsm8k/0",
+    "task": "gsm8k",
+    "question": "Q?",
+    "gold": "7",
+    "prompt": "P:",
+    "prompt_ids": [1, 2],
+    "samples": [
+        {"text": "wrong 5", "ids": [5], "correct": False},
+        {"text": "right 7", "ids": [7], "correct": True},
+        {"text": "wrong 6", "ids": [6], "correct": False},
+    ],
+}
 
 
 def test_make_pair_fields_and_ids():
-    pair = make_pair(RECORD, prefix_text="Step 1\n", prefix_ids=[9, 10], chosen={"text": "rest", "ids": [11]},
-                     rejected={"text": "bad", "ids": [12, 13]}, source="step_control", k=1, temperatures=[1.1, 1.2],
-                     round=2)
+    pair = make_pair(
+        RECORD,
+        prefix_text="Step 1\n",
+        prefix_ids=[9, 10],
+        chosen={"text": "rest", "ids": [11]},
+        rejected={"text": "bad", "ids": [12, 13]},
+        source="step_control",
+        k=1,
+        temperatures=[1.1, 1.2],
+        round=2,
+    )
     assert pair["prompt"] == "P:Step 1\n" and pair["chosen"] == "rest" and pair["rejected"] == "bad"
-    assert pair["prompt_ids"] == [1, 2, 9, 10] and pair["chosen_ids"] == [11] and pair["rejected_ids"] == [12, 13]
+    assert (
+        pair["prompt_ids"] == [1, 2, 9, 10]
+        and pair["chosen_ids"] == [11]
+        and pair["rejected_ids"] == [12, 13]
+    )
     assert (pair["problem_id"], pair["source"], pair["k"], pair["temperatures"], pair["round"]) == (
-        "gsm8k/0", "step_control", 1, [1.1, 1.2], 2)
+        "gsm8k/0",
+        "step_control",
+        1,
+        [1.1, 1.2],
+        2,
+    )
 
 
-@pytest.mark.parametrize("n_wrong,expected", [(1, ["wrong 5"]), (2, ["wrong 5", "wrong 6"]), (3, ["wrong 5", "wrong 6"])])
+@pytest.mark.parametrize(
+    "n_wrong,expected", [(1, ["wrong 5"]), (2, ["wrong 5", "wrong 6"]), (3, ["wrong 5", "wrong 6"])]
+)
 def test_naive_pairs_first_correct_times_first_wrong(n_wrong, expected):
     pairs = naive_pairs(RECORD, n_wrong)
     assert [p["rejected"] for p in pairs] == expected
@@ -48,12 +77,34 @@ def test_reference_filters_and_stopping():
 
 
 def test_build_pairs_mixes_shuffles_splits_and_loads_with_datasets(tmp_path):
-    naive = [make_pair(RECORD, prefix_text="", prefix_ids=[], chosen={"text": f"c{i}", "ids": [i]},
-                       rejected={"text": f"r{i}", "ids": [i]}, source="naive", k=0, temperatures=[], round=0)
-             for i in range(30)]
-    sc = [make_pair(RECORD, prefix_text="s\n", prefix_ids=[3], chosen={"text": f"c{i}", "ids": [i]},
-                    rejected={"text": f"r{i}", "ids": [i]}, source="step_control", k=1, temperatures=[1.1], round=1)
-          for i in range(20)]
+    naive = [
+        make_pair(
+            RECORD,
+            prefix_text="",
+            prefix_ids=[],
+            chosen={"text": f"c{i}", "ids": [i]},
+            rejected={"text": f"r{i}", "ids": [i]},
+            source="naive",
+            k=0,
+            temperatures=[],
+            round=0,
+        )
+        for i in range(30)
+    ]
+    sc = [
+        make_pair(
+            RECORD,
+            prefix_text="s\n",
+            prefix_ids=[3],
+            chosen={"text": f"c{i}", "ids": [i]},
+            rejected={"text": f"r{i}", "ids": [i]},
+            source="step_control",
+            k=1,
+            temperatures=[1.1],
+            round=1,
+        )
+        for i in range(20)
+    ]
     for name, rows in (("naive.jsonl", naive), ("sc.jsonl", sc)):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     inputs = [str(tmp_path / "naive.jsonl"), str(tmp_path / "sc.jsonl")]
@@ -62,8 +113,12 @@ def test_build_pairs_mixes_shuffles_splits_and_loads_with_datasets(tmp_path):
     again = build_pairs(inputs, str(tmp_path / "out2"), valid_fraction=0.1, seed=3)
     assert again == r
     assert (tmp_path / "out" / "train.jsonl").read_text() == (tmp_path / "out2" / "train.jsonl").read_text()
-    ds = datasets.load_dataset("json", data_files={"train": str(tmp_path / "out" / "train.jsonl")}, split="train")
-    assert {"prompt", "chosen", "rejected", "problem_id", "source", "k", "temperatures", "round"} <= set(ds.column_names)
+    ds = datasets.load_dataset(
+        "json", data_files={"train": str(tmp_path / "out" / "train.jsonl")}, split="train"
+    )
+    assert {"prompt", "chosen", "rejected", "problem_id", "source", "k", "temperatures", "round"} <= set(
+        ds.column_names
+    )
     assert isinstance(ds[0]["prompt"], str) and len(ds) == 45
     # The data-equal control keeps as many naive pairs as asked.
     r = build_pairs(inputs, str(tmp_path / "out3"), valid_fraction=0.0, max_naive=10)
@@ -71,8 +126,17 @@ def test_build_pairs_mixes_shuffles_splits_and_loads_with_datasets(tmp_path):
 
 
 def test_build_pairs_conversational(tmp_path):
-    pair = make_pair(RECORD, prefix_text="s1\n", prefix_ids=[3], chosen={"text": "c", "ids": [1]},
-                     rejected={"text": "r", "ids": [2]}, source="step_control", k=1, temperatures=[1.1], round=1)
+    pair = make_pair(
+        RECORD,
+        prefix_text="s1\n",
+        prefix_ids=[3],
+        chosen={"text": "c", "ids": [1]},
+        rejected={"text": "r", "ids": [2]},
+        source="step_control",
+        k=1,
+        temperatures=[1.1],
+        round=1,
+    )
     (tmp_path / "p.jsonl").write_text(json.dumps(pair) + "\n")
     build_pairs([str(tmp_path / "p.jsonl")], str(tmp_path / "o"), valid_fraction=0.0, conversational=True)
     row = json.loads((tmp_path / "o" / "train.jsonl").read_text())
@@ -91,18 +155,24 @@ def test_build_pairs_bad_input(tmp_path):
 
 
 # Truncated responses (finish_reason "length": cut off by max_tokens) as TRL tests them: literal arrays.
-TRUNC = {**RECORD, "samples": [
-    {"text": "wrong 5 and on and", "ids": [5, 8, 8], "correct": False, "finish_reason": "length"},
-    {"text": "right 7", "ids": [7], "correct": True, "finish_reason": "stop"},
-    {"text": "wrong 6", "ids": [6], "correct": False, "finish_reason": "stop"}]}
+TRUNC = {
+    **RECORD,
+    "samples": [
+        {"text": "wrong 5 and on and", "ids": [5, 8, 8], "correct": False, "finish_reason": "length"},
+        {"text": "right 7", "ids": [7], "correct": True, "finish_reason": "stop"},
+        {"text": "wrong 6", "ids": [6], "correct": False, "finish_reason": "stop"},
+    ],
+}
 
 
 @pytest.mark.parametrize("include, expected", [(False, [[6]]), (True, [[5, 8, 8], [6]])])
 def test_truncated_wrong_solutions_are_no_rejected_side_by_default(include, expected):
     pairs = naive_pairs(TRUNC, 2, include_truncated=include)
     assert [p["rejected_ids"] for p in pairs] == expected
-    assert [(p["chosen_finish_reason"], p["rejected_finish_reason"]) for p in pairs] == \
-        [("stop", "length"), ("stop", "stop")][-len(expected):]
+    assert [(p["chosen_finish_reason"], p["rejected_finish_reason"]) for p in pairs] == [
+        ("stop", "length"),
+        ("stop", "stop"),
+    ][-len(expected) :]
 
 
 def test_truncated_wrong_solutions_do_not_count_as_wanted_wrong_ones():
@@ -111,7 +181,9 @@ def test_truncated_wrong_solutions_do_not_count_as_wanted_wrong_ones():
     s.add("right", [1], {"correct": True, "extracted": "7"}, "stop")
     s.add("wrong and", [4, 4], {"correct": False, "extracted": None}, "length")
     assert (s.count(False), s.count(False, include_truncated=False)) == (1, 0)
-    assert not s.is_done(args) and s.is_done(SampleArgs(model="m", output_dir="o", budget=9, include_truncated=True))
+    assert not s.is_done(args) and s.is_done(
+        SampleArgs(model="m", output_dir="o", budget=9, include_truncated=True)
+    )
 
 
 class CharTokenizer:
@@ -123,17 +195,28 @@ class CharTokenizer:
         return [ord(c) for c in text]
 
 
-@pytest.mark.parametrize("chosen_reason, rejected_reason, chosen, rejected", [
-    ("stop", "stop", [7, 8, 2], [9, 2]),
-    ("stop", "length", [7, 8, 2], [9]),          # a cut-off response gets no EOS
-    ("length", "max_rounds", [7, 8], [9]),
-    (None, None, [7, 8, 2], [9, 2]),             # pairs without finish reasons: as before
-])
+@pytest.mark.parametrize(
+    "chosen_reason, rejected_reason, chosen, rejected",
+    [
+        ("stop", "stop", [7, 8, 2], [9, 2]),
+        ("stop", "length", [7, 8, 2], [9]),  # a cut-off response gets no EOS
+        ("length", "max_rounds", [7, 8], [9]),
+        (None, None, [7, 8, 2], [9, 2]),  # pairs without finish reasons: as before
+    ],
+)
 def test_no_eos_after_a_truncated_response(chosen_reason, rejected_reason, chosen, rejected):
     from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays, tokenize_pair
 
-    pair = {"prompt": "p", "chosen": "c", "rejected": "r", "prompt_ids": [5, 6], "chosen_ids": [7, 8],
-            "rejected_ids": [9], "chosen_finish_reason": chosen_reason, "rejected_finish_reason": rejected_reason}
+    pair = {
+        "prompt": "p",
+        "chosen": "c",
+        "rejected": "r",
+        "prompt_ids": [5, 6],
+        "chosen_ids": [7, 8],
+        "rejected_ids": [9],
+        "chosen_finish_reason": chosen_reason,
+        "rejected_finish_reason": rejected_reason,
+    }
     tp = tokenize_pair(CharTokenizer(), pair)
     assert tp == TokenizedPair([5, 6], chosen, rejected)
     if (chosen_reason, rejected_reason) == ("stop", "length"):

@@ -77,7 +77,7 @@ def test_observed_tokens_need_no_read():
         if i >= 2:
             proc.observe([gen[i - 2]])  # a step behind, as BatchGenerator hands tokens back
         temps.append(round(1.0 / proc(mx.array(context), mx.ones((1, 128)))[0, 0].item(), 6))
-        assert proc.tokens == gen[:max(i - 1, 0)]  # only observed tokens are known: nothing was read
+        assert proc.tokens == gen[: max(i - 1, 0)]  # only observed tokens are known: nothing was read
     assert temps == pytest.approx([1.1, 1.1, 1.2, 1.2, 1.3])
     # Without observe the processor reads all but the newest token from its context.
     temps2, proc2 = applied_temperatures([prompt + gen[:i] for i in range(len(gen) + 1)])
@@ -85,10 +85,20 @@ def test_observed_tokens_need_no_read():
 
 
 TEXTS = [
-    ("cot", None, "line", " We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n"),
+    (
+        "cot",
+        None,
+        "line",
+        " We add.\nThen $$\na = 1\nb = 2\n$$\nso\n\n\\begin{align}\nx\\\\\ny\n\\end{align}\ndone\n",
+    ),
     ("cot", None, "paragraph", "First.\nStill first.\n\nSecond \\[\n\n\\]\n \n\nThird\n```\n\n```\n\nEnd"),
     ("cot", None, "line", "a\n```python\nx = 1\n\ny = 2\n```\n\\[ 1\n\\]\n$$ x $$ y\nz"),
-    ("code", MARKDOWN, "line", "We compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo\n\nit is 42."),
+    (
+        "code",
+        MARKDOWN,
+        "line",
+        "We compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo\n\nit is 42.",
+    ),
 ]
 
 
@@ -100,8 +110,9 @@ def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text, tokenize
     tok = tokenizer()
     assert StepRamp(tok).pieces_concatenate == (tokenizer is CharTokenizer)
     ids = tok.encode(text)
-    temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, style, fmt, unit,
-                                       t0=1.0, dt=1.0, tmax=1e6)
+    temps, proc = applied_temperatures(
+        [[1] + ids[:i] for i in range(len(ids) + 1)], tok, style, fmt, unit, t0=1.0, dt=1.0, tmax=1e6
+    )
     counts = [round(t - 1) for t in temps]
     steps = split_steps(text, style, fmt, unit)
     ends, pos = [], 0
@@ -118,7 +129,8 @@ def test_ramp_counts_the_steps_split_steps_cuts(style, fmt, unit, text, tokenize
             assert counts[end] == sum(k != "execution" for k in steps.kinds[:n])
     generated = [s for s, k in zip(steps.steps, steps.kinds) if k != "execution"]
     assert step_temperatures(tok, ids, proc, style, fmt, unit) == pytest.approx(
-        [1.0 + i for i in range(len(generated))])
+        [1.0 + i for i in range(len(generated))]
+    )
 
 
 def test_multibyte_characters_split_across_tokens(tiny_model):
@@ -129,7 +141,9 @@ def test_multibyte_characters_split_across_tokens(tiny_model):
     text = "∑ a\n$$\nα\n$$\nβγ\n\nδ\nz"
     ids = tok.encode(text, add_special_tokens=False)
     assert len(ids) > len(text)  # some characters take several tokens
-    temps, proc = applied_temperatures([[1] + ids[:i] for i in range(len(ids) + 1)], tok, t0=1.0, dt=1.0, tmax=1e6)
+    temps, proc = applied_temperatures(
+        [[1] + ids[:i] for i in range(len(ids) + 1)], tok, t0=1.0, dt=1.0, tmax=1e6
+    )
     for i in range(len(ids) + 1):
         prefix = tok.decode(ids[:i]).rstrip("\ufffd")
         assert round(temps[i] - 1) == len(split_steps(prefix + "x").steps) - 1, (i, prefix)
@@ -152,8 +166,15 @@ def test_ramp_on_the_tiny_tokenizer_matches_split_steps(tiny_model):
 
     ramp = StepRamp(tok)
     proc = ramp.processor()
-    (c,) = generate_batched(model, tok, [prompt], max_tokens=len(script), sampler=SeededSampler(3),
-                            logits_processors=[[proc, force]], stop_tokens=[])
+    (c,) = generate_batched(
+        model,
+        tok,
+        [prompt],
+        max_tokens=len(script),
+        sampler=SeededSampler(3),
+        logits_processors=[[proc, force]],
+        stop_tokens=[],
+    )
     assert c.tokens == script
     assert [len(s) for s in split_steps(text).steps] == [6, 7, 10, 17, 1]
     assert step_temperatures(tok, c.tokens, proc) == pytest.approx([1.1, 1.2, 1.3, 1.4, 1.4])
@@ -179,8 +200,16 @@ def test_stable_seed_is_the_same_in_every_process():
     from mlx_scdpo.ramp import stable_seed
 
     code = "from mlx_scdpo.ramp import stable_seed; print(stable_seed(0, 1, 'cot'), stable_seed(0, 'gsm8k/1', 2))"
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": h},
+        ).stdout
+        for h in ("1", "2")
+    }
     assert outs == {f"{stable_seed(0, 1, 'cot')} {stable_seed(0, 'gsm8k/1', 2)}\n"}
     assert stable_seed(0, 1, "cot") != stable_seed(0, 2, "cot") and 0 <= stable_seed(5) < 2**31
 
@@ -208,15 +237,40 @@ def test_generation_loops_pass_tokens_so_the_ramp_never_reads(tiny_model, loop):
     ramp = StepRamp(tok, "code" if fmt else "cot", fmt)
     procs = [ramp.processor() for _ in range(3)]
     if loop == "generate_batched":
-        out = list(generate_batched(model, tok, [prompt] * 3, max_tokens=24, stop_tokens=[],
-                                    logits_processors=[[p, force] for p in procs]))
+        out = list(
+            generate_batched(
+                model,
+                tok,
+                [prompt] * 3,
+                max_tokens=24,
+                stop_tokens=[],
+                logits_processors=[[p, force] for p in procs],
+            )
+        )
     elif loop == "code loop":
         with SandboxPool(size=1, timeout=5) as pool:
-            out = list(generate_with_code(model, tok, [prompt] * 3, pool, fmt=fmt, max_tokens=16, max_rounds=1,
-                                          logits_processors=lambda i: [procs[i], force]))
+            out = list(
+                generate_with_code(
+                    model,
+                    tok,
+                    [prompt] * 3,
+                    pool,
+                    fmt=fmt,
+                    max_tokens=16,
+                    max_rounds=1,
+                    logits_processors=lambda i: [procs[i], force],
+                )
+            )
     else:
         reqs = [Request(i, prompt, [p, force]) for i, p in enumerate(procs)]
-        out = list(stream_completions(model, tok, lambda n: [reqs.pop() for _ in range(min(n, len(reqs)))],
-                                      max_tokens=24, stop_tokens=[]))
+        out = list(
+            stream_completions(
+                model,
+                tok,
+                lambda n: [reqs.pop() for _ in range(min(n, len(reqs)))],
+                max_tokens=24,
+                stop_tokens=[],
+            )
+        )
     assert len(out) == 3
     assert [p.reads for p in procs] == [0, 0, 0] and all(len(p.applied) >= 16 for p in procs)

@@ -13,9 +13,14 @@ from mlx_scdpo.train import TrainArgs
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-@pytest.mark.parametrize("name,cls", [("qwen2.5-math-1.5b-sample.yaml", SampleArgs),
-                                      ("qwen2.5-math-1.5b-step-control.yaml", StepControlArgs),
-                                      ("qwen2.5-math-1.5b-train.yaml", TrainArgs)])
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("qwen2.5-math-1.5b-sample.yaml", SampleArgs),
+        ("qwen2.5-math-1.5b-step-control.yaml", StepControlArgs),
+        ("qwen2.5-math-1.5b-train.yaml", TrainArgs),
+    ],
+)
 def test_recipe_is_valid(name, cls):
     args = build_args(cls, {}, str(RECIPES / name))
     assert args.model.startswith("mlx-community/")
@@ -27,8 +32,15 @@ def test_toy_recipe_is_valid():
 
 
 # Qwen2.5-Math-1.5B(-Instruct)'s config.json shape (bf16 weights on a Mac).
-QWEN_MATH_15B = dict(hidden_size=1536, num_hidden_layers=28, intermediate_size=8960, num_attention_heads=12,
-                     num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
+QWEN_MATH_15B = dict(
+    hidden_size=1536,
+    num_hidden_layers=28,
+    intermediate_size=8960,
+    num_attention_heads=12,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+)
 
 
 def test_train_recipe_fits_a_16gb_mac_by_the_estimate():
@@ -45,4 +57,3 @@ def test_train_recipe_fits_a_16gb_mac_by_the_estimate():
     # the recipe's earlier settings (batch 4, no checkpointing) would not fit
     old = replace(args, batch_size=4, grad_accumulation_steps=4, grad_checkpoint=False)
     assert estimate_peak(shape, old, 512, 512).total > 16 * GB
-

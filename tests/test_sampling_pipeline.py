@@ -23,9 +23,25 @@ def _problems(tmp_path, n=4):
 
 
 def _sample(tiny_model, tmp_path, out, seed, limit=3):
-    args = ["sample", "--model", str(tiny_model), "--data-files", str(_problems(tmp_path)), "--output-dir", str(out),
-            "--samples-per-round", "2", "--budget", "4", "--max-tokens", "12", "--seed", str(seed),
-            "--limit", str(limit)]
+    args = [
+        "sample",
+        "--model",
+        str(tiny_model),
+        "--data-files",
+        str(_problems(tmp_path)),
+        "--output-dir",
+        str(out),
+        "--samples-per-round",
+        "2",
+        "--budget",
+        "4",
+        "--max-tokens",
+        "12",
+        "--seed",
+        str(seed),
+        "--limit",
+        str(limit),
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     return [json.loads(x) for x in (out / "solutions.jsonl").read_text().splitlines()]
@@ -53,13 +69,30 @@ def _solutions_file(tok, path):
     records = []
     for i in range(3):
         a, b = i + 2, i + 3
-        text = (f"Step 1: {a} * {b} = {a * b}\nStep 2: {a * b} + 1 = {a * b + 1}\nStep 3: {a * b + 1} - 2 = "
-                f"{a * b - 1}\nThe answer is \\boxed{{{a * b - 1}}}.")
+        text = (
+            f"Step 1: {a} * {b} = {a * b}\nStep 2: {a * b} + 1 = {a * b + 1}\nStep 3: {a * b + 1} - 2 = "
+            f"{a * b - 1}\nThe answer is \\boxed{{{a * b - 1}}}."
+        )
         prompt = f"Question {i}: compute.\n"
-        records.append({"problem_id": f"toy/{i}", "task": "gsm8k", "question": f"Q{i}", "gold": str(a * b - 1),
-                        "prompt": prompt, "prompt_ids": tok.encode(prompt, add_special_tokens=False), "n_sampled": 1,
-                        "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False),
-                                     "correct": True, "extracted": str(a * b - 1)}]})
+        records.append(
+            {
+                "problem_id": f"toy/{i}",
+                "task": "gsm8k",
+                "question": f"Q{i}",
+                "gold": str(a * b - 1),
+                "prompt": prompt,
+                "prompt_ids": tok.encode(prompt, add_special_tokens=False),
+                "n_sampled": 1,
+                "samples": [
+                    {
+                        "text": text,
+                        "ids": tok.encode(text, add_special_tokens=False),
+                        "correct": True,
+                        "extracted": str(a * b - 1),
+                    }
+                ],
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return records
 
@@ -68,9 +101,22 @@ def test_step_control_pairs_share_exactly_k_steps(tiny_model, tmp_path):
     _, tok = load(str(tiny_model))
     records = _solutions_file(tok, tmp_path / "solutions.jsonl")
     out = tmp_path / "sc"
-    args = ["step-control", "--model", str(tiny_model), "--solutions", str(tmp_path / "solutions.jsonl"),
-            "--output-dir", str(out), "--max-tokens", "24", "--rounds", "2", "--max-pairs-per-problem", "1",
-            "--include-truncated"]  # the random model seldom ends before 24 tokens
+    args = [
+        "step-control",
+        "--model",
+        str(tiny_model),
+        "--solutions",
+        str(tmp_path / "solutions.jsonl"),
+        "--output-dir",
+        str(out),
+        "--max-tokens",
+        "24",
+        "--rounds",
+        "2",
+        "--max-pairs-per-problem",
+        "1",
+        "--include-truncated",
+    ]  # the random model seldom ends before 24 tokens
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     pairs = [json.loads(x) for x in (out / "pairs_step_control.jsonl").read_text().splitlines()]
@@ -83,20 +129,33 @@ def test_step_control_pairs_share_exactly_k_steps(tiny_model, tmp_path):
         assert p["source"] == "step_control" and p["k"] in (1, 2)  # 4 steps: the last two never end a prefix
         kept = "".join(steps[: p["k"]])
         assert p["prompt"] == rec["prompt"] + kept
-        assert p["chosen"] == sol["text"][len(kept):]
-        assert p["prompt_ids"] + p["chosen_ids"] == rec["prompt_ids"] + sol["ids"]  # token space, no re-tokenizing
-        assert tok.decode(p["prompt_ids"][len(rec["prompt_ids"]):]) == kept
+        assert p["chosen"] == sol["text"][len(kept) :]
+        assert (
+            p["prompt_ids"] + p["chosen_ids"] == rec["prompt_ids"] + sol["ids"]
+        )  # token space, no re-tokenizing
+        assert tok.decode(p["prompt_ids"][len(rec["prompt_ids"]) :]) == kept
         assert tok.decode(p["rejected_ids"]) == p["rejected"] and p["rejected"] != p["chosen"]
         # One per generated step, as applied (read back from the processor): the reference schedule, as numbers.
-        assert p["temperatures"] and p["temperatures"] == pytest.approx(REFERENCE[:len(split_steps(p["rejected"]).steps)])
+        assert p["temperatures"] and p["temperatures"] == pytest.approx(
+            REFERENCE[: len(split_steps(p["rejected"]).steps)]
+        )
     rows = [json.loads(x) for x in (out / "step_control.jsonl").read_text().splitlines()]
     assert sorted(r["status"] for r in rows) == ["capped", "capped", "capped", "pair", "pair", "pair"]
     # Re-running finds everything finished.
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0 and (out / "step_control.jsonl").read_text().count("\n") == 6
     # build-pairs mixes them with naive pairs into TRL-ready files.
-    res = CliRunner().invoke(main, ["build-pairs", str(out / "pairs_step_control.jsonl"), "--output-dir",
-                                    str(tmp_path / "final"), "--valid-fraction", "0.34"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "build-pairs",
+            str(out / "pairs_step_control.jsonl"),
+            "--output-dir",
+            str(tmp_path / "final"),
+            "--valid-fraction",
+            "0.34",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert len((tmp_path / "final" / "train.jsonl").read_text().splitlines()) == 2
 
@@ -105,15 +164,18 @@ def test_continuation_from_cached_prefix_equals_generation_from_scratch(tiny_mod
     model, tok = load(str(tiny_model))
     prefix = tok.encode("Question: what is 3 + 4?\nStep 1: 3 + 4 = 7\n", add_special_tokens=False)
     cache = prefill_cache(model, prefix)
+
     # A high temperature makes any logit difference visible in the samples.
     def run(caches):
-        out = generate_batched(model, tok, [prefix] * 3, max_tokens=24, sampler=SeededSampler(7, temp=3.0),
-                               caches=caches)
+        out = generate_batched(
+            model, tok, [prefix] * 3, max_tokens=24, sampler=SeededSampler(7, temp=3.0), caches=caches
+        )
         return [c.tokens for c in sorted(out, key=lambda c: c.index)]
 
     scratch = run(None)
     assert run([cache] * 3) == scratch
     assert run([cache] * 3) == scratch  # the shared cache was not modified by use
+
     def greedy(caches):
         return list(generate_batched(model, tok, [prefix], max_tokens=24, caches=caches))[0].tokens
 
@@ -122,13 +184,23 @@ def test_continuation_from_cached_prefix_equals_generation_from_scratch(tiny_mod
 
 def test_code_integrated_step_control(tiny_model, tmp_path):
     _, tok = load(str(tiny_model))
-    text = ("First compute the product.\n```python\nx = 6 * 7\nprint(x)\n```\n```output\n42\n```\n"
-            "Now add one.\n```python\nprint(x + 1)\n```\n```output\n43\n```\nThe answer is \\boxed{43}.")
+    text = (
+        "First compute the product.\n```python\nx = 6 * 7\nprint(x)\n```\n```output\n42\n```\n"
+        "Now add one.\n```python\nprint(x + 1)\n```\n```output\n43\n```\nThe answer is \\boxed{43}."
+    )
     prompt = "Question: 6 * 7 + 1?\n"
-    rec = {"problem_id": "toy/code", "task": "gsm8k", "question": "Q", "gold": "43", "prompt": prompt,
-           "prompt_ids": tok.encode(prompt, add_special_tokens=False), "n_sampled": 1, "solution_format": "code",
-           "block_format": "markdown",
-           "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]}
+    rec = {
+        "problem_id": "toy/code",
+        "task": "gsm8k",
+        "question": "Q",
+        "gold": "43",
+        "prompt": prompt,
+        "prompt_ids": tok.encode(prompt, add_special_tokens=False),
+        "n_sampled": 1,
+        "solution_format": "code",
+        "block_format": "markdown",
+        "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}],
+    }
     (tmp_path / "solutions.jsonl").write_text(json.dumps(rec) + "\n")
     from mlx_scdpo.step_control import StepControlArgs, plan_prefixes
 
@@ -136,10 +208,25 @@ def test_code_integrated_step_control(tiny_model, tmp_path):
     # blocks: text, code, exec, text, code, exec, text -> prefix ends after text (1), exec (3), text (4)
     assert [p.k for p in prefixes] == [1, 3, 4]
     assert prefixes[1].code_blocks == ["x = 6 * 7\nprint(x)\n"]
-    res = CliRunner().invoke(main, ["step-control", "--model", str(tiny_model), "--solutions",
-                                    str(tmp_path / "solutions.jsonl"), "--output-dir", str(tmp_path / "sc"),
-                                    "--max-tokens", "16", "--rounds", "2", "--max-pairs-per-problem", "3",
-                                    "--include-truncated"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "step-control",
+            "--model",
+            str(tiny_model),
+            "--solutions",
+            str(tmp_path / "solutions.jsonl"),
+            "--output-dir",
+            str(tmp_path / "sc"),
+            "--max-tokens",
+            "16",
+            "--rounds",
+            "2",
+            "--max-pairs-per-problem",
+            "3",
+            "--include-truncated",
+        ],
+    )
     assert res.exit_code == 0, res.output
     pairs = [json.loads(x) for x in (tmp_path / "sc" / "pairs_step_control.jsonl").read_text().splitlines()]
     assert pairs and {p["k"] for p in pairs} <= {1, 3, 4}
@@ -149,9 +236,23 @@ def test_code_integrated_step_control(tiny_model, tmp_path):
 
 
 def test_sample_code_format(tiny_model, tmp_path):
-    args = ["sample", "--model", str(tiny_model), "--data-files", str(_problems(tmp_path, 2)), "--output-dir",
-            str(tmp_path / "o"), "--samples-per-round", "2", "--budget", "2", "--max-tokens", "8",
-            "--solution-format", "code"]
+    args = [
+        "sample",
+        "--model",
+        str(tiny_model),
+        "--data-files",
+        str(_problems(tmp_path, 2)),
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--samples-per-round",
+        "2",
+        "--budget",
+        "2",
+        "--max-tokens",
+        "8",
+        "--solution-format",
+        "code",
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     recs = [json.loads(x) for x in (tmp_path / "o" / "solutions.jsonl").read_text().splitlines()]

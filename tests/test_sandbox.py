@@ -26,8 +26,9 @@ def _has_isolation():
         return False
 
 
-pytestmark = pytest.mark.skipif(not _has_isolation(), reason="no sandbox on this host (Linux: bubblewrap; "
-                                                             "macOS: sandbox-exec)")
+pytestmark = pytest.mark.skipif(
+    not _has_isolation(), reason="no sandbox on this host (Linux: bubblewrap; macOS: sandbox-exec)"
+)
 # Wall-clock bounds only catch a hang (a block's result that never comes): 10x the block timeout, so
 # that a loaded 2-core machine, where killing and replacing a worker takes seconds, never fails them.
 TIMEOUT = 2.0
@@ -109,14 +110,19 @@ def test_memory_bomb(pool):
 
 @LINUX_BWRAP
 def test_bounded_fork_storm(pool):
-    code = ("import os, time\nn = 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n"
-            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    n += 1\nn")
+    code = (
+        "import os, time\nn = 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n"
+        "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    n += 1\nn"
+    )
     with pool.sandbox() as sb:
         r = sb.run(code)
         assert r.error is None and int(r.output) < 200  # the process limit stopped it
         ns = pid_namespace(sb)
         # The sleeping children did not outlive the block: only bubblewrap's pid 1 and the worker.
-        assert sb.run("import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())").output in ("[1]\n", "[1, 2]\n")  # [bwrap's pid 1,] the worker
+        assert sb.run("import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())").output in (
+            "[1]\n",
+            "[1, 2]\n",
+        )  # [bwrap's pid 1,] the worker
     assert processes_in(ns) == []  # and closing ended the whole pid namespace
 
 
@@ -171,7 +177,9 @@ def test_cannot_connect_to_a_local_listener(pool):
     server.settimeout(3)
     t = threading.Thread(target=lambda: accepted.append(_accept(server)), daemon=True)
     t.start()
-    r, dt, sb = run_one(pool, f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)")
+    r, dt, sb = run_one(
+        pool, f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)"
+    )
     t.join()
     server.close()
     assert r.error == "exception" and accepted == [None] and dt < BOUND
@@ -213,7 +221,13 @@ def test_no_stdin_and_no_secrets(pool, monkeypatch):
 
 @ADDRESS_SPACE_LIMIT  # the memory bomb among the blocks
 def test_batch_carries_on_beside_an_attacker(pool):
-    codes = ["while True: pass", "sum(range(10))", "import os\nos._exit(1)", "2 ** 10", "bytearray(8 * 1024 ** 3)"]
+    codes = [
+        "while True: pass",
+        "sum(range(10))",
+        "import os\nos._exit(1)",
+        "2 ** 10",
+        "bytearray(8 * 1024 ** 3)",
+    ]
     results = [None] * len(codes)
 
     def work(i):

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import sandbox_mount_points
+
 from mlx_scdpo.sandbox import Sandbox, SandboxPool
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -64,25 +64,39 @@ REPLY_FD = "import json, os, struct, sys, time\nfd = json.loads(sys.argv[1])['re
 
 
 def test_trickling_reply_hits_the_total_deadline(pool):
-    code = REPLY_FD + "os.write(fd, struct.pack('<I', 1000))\nwhile True:\n    os.write(fd, b' ')\n    time.sleep(0.1)"
+    code = (
+        REPLY_FD
+        + "os.write(fd, struct.pack('<I', 1000))\nwhile True:\n    os.write(fd, b' ')\n    time.sleep(0.1)"
+    )
     r = attack(pool, code)
     assert r.error == "timeout" and r.timed_out
 
 
 def test_shrunk_request_pipe_and_a_worker_that_stops_reading(pool):
     with pool.sandbox() as sb:
-        sb.run("import fcntl, json, sys, time, __main__\nfcntl.fcntl(json.loads(sys.argv[1])['request_fd'], 1031, 4096)\n"
-               "__main__._recv = lambda f: time.sleep(3600)")
+        sb.run(
+            "import fcntl, json, sys, time, __main__\nfcntl.fcntl(json.loads(sys.argv[1])['request_fd'], 1031, 4096)\n"
+            "__main__._recv = lambda f: time.sleep(3600)"
+        )
         t = time.perf_counter()
         r = sb.run("x = 1\n" * 200_000)  # 1.2 MB that nobody reads
         assert r.error == "timeout" and time.perf_counter() - t < BOUND
         assert sb.run("6 * 7").output == "42\n"
 
 
-@pytest.mark.parametrize("frame", [
-    b"{not json", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000, b'{"output": 1, "error": null, "id": 1}',
-    b'{"output": "", "error": "nonsense", "id": 1}', b'{"output": "", "error": null, "id": 99}', b"[]",
-    b'{"output": "", "error": null, "id": 1, "extra": {}}'])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"{not json",
+        b"\xff\xfe",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"output": 1, "error": null, "id": 1}',
+        b'{"output": "", "error": "nonsense", "id": 1}',
+        b'{"output": "", "error": null, "id": 99}',
+        b"[]",
+        b'{"output": "", "error": null, "id": 1, "extra": {}}',
+    ],
+)
 def test_malformed_frames_are_protocol_errors(pool, frame):
     code = REPLY_FD + f"data = {frame!r}\nos.write(fd, struct.pack('<I', len(data)) + data)"
     r = attack(pool, code)
@@ -91,8 +105,10 @@ def test_malformed_frames_are_protocol_errors(pool, frame):
 
 def test_unasked_frames_do_not_answer_the_next_block(pool):
     with pool.sandbox() as sb:
-        sb.run(REPLY_FD + "data = json.dumps({'output': 'forged', 'error': None, 'id': 2}).encode()\n"
-               "import threading\nthreading.Timer(0.3, lambda: os.write(fd, struct.pack('<I', len(data)) + data)).start()")
+        sb.run(
+            REPLY_FD + "data = json.dumps({'output': 'forged', 'error': None, 'id': 2}).encode()\n"
+            "import threading\nthreading.Timer(0.3, lambda: os.write(fd, struct.pack('<I', len(data)) + data)).start()"
+        )
         time.sleep(0.6)
         r = sb.run("'honest'")
         # The worker is paused between blocks: the forged frame comes before or after the honest
@@ -155,9 +171,11 @@ def test_lone_surrogates_become_valid_utf8(pool):
     r = attack(pool, "print(chr(0xD800) + 'ok' + chr(0xDFFF))")
     r.output.encode("utf-8")  # would raise on a lone surrogate
     assert r.output == "?ok?\n"
-    forged = REPLY_FD + ("f = sys._getframe()\nwhile 'req' not in f.f_locals:\n    f = f.f_back\n"  # the request's id
-                         "data = b'{\"output\": \"\\\\udc80\", \"error\": null, \"id\": %d}' % f.f_locals['req']['id']\n"
-                         "os.write(fd, struct.pack('<I', len(data)) + data)\nos._exit(0)")
+    forged = REPLY_FD + (
+        "f = sys._getframe()\nwhile 'req' not in f.f_locals:\n    f = f.f_back\n"  # the request's id
+        'data = b\'{"output": "\\\\udc80", "error": null, "id": %d}\' % f.f_locals[\'req\'][\'id\']\n'
+        "os.write(fd, struct.pack('<I', len(data)) + data)\nos._exit(0)"
+    )
     with pool.sandbox() as sb:
         r = sb.run(forged)
         assert r.output == "?" and r.error is None
@@ -170,17 +188,21 @@ def test_lone_surrogates_become_valid_utf8(pool):
 
 @pytest.mark.parametrize("directory", ["/dev/shm", "/tmp", "/var/tmp", "/run", "."])
 def test_filling_a_writable_place_is_bounded(pool, directory):
-    code = (f"f = open({directory + '/fill'!r}, 'wb')\nfor _ in range(1024):\n"
-            "    f.write(b'x' * (1 << 20))\n    f.flush()")
+    code = (
+        f"f = open({directory + '/fill'!r}, 'wb')\nfor _ in range(1024):\n"
+        "    f.write(b'x' * (1 << 20))\n    f.flush()"
+    )
     r = attack(pool, code)
     assert r.error == "exception" and ("No space left" in r.output or "File too large" in r.output)
 
 
 def test_sysv_shared_memory_memfd_and_ptrace_are_refused(pool):
-    code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-            "seg = libc.shmget(0, 1 << 30, 0o1600)\n"
-            "try:\n    os.memfd_create('x')\n    memfd = 'allowed'\nexcept PermissionError:\n    memfd = 'refused'\n"
-            "seg, ctypes.get_errno() == 1, memfd, libc.msgget(0, 0o1600), libc.ptrace(16, 1, 0, 0)")  # PTRACE_ATTACH
+    code = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "seg = libc.shmget(0, 1 << 30, 0o1600)\n"
+        "try:\n    os.memfd_create('x')\n    memfd = 'allowed'\nexcept PermissionError:\n    memfd = 'refused'\n"
+        "seg, ctypes.get_errno() == 1, memfd, libc.msgget(0, 0o1600), libc.ptrace(16, 1, 0, 0)"
+    )  # PTRACE_ATTACH
     with pool.sandbox() as sb:
         if not sb.isolation["seccomp"]:
             pytest.skip("libseccomp is not installed")
@@ -188,9 +210,11 @@ def test_sysv_shared_memory_memfd_and_ptrace_are_refused(pool):
 
 
 def test_cpu_limit_cannot_be_raised_or_caught():
-    code = ("import resource, signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
-            "try:\n    resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
-            "except ValueError:\n    pass\nwhile True:\n    pass")
+    code = (
+        "import resource, signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
+        "try:\n    resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
+        "except ValueError:\n    pass\nwhile True:\n    pass"
+    )
     with Sandbox(timeout=60.0, cpu_time=1, cpu_time_total=2, preload=()) as sb:
         t = time.perf_counter()
         r = sb.run(code)
@@ -201,13 +225,17 @@ def test_cpu_limit_cannot_be_raised_or_caught():
         assert sb.run("6 * 7").output == "42\n"
 
 
-LIVE_PIDS = ("import os\ndef alive(p):\n    try:\n        return open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'\n"
-             "    except OSError:\n        return False\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit() and alive(p))")
+LIVE_PIDS = (
+    "import os\ndef alive(p):\n    try:\n        return open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'\n"
+    "    except OSError:\n        return False\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit() and alive(p))"
+)
 
 
 def test_setsid_burners_do_not_outlive_their_block(pool):
-    code = ("import os\nfor _ in range(4):\n    if os.fork() == 0:\n        os.setsid()\n"
-            "        if os.fork() == 0:\n            while True:\n                pass\n        os._exit(0)\n'started'")
+    code = (
+        "import os\nfor _ in range(4):\n    if os.fork() == 0:\n        os.setsid()\n"
+        "        if os.fork() == 0:\n            while True:\n                pass\n        os._exit(0)\n'started'"
+    )
     with pool.sandbox() as sb:
         assert sb.run(code).output == "'started'\n"
         assert sb.run(LIVE_PIDS).output in ("[1]\n", "[1, 2]\n")  # [bwrap's pid 1,] the worker
@@ -243,8 +271,10 @@ PLANT = textwrap.dedent("""\
     shm.buf[:5] = b'carry'
     made
     """)
-LOOK = ("import os\n[p for d in ('/tmp', '/var/tmp', '/dev/shm', '/run/lock') if os.path.isdir(d) "
-        "for p in os.listdir(d)]")
+LOOK = (
+    "import os\n[p for d in ('/tmp', '/var/tmp', '/dev/shm', '/run/lock') if os.path.isdir(d) "
+    "for p in os.listdir(d)]"
+)
 
 
 def test_fifos_databases_and_shared_memory_do_not_persist(pool):
@@ -254,7 +284,9 @@ def test_fifos_databases_and_shared_memory_do_not_persist(pool):
     for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
         assert not any(Path(d).glob("mlx_scdpo*"))  # nothing reached the host
     with pool.sandbox() as sb:
-        mount_points = [m for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") for m in sandbox_mount_points(d)]
+        mount_points = [
+            m for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") for m in sandbox_mount_points(d)
+        ]
         assert sorted(ast.literal_eval(sb.run(LOOK).output)) == sorted(mount_points)  # nor the next sandbox
 
 
@@ -270,7 +302,7 @@ def test_secrets_of_the_host_are_not_visible(pool):
     code = textwrap.dedent(f"""\
         import os
         seen = {{}}
-        for p in ('/etc/shadow', '/etc/passwd', '/root/.bash_history', {str(Path.home() / '.ssh')!r}, '/home'):
+        for p in ('/etc/shadow', '/etc/passwd', '/root/.bash_history', {str(Path.home() / ".ssh")!r}, '/home'):
             seen[p] = os.path.exists(p)
         cmdlines = [open(f'/proc/{{p}}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit()]
         seen['parent'] = any(b'pytest' in c for c in cmdlines)
@@ -283,8 +315,10 @@ def test_secrets_of_the_host_are_not_visible(pool):
 
 
 def test_session_keyring_is_out_of_reach(pool):
-    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
-            "libc.syscall(250, 0, -3, 0), ctypes.get_errno()")  # keyctl(KEYCTL_GET_KEYRING_ID, session)
+    code = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+        "libc.syscall(250, 0, -3, 0), ctypes.get_errno()"
+    )  # keyctl(KEYCTL_GET_KEYRING_ID, session)
     with pool.sandbox() as sb:
         if not sb.isolation["seccomp"]:
             pytest.skip("libseccomp is not installed")
@@ -298,15 +332,18 @@ def test_one_sandbox_cannot_signal_another(pool):
     with pool.sandbox() as victim, pool.sandbox() as attacker:
         victim.run("x = 5")
         pid = victim._worker._worker_pid  # the victim's worker as the host sees it
-        r = attacker.run(f"import os, signal\nfor p in ({pid}, 2, 3):\n    try:\n"
-                         "        os.kill(p, signal.SIGKILL)\n    except ProcessLookupError:\n        pass")
+        r = attacker.run(
+            f"import os, signal\nfor p in ({pid}, 2, 3):\n    try:\n"
+            "        os.kill(p, signal.SIGKILL)\n    except ProcessLookupError:\n        pass"
+        )
         assert victim.run("x").output == "5\n"
         assert r.error in (None, "killed")
 
 
 def test_workers_die_with_a_killed_parent(tmp_path):
     script = tmp_path / "parent.py"
-    script.write_text(textwrap.dedent("""\
+    script.write_text(
+        textwrap.dedent("""\
         import os, sys, time
         from mlx_scdpo.sandbox import SandboxPool
         pool = SandboxPool(size=2, preload=())
@@ -314,7 +351,8 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         sb.run("import os\\nif os.fork() == 0:\\n    os.setsid()\\n    while True:\\n        pass")
         print(os.readlink(f"/proc/{sb._worker._init_pid}/ns/pid"), flush=True)
         time.sleep(60)
-        """))
+        """)
+    )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=PROJECT, text=True)
     try:
         ns = proc.stdout.readline().strip()
@@ -380,23 +418,50 @@ def _others_can_read(path: Path) -> bool:
     return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK) or not shutil.which("setpriv")
-                    or not _others_can_read(PROJECT),
-                    reason="needs root (to drop to nobody), setpriv, a system Python and a checkout nobody can read")
+@pytest.mark.skipif(
+    os.geteuid() != 0
+    or not os.access("/usr/bin/python3", os.X_OK)
+    or not shutil.which("setpriv")
+    or not _others_can_read(PROJECT),
+    reason="needs root (to drop to nobody), setpriv, a system Python and a checkout nobody can read",
+)
 def test_non_root_pool_is_usable_and_confined():
-    r = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3",
-                        "-c", NON_ROOT, str(PROJECT)], capture_output=True, text=True, timeout=120, cwd="/")
+    r = subprocess.run(
+        [
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            NON_ROOT,
+            str(PROJECT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = eval(r.stdout)  # our own script's repr of a dict of strings
     assert [out[i] for i in range(4)] == ["0\n", "2\n", "4\n", "6\n"]
-    assert out["iso"] == ("bwrap", True) and out["spawn"] == "1\n" and out["fork"] == "True\n" and out["net"] == "exception"
+    assert (
+        out["iso"] == ("bwrap", True)
+        and out["spawn"] == "1\n"
+        and out["fork"] == "True\n"
+        and out["net"] == "exception"
+    )
 
 
 def test_memory_of_all_processes_together_is_bounded_by_the_cgroup():
     # Each child stays under its own address-space limit; together they exceed the sandbox's.
-    code = ("import os, time\npids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n"
-            "        b = bytearray(300 << 20)\n        time.sleep(30)\n        os._exit(0)\n    pids.append(pid)\n"
-            "time.sleep(3)\nalive = [p for p in pids if os.waitpid(p, os.WNOHANG) == (0, 0)]\nlen(alive)")
+    code = (
+        "import os, time\npids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n"
+        "        b = bytearray(300 << 20)\n        time.sleep(30)\n        os._exit(0)\n    pids.append(pid)\n"
+        "time.sleep(3)\nalive = [p for p in pids if os.waitpid(p, os.WNOHANG) == (0, 0)]\nlen(alive)"
+    )
     with Sandbox(timeout=8.0, memory_mb=512, preload=()) as sb:
         if sb.isolation["cgroup"] is None:
             pytest.skip("no writable memory cgroup on this host")

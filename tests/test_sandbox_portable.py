@@ -78,9 +78,11 @@ def test_deep_scratch_tree_is_removed(unconfined):
 
 def test_no_files_are_left_at_interpreter_exit(tmp_path):
     # A sandbox never closed: the clean-up at exit still kills the worker and removes its scratch.
-    script = ("import os, sys, warnings\nwarnings.simplefilter('ignore')\nfrom mlx_scdpo.sandbox import Sandbox\n"
-              "sb = Sandbox(timeout=5.0, disable=('bwrap', 'seatbelt'), preload=())\n"
-              "print(sb.run(\"open('left.txt', 'w').write('x')\\nimport os\\nos.getcwd()\").output.strip().strip(\"'\"))")
+    script = (
+        "import os, sys, warnings\nwarnings.simplefilter('ignore')\nfrom mlx_scdpo.sandbox import Sandbox\n"
+        "sb = Sandbox(timeout=5.0, disable=('bwrap', 'seatbelt'), preload=())\n"
+        "print(sb.run(\"open('left.txt', 'w').write('x')\\nimport os\\nos.getcwd()\").output.strip().strip(\"'\"))"
+    )
     env = dict(os.environ, **{sandbox_isolation.UNCONFINED_ENV: "unconfined"})
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     scratch = Path(r.stdout.strip())
@@ -109,7 +111,8 @@ def test_home_and_root_are_never_exposed_through_sys_path():
     dirs = sandbox_isolation.python_dirs(["/", home, os.path.dirname(home), os.path.dirname(os.__file__)])
     assert "/" not in dirs and home not in dirs and os.path.dirname(home) not in dirs
     assert os.path.realpath(os.path.dirname(os.__file__)) in dirs or any(
-        os.path.realpath(os.path.dirname(os.__file__)).startswith(d + "/") for d in dirs)
+        os.path.realpath(os.path.dirname(os.__file__)).startswith(d + "/") for d in dirs
+    )
 
 
 @pytest.mark.skipif(sys.platform != "darwin", reason="sandbox-exec exists only on macOS")
@@ -173,7 +176,9 @@ def test_children_are_found_without_the_proc_children_file(monkeypatch):
     try:
         assert child.pid in sandbox._children(os.getpid())
         real_exists = os.path.exists
-        monkeypatch.setattr(os.path, "exists", lambda p: False if str(p).endswith("/children") else real_exists(p))
+        monkeypatch.setattr(
+            os.path, "exists", lambda p: False if str(p).endswith("/children") else real_exists(p)
+        )
         assert child.pid in sandbox._children(os.getpid())  # the scan by parent pid
     finally:
         child.kill()
@@ -192,8 +197,24 @@ def test_cli_without_isolation_stops_with_one_line(tiny_model, tmp_path, monkeyp
     monkeypatch.setattr(sandbox_isolation, "SEATBELT", "/nonexistent/sandbox-exec")
     data = tmp_path / "p.jsonl"
     data.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n")
-    res = CliRunner().invoke(main, ["eval", "--model", str(tiny_model), "--task", "gsm8k", "--data-files", str(data),
-                                    "--max-tokens", "8", "--format", "code", "--output-dir", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--task",
+            "gsm8k",
+            "--data-files",
+            str(data),
+            "--max-tokens",
+            "8",
+            "--format",
+            "code",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2, res.output
     # (the progress bar shares stderr; the error itself is its last line, no traceback)
     last = res.output.strip().splitlines()[-1]

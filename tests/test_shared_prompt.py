@@ -72,8 +72,9 @@ def test_gradients_equal_plain_path(lora_model, checkpointed, monkeypatch):
 
 
 def test_shared_arrays_literal():
-    got = shared_batch_arrays([TokenizedPair([1, 2], [3, 9], [4, 5, 9]), TokenizedPair([6], [7, 9], [8, 9])],
-                              pad_to_multiple=1)
+    got = shared_batch_arrays(
+        [TokenizedPair([1, 2], [3, 9], [4, 5, 9]), TokenizedPair([6], [7, 9], [8, 9])], pad_to_multiple=1
+    )
     np.testing.assert_array_equal(got["prompts"], [[1, 2], [0, 6]])
     np.testing.assert_array_equal(got["left_padding"], [0, 1])
     np.testing.assert_array_equal(got["responses"], [[3, 9, 0], [7, 9, 0], [4, 5, 9], [8, 9, 0]])
@@ -92,14 +93,23 @@ def _tiny(module_name, **extra):
     import importlib
 
     mod = importlib.import_module(f"mlx_lm.models.{module_name}")
-    base = dict(model_type=module_name, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                num_attention_heads=4, num_key_value_heads=2, vocab_size=1024, rms_norm_eps=1e-6)
+    base = dict(
+        model_type=module_name,
+        hidden_size=64,
+        num_hidden_layers=2,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1024,
+        rms_norm_eps=1e-6,
+    )
     fields = set(mod.ModelArgs.__dataclass_fields__)
     mx.random.seed(1)
     model = mod.Model(mod.ModelArgs(**{k: v for k, v in {**base, **extra}.items() if k in fields}))
     # Larger embeddings: logits big enough for a softcap or a scale to matter.
-    model.load_weights([(k, v * 8) for k, v in tree_flatten(model.parameters()) if "embed_tokens" in k],
-                       strict=False)
+    model.load_weights(
+        [(k, v * 8) for k, v in tree_flatten(model.parameters()) if "embed_tokens" in k], strict=False
+    )
     mx.eval(model.parameters())
     return model
 
@@ -112,18 +122,28 @@ def _own_pair_logps(model, pairs):
         for p in pairs:
             seq = mx.array([p.prompt + getattr(p, side)])
             lp = nn.log_softmax(model(seq[:, :-1]).astype(mx.float32), axis=-1)
-            lp = mx.take_along_axis(lp, seq[:, 1:, None], axis=-1)[0, len(p.prompt) - 1:, 0]
+            lp = mx.take_along_axis(lp, seq[:, 1:, None], axis=-1)[0, len(p.prompt) - 1 :, 0]
             sums.append(lp.sum().item())
         out.append(np.array(sums))
     return out
 
 
 TRANSFORMS = {
-    "gemma2": dict(head_dim=16, final_logit_softcapping=2.0, attn_logit_softcapping=50.0, query_pre_attn_scalar=16),
+    "gemma2": dict(
+        head_dim=16, final_logit_softcapping=2.0, attn_logit_softcapping=50.0, query_pre_attn_scalar=16
+    ),
     "cohere": dict(logit_scale=0.25, layer_norm_eps=1e-5, use_qk_norm=False),
-    "granite": dict(logits_scaling=4.0, attention_multiplier=0.25, embedding_multiplier=2.0, residual_multiplier=0.5,
-                    max_position_embeddings=512, attention_bias=False, mlp_bias=False, rope_theta=10000.0,
-                    tie_word_embeddings=False),
+    "granite": dict(
+        logits_scaling=4.0,
+        attention_multiplier=0.25,
+        embedding_multiplier=2.0,
+        residual_multiplier=0.5,
+        max_position_embeddings=512,
+        attention_bias=False,
+        mlp_bias=False,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -150,21 +170,31 @@ def test_output_transforms_equal_the_models_own_forward(arch):
     bare = module.as_linear if hasattr(module, "as_linear") else module
     seq = mx.array([pairs[0].prompt + pairs[0].chosen])
     own = nn.log_softmax(model(seq).astype(mx.float32), axis=-1)
-    assert not np.allclose(np.array(nn.log_softmax(bare(model.model(seq)), axis=-1)), np.array(own), atol=1e-2)
+    assert not np.allclose(
+        np.array(nn.log_softmax(bare(model.model(seq)), axis=-1)), np.array(own), atol=1e-2
+    )
 
 
 def test_unknown_output_transform_is_refused_with_one_line():
-    from eval.errors import UserError
     from mlx_lm.models import qwen2
 
+    from eval.errors import UserError
     from mlx_scdpo.logps import check_output_head
 
     class Scaled(qwen2.Model):  # an architecture doing something after the head that we do not know
         def __call__(self, inputs, cache=None):
             return super().__call__(inputs, cache) * 0.5
 
-    args = qwen2.ModelArgs(model_type="qwen2", hidden_size=32, num_hidden_layers=1, intermediate_size=64,
-                           num_attention_heads=2, num_key_value_heads=1, vocab_size=64, rms_norm_eps=1e-6)
+    args = qwen2.ModelArgs(
+        model_type="qwen2",
+        hidden_size=32,
+        num_hidden_layers=1,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=64,
+        rms_norm_eps=1e-6,
+    )
     check_output_head(qwen2.Model(args))
     with pytest.raises(UserError) as e:
         check_output_head(Scaled(args))

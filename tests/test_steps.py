@@ -7,7 +7,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eval.blocks import MARKDOWN, MATHCODER
-from mlx_scdpo.steps import StepScanner, Steps, eligible_prefix_lengths, is_noisy, split_steps, temperature_for_step
+from mlx_scdpo.steps import (
+    Steps,
+    StepScanner,
+    eligible_prefix_lengths,
+    is_noisy,
+    split_steps,
+    temperature_for_step,
+)
 
 
 @pytest.mark.parametrize("i,expected", [(0, 1.1), (1, 1.2), (2, 1.3), (3, 1.4), (4, 1.4), (10, 1.4)])
@@ -16,25 +23,41 @@ def test_reference_temperature_schedule(i, expected):
 
 
 def test_custom_schedule():
-    assert [temperature_for_step(i, 1.0, 0.05, 1.2) for i in range(6)] == pytest.approx([1.0, 1.05, 1.1, 1.15, 1.2, 1.2])
+    assert [temperature_for_step(i, 1.0, 0.05, 1.2) for i in range(6)] == pytest.approx(
+        [1.0, 1.05, 1.1, 1.15, 1.2, 1.2]
+    )
 
 
 def test_lines_keep_their_newlines():
     sol = "Step 1: 2 * 3 = 6\nStep 2: 6 + 1 = 7\n\nThe answer is \\boxed{7}."
-    assert split_steps(sol).steps == ["Step 1: 2 * 3 = 6\n", "Step 2: 6 + 1 = 7\n\n", "The answer is \\boxed{7}."]
+    assert split_steps(sol).steps == [
+        "Step 1: 2 * 3 = 6\n",
+        "Step 2: 6 + 1 = 7\n\n",
+        "The answer is \\boxed{7}.",
+    ]
 
 
 def test_paragraphs():
     sol = "First we add.\nStill first.\n\nThen we multiply.\n\nDone."
-    assert split_steps(sol, unit="paragraph").steps == ["First we add.\nStill first.\n\n", "Then we multiply.\n\n",
-                                                        "Done."]
+    assert split_steps(sol, unit="paragraph").steps == [
+        "First we add.\nStill first.\n\n",
+        "Then we multiply.\n\n",
+        "Done.",
+    ]
 
 
 def test_display_math_and_fences_are_never_split():
     sol = "We have\n$$\na = 1\nb = 2\n$$\nand\n\\begin{align*}\nx &= 1\\\\\ny &= 2\n\\end{align*}\nso\n```python\nx=1\ny=2\n```\nend"
     steps = split_steps(sol).steps
-    assert steps == ["We have\n", "$$\na = 1\nb = 2\n$$\n", "and\n", "\\begin{align*}\nx &= 1\\\\\ny &= 2\n\\end{align*}\n",
-                     "so\n", "```python\nx=1\ny=2\n```\n", "end"]
+    assert steps == [
+        "We have\n",
+        "$$\na = 1\nb = 2\n$$\n",
+        "and\n",
+        "\\begin{align*}\nx &= 1\\\\\ny &= 2\n\\end{align*}\n",
+        "so\n",
+        "```python\nx=1\ny=2\n```\n",
+        "end",
+    ]
 
 
 @given(st.text(alphabet="ab \n$\\[]{}`", max_size=120))
@@ -45,8 +68,10 @@ def test_steps_concatenate_back(text):
 
 
 def test_code_steps_are_blocks_and_prefixes_never_end_after_code():
-    sol = ("Let us compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo check:\n```python\nprint(1)\n```\n"
-           "```output\n1\n```\nThe answer is \\boxed{42}.")
+    sol = (
+        "Let us compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo check:\n```python\nprint(1)\n```\n"
+        "```output\n1\n```\nThe answer is \\boxed{42}."
+    )
     steps = split_steps(sol, "code", MARKDOWN)
     assert steps.kinds == ["text", "code", "execution", "text", "code", "execution", "text"]
     assert steps.steps[1] == "```python\nprint(6 * 7)\n```\n"
@@ -91,8 +116,8 @@ def _regex_split(text, unit):
     for m in sep.finditer(text):
         if any(a < m.start() < b for a, b in spans):
             continue
-        if text[start:m.start()].strip():
-            steps.append(text[start:m.end()])
+        if text[start : m.start()].strip():
+            steps.append(text[start : m.end()])
             start = m.end()
     if start < len(text):
         if steps and not text[start:].strip():
@@ -102,8 +127,31 @@ def _regex_split(text, unit):
     return steps
 
 
-TEXTS = st.lists(st.sampled_from(["a", " ", "\n", "$", "\\", "[", "]", "{", "}", "`", "\\begin{align}", "\\end{align}",
-                                  "\\begin{", "gin{x*}", "$$", "```", "x", "\\["]), max_size=40).map("".join)
+TEXTS = st.lists(
+    st.sampled_from(
+        [
+            "a",
+            " ",
+            "\n",
+            "$",
+            "\\",
+            "[",
+            "]",
+            "{",
+            "}",
+            "`",
+            "\\begin{align}",
+            "\\end{align}",
+            "\\begin{",
+            "gin{x*}",
+            "$$",
+            "```",
+            "x",
+            "\\[",
+        ]
+    ),
+    max_size=40,
+).map("".join)
 
 
 @settings(max_examples=400, deadline=None)
@@ -115,9 +163,28 @@ def test_cot_scanner_cuts_where_the_regex_splitter_did(text):
         assert split_steps(text, unit=unit).steps == _regex_split(text, unit)
 
 
-CODE_TEXTS = st.lists(st.sampled_from(["a", " ", "\n", "`", "```", "```python\n", "```output\n", "print(1)\n", "x",
-                                       "<|text|>", "<|code|>", "<|execution|>", "<|endofblock|>", "<|", "|>"]),
-                      max_size=30).map("".join)
+CODE_TEXTS = st.lists(
+    st.sampled_from(
+        [
+            "a",
+            " ",
+            "\n",
+            "`",
+            "```",
+            "```python\n",
+            "```output\n",
+            "print(1)\n",
+            "x",
+            "<|text|>",
+            "<|code|>",
+            "<|execution|>",
+            "<|endofblock|>",
+            "<|",
+            "|>",
+        ]
+    ),
+    max_size=30,
+).map("".join)
 
 
 @settings(max_examples=200, deadline=None)
@@ -129,7 +196,7 @@ def test_scanner_count_is_the_number_of_complete_steps(text, unit):
     scanner = StepScanner("cot", unit=unit)
     for i in range(len(text) + 1):
         assert scanner.steps == len(split_steps(text[:i] + "x", unit=unit)) - 1
-        scanner.feed(text[i:i + 1])
+        scanner.feed(text[i : i + 1])
 
 
 @settings(max_examples=300, deadline=None)
@@ -142,7 +209,7 @@ def test_code_scanner_count_is_the_number_of_complete_blocks(text, fmt):
         steps = split_steps(text[:i] + "x", "code", fmt)
         assert scanner.steps == len(steps) - 1
         assert scanner.generated == sum(k != "execution" for k in steps.kinds[:-1])
-        scanner.feed(text[i:i + 1])
+        scanner.feed(text[i : i + 1])
 
 
 @settings(max_examples=300, deadline=None)

@@ -48,7 +48,10 @@ def test_a_draw_does_not_depend_on_its_batch_mates(tiny_model):
             out, reqs[:] = reqs[:n], reqs[n:]
             return out
 
-        return {tag: c.tokens for tag, c in stream_completions(model, tok, pull, max_tokens=16, batch_size=batch_size)}
+        return {
+            tag: c.tokens
+            for tag, c in stream_completions(model, tok, pull, max_tokens=16, batch_size=batch_size)
+        }
 
     alone = {i: run([i], 1)[i] for i in (0, 3)}
     together = run([4, 3, 2, 1, 0], 3)
@@ -71,25 +74,82 @@ def _toy_solutions(path: Path, n: int) -> Path:
     with open(path, "w") as f:
         for i, p in enumerate(train):
             prompt, text = f"Q: {p.question}\n", p.solution()
-            f.write(json.dumps({"problem_id": f"toy/{i}", "task": "gsm8k", "question": p.question,
-                                "gold": str(p.answer), "prompt": prompt,
-                                "prompt_ids": tok.encode(prompt, add_special_tokens=False), "n_sampled": 1,
-                                "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False),
-                                             "correct": True}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "problem_id": f"toy/{i}",
+                        "task": "gsm8k",
+                        "question": p.question,
+                        "gold": str(p.answer),
+                        "prompt": prompt,
+                        "prompt_ids": tok.encode(prompt, add_special_tokens=False),
+                        "n_sampled": 1,
+                        "samples": [
+                            {"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}
+                        ],
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
 def _step_control_args(solutions, out, batch_size=3):
-    return ["step-control", "--model", TOY, "--solutions", str(solutions), "--output-dir", str(out),
-            "--max-tokens", "48", "--rounds", "3", "--max-pairs-per-problem", "1", "--t0", "1.8", "--dt", "0.4",
-            "--tmax", "2.6", "--batch-size", str(batch_size), "--seed", "5", "--no-progress"]
+    return [
+        "step-control",
+        "--model",
+        TOY,
+        "--solutions",
+        str(solutions),
+        "--output-dir",
+        str(out),
+        "--max-tokens",
+        "48",
+        "--rounds",
+        "3",
+        "--max-pairs-per-problem",
+        "1",
+        "--t0",
+        "1.8",
+        "--dt",
+        "0.4",
+        "--tmax",
+        "2.6",
+        "--batch-size",
+        str(batch_size),
+        "--seed",
+        "5",
+        "--no-progress",
+    ]
 
 
 def _sample_args(problems, out, batch_size=5):
-    return ["sample", "--model", TOY, "--data-files", str(problems), "--output-dir", str(out),
-            "--samples-per-round", "2", "--budget", "6", "--min-correct", "1", "--min-wrong", "1",
-            "--max-tokens", "96", "--batch-size", str(batch_size), "--problems-per-batch", "3", "--seed", "2",
-            "--no-progress"]
+    return [
+        "sample",
+        "--model",
+        TOY,
+        "--data-files",
+        str(problems),
+        "--output-dir",
+        str(out),
+        "--samples-per-round",
+        "2",
+        "--budget",
+        "6",
+        "--min-correct",
+        "1",
+        "--min-wrong",
+        "1",
+        "--max-tokens",
+        "96",
+        "--batch-size",
+        str(batch_size),
+        "--problems-per-batch",
+        "3",
+        "--seed",
+        "2",
+        "--no-progress",
+    ]
 
 
 def _run_ok(args):
@@ -101,8 +161,14 @@ def _run_ok(args):
 def _killed(args, kill_at: str, tmp_path):
     """Run the command in a child process that SIGKILLs itself at ``kill_at`` (``run_state.kill_point``)."""
     env = {**os.environ, "MLX_SCDPO_KILL_AT": kill_at}
-    proc = subprocess.run([sys.executable, "-m", "mlx_scdpo.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlx_scdpo.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -9, (proc.returncode, proc.stderr[-2000:])
 
 
@@ -213,8 +279,17 @@ def test_live_prefix_caches_are_bounded_by_the_window(tmp_path, monkeypatch):
     solutions = _toy_solutions(tmp_path / "solutions.jsonl", 12)
     from mlx_scdpo.step_control import StepControlArgs, run_step_control
 
-    res = run_step_control(StepControlArgs(model=TOY, solutions=str(solutions), output_dir=str(tmp_path / "o"),
-                                           rounds=1, max_tokens=32, batch_size=2, progress=False))
+    res = run_step_control(
+        StepControlArgs(
+            model=TOY,
+            solutions=str(solutions),
+            output_dir=str(tmp_path / "o"),
+            rounds=1,
+            max_tokens=32,
+            batch_size=2,
+            progress=False,
+        )
+    )
     assert res["prefixes"] > 12  # more prefixes than the window by far
     assert res["peak_live_prefixes"] <= 2 and 1 <= peak[0] <= 2
 
@@ -225,20 +300,50 @@ def test_code_format_step_control_killed_resumes_byte_identical(tiny_model, tmp_
     _, tok = load(str(tiny_model))
     rows = []
     for i in range(4):
-        text = (f"First compute.\n```python\nx = {i + 6} * 7\nprint(x)\n```\n```output\n{(i + 6) * 7}\n```\n"
-                f"Now add one.\n```python\nprint(x + 1)\n```\n```output\n{(i + 6) * 7 + 1}\n```\n"
-                f"The answer is \\boxed{{{(i + 6) * 7 + 1}}}.")
+        text = (
+            f"First compute.\n```python\nx = {i + 6} * 7\nprint(x)\n```\n```output\n{(i + 6) * 7}\n```\n"
+            f"Now add one.\n```python\nprint(x + 1)\n```\n```output\n{(i + 6) * 7 + 1}\n```\n"
+            f"The answer is \\boxed{{{(i + 6) * 7 + 1}}}."
+        )
         prompt = f"Question {i}: {i + 6} * 7 + 1?\n"
-        rows.append({"problem_id": f"code/{i}", "task": "gsm8k", "question": "Q", "gold": str((i + 6) * 7 + 1),
-                     "prompt": prompt, "prompt_ids": tok.encode(prompt, add_special_tokens=False),
-                     "solution_format": "code", "block_format": "markdown",
-                     "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}]})
+        rows.append(
+            {
+                "problem_id": f"code/{i}",
+                "task": "gsm8k",
+                "question": "Q",
+                "gold": str((i + 6) * 7 + 1),
+                "prompt": prompt,
+                "prompt_ids": tok.encode(prompt, add_special_tokens=False),
+                "solution_format": "code",
+                "block_format": "markdown",
+                "samples": [
+                    {"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}
+                ],
+            }
+        )
     solutions = tmp_path / "solutions.jsonl"
     solutions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
     def args(out):
-        return ["step-control", "--model", str(tiny_model), "--solutions", str(solutions), "--output-dir", str(out),
-                "--max-tokens", "16", "--rounds", "2", "--batch-size", "3", "--max-pairs-per-problem", "2",
-                "--include-truncated", "--no-progress"]
+        return [
+            "step-control",
+            "--model",
+            str(tiny_model),
+            "--solutions",
+            str(solutions),
+            "--output-dir",
+            str(out),
+            "--max-tokens",
+            "16",
+            "--rounds",
+            "2",
+            "--batch-size",
+            "3",
+            "--max-pairs-per-problem",
+            "2",
+            "--include-truncated",
+            "--no-progress",
+        ]
 
     _run_ok(args(tmp_path / "ref"))
     assert len((tmp_path / "ref" / "step_control.jsonl").read_text().splitlines()) == 12  # 3 prefixes x 4

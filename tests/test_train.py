@@ -19,18 +19,46 @@ def pairs_dir(tmp_path_factory):
     rows = []
     for i in range(16):
         a, b = i % 7 + 1, i % 5 + 2
-        rows.append({"prompt": f"Question: {a} + {b} = ?\nAnswer:", "chosen": f" {a + b}. The answer is {a + b}.",
-                     "rejected": f" {a + b + 3}. Sorry, it is wrong."})
+        rows.append(
+            {
+                "prompt": f"Question: {a} + {b} = ?\nAnswer:",
+                "chosen": f" {a + b}. The answer is {a + b}.",
+                "rejected": f" {a + b + 3}. Sorry, it is wrong.",
+            }
+        )
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:12]))
     (d / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[12:]))
     return d
 
 
 def _train(tiny_model, pairs_dir, out, *extra):
-    args = ["train", "--model", str(tiny_model), "--data", str(pairs_dir), "--adapter-path", str(out),
-            "--batch-size", "4", "--learning-rate", "2e-3", "--num-layers", "2", "--lora-rank", "4",
-            "--steps-per-report", "1", "--steps-per-eval", "0", "--warmup-ratio", "0", "--ref-cache-dir",
-            str(out.parent / "refcache"), "--no-progress", *extra]
+    args = [
+        "train",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(pairs_dir),
+        "--adapter-path",
+        str(out),
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "2e-3",
+        "--num-layers",
+        "2",
+        "--lora-rank",
+        "4",
+        "--steps-per-report",
+        "1",
+        "--steps-per-eval",
+        "0",
+        "--warmup-ratio",
+        "0",
+        "--ref-cache-dir",
+        str(out.parent / "refcache"),
+        "--no-progress",
+        *extra,
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -43,8 +71,15 @@ def test_training_raises_pair_accuracy_and_margins(tiny_model, pairs_dir, tmp_pa
     assert first["loss"] == pytest.approx(np.log(2), abs=0.02)  # policy == reference at step 1
     assert last["rewards/margins"] > first["rewards/margins"] + 0.5
     assert last["rewards/accuracies"] == 1.0
-    for key in ("rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "learning_rate",
-                "tokens_per_second", "peak_memory_gb"):
+    for key in (
+        "rewards/chosen",
+        "rewards/rejected",
+        "logps/chosen",
+        "logps/rejected",
+        "learning_rate",
+        "tokens_per_second",
+        "peak_memory_gb",
+    ):
         assert key in last
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert config["fine_tune_type"] == "lora" and config["lora_parameters"]["rank"] == 4
@@ -61,7 +96,9 @@ def test_two_steps_resume_two_steps_equals_four_straight(tiny_model, pairs_dir, 
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(np.array(a[k]), np.array(b[k]), rtol=1e-5, atol=1e-6)
-    steps = [m["step"] for m in map(json.loads, (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines())]
+    steps = [
+        m["step"] for m in map(json.loads, (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines())
+    ]
     assert steps == [1, 2, 3, 4]
 
 
@@ -79,8 +116,9 @@ def default_run(tiny_model, pairs_dir, tmp_path_factory):
     return _train(tiny_model, pairs_dir, tmp_path_factory.mktemp("default") / "run", "--iters", "3")
 
 
-@pytest.mark.parametrize("extra", [("--grad-checkpoint",), ("--grad-checkpoint-layers", "1"),
-                                   ("--no-fast-swiglu",)])
+@pytest.mark.parametrize(
+    "extra", [("--grad-checkpoint",), ("--grad-checkpoint-layers", "1"), ("--no-fast-swiglu",)]
+)
 def test_memory_and_speed_options_train_the_same(tiny_model, pairs_dir, tmp_path, default_run, extra):
     base = default_run
     other = _train(tiny_model, pairs_dir, tmp_path / "other", "--iters", "3", *extra)
@@ -92,12 +130,41 @@ def test_memory_and_speed_options_train_the_same(tiny_model, pairs_dir, tmp_path
 def test_adapters_work_with_mlx_lm_load_generate_and_fuse(tiny_model, pairs_dir, tmp_path):
     _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "3")
     model, tok = load(str(tiny_model), adapter_path=str(tmp_path / "ad"))
-    out = subprocess.run([sys.executable, "-m", "mlx_lm", "generate", "--model", str(tiny_model), "--adapter-path",
-                          str(tmp_path / "ad"), "--prompt", "Question: 1 + 2 = ?", "--max-tokens", "3"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlx_lm",
+            "generate",
+            "--model",
+            str(tiny_model),
+            "--adapter-path",
+            str(tmp_path / "ad"),
+            "--prompt",
+            "Question: 1 + 2 = ?",
+            "--max-tokens",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
-    out = subprocess.run([sys.executable, "-m", "mlx_lm", "fuse", "--model", str(tiny_model), "--adapter-path",
-                          str(tmp_path / "ad"), "--save-path", str(tmp_path / "fused")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlx_lm",
+            "fuse",
+            "--model",
+            str(tiny_model),
+            "--adapter-path",
+            str(tmp_path / "ad"),
+            "--save-path",
+            str(tmp_path / "fused"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     fused, _ = load(str(tmp_path / "fused"))
     x = mx.array([[1, 5, 9, 11]])
@@ -106,7 +173,9 @@ def test_adapters_work_with_mlx_lm_load_generate_and_fuse(tiny_model, pairs_dir,
 
 def test_export_peft(tiny_model, pairs_dir, tmp_path):
     _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "2", "--lora-scale", "8")
-    res = CliRunner().invoke(main, ["export", "--adapter-path", str(tmp_path / "ad"), "--peft", str(tmp_path / "peft")])
+    res = CliRunner().invoke(
+        main, ["export", "--adapter-path", str(tmp_path / "ad"), "--peft", str(tmp_path / "peft")]
+    )
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["lora_alpha"] == 32
@@ -125,7 +194,9 @@ def test_export_peft(tiny_model, pairs_dir, tmp_path):
 
 def test_export_peft_all_layers_names_no_subset(tiny_model, pairs_dir, tmp_path):
     _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "1", "--num-layers", "-1")
-    res = CliRunner().invoke(main, ["export", "--adapter-path", str(tmp_path / "ad"), "--peft", str(tmp_path / "peft")])
+    res = CliRunner().invoke(
+        main, ["export", "--adapter-path", str(tmp_path / "ad"), "--peft", str(tmp_path / "peft")]
+    )
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert "layers_to_transform" not in cfg and "layers_pattern" not in cfg
@@ -145,28 +216,50 @@ def test_credit_rewards_are_zero_before_training_and_cli_renders(tiny_model, pai
 
     model, tok = load(str(tiny_model))
     add_adapters(model, TrainArgs(model="m", data="d", num_layers=2, lora_rank=4))  # LoRA B starts at 0
-    rewards = response_rewards(model, tok.encode("Q: 1 + 2"), tok.encode(" 3.", add_special_tokens=False), 0.1,
-                               tok.decode)
+    rewards = response_rewards(
+        model, tok.encode("Q: 1 + 2"), tok.encode(" 3.", add_special_tokens=False), 0.1, tok.decode
+    )
     assert rewards.rewards == pytest.approx([0.0] * len(rewards.rewards), abs=1e-6)
     _train(tiny_model, pairs_dir, tmp_path / "ad", "--iters", "3")
-    pair = {"prompt_ids": tok.encode("Q: 1 + 2"), "chosen_ids": tok.encode(" 3.", add_special_tokens=False),
-            "rejected_ids": tok.encode(" 4.", add_special_tokens=False), "problem_id": "p", "source": "naive", "k": 0}
+    pair = {
+        "prompt_ids": tok.encode("Q: 1 + 2"),
+        "chosen_ids": tok.encode(" 3.", add_special_tokens=False),
+        "rejected_ids": tok.encode(" 4.", add_special_tokens=False),
+        "problem_id": "p",
+        "source": "naive",
+        "k": 0,
+    }
     (tmp_path / "pairs.jsonl").write_text(json.dumps(pair) + "\n")
-    res = CliRunner().invoke(main, ["credit", "--model", str(tiny_model), "--adapter-path", str(tmp_path / "ad"),
-                                    "--pairs", str(tmp_path / "pairs.jsonl"), "--html", str(tmp_path / "c.html"),
-                                    "--color"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "credit",
+            "--model",
+            str(tiny_model),
+            "--adapter-path",
+            str(tmp_path / "ad"),
+            "--pairs",
+            str(tmp_path / "pairs.jsonl"),
+            "--html",
+            str(tmp_path / "c.html"),
+            "--color",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "chosen:" in res.output and "\x1b[48;2;" in res.output
     assert "<span title=" in (tmp_path / "c.html").read_text()
 
 
-@pytest.mark.parametrize("extra", [
-    ("--fine-tune-type", "dora"),
-    ("--fine-tune-type", "full", "--num-layers", "1"),
-    ("--grad-accumulation-steps", "2", "--grad-checkpoint"),
-    ("--loss-type", "ipo", "--no-shared-prompt"),
-    ("--loss-type", "hinge", "--label-smoothing", "0.0", "--rpo-alpha", "0.5"),
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--fine-tune-type", "dora"),
+        ("--fine-tune-type", "full", "--num-layers", "1"),
+        ("--grad-accumulation-steps", "2", "--grad-checkpoint"),
+        ("--loss-type", "ipo", "--no-shared-prompt"),
+        ("--loss-type", "hinge", "--label-smoothing", "0.0", "--rpo-alpha", "0.5"),
+    ],
+)
 def test_training_variants_run_and_load(tiny_model, pairs_dir, tmp_path, extra):
     metrics = _train(tiny_model, pairs_dir, tmp_path / "v", "--iters", "2", *extra)
     assert len(metrics) == 2 and all(np.isfinite(m["loss"]) for m in metrics)
@@ -178,8 +271,10 @@ def test_yaml_config_precedence(tiny_model, pairs_dir, tmp_path):
     _train(tiny_model, pairs_dir, tmp_path / "y", "-c", str(tmp_path / "c.yaml"), "--beta", "0.2")
     saved = json.loads((tmp_path / "y" / "train_config.json").read_text())
     assert (saved["iters"], saved["beta"], saved["lora_rank"]) == (3, 0.2, 4)  # CLI > YAML > defaults
-    res = CliRunner().invoke(main, ["train", "--model", str(tiny_model), "--data", str(pairs_dir), "-c",
-                                    str(tmp_path / "nope.yaml")])
+    res = CliRunner().invoke(
+        main,
+        ["train", "--model", str(tiny_model), "--data", str(pairs_dir), "-c", str(tmp_path / "nope.yaml")],
+    )
     assert res.exit_code == 2 and "nope.yaml: no such config file" in res.output
 
 
@@ -213,7 +308,10 @@ def test_dora_reference_is_the_base_model(tiny_model):
 
     base, tok = load(str(tiny_model))
     model, _ = _dora_trained(tiny_model)
-    pairs = [TokenizedPair([5, 9, 14, 200], [31, 7, 8, 2], [40, 41, 2]), TokenizedPair([6, 7], [8, 9, 2], [10, 2])]
+    pairs = [
+        TokenizedPair([5, 9, 14, 200], [31, 7, 8, 2], [40, 41, 2]),
+        TokenizedPair([6, 7], [8, 9, 2], [10, 2]),
+    ]
     batch = {k: mx.array(v) for k, v in shared_batch_arrays(pairs).items()}
     base_c, base_r, _, _ = pair_logps_of(base, batch)
     policy_c, _, _, _ = pair_logps_of(model, batch)
@@ -228,7 +326,7 @@ def test_dora_reference_is_the_base_model(tiny_model):
     rewards = response_rewards(model, prompt, response, 0.5, lambda ids: "x")
     seq = mx.array([prompt + response])
     want = 0.5 * (token_logps(model, seq[:, :-1], seq[:, 1:]) - token_logps(base, seq[:, :-1], seq[:, 1:]))
-    np.testing.assert_allclose(rewards.rewards, np.array(want[0, len(prompt) - 1:]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rewards.rewards, np.array(want[0, len(prompt) - 1 :]), rtol=1e-4, atol=1e-5)
 
 
 def pair_logps_of(model, batch):

@@ -1,6 +1,6 @@
 """fp32 matmul GFLOP/s with and without the OpenBLAS preload, side by side (two subprocesses).
 
-    python scripts/bench/blas.py [--n 1024] [--reps 5]
+python scripts/bench/blas.py [--n 1024] [--reps 5]
 """
 
 import argparse
@@ -25,8 +25,13 @@ print(f"{2 * n ** 3 / dt / 1e9:.1f} {b.loaded_path}")
 
 def run(n, reps, opt_out):
     env = dict(os.environ, MLX_SCDPO_NO_OPENBLAS="1" if opt_out else "0")
-    out = subprocess.run([sys.executable, "-c", SNIPPET, str(n), str(reps)], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", SNIPPET, str(n), str(reps)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return float(out[0]), out[1]
 
 
@@ -37,7 +42,9 @@ def main():
     args = ap.parse_args()
     fast, lib = run(args.n, args.reps, False)
     slow, _ = run(args.n, args.reps, True)
-    print(f"OpenBLAS ({lib}): {fast:.1f} GFLOP/s; reference BLAS: {slow:.1f} GFLOP/s; ratio {fast / slow:.1f}x")
+    print(
+        f"OpenBLAS ({lib}): {fast:.1f} GFLOP/s; reference BLAS: {slow:.1f} GFLOP/s; ratio {fast / slow:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ import random
 import tempfile
 import time
 
-import mlx_scdpo  # noqa: F401
 import mlx.core as mx
 from mlx_lm import load
 
+import mlx_scdpo  # noqa: F401
 from eval.blocks import MARKDOWN
 from mlx_scdpo.code_generation import generate_with_code
 from mlx_scdpo.sandbox import SandboxPool
@@ -39,7 +39,9 @@ def scripts(tok, n, seed=0):
         prompt = tok.encode(f"Problem {i}:", add_special_tokens=False)
         ids = list(prompt)
         for b in range(3):
-            words = " ".join(rng.choice(["so", "then", "we", "add", "the", "value"]) for _ in range(rng.randint(10, 60)))
+            words = " ".join(
+                rng.choice(["so", "then", "we", "add", "the", "value"]) for _ in range(rng.randint(10, 60))
+            )
             sleep = rng.uniform(0.02, 0.3)
             piece = f"{words}\n```python\nimport time\ntime.sleep({sleep:.3f})\nprint({b})\n```"
             ids += tok.encode(piece, add_special_tokens=False)
@@ -53,8 +55,18 @@ def run(model, tok, items, schedule, batch):
     with SandboxPool(size=8, timeout=5.0, preload=("time",)) as pool:
         time.sleep(1.0)  # let the pool start its workers (same for both schedules)
         t = time.perf_counter()
-        done = list(generate_with_code(model, tok, [p for p, _ in items], pool, max_tokens=2000, batch_size=batch,
-                                       schedule=schedule, logits_processors=lambda i: [forcing(items[i][1])]))
+        done = list(
+            generate_with_code(
+                model,
+                tok,
+                [p for p, _ in items],
+                pool,
+                max_tokens=2000,
+                batch_size=batch,
+                schedule=schedule,
+                logits_processors=lambda i: [forcing(items[i][1])],
+            )
+        )
         dt = time.perf_counter() - t
     tokens = sum(sum(c.gen_mask) for c in done)
     assert all(c.executions == 3 for c in done)

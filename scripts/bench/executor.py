@@ -23,8 +23,13 @@ from mlx_scdpo import sandbox_isolation
 from mlx_scdpo.sandbox import SandboxLimits, SandboxPool
 from mlx_scdpo.sandbox_process import _Worker
 
-BLOCKS = ["x = 3 * 7", "y = x ** 2 + 1", "print(y)", "from fractions import Fraction\nFraction(y, 6)",
-          "sum(i * i for i in range(100))"]
+BLOCKS = [
+    "x = 3 * 7",
+    "y = x ** 2 + 1",
+    "print(y)",
+    "from fractions import Fraction\nFraction(y, 6)",
+    "sum(i * i for i in range(100))",
+]
 
 
 def bench_warm(n):
@@ -41,8 +46,12 @@ def bench_warm(n):
 def bench_fresh(n):
     t = time.perf_counter()
     for i in range(n):
-        code = "x = 3 * 7\ny = x ** 2 + 1\n" + BLOCKS[i % len(BLOCKS)].replace("\nFraction", "\nprint(Fraction")
-        subprocess.run([sys.executable, "-c", code.replace("(y, 6)", "(y, 6))")], check=True, capture_output=True)
+        code = "x = 3 * 7\ny = x ** 2 + 1\n" + BLOCKS[i % len(BLOCKS)].replace(
+            "\nFraction", "\nprint(Fraction"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code.replace("(y, 6)", "(y, 6))")], check=True, capture_output=True
+        )
     return n / (time.perf_counter() - t)
 
 
@@ -64,7 +73,9 @@ def main():
     args = ap.parse_args()
     warm = bench_warm(args.blocks)
     fresh = bench_fresh(max(20, args.blocks // 5))
-    print(f"warm sandbox: {warm:.0f} blocks/s; fresh python -c: {fresh:.1f} blocks/s; ratio {warm / fresh:.0f}x")
+    print(
+        f"warm sandbox: {warm:.0f} blocks/s; fresh python -c: {fresh:.1f} blocks/s; ratio {warm / fresh:.0f}x"
+    )
     mode = sandbox_isolation.detect()
     os.environ[sandbox_isolation.UNCONFINED_ENV] = "unconfined"
     with warnings.catch_warnings():
@@ -73,8 +84,10 @@ def main():
     for preload, label in (((), "no preload"), (None, "default preload")):
         confined = bench_start(args.starts, mode, preload=preload)
         bare = bench_start(args.starts, "unconfined", preload=preload)
-        print(f"worker start ({label}): {mode} {confined * 1000:.0f} ms; unconfined {bare * 1000:.0f} ms; "
-              f"isolation adds {(confined - bare) * 1000:.0f} ms")
+        print(
+            f"worker start ({label}): {mode} {confined * 1000:.0f} ms; unconfined {bare * 1000:.0f} ms; "
+            f"isolation adds {(confined - bare) * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ GSM8K_STYLES = {
     "boxed": lambda body, n, w: f"{body}\nSo the final answer is $\\boxed{{{n}}}$.",
     "minerva": lambda body, n, w: f"{body}\nFinal Answer: The final answer is {n}. I hope it is correct.",
     "bold-sentence": lambda body, n, w: f"{body}\n\nSo the total is **{n}**.",
-    "corrected-####": lambda body, n, w: f"{body}\n#### {w}\nWait, I mis-added; recomputing gives {n}.\n#### {n}",
+    "corrected-####": lambda body, n, w: (
+        f"{body}\n#### {w}\nWait, I mis-added; recomputing gives {n}.\n#### {n}"
+    ),
 }
 
 STYLES = {
@@ -71,6 +73,7 @@ def restyle(solution: str, other: str) -> dict[str, str] | None:
     out = {name: f(body, x) for name, f in STYLES.items()}
     out["earlier-wrong-box"] = f"First guess: $\\boxed{{{other}}}$, but that ignores a case.\n\n{solution}"
     return out
+
 
 DEFAULT_MATH500 = ROOT.parent / "shared" / "data" / "math500_test.jsonl"
 
@@ -114,8 +117,14 @@ def main() -> None:
     print(f"  eval.extract_answer, judged by eval.is_equivalent: {ours}/{n} = {100 * ours / n:.1f}%")
     print(f"  eval.extract_answer, judged by math_verify.verify:  {ours_mv}/{n} = {100 * ours_mv / n:.1f}%")
     print(f"  math_verify.parse + verify:                         {theirs}/{n} = {100 * theirs / n:.1f}%")
-    print("  misses by class (ours / Math-Verify):",
-          {c: (missed[c], mv_missed[c]) for c in sorted(set(missed) | set(mv_missed)) if missed[c] or mv_missed[c]})
+    print(
+        "  misses by class (ours / Math-Verify):",
+        {
+            c: (missed[c], mv_missed[c])
+            for c in sorted(set(missed) | set(mv_missed))
+            if missed[c] or mv_missed[c]
+        },
+    )
 
     rows = read_jsonl(str(args.math500))
     agree = sum(is_equivalent(extract_answer(r["solution"], "math500"), r["answer"], "math") for r in rows)
@@ -132,8 +141,10 @@ def main() -> None:
             ok[name] += is_equivalent(extract_answer(completion, "math500"), r["answer"], "math")
             mv_ok[name] += bool(verify(gold_of(r["answer"]), parse_any(completion)))
     n = sum(total.values())
-    print(f"MATH-500 restyled: n={n}: ours {sum(ok.values())}/{n} = {100 * sum(ok.values()) / n:.1f}%, "
-          f"Math-Verify {sum(mv_ok.values())}/{n} = {100 * sum(mv_ok.values()) / n:.1f}%")
+    print(
+        f"MATH-500 restyled: n={n}: ours {sum(ok.values())}/{n} = {100 * sum(ok.values()) / n:.1f}%, "
+        f"Math-Verify {sum(mv_ok.values())}/{n} = {100 * sum(mv_ok.values()) / n:.1f}%"
+    )
     for name in total:
         print(f"  {name:<22} ours {ok[name]}/{total[name]}  Math-Verify {mv_ok[name]}/{total[name]}")
 
@@ -149,19 +160,32 @@ def main() -> None:
             ok[name] += is_equivalent(extract_answer(completion, "gsm8k"), n, "gsm8k")
             lm_ok[name] += gsm8k_lm_eval(completion, r["answer"])["flexible-extract"]["exact_match"]
     n_all = sum(total.values())
-    print(f"GSM8K restyled: n={n_all}: ours {sum(ok.values())}/{n_all} = {100 * sum(ok.values()) / n_all:.1f}%, "
-          f"lm-eval flexible-extract {sum(lm_ok.values())}/{n_all} = {100 * sum(lm_ok.values()) / n_all:.1f}%")
+    print(
+        f"GSM8K restyled: n={n_all}: ours {sum(ok.values())}/{n_all} = {100 * sum(ok.values()) / n_all:.1f}%, "
+        f"lm-eval flexible-extract {sum(lm_ok.values())}/{n_all} = {100 * sum(lm_ok.values()) / n_all:.1f}%"
+    )
     for name in total:
-        print(f"  {name:<22} ours {ok[name]}/{total[name]}  lm-eval flexible-extract {lm_ok[name]}/{total[name]}")
+        print(
+            f"  {name:<22} ours {ok[name]}/{total[name]}  lm-eval flexible-extract {lm_ok[name]}/{total[name]}"
+        )
 
     import json
 
-    suite = json.loads((ROOT / "tests" / "data" / "math_verify_completions.json").read_text(encoding="utf-8"))["cases"]
-    ours_s = sum(bool(verify(parse_any(c["gold"]), parse_any("$" + (extract_answer(c["completion"]) or "") + "$")))
-                 == c["expected_equal"] for c in suite)
-    mv_s = sum(bool(verify(parse_any(c["gold"]), parse_any(c["completion"]))) == c["expected_equal"] for c in suite)
-    print(f"Math-Verify suite completions (verdicts by math_verify.verify): n={len(suite)}: "
-          f"ours {ours_s}/{len(suite)}, Math-Verify {mv_s}/{len(suite)}")
+    suite = json.loads(
+        (ROOT / "tests" / "data" / "math_verify_completions.json").read_text(encoding="utf-8")
+    )["cases"]
+    ours_s = sum(
+        bool(verify(parse_any(c["gold"]), parse_any("$" + (extract_answer(c["completion"]) or "") + "$")))
+        == c["expected_equal"]
+        for c in suite
+    )
+    mv_s = sum(
+        bool(verify(parse_any(c["gold"]), parse_any(c["completion"]))) == c["expected_equal"] for c in suite
+    )
+    print(
+        f"Math-Verify suite completions (verdicts by math_verify.verify): n={len(suite)}: "
+        f"ours {ours_s}/{len(suite)}, Math-Verify {mv_s}/{len(suite)}"
+    )
 
 
 if __name__ == "__main__":

@@ -72,15 +72,38 @@ def write_solutions(path: Path, tokenizer, n: int, prompt_len: int, solution_len
         while lo < hi:  # the most padding a step that keeps the solution within solution_len
             mid = (lo + hi + 1) // 2
             text = _solution(mid, steps, gold)
-            lo, hi = (mid, hi) if len(tokenizer.encode(text, add_special_tokens=False)) + 1 <= solution_len \
+            lo, hi = (
+                (mid, hi)
+                if len(tokenizer.encode(text, add_special_tokens=False)) + 1 <= solution_len
                 else (lo, mid - 1)
+            )
         text = _solution(lo, steps, gold)
         sol_ids = tokenizer.encode(text, add_special_tokens=False) + [eos]
         lens.append(len(sol_ids))
-        rows.append({"problem_id": f"gsm8k-{i}", "task": "gsm8k", "question": q, "gold": gold, "prompt": prompt,
-                     "prompt_ids": ids, "n_sampled": 1, "seed": 0, "solution_format": "cot", "block_format": None,
-                     "stop": list(stop_strings()), "samples": [
-                         {"text": text, "ids": sol_ids, "extracted": gold, "correct": True, "finish_reason": "stop"}]})
+        rows.append(
+            {
+                "problem_id": f"gsm8k-{i}",
+                "task": "gsm8k",
+                "question": q,
+                "gold": gold,
+                "prompt": prompt,
+                "prompt_ids": ids,
+                "n_sampled": 1,
+                "seed": 0,
+                "solution_format": "cot",
+                "block_format": None,
+                "stop": list(stop_strings()),
+                "samples": [
+                    {
+                        "text": text,
+                        "ids": sol_ids,
+                        "extracted": gold,
+                        "correct": True,
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return lens
@@ -105,8 +128,13 @@ def run(cmd: list[str], log: Path, timeout: float) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     timer.cancel()
     rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return {"command": " ".join(cmd), "exit": os.waitstatus_to_exitcode(status), "peak_rss_gb": rss / 1e9,
-            "wall_s": time.time() - t0, "output_tail": log.read_text()[-1500:]}
+    return {
+        "command": " ".join(cmd),
+        "exit": os.waitstatus_to_exitcode(status),
+        "peak_rss_gb": rss / 1e9,
+        "wall_s": time.time() - t0,
+        "output_tail": log.read_text()[-1500:],
+    }
 
 
 def main():
@@ -116,7 +144,9 @@ def main():
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--work-dir", default="/tmp/scdpo-mem")
-    p.add_argument("--model", default=None, help="an existing model folder (default: WORK_DIR/model, made once)")
+    p.add_argument(
+        "--model", default=None, help="an existing model folder (default: WORK_DIR/model, made once)"
+    )
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--out", default="scripts/bench/generation_memory_results.json")
     a = p.parse_args()
@@ -135,27 +165,70 @@ def main():
         if name == "eval":
             data = work / "problems" / "test.jsonl"
             lens = write_problems(data, tok, a.batch_size, a.prompt_len)
-            cmd = [*cli, "eval", "--model", str(model), "--task", "gsm8k", "--data-files", str(data),
-                   "--max-tokens", str(a.max_tokens), "--batch-size", str(a.batch_size), "--no-chat-template",
-                   "--num-shots", "0", "--output-dir", str(out_dir)]
+            cmd = [
+                *cli,
+                "eval",
+                "--model",
+                str(model),
+                "--task",
+                "gsm8k",
+                "--data-files",
+                str(data),
+                "--max-tokens",
+                str(a.max_tokens),
+                "--batch-size",
+                str(a.batch_size),
+                "--no-chat-template",
+                "--num-shots",
+                "0",
+                "--output-dir",
+                str(out_dir),
+            ]
             extra = {"prompt_tokens": lens}
         elif name == "step-control":
             sols = work / "solutions" / "solutions.jsonl"
             lens = write_solutions(sols, tok, a.batch_size, a.prompt_len, 512, eos)
-            cmd = [*cli, "step-control", "--model", str(model), "--solutions", str(sols), "--output-dir",
-                   str(out_dir), "--batch-size", str(a.batch_size), "--max-tokens", str(a.max_tokens), "--rounds",
-                   "1", "--prefixes-per-solution", "1", "--no-progress"]
+            cmd = [
+                *cli,
+                "step-control",
+                "--model",
+                str(model),
+                "--solutions",
+                str(sols),
+                "--output-dir",
+                str(out_dir),
+                "--batch-size",
+                str(a.batch_size),
+                "--max-tokens",
+                str(a.max_tokens),
+                "--rounds",
+                "1",
+                "--prefixes-per-solution",
+                "1",
+                "--no-progress",
+            ]
             extra = {"solution_tokens": lens}
         else:
             raise SystemExit(f"unknown run {name!r} (eval, step-control)")
-        r = {**run(cmd, work / f"{name}.log", a.timeout), **extra, "max_tokens": a.max_tokens, "batch_size": a.batch_size}
+        r = {
+            **run(cmd, work / f"{name}.log", a.timeout),
+            **extra,
+            "max_tokens": a.max_tokens,
+            "batch_size": a.batch_size,
+        }
         results[name] = r
-        print(f"{name}: peak RSS {r['peak_rss_gb']:.2f} GB, exit {r['exit']}, {r['wall_s']:.0f} s", flush=True)
+        print(
+            f"{name}: peak RSS {r['peak_rss_gb']:.2f} GB, exit {r['exit']}, {r['wall_s']:.0f} s", flush=True
+        )
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps({"prompt_len": a.prompt_len, "model": QWEN05, "runs": results}, indent=2))
+        out_path.write_text(
+            json.dumps({"prompt_len": a.prompt_len, "model": QWEN05, "runs": results}, indent=2)
+        )
     print(f"{'run':<14} {'batch':>5} {'max tokens':>10} {'peak RSS GB':>11} {'wall s':>7}")
     for name, r in results.items():
-        print(f"{name:<14} {r['batch_size']:>5} {r['max_tokens']:>10} {r['peak_rss_gb']:>11.2f} {r['wall_s']:>7.0f}")
+        print(
+            f"{name:<14} {r['batch_size']:>5} {r['max_tokens']:>10} {r['peak_rss_gb']:>11.2f} {r['wall_s']:>7.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ DEFAULT_MATH500 = ROOT.parent / "shared" / "data" / "math500_test.jsonl"
 def hard(gold: str, pred: str) -> bool:
     """Symbolic, matrix, relation or set answers: the slow and error-prone part of grading."""
     s = gold + " " + pred
-    if re.search(r"\\begin\{|\\cup|\\cap|\\\{|\\emptyset|\\varnothing|\\mathbb|[<>=]|\\le|\\ge|\\ne|\\lt|\\gt", s):
+    if re.search(
+        r"\\begin\{|\\cup|\\cap|\\\{|\\emptyset|\\varnothing|\\mathbb|[<>=]|\\le|\\ge|\\ne|\\lt|\\gt", s
+    ):
         return True
     stripped = re.sub(r"\\[a-zA-Z]+|\\text\{[^}]*\}", "", s)
     return bool(re.search(r"[a-zA-Z]", stripped))
@@ -50,11 +52,19 @@ def disagreement_class(gold: str, pred: str) -> str:
     words = re.sub(r"\\[a-zA-Z]+", " ", s)  # LaTeX commands are not words
     if re.search(r"[a-zA-Z]{3,}", words) and not re.search(r"\\begin\{|[<>=]", s):
         return "words/units"
-    for name, pattern in (("matrix", r"\\begin\{"), ("set/interval", r"\\cup|\\\{|\\emptyset|\\mathbb|\\infty"),
-                          ("relation", r"[<>=]|\\le|\\ge|\\ne"), ("percent", r"%|percent|pct"),
-                          ("units/text", r"\\text|\\mbox"), ("thousands", r"\d(?:,\\!|\\,|\{,\}| )\s*\d{3}"),
-                          ("repeating", r"\\overline"), ("base", r"\d_\{?\d"), ("list/tuple", r","),
-                          ("decimal", r"\d\.\d"), ("symbolic", r"[a-zA-Z\\]")):
+    for name, pattern in (
+        ("matrix", r"\\begin\{"),
+        ("set/interval", r"\\cup|\\\{|\\emptyset|\\mathbb|\\infty"),
+        ("relation", r"[<>=]|\\le|\\ge|\\ne"),
+        ("percent", r"%|percent|pct"),
+        ("units/text", r"\\text|\\mbox"),
+        ("thousands", r"\d(?:,\\!|\\,|\{,\}| )\s*\d{3}"),
+        ("repeating", r"\\overline"),
+        ("base", r"\d_\{?\d"),
+        ("list/tuple", r","),
+        ("decimal", r"\d\.\d"),
+        ("symbolic", r"[a-zA-Z\\]"),
+    ):
         if re.search(pattern, s):
             return name
     return "number"
@@ -71,7 +81,7 @@ def _digit_changed(s: str, rng: random.Random) -> str | None:
     if not digits:
         return None
     i = rng.choice(digits)
-    return s[:i] + str((int(s[i]) + rng.randint(1, 8)) % 10) + s[i + 1:]
+    return s[:i] + str((int(s[i]) + rng.randint(1, 8)) % 10) + s[i + 1 :]
 
 
 def _exact_decimal(s: str) -> str | None:
@@ -153,9 +163,16 @@ def summary(name, pairs, verdicts, times, subset=None):
     fn = sum(not verdicts[i] and pairs[i][2] for i in idx)
     t = sum(times[i] for i in idx)
     worst = max(idx, key=lambda i: times[i])
-    return {"grader": name, "pairs": len(idx), "accuracy": round(correct / len(idx), 4), "false_pos": fp,
-            "false_neg": fn, "pairs_per_s": round(len(idx) / t, 1), "worst_ms": round(times[worst] * 1e3),
-            "worst_pair": pairs[worst][:2]}
+    return {
+        "grader": name,
+        "pairs": len(idx),
+        "accuracy": round(correct / len(idx), 4),
+        "false_pos": fp,
+        "false_neg": fn,
+        "pairs_per_s": round(len(idx) / t, 1),
+        "worst_ms": round(times[worst] * 1e3),
+        "worst_pair": pairs[worst][:2],
+    }
 
 
 def main():
@@ -178,19 +195,29 @@ def main():
     for set_name, pairs in sets.items():
         ours, theirs = run_both([lambda p, g: is_equivalent(p, g, "math"), mv], pairs)
         print(f"== {set_name}: {len(pairs)} pairs")
-        for label, subset in (("all", None), ("hard", lambda i, pairs=pairs: hard(pairs[i][1], pairs[i][0])),
-                              ("easy", lambda i, pairs=pairs: not hard(pairs[i][1], pairs[i][0]))):
+        for label, subset in (
+            ("all", None),
+            ("hard", lambda i, pairs=pairs: hard(pairs[i][1], pairs[i][0])),
+            ("easy", lambda i, pairs=pairs: not hard(pairs[i][1], pairs[i][0])),
+        ):
             a = summary("eval.is_equivalent", pairs, *ours, subset=subset)
             b = summary("math-verify 0.9", pairs, *theirs, subset=subset)
             if not a:
                 continue
             print(f"[{label}] " + json.dumps(a))
             print(f"[{label}] " + json.dumps(b))
-            print(f"[{label}] speed ratio (pairs/s, ours / math-verify): {a['pairs_per_s'] / b['pairs_per_s']:.1f}x")
+            print(
+                f"[{label}] speed ratio (pairs/s, ours / math-verify): {a['pairs_per_s'] / b['pairs_per_s']:.1f}x"
+            )
         diff = [i for i in range(len(pairs)) if ours[0][i] != theirs[0][i]]
         print(f"agreement with math-verify: {1 - len(diff) / len(pairs):.4f} ({len(diff)} disagreements)")
-        classes = Counter((disagreement_class(pairs[i][1], pairs[i][0]),
-                           "ours right" if ours[0][i] == pairs[i][2] else "math-verify right") for i in diff)
+        classes = Counter(
+            (
+                disagreement_class(pairs[i][1], pairs[i][0]),
+                "ours right" if ours[0][i] == pairs[i][2] else "math-verify right",
+            )
+            for i in diff
+        )
         for (cls, who), n in sorted(classes.items(), key=lambda kv: -kv[1]):
             print(f"  {cls:14s} {who:18s} {n}")
         for i in diff[: args.show]:

@@ -104,16 +104,22 @@ def main():
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--wrong", action="store_true", help="list the rows each grader gets wrong")
     ap.add_argument("--json", help="write per-row verdicts and times here")
-    ap.add_argument("--mv-wrap", choices=("dollar", "boxed"), default="dollar",
-                    help="how gold (and pair predictions) reach Math-Verify's parse: $..$ or \\boxed{..}")
+    ap.add_argument(
+        "--mv-wrap",
+        choices=("dollar", "boxed"),
+        default="dollar",
+        help="how gold (and pair predictions) reach Math-Verify's parse: $..$ or \\boxed{..}",
+    )
     args = ap.parse_args()
     rows = load_rows(Path(args.data))
     mv = math_verify_grader(args.mv_wrap)
     warm = {"kind": "pair", "task": "math", "gold": "2x", "pred": "1", "expected": False}
     ours(warm), mv(warm)  # start the sympy worker / imports outside the timed region
     results = [run("ours", ours, rows), run("math-verify", mv, rows)]
-    print(f"{len(rows)} rows ({sum(r['kind'] == 'pair' for r in rows)} pairs, "
-          f"{sum(r['kind'] == 'completion' for r in rows)} completions) from {args.data}")
+    print(
+        f"{len(rows)} rows ({sum(r['kind'] == 'pair' for r in rows)} pairs, "
+        f"{sum(r['kind'] == 'completion' for r in rows)} completions) from {args.data}"
+    )
     for title, key_fn in (("class", lambda row: row["class"]), ("origin", origin)):
         sums = [summarize(rows, r, key_fn) for r in results]
         keys = sorted(k for k in sums[0] if k != "ALL") + ["ALL"]
@@ -121,17 +127,29 @@ def main():
         print("|---|---|---|---|---|---|---|---|")
         for k in keys:
             a, b = sums[0][k], sums[1][k]
-            print(f"| {k} | {a['n']} | {a['ok']} ({a['ok'] / a['n']:.1%}) | {a['fp']} | {a['fn']} | "
-                  f"{b['ok']} ({b['ok'] / b['n']:.1%}) | {b['fp']} | {b['fn']} |")
+            print(
+                f"| {k} | {a['n']} | {a['ok']} ({a['ok'] / a['n']:.1%}) | {a['fp']} | {a['fn']} | "
+                f"{b['ok']} ({b['ok'] / b['n']:.1%}) | {b['fp']} | {b['fn']} |"
+            )
     print()
     for r in results:
         t = r["times"]
         i = max(range(len(t)), key=t.__getitem__)
-        print(f"{r['name']}: mean {sum(t) / len(t) * 1e3:.2f} ms/row, max {t[i] * 1e3:.1f} ms "
-              f"(row {rows[i]['id']}: gold {rows[i]['gold']!r})")
-    misread = [row["id"] for row in rows if row["kind"] == "completion" and row["expected_extracted"] is not None
-               and not same_answer(grade_sample(row["task"], row["pred"], row["gold"])["extracted"],
-                                   row["expected_extracted"], row["task"])]
+        print(
+            f"{r['name']}: mean {sum(t) / len(t) * 1e3:.2f} ms/row, max {t[i] * 1e3:.1f} ms "
+            f"(row {rows[i]['id']}: gold {rows[i]['gold']!r})"
+        )
+    misread = [
+        row["id"]
+        for row in rows
+        if row["kind"] == "completion"
+        and row["expected_extracted"] is not None
+        and not same_answer(
+            grade_sample(row["task"], row["pred"], row["gold"])["extracted"],
+            row["expected_extracted"],
+            row["task"],
+        )
+    ]
     print(f"ours: completions whose extracted answer is not the expected one: {len(misread)} {misread}")
     if args.wrong:
         for r in results:
@@ -139,12 +157,19 @@ def main():
             for row, v in zip(rows, r["verdicts"]):
                 if v != row["expected"]:
                     pred = row["pred"] if row["kind"] == "pair" else "[completion] ..." + row["pred"][-80:]
-                    print(f"  {row['id']} [{row['class']}] expected {row['expected']}: gold {row['gold']!r} "
-                          f"pred {pred!r}")
+                    print(
+                        f"  {row['id']} [{row['class']}] expected {row['expected']}: gold {row['gold']!r} "
+                        f"pred {pred!r}"
+                    )
     if args.json:
-        out = [{"id": row["id"], "expected": row["expected"],
-                **{r["name"]: {"verdict": r["verdicts"][i], "s": r["times"][i]} for r in results}}
-               for i, row in enumerate(rows)]
+        out = [
+            {
+                "id": row["id"],
+                "expected": row["expected"],
+                **{r["name"]: {"verdict": r["verdicts"][i], "s": r["times"][i]} for r in results},
+            }
+            for i, row in enumerate(rows)
+        ]
         Path(args.json).write_text(json.dumps(out, indent=1))
 
 

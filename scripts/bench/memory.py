@@ -26,10 +26,21 @@ import sys
 import time
 from pathlib import Path
 
-QWEN05 = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], hidden_size=896, num_hidden_layers=24,
-              intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-              rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=32768, tie_word_embeddings=True,
-              torch_dtype="float32")
+QWEN05 = dict(
+    model_type="qwen2",
+    architectures=["Qwen2ForCausalLM"],
+    hidden_size=896,
+    num_hidden_layers=24,
+    intermediate_size=4864,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    max_position_embeddings=32768,
+    tie_word_embeddings=True,
+    torch_dtype="float32",
+)
 
 #: name -> extra `train` options (default settings otherwise).
 RUNS = {
@@ -61,8 +72,9 @@ def make_model(folder: Path) -> Path:
     eos = Tokenizer.from_file(str(folder / "tokenizer.json")).token_to_id("<|im_end|>")
     mx.random.seed(0)
     model = qwen2.Model(qwen2.ModelArgs.from_dict(QWEN05))
-    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())),
-                        metadata={"format": "mlx"})
+    mx.save_safetensors(
+        str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"}
+    )
     (folder / "config.json").write_text(json.dumps({**QWEN05, "eos_token_id": eos}, indent=2))
     return folder
 
@@ -72,9 +84,17 @@ def make_pairs(path: Path, n: int, prompt_len: int, response_len: int, eos: int,
 
     rng = np.random.default_rng(seed)
     ids = lambda k: rng.integers(10, QWEN05["vocab_size"], k).tolist()  # noqa: E731
-    rows = [{"prompt": "", "chosen": "", "rejected": "", "prompt_ids": ids(prompt_len),
-             "chosen_ids": ids(response_len - 1) + [eos], "rejected_ids": ids(response_len - 1) + [eos]}
-            for _ in range(n)]
+    rows = [
+        {
+            "prompt": "",
+            "chosen": "",
+            "rejected": "",
+            "prompt_ids": ids(prompt_len),
+            "chosen_ids": ids(response_len - 1) + [eos],
+            "rejected_ids": ids(response_len - 1) + [eos],
+        }
+        for _ in range(n)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -92,29 +112,60 @@ def write_zero_reference(model: Path, pairs: Path, ref_dir: Path, eos: int) -> N
 
     rows, _ = load_pairs(str(pairs.parent))
     args = TrainArgs(model=str(model), data=str(pairs.parent))
-    tokenized = [tokenize_pair(SimpleNamespace(eos_token_id=eos), r, args.max_length, args.max_prompt_length)
-                 for r in rows]
+    tokenized = [
+        tokenize_pair(SimpleNamespace(eos_token_id=eos), r, args.max_length, args.max_prompt_length)
+        for r in rows
+    ]
     ref_dir.mkdir(parents=True, exist_ok=True)
     for fast in (False, True):  # whichever the run's SwiGLU setting is
         for suffix in ("", "-shared"):
-            np.save(ref_dir / f"{_fingerprint(args, tokenized, fast)}{suffix}.npy",
-                    np.zeros((len(rows), 2), dtype=np.float32))
+            np.save(
+                ref_dir / f"{_fingerprint(args, tokenized, fast)}{suffix}.npy",
+                np.zeros((len(rows), 2), dtype=np.float32),
+            )
 
 
 def run_train(model: Path, pairs: Path, out: Path, extra: list[str], iters: int) -> dict:
     """One `train` subprocess: peak RSS (GB), the preflight's estimate, wall time."""
-    cmd = [sys.executable, "-m", "mlx_scdpo.cli", "train", "--model", str(model), "--data", str(pairs),
-           "--adapter-path", str(out), "--iters", str(iters), "--steps-per-eval", "0", "--steps-per-report", "1",
-           "--ref-cache-dir", str(out.parent / "refcache"), "--memory-limit-gb", "0", "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_scdpo.cli",
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(pairs),
+        "--adapter-path",
+        str(out),
+        "--iters",
+        str(iters),
+        "--steps-per-eval",
+        "0",
+        "--steps-per-report",
+        "1",
+        "--ref-cache-dir",
+        str(out.parent / "refcache"),
+        "--memory-limit-gb",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     text = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
     est = re.search(r"estimated peak memory ([\d.]+) GB", text)
-    return {"options": extra, "iters": iters, "exit": os.waitstatus_to_exitcode(status), "peak_rss_gb": rss / 1e9,
-            "preflight_gb": float(est.group(1)) if est else None, "wall_s": time.time() - t0,
-            "output_tail": text[-1500:]}
+    return {
+        "options": extra,
+        "iters": iters,
+        "exit": os.waitstatus_to_exitcode(status),
+        "peak_rss_gb": rss / 1e9,
+        "preflight_gb": float(est.group(1)) if est else None,
+        "wall_s": time.time() - t0,
+        "output_tail": text[-1500:],
+    }
 
 
 def estimate_for(options: list[str], prompt_len: int, response_len: int) -> float:
@@ -136,10 +187,24 @@ def estimate_for(options: list[str], prompt_len: int, response_len: int) -> floa
 
 #: Shapes of the models a Mac user trains (config.json of Qwen2.5-Math-1.5B / -7B), for --project.
 QWEN_MATH = {
-    "Qwen2.5-Math-1.5B": dict(hidden_size=1536, num_hidden_layers=28, intermediate_size=8960, num_attention_heads=12,
-                              num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "Qwen2.5-Math-7B": dict(hidden_size=3584, num_hidden_layers=28, intermediate_size=18944, num_attention_heads=28,
-                            num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+    "Qwen2.5-Math-1.5B": dict(
+        hidden_size=1536,
+        num_hidden_layers=28,
+        intermediate_size=8960,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "Qwen2.5-Math-7B": dict(
+        hidden_size=3584,
+        num_hidden_layers=28,
+        intermediate_size=18944,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -150,40 +215,62 @@ def projection(prompt_len: int, response_len: int) -> str:
     from mlx_scdpo.memory import TrainShape, estimate_peak
     from mlx_scdpo.train import TrainArgs
 
-    settings = [("batch 8", {}), ("batch 8, --grad-checkpoint", {"grad_checkpoint": True}),
-                ("batch 2, --grad-checkpoint", {"batch_size": 2, "grad_checkpoint": True}),
-                ("batch 1, --grad-checkpoint", {"batch_size": 1, "grad_checkpoint": True})]
+    settings = [
+        ("batch 8", {}),
+        ("batch 8, --grad-checkpoint", {"grad_checkpoint": True}),
+        ("batch 2, --grad-checkpoint", {"batch_size": 2, "grad_checkpoint": True}),
+        ("batch 1, --grad-checkpoint", {"batch_size": 1, "grad_checkpoint": True}),
+    ]
     lines = [f"{'model':<20} {'weights':<8} " + " ".join(f"{name:>27}" for name, _ in settings)]
     for model, config in QWEN_MATH.items():
         bf16 = TrainShape.from_config(config, dtype_bytes=2)
-        for label, shape in (("bf16", bf16), ("4-bit", replace(bf16, weight_bytes=int(bf16.weight_bytes / 2 * 0.5625)))):
-            peaks = [estimate_peak(shape, replace(TrainArgs(model="", data="", batch_size=8), **kw), prompt_len,
-                                   response_len).total / 1e9 for _, kw in settings]
+        for label, shape in (
+            ("bf16", bf16),
+            ("4-bit", replace(bf16, weight_bytes=int(bf16.weight_bytes / 2 * 0.5625))),
+        ):
+            peaks = [
+                estimate_peak(
+                    shape, replace(TrainArgs(model="", data="", batch_size=8), **kw), prompt_len, response_len
+                ).total
+                / 1e9
+                for _, kw in settings
+            ]
             lines.append(f"{model:<20} {label:<8} " + " ".join(f"{p:>24.1f} GB" for p in peaks))
     return "\n".join(lines)
 
 
 def table(results: dict, prompt_len: int, response_len: int) -> str:
-    lines = [f"{'run':<14} {'options':<36} {'peak RSS GB':>11} {'preflight GB':>12} {'estimate GB':>11} "
-             f"{'est/meas':>8} {'wall s':>7}"]
+    lines = [
+        f"{'run':<14} {'options':<36} {'peak RSS GB':>11} {'preflight GB':>12} {'estimate GB':>11} "
+        f"{'est/meas':>8} {'wall s':>7}"
+    ]
     for name, r in results.items():
         est = estimate_for(r["options"], prompt_len, response_len)
-        lines.append(f"{name:<14} {' '.join(r['options']):<36} {r['peak_rss_gb']:>11.2f} "
-                     f"{r['preflight_gb'] if r['preflight_gb'] is not None else float('nan'):>12.2f} {est:>11.2f} "
-                     f"{est / r['peak_rss_gb']:>8.2f} {r['wall_s']:>7.0f}")
+        lines.append(
+            f"{name:<14} {' '.join(r['options']):<36} {r['peak_rss_gb']:>11.2f} "
+            f"{r['preflight_gb'] if r['preflight_gb'] is not None else float('nan'):>12.2f} {est:>11.2f} "
+            f"{est / r['peak_rss_gb']:>8.2f} {r['wall_s']:>7.0f}"
+        )
     return "\n".join(lines)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", default="b8-gc:1,b1:2,b1-unchunked:2",
-                   help=f"comma-separated NAME[:ITERS] (training steps, default 1), NAME of {', '.join(RUNS)}")
+    p.add_argument(
+        "--runs",
+        default="b8-gc:1,b1:2,b1-unchunked:2",
+        help=f"comma-separated NAME[:ITERS] (training steps, default 1), NAME of {', '.join(RUNS)}",
+    )
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--response-len", type=int, default=512)
-    p.add_argument("--pairs", type=int, default=8, help="pairs in the data (the reference pass covers them all)")
+    p.add_argument(
+        "--pairs", type=int, default=8, help="pairs in the data (the reference pass covers them all)"
+    )
     p.add_argument("--work-dir", default="/tmp/scdpo-memory-bench")
     p.add_argument("--out", default="scripts/bench/memory_results.json")
-    p.add_argument("--compare", default=None, help="a saved --out file: print its table with today's estimator")
+    p.add_argument(
+        "--compare", default=None, help="a saved --out file: print its table with today's estimator"
+    )
     p.add_argument("--project", action="store_true", help="print the estimate for Qwen2.5-Math-1.5B and -7B")
     a = p.parse_args()
     if a.compare:
@@ -205,11 +292,23 @@ def main():
         name, _, iters = run.partition(":")
         r = run_train(model, pairs.parent, work / "adapters" / name, RUNS[name], int(iters or 1))
         results[name] = r
-        print(f"{name}: peak RSS {r['peak_rss_gb']:.2f} GB, preflight {r['preflight_gb']} GB, exit {r['exit']}, "
-              f"{r['wall_s']:.0f} s", flush=True)
+        print(
+            f"{name}: peak RSS {r['peak_rss_gb']:.2f} GB, preflight {r['preflight_gb']} GB, exit {r['exit']}, "
+            f"{r['wall_s']:.0f} s",
+            flush=True,
+        )
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps({"prompt_len": a.prompt_len, "response_len": a.response_len,
-                                        "model": QWEN05, "runs": results}, indent=2))
+        out_path.write_text(
+            json.dumps(
+                {
+                    "prompt_len": a.prompt_len,
+                    "response_len": a.response_len,
+                    "model": QWEN05,
+                    "runs": results,
+                },
+                indent=2,
+            )
+        )
     print(table(results, a.prompt_len, a.response_len))
 
 

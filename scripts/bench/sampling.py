@@ -18,10 +18,10 @@ import argparse
 import tempfile
 import time
 
-import mlx_scdpo  # noqa: F401
 import mlx.core as mx
 from mlx_lm import load, stream_generate
 
+import mlx_scdpo  # noqa: F401
 from mlx_scdpo.generation import generate_batched, prefill_cache
 from mlx_scdpo.ramp import SeededSampler, StepRamp
 from mlx_scdpo.tiny_model import make_tiny_model
@@ -39,24 +39,44 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         model, tok = load(str(make_tiny_model(d, args.size)))
     ramp = StepRamp(tok)
-    prompts = [tok.encode(f"Question {i}: what is {i} * {i + 3}?\nStep 1: {i} * {i + 3} = {i * (i + 3)}\n"
-                          f"Step 2: add {i}\n", add_special_tokens=False) for i in range(args.prefixes)]
+    prompts = [
+        tok.encode(
+            f"Question {i}: what is {i} * {i + 3}?\nStep 1: {i} * {i + 3} = {i * (i + 3)}\nStep 2: add {i}\n",
+            add_special_tokens=False,
+        )
+        for i in range(args.prefixes)
+    ]
 
     def ours():
-        reqs = [Request(i, p, [ramp.processor(), item_noise(1.0, 0, i)], cache=prefill_cache(model, p))
-                for i, p in enumerate(prompts)]
+        reqs = [
+            Request(i, p, [ramp.processor(), item_noise(1.0, 0, i)], cache=prefill_cache(model, p))
+            for i, p in enumerate(prompts)
+        ]
 
         def pull(n):
             out, reqs[:] = reqs[:n], reqs[n:]
             return out
 
-        return sum(len(c.tokens) for _, c in stream_completions(
-            model, tok, pull, max_tokens=args.max_tokens, batch_size=args.batch_size, stop_tokens=[]))
+        return sum(
+            len(c.tokens)
+            for _, c in stream_completions(
+                model, tok, pull, max_tokens=args.max_tokens, batch_size=args.batch_size, stop_tokens=[]
+            )
+        )
 
     def raw():
-        return sum(len(c.tokens) for c in generate_batched(
-            model, tok, prompts, max_tokens=args.max_tokens, batch_size=args.batch_size,
-            sampler=SeededSampler(0, temp=1.1), stop_tokens=[]))
+        return sum(
+            len(c.tokens)
+            for c in generate_batched(
+                model,
+                tok,
+                prompts,
+                max_tokens=args.max_tokens,
+                batch_size=args.batch_size,
+                sampler=SeededSampler(0, temp=1.1),
+                stop_tokens=[],
+            )
+        )
 
     def loop():
         n = 0
@@ -65,8 +85,14 @@ def main():
         try:
             for p in prompts[: args.loop_prefixes]:
                 proc = ramp.processor()
-                for _ in stream_generate(model, tok, mx.array(p), max_tokens=args.max_tokens,
-                                         sampler=SeededSampler(0), logits_processors=[proc]):
+                for _ in stream_generate(
+                    model,
+                    tok,
+                    mx.array(p),
+                    max_tokens=args.max_tokens,
+                    sampler=SeededSampler(0),
+                    logits_processors=[proc],
+                ):
                     n += 1
         finally:
             tok._eos_token_ids = eos
@@ -74,14 +100,20 @@ def main():
 
     ours()  # warm-up (compilation, allocations)
     results = {}
-    for name, fn in (("raw BatchGenerator (b)", raw), ("step-controlled (ours)", ours), ("mlx_lm.generate loop (a)", loop)):
+    for name, fn in (
+        ("raw BatchGenerator (b)", raw),
+        ("step-controlled (ours)", ours),
+        ("mlx_lm.generate loop (a)", loop),
+    ):
         t = time.perf_counter()
         n = fn()
         results[name] = n / (time.perf_counter() - t)
         print(f"{name:>26}: {n} tokens, {results[name]:.0f} tokens/s")
     ours_tps = results["step-controlled (ours)"]
-    print(f"ours / loop (a): {ours_tps / results['mlx_lm.generate loop (a)']:.1f}x; "
-          f"ours / raw (b): {ours_tps / results['raw BatchGenerator (b)']:.2f}x")
+    print(
+        f"ours / loop (a): {ours_tps / results['mlx_lm.generate loop (a)']:.1f}x; "
+        f"ours / raw (b): {ours_tps / results['raw BatchGenerator (b)']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -41,14 +41,34 @@ def child(args) -> None:
     if args.child == "sample":
         from mlx_scdpo.sampling import SampleArgs, run_sample
 
-        res = run_sample(SampleArgs(model=str(ASSET_DIR), output_dir=args.out, task="gsm8k", data_files=args.data,
-                                    samples_per_round=2, budget=2, max_tokens=48, batch_size=args.batch_size,
-                                    problems_per_batch=args.batch_size // 2, progress=False))
+        res = run_sample(
+            SampleArgs(
+                model=str(ASSET_DIR),
+                output_dir=args.out,
+                task="gsm8k",
+                data_files=args.data,
+                samples_per_round=2,
+                budget=2,
+                max_tokens=48,
+                batch_size=args.batch_size,
+                problems_per_batch=args.batch_size // 2,
+                progress=False,
+            )
+        )
     else:
         from mlx_scdpo.step_control import StepControlArgs, run_step_control
 
-        res = run_step_control(StepControlArgs(model=str(ASSET_DIR), solutions=args.data, output_dir=args.out,
-                                               rounds=2, max_tokens=48, batch_size=args.batch_size, progress=False))
+        res = run_step_control(
+            StepControlArgs(
+                model=str(ASSET_DIR),
+                solutions=args.data,
+                output_dir=args.out,
+                rounds=2,
+                max_tokens=48,
+                batch_size=args.batch_size,
+                progress=False,
+            )
+        )
     print(json.dumps({"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t, **res}))
 
 
@@ -61,16 +81,41 @@ def toy_solutions(problems, path: Path) -> None:
     with open(path, "w") as f:
         for i, p in enumerate(problems):
             prompt, text = f"Q: {p.question}\n", p.solution()
-            f.write(json.dumps({"problem_id": f"toy/{i}", "task": "gsm8k", "question": p.question,
-                                "gold": str(p.answer), "prompt": prompt,
-                                "prompt_ids": tok.encode(prompt, add_special_tokens=False),
-                                "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False),
-                                             "correct": True}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "problem_id": f"toy/{i}",
+                        "task": "gsm8k",
+                        "question": p.question,
+                        "gold": str(p.answer),
+                        "prompt": prompt,
+                        "prompt_ids": tok.encode(prompt, add_special_tokens=False),
+                        "samples": [
+                            {"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}
+                        ],
+                    }
+                )
+                + "\n"
+            )
 
 
 def run_child(command: str, data: Path, out: Path, batch_size: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", command, "--data", str(data), "--out", str(out),
-                           "--batch-size", str(batch_size)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            command,
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--batch-size",
+            str(batch_size),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         sys.exit(f"{command} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -92,11 +137,19 @@ def memory(args) -> None:
                     toy_solutions(train[:n], data)
                 r = run_child(command, data, d / f"out_{command}_{n}", args.batch_size)
                 peaks[n] = r["peak_rss_mb"]
-                units = f"{r['problems']} problems" + (f", {r['prefixes']} prefixes" if "prefixes" in r else "")
-                print(f"{command:>12} {n:>5} problems: peak RSS {r['peak_rss_mb']:7.0f} MB ({units}, "
-                      f"{r['seconds']:.0f} s)", flush=True)
-            print(f"{command:>12} peak RSS {args.large} / {args.small} problems: "
-                  f"{peaks[args.large] / peaks[args.small]:.3f}x", flush=True)
+                units = f"{r['problems']} problems" + (
+                    f", {r['prefixes']} prefixes" if "prefixes" in r else ""
+                )
+                print(
+                    f"{command:>12} {n:>5} problems: peak RSS {r['peak_rss_mb']:7.0f} MB ({units}, "
+                    f"{r['seconds']:.0f} s)",
+                    flush=True,
+                )
+            print(
+                f"{command:>12} peak RSS {args.large} / {args.small} problems: "
+                f"{peaks[args.large] / peaks[args.small]:.3f}x",
+                flush=True,
+            )
 
 
 def throughput(args) -> None:
@@ -112,24 +165,40 @@ def throughput(args) -> None:
     with tempfile.TemporaryDirectory() as d:
         model, tok = load(str(make_tiny_model(d, args.size)))
     ramp = StepRamp(tok)
-    prompts = [tok.encode(f"Question {i}: what is {i} * {i + 3}?\nStep 1: {i} * {i + 3} = {i * (i + 3)}\n"
-                          f"Step 2: add {i}\n", add_special_tokens=False) for i in range(args.prefixes)]
+    prompts = [
+        tok.encode(
+            f"Question {i}: what is {i} * {i + 3}?\nStep 1: {i} * {i + 3} = {i * (i + 3)}\nStep 2: add {i}\n",
+            add_special_tokens=False,
+        )
+        for i in range(args.prefixes)
+    ]
 
     def ours():
         caches = [prefill_cache(model, p) for p in prompts]
-        reqs = [Request(i, p, [ramp.processor(), item_noise(1.0, 0, "bench", i, 1)], cache=c)
-                for i, (p, c) in enumerate(zip(prompts, caches))]
+        reqs = [
+            Request(i, p, [ramp.processor(), item_noise(1.0, 0, "bench", i, 1)], cache=c)
+            for i, (p, c) in enumerate(zip(prompts, caches))
+        ]
 
         def pull(n):
             out, reqs[:] = reqs[:n], reqs[n:]
             return out
 
-        return sum(len(c.tokens) for _, c in stream_completions(
-            model, tok, pull, max_tokens=args.max_tokens, batch_size=args.batch_size, stop_tokens=[]))
+        return sum(
+            len(c.tokens)
+            for _, c in stream_completions(
+                model, tok, pull, max_tokens=args.max_tokens, batch_size=args.batch_size, stop_tokens=[]
+            )
+        )
 
     def raw():
-        gen = BatchGenerator(model, max_tokens=args.max_tokens, sampler=make_sampler(temp=1.1),
-                             completion_batch_size=args.batch_size, prefill_batch_size=min(args.batch_size, 8))
+        gen = BatchGenerator(
+            model,
+            max_tokens=args.max_tokens,
+            sampler=make_sampler(temp=1.1),
+            completion_batch_size=args.batch_size,
+            prefill_batch_size=min(args.batch_size, 8),
+        )
         gen.insert(prompts, [args.max_tokens] * len(prompts))
         n = 0
         while responses := gen.next_generated():
@@ -145,10 +214,14 @@ def throughput(args) -> None:
             n = fn()
             rates[name].append(n / (time.perf_counter() - t))
     ratios = [o / r for o, r in zip(rates["ours"], rates["raw"])]
-    print(f"raw BatchGenerator: {statistics.median(rates['raw']):.0f} tokens/s; step-controlled (ours): "
-          f"{statistics.median(rates['ours']):.0f} tokens/s (medians of {args.repeats}, {args.prefixes} prefixes x "
-          f"{args.max_tokens} tokens, {args.size} model)")
-    print(f"ours / raw: median {statistics.median(ratios):.2f}x (runs: {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(
+        f"raw BatchGenerator: {statistics.median(rates['raw']):.0f} tokens/s; step-controlled (ours): "
+        f"{statistics.median(rates['ours']):.0f} tokens/s (medians of {args.repeats}, {args.prefixes} prefixes x "
+        f"{args.max_tokens} tokens, {args.size} model)"
+    )
+    print(
+        f"ours / raw: median {statistics.median(ratios):.2f}x (runs: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
 
 
 def main():
@@ -161,7 +234,9 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", choices=["memory", "throughput"], default=None)
-    ap.add_argument("--commands", nargs="+", choices=["sample", "step-control"], default=["sample", "step-control"])
+    ap.add_argument(
+        "--commands", nargs="+", choices=["sample", "step-control"], default=["sample", "step-control"]
+    )
     ap.add_argument("--child", choices=["sample", "step-control"], help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
