@@ -27,7 +27,9 @@ class TokenRewards:
     rewards: list[float]
 
 
-def response_rewards(model, prompt_ids: list[int], response_ids: list[int], beta: float, decode) -> TokenRewards:
+def response_rewards(
+    model, prompt_ids: list[int], response_ids: list[int], beta: float, decode
+) -> TokenRewards:
     """Implicit reward of every response token (policy vs adapters-off reference)."""
     from mlx_scdpo.models import set_adapter_scale
 
@@ -37,7 +39,7 @@ def response_rewards(model, prompt_ids: list[int], response_ids: list[int], beta
     saved = set_adapter_scale(model, 0.0)
     ref = token_logps(model, inputs, targets)
     set_adapter_scale(model, None, saved)
-    r = (beta * (policy - ref))[0, len(prompt_ids) - 1:]
+    r = (beta * (policy - ref))[0, len(prompt_ids) - 1 :]
     mx.eval(r)
     return TokenRewards([decode([t]) for t in response_ids], np.array(r).tolist())
 
@@ -105,7 +107,9 @@ def read_credit_pairs(path: str) -> list[dict]:
     """Pairs with token ids, read strictly (an empty or bad file is one ``UserError``)."""
     from mlx_scdpo.jsonl import PAIR_IDS_SCHEMA, PAIR_OPTIONAL, read_records
 
-    pairs = read_records(path, PAIR_IDS_SCHEMA, {**PAIR_OPTIONAL, "rejected": str, "question": str, "prefix": str})
+    pairs = read_records(
+        path, PAIR_IDS_SCHEMA, {**PAIR_OPTIONAL, "rejected": str, "question": str, "prefix": str}
+    )
     for i, p in enumerate(pairs, 1):
         for k in ("prompt_ids", "chosen_ids", "rejected_ids"):
             if not p[k]:
@@ -125,5 +129,8 @@ def credit_report(model, tokenizer, pairs: list[dict], beta: float) -> dict:
         if share is not None:
             shares.append(share)
         rendered.append((pair, chosen, rejected, share))
-    return {"pairs": rendered, "mean_negative_share_after_error": float(np.mean(shares)) if shares else None,
-            "n_measured": len(shares)}
+    return {
+        "pairs": rendered,
+        "mean_negative_share_after_error": float(np.mean(shares)) if shares else None,
+        "n_measured": len(shares),
+    }

@@ -32,13 +32,22 @@ from mlx_scdpo.errors import UserError
 @dataclass
 class QuickstartArgs:
     output_dir: str = field(default="quickstart", metadata={"help": "Where pairs, adapters and report go."})
-    model: str | None = field(default=None, metadata={"help": "SFT model (default: the embedded toy model for "
-                                                                "2-3 steps, or the one for 4-6 steps when "
-                                                                "--max-steps is over 3)."})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "SFT model (default: the embedded toy model for "
+            "2-3 steps, or the one for 4-6 steps when "
+            "--max-steps is over 3)."
+        },
+    )
     n_train: int = field(default=300, metadata={"help": "Toy training problems to sample."})
-    n_test: int = field(default=1000, metadata={"help": "Toy test problems (at most 4000; the final table only)."})
+    n_test: int = field(
+        default=1000, metadata={"help": "Toy test problems (at most 4000; the final table only)."}
+    )
     min_steps: int = field(default=2, metadata={"help": "Fewest steps per toy problem."})
-    max_steps: int = field(default=3, metadata={"help": "Most steps per toy problem (4-6: the harder setting)."})
+    max_steps: int = field(
+        default=3, metadata={"help": "Most steps per toy problem (4-6: the harder setting)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for sampling, pairs and training."})
     samples_per_round: int = field(default=4, metadata={"help": "Samples per problem per round."})
     budget: int = field(default=8, metadata={"help": "Samples per problem at most."})
@@ -48,17 +57,31 @@ class QuickstartArgs:
     tmax: float = field(default=1.1, metadata={"help": "Ramp ceiling (toy; reference 1.4)."})
     iters: int = field(default=80, metadata={"help": "Training steps of each adapter."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per step."})
-    learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate (chosen on validation problems "
-                                                                 "from 5e-6 and 2e-5: docs/toy-world.md)."})
+    learning_rate: float = field(
+        default=5e-6,
+        metadata={
+            "help": "Peak learning rate (chosen on validation problems "
+            "from 5e-6 and 2e-5: docs/toy-world.md)."
+        },
+    )
     beta: float = field(default=0.5, metadata={"help": "DPO beta (chosen on validation from 0.1 and 0.5)."})
     rpo_alpha: float = field(default=1.0, metadata={"help": "NLL weight on chosen (helped on the toy)."})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
     max_naive: int | None = field(default=None, metadata={"help": "Cap on naive pairs (data-equal control)."})
     skip_scdpo: bool = field(default=False, metadata={"help": "Train only the DPO adapter."})
-    verified_chosen: bool = field(default=True, metadata={"help": "Count a toy solution as correct only if every "
-                                                                    "step is right (not just the final answer)."})
-    data_equal: bool = field(default=False, metadata={"help": "Also train DPO on as many naive pairs as SCDPO has "
-                                                                "pairs (the paper's data-equal control)."})
+    verified_chosen: bool = field(
+        default=True,
+        metadata={
+            "help": "Count a toy solution as correct only if every step is right (not just the final answer)."
+        },
+    )
+    data_equal: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train DPO on as many naive pairs as SCDPO has "
+            "pairs (the paper's data-equal control)."
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
@@ -98,8 +121,10 @@ def run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None
     from mlx_scdpo.run_state import folder_lock
 
     if args.n_test > 4000 or not 1 <= args.min_steps <= args.max_steps <= 12:
-        raise UserError(f"--n-test at most 4000 and 1 <= --min-steps <= --max-steps <= 12 "
-                        f"(got {args.n_test}, {args.min_steps}..{args.max_steps})")
+        raise UserError(
+            f"--n-test at most 4000 and 1 <= --min-steps <= --max-steps <= 12 "
+            f"(got {args.n_test}, {args.min_steps}..{args.max_steps})"
+        )
     with folder_lock(args.output_dir, "quickstart"):
         return _run_quickstart(args, log, sft_eval)
 
@@ -124,8 +149,9 @@ def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = Non
         times[name] = time.perf_counter() - times[name]
 
     phase("data")
-    splits = toy_splits(args.n_train, 0, args.n_test, min_steps=args.min_steps, max_steps=args.max_steps,
-                        seed=args.seed)
+    splits = toy_splits(
+        args.n_train, 0, args.n_test, min_steps=args.min_steps, max_steps=args.max_steps, seed=args.seed
+    )
     write_jsonl(splits.train, out / "data" / "train_problems.jsonl")
     write_jsonl(splits.test, out / "data" / "test_problems.jsonl")
     max_tokens = toy_max_tokens(args.max_steps)
@@ -143,25 +169,48 @@ def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = Non
     done("eval SFT")
 
     phase("sample")
-    results["sample"] = run_sample(SampleArgs(
-        model=model, output_dir=str(out / "data"), task="gsm8k", data_files=str(out / "data" / "train_problems.jsonl"),
-        samples_per_round=args.samples_per_round, budget=args.budget, max_tokens=max_tokens, batch_size=128,
-        problems_per_batch=64, seed=args.seed, progress=args.progress))
+    results["sample"] = run_sample(
+        SampleArgs(
+            model=model,
+            output_dir=str(out / "data"),
+            task="gsm8k",
+            data_files=str(out / "data" / "train_problems.jsonl"),
+            samples_per_round=args.samples_per_round,
+            budget=args.budget,
+            max_tokens=max_tokens,
+            batch_size=128,
+            problems_per_batch=64,
+            seed=args.seed,
+            progress=args.progress,
+        )
+    )
     if args.verified_chosen:
         results["lucky_correct"] = verify_toy_chains(out / "data")
     done("sample")
 
     phase("step-control")
-    results["step_control"] = run_step_control(StepControlArgs(
-        model=model, solutions=str(out / "data" / "solutions.jsonl"), output_dir=str(out / "data"),
-        rounds=args.rounds, t0=args.t0, dt=args.dt, tmax=args.tmax, max_tokens=max_tokens, batch_size=128, seed=args.seed,
-        progress=args.progress))
+    results["step_control"] = run_step_control(
+        StepControlArgs(
+            model=model,
+            solutions=str(out / "data" / "solutions.jsonl"),
+            output_dir=str(out / "data"),
+            rounds=args.rounds,
+            t0=args.t0,
+            dt=args.dt,
+            tmax=args.tmax,
+            max_tokens=max_tokens,
+            batch_size=128,
+            seed=args.seed,
+            progress=args.progress,
+        )
+    )
     done("step-control")
 
     phase("build-pairs")
     naive, sc = str(out / "data" / "pairs_naive.jsonl"), str(out / "data" / "pairs_step_control.jsonl")
-    results["pairs_dpo"] = build_pairs([naive], str(out / "pairs" / "naive"), 0.02, args.seed,
-                                       max_naive=args.max_naive)
+    results["pairs_dpo"] = build_pairs(
+        [naive], str(out / "pairs" / "naive"), 0.02, args.seed, max_naive=args.max_naive
+    )
     results["pairs_scdpo"] = build_pairs([naive, sc], str(out / "pairs"), 0.02, args.seed)
     variants = [("dpo", out / "pairs" / "naive")] + ([] if args.skip_scdpo else [("scdpo", out / "pairs")])
     if args.data_equal:
@@ -173,20 +222,36 @@ def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = Non
         many = out / "data" / "pairs_naive_all.jsonl"
         write_jsonl_atomic(many, (p for r in records for p in naive_pairs(r, args.budget)))
         n_scdpo = results["pairs_scdpo"]["train"] + results["pairs_scdpo"]["valid"]
-        results["pairs_data_equal"] = build_pairs([str(many)], str(out / "pairs" / "data_equal"), 0.02, args.seed,
-                                                  max_naive=n_scdpo)
+        results["pairs_data_equal"] = build_pairs(
+            [str(many)], str(out / "pairs" / "data_equal"), 0.02, args.seed, max_naive=n_scdpo
+        )
         variants.insert(1, ("dpo_equal", out / "pairs" / "data_equal"))
     done("build-pairs")
 
     for name, data in variants:
         phase(f"train {name}")
-        results[f"train_{name}"] = run_train(TrainArgs(
-            model=model, data=str(data), adapter_path=str(out / "adapters" / name), num_layers=-1,
-            lora_rank=args.lora_rank, iters=args.iters, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, beta=args.beta, rpo_alpha=args.rpo_alpha,
-            steps_per_report=max(1, args.iters // 20),  # about 20 points on every curve, however short the run
-            steps_per_eval=args.iters, save_every=args.iters, seed=args.seed,
-            ref_cache_dir=str(out / "ref_cache"), progress=args.progress))
+        results[f"train_{name}"] = run_train(
+            TrainArgs(
+                model=model,
+                data=str(data),
+                adapter_path=str(out / "adapters" / name),
+                num_layers=-1,
+                lora_rank=args.lora_rank,
+                iters=args.iters,
+                batch_size=args.batch_size,
+                learning_rate=args.learning_rate,
+                beta=args.beta,
+                rpo_alpha=args.rpo_alpha,
+                steps_per_report=max(
+                    1, args.iters // 20
+                ),  # about 20 points on every curve, however short the run
+                steps_per_eval=args.iters,
+                save_every=args.iters,
+                seed=args.seed,
+                ref_cache_dir=str(out / "ref_cache"),
+                progress=args.progress,
+            )
+        )
         done(f"train {name}")
         phase(f"eval {name}")
         evaluate(name, str(out / "adapters" / name))
@@ -215,7 +280,11 @@ def verify_toy_chains(data_dir: Path) -> int:
     for rec in records:
         problem = parse_question(rec["question"])
         for sample in rec["samples"]:
-            if sample["correct"] and problem is not None and first_wrong_step(problem, sample["text"]) is not None:
+            if (
+                sample["correct"]
+                and problem is not None
+                and first_wrong_step(problem, sample["text"]) is not None
+            ):
                 sample["correct"], sample["answer_correct"] = False, True
                 lucky += 1
     write_jsonl_atomic(data_dir / "solutions.jsonl", records)
@@ -240,19 +309,30 @@ def credit_probe_pairs(tokenizer, problems, n_pairs: int = 64, seed: int = 0) ->
             continue
         wrong = rng.randint(2, len(p.ops) + 1)
         rejected = erring_solution(p, wrong, rng.choice([-3, -2, -1, 1, 2, 3]))
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": p.question}], add_generation_prompt=True,
-                                               tokenize=False)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": p.question}], add_generation_prompt=True, tokenize=False
+        )
         eos = tokenizer.eos_token_id
-        pairs.append({"question": p.question, "prompt": prompt, "chosen": p.solution(), "rejected": rejected,
-                      "prompt_ids": tokenizer.encode(prompt, add_special_tokens=False),
-                      "chosen_ids": tokenizer.encode(p.solution(), add_special_tokens=False) + [eos],
-                      "rejected_ids": tokenizer.encode(rejected, add_special_tokens=False) + [eos],
-                      "problem_id": f"probe/{len(pairs)}", "source": "probe", "k": 0})
+        pairs.append(
+            {
+                "question": p.question,
+                "prompt": prompt,
+                "chosen": p.solution(),
+                "rejected": rejected,
+                "prompt_ids": tokenizer.encode(prompt, add_special_tokens=False),
+                "chosen_ids": tokenizer.encode(p.solution(), add_special_tokens=False) + [eos],
+                "rejected_ids": tokenizer.encode(rejected, add_special_tokens=False) + [eos],
+                "problem_id": f"probe/{len(pairs)}",
+                "source": "probe",
+                "k": 0,
+            }
+        )
     return pairs
 
 
-def credit_comparison(model: str, out: Path, variants: list[str], beta: float, test: list,
-                      n_pairs: int = 64) -> dict:
+def credit_comparison(
+    model: str, out: Path, variants: list[str], beta: float, test: list, n_pairs: int = 64
+) -> dict:
     """Share of negative reward on/after the first wrong step, per adapter, on held-out probe pairs."""
     from mlx_lm import load
 
@@ -263,14 +343,23 @@ def credit_comparison(model: str, out: Path, variants: list[str], beta: float, t
         m, tok = load(model, adapter_path=str(out / "adapters" / name))
         pairs = credit_probe_pairs(tok, test, n_pairs)
         rep = credit_report(m, tok, pairs, beta)
-        summary[name] = {"negative_share_after_error": rep["mean_negative_share_after_error"],
-                         "pairs": rep["n_measured"]}
+        summary[name] = {
+            "negative_share_after_error": rep["mean_negative_share_after_error"],
+            "pairs": rep["n_measured"],
+        }
         if rep["pairs"]:
             pair, chosen, rejected, share = rep["pairs"][0]
             shown = f"{share:.2f}" if share is not None else "n/a"
-            html_parts.append(to_html([("prompt", TokenRewards([pair["prompt"]], [0.0])), ("chosen", chosen),
-                                       (f"rejected (negative reward on/after the first wrong step: {shown})",
-                                        rejected)], title=f"{name.upper()} adapter"))
+            html_parts.append(
+                to_html(
+                    [
+                        ("prompt", TokenRewards([pair["prompt"]], [0.0])),
+                        ("chosen", chosen),
+                        (f"rejected (negative reward on/after the first wrong step: {shown})", rejected),
+                    ],
+                    title=f"{name.upper()} adapter",
+                )
+            )
     summary["html"] = "\n".join(html_parts)
     return summary
 
@@ -288,11 +377,17 @@ def _svg_curve(series: dict[str, list[tuple[int, float]]], title: str, w: int = 
     for (name, s), c in zip(series.items(), colours):
         xy = [(30 + (x - x0) / (x1 - x0) * (w - 40), h - 20 - (y - y0) / (y1 - y0) * (h - 40)) for x, y in s]
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-        dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{c}"/>' for x, y in xy)  # one point shows
-        lines.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>{dots}'
-                     f'<text x="{w - 90}" y="{20 + 14 * len(lines)}" fill="{c}" font-size="12">{name}</text>')
-    return (f'<svg width="{w}" height="{h}" style="border:1px solid #ccc;margin:4px">'
-            f'<text x="30" y="14" font-size="12">{title} ({y0:.3g} .. {y1:.3g})</text>{"".join(lines)}</svg>')
+        dots = "".join(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{c}"/>' for x, y in xy
+        )  # one point shows
+        lines.append(
+            f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>{dots}'
+            f'<text x="{w - 90}" y="{20 + 14 * len(lines)}" fill="{c}" font-size="12">{name}</text>'
+        )
+    return (
+        f'<svg width="{w}" height="{h}" style="border:1px solid #ccc;margin:4px">'
+        f'<text x="30" y="14" font-size="12">{title} ({y0:.3g} .. {y1:.3g})</text>{"".join(lines)}</svg>'
+    )
 
 
 METHODS = [("sft", "SFT"), ("dpo", "DPO"), ("dpo_equal", "DPO (data-equal)"), ("scdpo", "SCDPO")]
@@ -303,7 +398,9 @@ def _pair_count(results: dict, name: str) -> int | None:
     return results[key]["train"] if key in results else None
 
 
-def _svg_bars(bars: list[tuple[str, float, float]], title: str, unit: str = "", w: int = 420, h: int = 200) -> str:
+def _svg_bars(
+    bars: list[tuple[str, float, float]], title: str, unit: str = "", w: int = 420, h: int = 200
+) -> str:
     """A bar chart with +-error whiskers: ``(label, value, half_width)`` per bar."""
     if not bars:
         return ""
@@ -313,16 +410,22 @@ def _svg_bars(bars: list[tuple[str, float, float]], title: str, unit: str = "", 
     for i, (label, v, e) in enumerate(bars):
         x, scale = 30 + i * slot, (h - 60) / top
         y, bh = h - 30 - v * scale, v * scale
-        body.append(f'<rect x="{x + slot * 0.2:.1f}" y="{y:.1f}" width="{slot * 0.6:.1f}" height="{bh:.1f}" '
-                    f'fill="#4c78a8"/><text x="{x + slot / 2:.1f}" y="{h - 14}" font-size="11" '
-                    f'text-anchor="middle">{label}</text><text x="{x + slot / 2:.1f}" y="{y - 4 - e * scale:.1f}" '
-                    f'font-size="11" text-anchor="middle">{v:.1f}{unit}</text>')
+        body.append(
+            f'<rect x="{x + slot * 0.2:.1f}" y="{y:.1f}" width="{slot * 0.6:.1f}" height="{bh:.1f}" '
+            f'fill="#4c78a8"/><text x="{x + slot / 2:.1f}" y="{h - 14}" font-size="11" '
+            f'text-anchor="middle">{label}</text><text x="{x + slot / 2:.1f}" y="{y - 4 - e * scale:.1f}" '
+            f'font-size="11" text-anchor="middle">{v:.1f}{unit}</text>'
+        )
         if e:
             cx = x + slot / 2
-            body.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y - e * scale:.1f}" y2="{y + e * scale:.1f}" '
-                        f'stroke="black"/>')
-    return (f'<svg width="{w}" height="{h}" style="border:1px solid #ccc;margin:4px">'
-            f'<text x="30" y="14" font-size="12">{title}</text>{"".join(body)}</svg>')
+            body.append(
+                f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y - e * scale:.1f}" y2="{y + e * scale:.1f}" '
+                f'stroke="black"/>'
+            )
+    return (
+        f'<svg width="{w}" height="{h}" style="border:1px solid #ccc;margin:4px">'
+        f'<text x="30" y="14" font-size="12">{title}</text>{"".join(body)}</svg>'
+    )
 
 
 def headline_charts(results: dict) -> str:
@@ -336,8 +439,9 @@ def headline_charts(results: dict) -> str:
         if _pair_count(results, name) is not None:
             pairs.append((label, float(_pair_count(results, name)), 0.0))
     n = results.get("sft_eval", {}).get("n", "?")
-    return (_svg_bars(acc, f"greedy test accuracy, % (95% interval, {n} problems)", "%")
-            + _svg_bars(pairs, "training pairs per method"))
+    return _svg_bars(acc, f"greedy test accuracy, % (95% interval, {n} problems)", "%") + _svg_bars(
+        pairs, "training pairs per method"
+    )
 
 
 def write_report(out: Path, results: dict) -> None:
@@ -348,15 +452,19 @@ def write_report(out: Path, results: dict) -> None:
         path = out / "adapters" / name / "metrics.jsonl"
         if path.exists():
             curves[name] = [r for r in read_finished(path, None) if "loss" in r]
-    charts = "".join(_svg_curve({n: [(r["step"], r[key]) for r in rows] for n, rows in curves.items()}, key)
-                     for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen"))
+    charts = "".join(
+        _svg_curve({n: [(r["step"], r[key]) for r in rows] for n, rows in curves.items()}, key)
+        for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen")
+    )
     rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in summary_rows(results))
-    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>mlx-scdpo quickstart</title></head>"
-            f"<body style='font-family:sans-serif'><h2>mlx-scdpo quickstart (toy world)</h2>"
-            f"{headline_charts(results)}<table border=1 cellpadding=4>{rows}</table>"
-            f"<h3>Training curves</h3>{charts}"
-            f"<h3>Credit assignment</h3><p>Per-token implicit reward beta*(log pi - log ref); red negative, "
-            f"green positive.</p>{results.get('credit', {}).get('html', '')}</body></html>")
+    html = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>mlx-scdpo quickstart</title></head>"
+        f"<body style='font-family:sans-serif'><h2>mlx-scdpo quickstart (toy world)</h2>"
+        f"{headline_charts(results)}<table border=1 cellpadding=4>{rows}</table>"
+        f"<h3>Training curves</h3>{charts}"
+        f"<h3>Credit assignment</h3><p>Per-token implicit reward beta*(log pi - log ref); red negative, "
+        f"green positive.</p>{results.get('credit', {}).get('html', '')}</body></html>"
+    )
     (out / "report.html").write_text(html)
 
 
@@ -365,16 +473,26 @@ def summary_rows(results: dict) -> list[tuple[str, str]]:
     for name, label in METHODS:
         ev = results.get(f"{name}_eval")
         if ev:
-            rows.append((f"{label} accuracy / all steps right",
-                         f"{100 * ev['accuracy']:.1f}% / {100 * ev['all_steps_right']:.1f}%"))
+            rows.append(
+                (
+                    f"{label} accuracy / all steps right",
+                    f"{100 * ev['accuracy']:.1f}% / {100 * ev['all_steps_right']:.1f}%",
+                )
+            )
     rows.append(("naive pairs", str(results["pairs_dpo"]["by_source"].get("naive", 0))))
     if "pairs_data_equal" in results:
-        rows.append(("naive pairs (data-equal)", str(results["pairs_data_equal"]["by_source"].get("naive", 0))))
+        rows.append(
+            ("naive pairs (data-equal)", str(results["pairs_data_equal"]["by_source"].get("naive", 0)))
+        )
     rows.append(("step-controlled pairs", str(results["pairs_scdpo"]["by_source"].get("step_control", 0))))
     for name, c in results.get("credit", {}).items():
         if isinstance(c, dict) and c.get("negative_share_after_error") is not None:
-            rows.append((f"{name.upper()} negative reward on/after first wrong step",
-                         f"{100 * c['negative_share_after_error']:.1f}% ({c['pairs']} pairs)"))
+            rows.append(
+                (
+                    f"{name.upper()} negative reward on/after first wrong step",
+                    f"{100 * c['negative_share_after_error']:.1f}% ({c['pairs']} pairs)",
+                )
+            )
     rows += [(f"time: {k}", f"{v} s") for k, v in results.get("seconds", {}).items()]
     return rows
 

@@ -25,12 +25,15 @@ from mlx_scdpo.toyworld import ToyProblem, first_wrong_step
 
 def toy_prompt_ids(tokenizer, question: str) -> list[int]:
     """The prompt ``eval`` and ``sample`` give the toy model (its chat template)."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                         tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def greedy_texts(model, tokenizer, prompts: list[list[int]], max_tokens: int, batch_size: int = 512) -> list[str]:
+def greedy_texts(
+    model, tokenizer, prompts: list[list[int]], max_tokens: int, batch_size: int = 512
+) -> list[str]:
     """Greedy completions (text before EOS) of token-id prompts, batched by prompt length."""
     eos = set(tokenizer.eos_token_ids)
     by_length = defaultdict(list)
@@ -39,7 +42,7 @@ def greedy_texts(model, tokenizer, prompts: list[list[int]], max_tokens: int, ba
     texts = [""] * len(prompts)
     for idx in by_length.values():
         for start in range(0, len(idx), batch_size):
-            chunk = idx[start:start + batch_size]
+            chunk = idx[start : start + batch_size]
             cache = make_prompt_cache(model)
             logits = model(mx.array([prompts[i] for i in chunk]), cache=cache)[:, -1]
             finished = mx.zeros((len(chunk),), dtype=mx.bool_)
@@ -63,27 +66,36 @@ def greedy_texts(model, tokenizer, prompts: list[list[int]], max_tokens: int, ba
 def score_toy(problem: ToyProblem, text: str) -> dict:
     """Final-answer correctness (as ``eval`` grades it), whether every step is right, first wrong step."""
     wrong = first_wrong_step(problem, text)
-    return {"question": problem.question, "steps": len(problem.ops) + 1,
-            "correct": bool(is_equivalent(extract_answer(text, "gsm8k"), str(problem.answer), "gsm8k")),
-            "all_steps_right": wrong is None, "first_wrong_step": wrong}
+    return {
+        "question": problem.question,
+        "steps": len(problem.ops) + 1,
+        "correct": bool(is_equivalent(extract_answer(text, "gsm8k"), str(problem.answer), "gsm8k")),
+        "all_steps_right": wrong is None,
+        "first_wrong_step": wrong,
+    }
 
 
 def summarize(rows: list[dict]) -> dict:
     """Accuracy, all-steps-right share, and the distribution of the first wrong step (1-based)."""
     n = len(rows)
     wrong = [r["first_wrong_step"] for r in rows if r["first_wrong_step"] is not None]
-    return {"n": n, "accuracy": sum(r["correct"] for r in rows) / n,
-            "all_steps_right": sum(r["all_steps_right"] for r in rows) / n,
-            "first_wrong_step": dict(sorted(Counter(wrong).items())),
-            "mean_first_wrong_step": sum(wrong) / len(wrong) if wrong else None}
+    return {
+        "n": n,
+        "accuracy": sum(r["correct"] for r in rows) / n,
+        "all_steps_right": sum(r["all_steps_right"] for r in rows) / n,
+        "first_wrong_step": dict(sorted(Counter(wrong).items())),
+        "mean_first_wrong_step": sum(wrong) / len(wrong) if wrong else None,
+    }
 
 
-def evaluate_toy(model, tokenizer, problems: list[ToyProblem], out_path: str | Path | None = None,
-                 batch_size: int = 512) -> dict:
+def evaluate_toy(
+    model, tokenizer, problems: list[ToyProblem], out_path: str | Path | None = None, batch_size: int = 512
+) -> dict:
     """Greedy solutions of ``problems``: the summary, and one row per problem in ``out_path`` (JSONL)."""
     max_tokens = 24 * max(len(p.ops) + 1 for p in problems) + 40  # a step line is <= 22 characters
-    texts = greedy_texts(model, tokenizer, [toy_prompt_ids(tokenizer, p.question) for p in problems], max_tokens,
-                         batch_size)
+    texts = greedy_texts(
+        model, tokenizer, [toy_prompt_ids(tokenizer, p.question) for p in problems], max_tokens, batch_size
+    )
     rows = [score_toy(p, t) | {"text": t} for p, t in zip(problems, texts)]
     if out_path is not None:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +117,15 @@ def step_control_error_positions(pairs_file: str | Path) -> dict:
         problem = parse_question(row["question"])
         step = first_wrong_step(problem, row["prefix"] + row["rejected"]) if problem else None
         ks[row["k"]] += 1
-        where["none" if step is None else "k+1" if step == row["k"] + 1 else "later" if step > row["k"] + 1
-              else "in prefix"] += 1
+        where[
+            "none"
+            if step is None
+            else "k+1"
+            if step == row["k"] + 1
+            else "later"
+            if step > row["k"] + 1
+            else "in prefix"
+        ] += 1
     n = sum(where.values())
     return {"pairs": n, **{k: v / max(n, 1) for k, v in where.items()}, "k": dict(sorted(ks.items()))}
 
@@ -126,6 +145,6 @@ def mean_with_interval(values) -> tuple[float, float]:
     """
     values = np.asarray(values, dtype=float)
     seeds, problems = values.shape
-    seed_part = T975.get(seeds - 1, 1.96) * values.mean(axis=1).std(ddof=1) / seeds ** 0.5 if seeds > 1 else 0.0
-    problem_part = 1.96 * values.mean(axis=0).std(ddof=1) / problems ** 0.5 if problems > 1 else 0.0
-    return float(values.mean()), float((seed_part ** 2 + problem_part ** 2) ** 0.5)
+    seed_part = T975.get(seeds - 1, 1.96) * values.mean(axis=1).std(ddof=1) / seeds**0.5 if seeds > 1 else 0.0
+    problem_part = 1.96 * values.mean(axis=0).std(ddof=1) / problems**0.5 if problems > 1 else 0.0
+    return float(values.mean()), float((seed_part**2 + problem_part**2) ** 0.5)

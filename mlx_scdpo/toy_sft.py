@@ -47,14 +47,28 @@ class ToySFTArgs:
     init_from: str = ""  # continue from these weights (use warmup_steps=0: re-warming hurt accuracy)
 
 
-MODEL_CONFIG = dict(model_type="qwen2", hidden_size=128, num_hidden_layers=4, intermediate_size=384,
-                    num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-6, rope_theta=10000.0,
-                    max_position_embeddings=1024, tie_word_embeddings=True, torch_dtype="float32")
+MODEL_CONFIG = dict(
+    model_type="qwen2",
+    hidden_size=128,
+    num_hidden_layers=4,
+    intermediate_size=384,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    max_position_embeddings=1024,
+    tie_word_embeddings=True,
+    torch_dtype="float32",
+)
 
 
 def _byte_symbol() -> dict[int, str]:
     """GPT-2's byte -> printable-unicode map, used by byte-level BPE (space is ``Ġ``, newline ``Ċ``)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
@@ -82,9 +96,16 @@ def write_tokenizer(out: Path) -> dict:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL)
     tok.save(str(out / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-              "bos_token": None, "unk_token": None, "chat_template": CHAT_TEMPLATE, "model_max_length": 1024,
-              "clean_up_tokenization_spaces": False}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "bos_token": None,
+        "unk_token": None,
+        "chat_template": CHAT_TEMPLATE,
+        "model_max_length": 1024,
+        "clean_up_tokenization_spaces": False,
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return {**{t: i for i, t in enumerate(SPECIAL)}, **chars}
 
@@ -131,7 +152,9 @@ def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
     _, tokenizer = load(str(out))
     # Training problems never come from any setting's validation or test split; checkpoints
     # are chosen on validation only, so the test split stays untouched until the final table.
-    train = toy_splits(args.n_train, 0, 0, min_steps=args.min_steps, max_steps=args.max_steps, seed=args.seed).train
+    train = toy_splits(
+        args.n_train, 0, 0, min_steps=args.min_steps, max_steps=args.max_steps, seed=args.seed
+    ).train
     valid = selection_problems(args.n_eval, args.min_steps, args.max_steps)
     examples = [encode_example(vocab, p.question, p.solution()) for p in train]
 
@@ -176,12 +199,22 @@ def train_toy_sft(args: ToySFTArgs, log=print) -> dict:
             accs = {name: greedy_accuracy(model, tokenizer, probs) for name, probs in valid.items()}
             acc = sum(accs.values()) / len(accs)
             minutes = (time.perf_counter() - t0) / 60
-            history.append({"step": it, "minutes": round(minutes, 2), "loss": loss.item(),
-                            **{f"valid_accuracy/{k}": v for k, v in accs.items()}, "valid_accuracy": acc})
+            history.append(
+                {
+                    "step": it,
+                    "minutes": round(minutes, 2),
+                    "loss": loss.item(),
+                    **{f"valid_accuracy/{k}": v for k, v in accs.items()},
+                    "valid_accuracy": acc,
+                }
+            )
             log(json.dumps(history[-1]))
             if acc > best:
                 best = acc
-                mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())),
-                                    metadata={"format": "mlx"})
+                mx.save_safetensors(
+                    str(out / "model.safetensors"),
+                    dict(tree_flatten(model.parameters())),
+                    metadata={"format": "mlx"},
+                )
     (out / "training_log.json").write_text(json.dumps({"args": vars(args), "history": history}, indent=2))
     return {"best_valid_accuracy": best, "steps": it, "history": history}

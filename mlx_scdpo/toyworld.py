@@ -30,9 +30,11 @@ CHARSET = ["\n"] + [chr(c) for c in range(32, 127)]  # printable ASCII: every di
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 #: The user turn's first line is the question; the rest (the boxed instruction) is not shown
 #: to the toy model, which was trained on this compact format.
-CHAT_TEMPLATE = ("{% for message in messages %}{% if message['role'] == 'user' %}Q: "
-                 "{{ message['content'].split('\\n')[0] }}\n{% else %}{{ message['content'] }}<|im_end|>\n"
-                 "{% endif %}{% endfor %}")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}Q: "
+    "{{ message['content'].split('\\n')[0] }}\n{% else %}{{ message['content'] }}<|im_end|>\n"
+    "{% endif %}{% endfor %}"
+)
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,14 @@ class ToyProblem:
     def code_solution(self) -> str:
         """The code-integrated variant (markdown fences)."""
         vals = self.values()
-        parts = [f"Multiply first.\n```python\nv = {self.a} * {self.b}\nprint(v)\n```\n```output\n{vals[0]}\n```\n"]
+        parts = [
+            f"Multiply first.\n```python\nv = {self.a} * {self.b}\nprint(v)\n```\n```output\n{vals[0]}\n```\n"
+        ]
         for (op, k), v in zip(self.ops, vals[1:]):
             pyop = "//" if op == "/" else op
-            parts.append(f"Apply {op} {k}.\n```python\nv = v {pyop} {k}\nprint(v)\n```\n```output\n{v}\n```\n")
+            parts.append(
+                f"Apply {op} {k}.\n```python\nv = v {pyop} {k}\nprint(v)\n```\n```output\n{v}\n```\n"
+            )
         parts.append(f"The answer is \\boxed{{{self.answer}}}.")
         return "".join(parts)
 
@@ -162,8 +168,13 @@ def held_out(min_steps: int, max_steps: int) -> tuple[tuple[ToyProblem, ...], tu
     min_ops, max_ops = min_steps - 1, max_steps - 1
     legacy = {p.question for p in make_splits(0, _LEGACY_TEST, seed=0)[1]}
     test = _draw(random.Random(f"test/{min_steps}-{max_steps}"), MAX_TEST, min_ops, max_ops, legacy)
-    valid = _draw(random.Random(f"valid/{min_steps}-{max_steps}"), MAX_VALID, min_ops, max_ops,
-                  legacy | {p.question for p in test})
+    valid = _draw(
+        random.Random(f"valid/{min_steps}-{max_steps}"),
+        MAX_VALID,
+        min_ops,
+        max_ops,
+        legacy | {p.question for p in test},
+    )
     return tuple(test), tuple(valid)
 
 
@@ -176,8 +187,9 @@ def reserved_questions() -> set[str]:
     return out
 
 
-def toy_splits(n_train: int, n_valid: int, n_test: int, *, min_steps: int = 2, max_steps: int = 3,
-               seed: int = 0) -> ToySplits:
+def toy_splits(
+    n_train: int, n_valid: int, n_test: int, *, min_steps: int = 2, max_steps: int = 3, seed: int = 0
+) -> ToySplits:
     """Disjoint train / validation / test problems of ``min_steps..max_steps`` steps.
 
     Validation and test are prefixes of the fixed ``held_out`` splits of the range; the
@@ -191,8 +203,14 @@ def toy_splits(n_train: int, n_valid: int, n_test: int, *, min_steps: int = 2, m
         raise ValueError(f"at most {MAX_TEST} test and {MAX_VALID} validation problems")
     test, valid = held_out(min_steps, max_steps)
     exclude = reserved_questions() | {p.question for p in test + valid}
-    train = _draw(random.Random(f"train/{seed}/{min_steps}-{max_steps}"), n_train, min_steps - 1, max_steps - 1,
-                  exclude, unique=False)
+    train = _draw(
+        random.Random(f"train/{seed}/{min_steps}-{max_steps}"),
+        n_train,
+        min_steps - 1,
+        max_steps - 1,
+        exclude,
+        unique=False,
+    )
     return ToySplits(train, list(valid[:n_valid]), list(test[:n_test]))
 
 
@@ -200,7 +218,9 @@ def write_jsonl(problems: list[ToyProblem], path: str | Path) -> None:
     """GSM8K-shaped rows (``question``, ``answer`` ending in ``#### N``) that ``--task gsm8k`` reads."""
     with open(path, "w") as f:
         for p in problems:
-            f.write(json.dumps({"question": p.question, "answer": p.solution() + f"\n#### {p.answer}"}) + "\n")
+            f.write(
+                json.dumps({"question": p.question, "answer": p.solution() + f"\n#### {p.answer}"}) + "\n"
+            )
 
 
 _STEP = re.compile(r"Step (\d+): (-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
@@ -223,7 +243,8 @@ def first_wrong_step(problem: ToyProblem, solution: str) -> int | None:
     lines = solution.strip("\n").split("\n")
     vals = problem.values()
     expected = [(problem.a, "*", problem.b, vals[0])] + [
-        (vals[i], op, k, vals[i + 1]) for i, (op, k) in enumerate(problem.ops)]
+        (vals[i], op, k, vals[i + 1]) for i, (op, k) in enumerate(problem.ops)
+    ]
     for i, exp in enumerate(expected):
         if i >= len(lines):
             return i + 1

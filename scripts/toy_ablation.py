@@ -21,7 +21,6 @@ finished runs are kept (resumable).
 import argparse
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import mlx_scdpo  # noqa: F401
@@ -36,15 +35,32 @@ from mlx_scdpo.train import TrainArgs, run_train
 def train_and_eval(model, data, out: Path, valid: list, qs: QuickstartArgs, lr: float, beta: float) -> dict:
     if (out / "result.json").exists():
         return json.loads((out / "result.json").read_text())
-    last = run_train(TrainArgs(model=model, data=str(data), adapter_path=str(out / "adapter"), num_layers=-1,
-                               lora_rank=qs.lora_rank, iters=qs.iters, batch_size=qs.batch_size, learning_rate=lr,
-                               beta=beta, rpo_alpha=qs.rpo_alpha, steps_per_report=max(1, qs.iters // 20),
-                               steps_per_eval=0,
-                               save_every=qs.iters, seed=qs.seed, ref_cache_dir=str(out.parent / "ref_cache"),
-                               progress=False))
+    last = run_train(
+        TrainArgs(
+            model=model,
+            data=str(data),
+            adapter_path=str(out / "adapter"),
+            num_layers=-1,
+            lora_rank=qs.lora_rank,
+            iters=qs.iters,
+            batch_size=qs.batch_size,
+            learning_rate=lr,
+            beta=beta,
+            rpo_alpha=qs.rpo_alpha,
+            steps_per_report=max(1, qs.iters // 20),
+            steps_per_eval=0,
+            save_every=qs.iters,
+            seed=qs.seed,
+            ref_cache_dir=str(out.parent / "ref_cache"),
+            progress=False,
+        )
+    )
     ev = evaluate_on(model, valid, out / "valid_eval.jsonl", str(out / "adapter"))
-    result = {"valid_accuracy": ev["accuracy"], "valid_all_steps_right": ev["all_steps_right"],
-              **{k: last[k] for k in ("rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")}}
+    result = {
+        "valid_accuracy": ev["accuracy"],
+        "valid_all_steps_right": ev["all_steps_right"],
+        **{k: last[k] for k in ("rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")},
+    }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -56,7 +72,9 @@ def main():
     ap.add_argument("--learning-rates", type=float, nargs="+", default=[1e-5, 2e-5, 5e-5])
     ap.add_argument("--betas", type=float, nargs="+", default=[0.1, 0.5])
     ap.add_argument("--n-valid", type=int, default=512, help="Validation problems (never the test split).")
-    ap.add_argument("--ramps", nargs="*", default=[], help="Extra step-control schedules T0:DT:TMAX to compare.")
+    ap.add_argument(
+        "--ramps", nargs="*", default=[], help="Extra step-control schedules T0:DT:TMAX to compare."
+    )
     args = ap.parse_args()
     base, out = Path(args.base), Path(args.output_dir)
     config = json.loads((base / "results.json").read_text())["config"]
@@ -65,15 +83,19 @@ def main():
     valid = toy_splits(0, args.n_valid, 0, min_steps=qs.min_steps, max_steps=qs.max_steps).valid
     results = {"base": str(base), "n_valid": len(valid), "grid": {}, "ramp": {}}
     results["ramp"][f"{qs.t0}:{qs.dt}:{qs.tmax} (base)"] = step_control_error_positions(
-        base / "data" / "pairs_step_control.jsonl")
+        base / "data" / "pairs_step_control.jsonl"
+    )
     for lr in args.learning_rates:
         for beta in args.betas:
             for name, data in (("dpo", base / "pairs" / "naive"), ("scdpo", base / "pairs")):
                 print(f"== lr {lr} beta {beta} {name}", flush=True)
                 results["grid"][f"{lr} {beta} {name}"] = train_and_eval(
-                    model, data, out / f"lr{lr}-beta{beta}-{name}", valid, qs, lr, beta)
-    best = max(((lr, beta) for lr in args.learning_rates for beta in args.betas),
-               key=lambda c: sum(results["grid"][f"{c[0]} {c[1]} {n}"]["valid_accuracy"] for n in ("dpo", "scdpo")))
+                    model, data, out / f"lr{lr}-beta{beta}-{name}", valid, qs, lr, beta
+                )
+    best = max(
+        ((lr, beta) for lr in args.learning_rates for beta in args.betas),
+        key=lambda c: sum(results["grid"][f"{c[0]} {c[1]} {n}"]["valid_accuracy"] for n in ("dpo", "scdpo")),
+    )
     results["selected"] = {"learning_rate": best[0], "beta": best[1]}
     for ramp in args.ramps:
         t0, dt, tmax = map(float, ramp.split(":"))
@@ -82,33 +104,61 @@ def main():
         if not (d / "data" / "pairs_step_control.jsonl").exists():
             print(f"== step-control ramp {ramp}", flush=True)
             shutil.copy(base / "data" / "solutions.jsonl", d / "data" / "solutions.jsonl")
-            run_step_control(StepControlArgs(model=model, solutions=str(d / "data" / "solutions.jsonl"),
-                                             output_dir=str(d / "data"), rounds=qs.rounds, t0=t0, dt=dt, tmax=tmax,
-                                             max_tokens=toy_max_tokens(qs.max_steps), batch_size=128, seed=qs.seed,
-                                             progress=False))
-        build_pairs([str(base / "data" / "pairs_naive.jsonl"), str(d / "data" / "pairs_step_control.jsonl")],
-                    str(d / "pairs"), 0.02, qs.seed)
+            run_step_control(
+                StepControlArgs(
+                    model=model,
+                    solutions=str(d / "data" / "solutions.jsonl"),
+                    output_dir=str(d / "data"),
+                    rounds=qs.rounds,
+                    t0=t0,
+                    dt=dt,
+                    tmax=tmax,
+                    max_tokens=toy_max_tokens(qs.max_steps),
+                    batch_size=128,
+                    seed=qs.seed,
+                    progress=False,
+                )
+            )
+        build_pairs(
+            [str(base / "data" / "pairs_naive.jsonl"), str(d / "data" / "pairs_step_control.jsonl")],
+            str(d / "pairs"),
+            0.02,
+            qs.seed,
+        )
         print(f"== ramp {ramp} scdpo", flush=True)
-        results["ramp"][ramp] = {**step_control_error_positions(d / "data" / "pairs_step_control.jsonl"),
-                                 **train_and_eval(model, d / "pairs", d / "scdpo", valid, qs, *best)}
+        results["ramp"][ramp] = {
+            **step_control_error_positions(d / "data" / "pairs_step_control.jsonl"),
+            **train_and_eval(model, d / "pairs", d / "scdpo", valid, qs, *best),
+        }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    lines = [f"{qs.iters} steps of {qs.batch_size} pairs, NLL weight {qs.rpo_alpha}; validation accuracy on "
-             f"{len(valid)} problems of {qs.min_steps}-{qs.max_steps} steps", "",
-             "| lr | beta | DPO valid acc | SCDPO valid acc | DPO pair acc / margin | SCDPO pair acc / margin |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"{qs.iters} steps of {qs.batch_size} pairs, NLL weight {qs.rpo_alpha}; validation accuracy on "
+        f"{len(valid)} problems of {qs.min_steps}-{qs.max_steps} steps",
+        "",
+        "| lr | beta | DPO valid acc | SCDPO valid acc | DPO pair acc / margin | SCDPO pair acc / margin |",
+        "|---|---|---|---|---|---|",
+    ]
     for lr in args.learning_rates:
         for beta in args.betas:
             d, s = results["grid"][f"{lr} {beta} dpo"], results["grid"][f"{lr} {beta} scdpo"]
             mark = " (selected)" if (lr, beta) == best else ""
-            lines.append(f"| {lr:g}{mark} | {beta} | {100 * d['valid_accuracy']:.1f} | {100 * s['valid_accuracy']:.1f} | "
-                         f"{d['rewards/accuracies']:.2f} / {d['rewards/margins']:.2f} | "
-                         f"{s['rewards/accuracies']:.2f} / {s['rewards/margins']:.2f} |")
-    lines += ["", "| ramp T0:dT:Tmax | step-controlled pairs | first error at k+1 | later | no wrong step | k | "
-                  "SCDPO valid acc |", "|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {lr:g}{mark} | {beta} | {100 * d['valid_accuracy']:.1f} | {100 * s['valid_accuracy']:.1f} | "
+                f"{d['rewards/accuracies']:.2f} / {d['rewards/margins']:.2f} | "
+                f"{s['rewards/accuracies']:.2f} / {s['rewards/margins']:.2f} |"
+            )
+    lines += [
+        "",
+        "| ramp T0:dT:Tmax | step-controlled pairs | first error at k+1 | later | no wrong step | k | "
+        "SCDPO valid acc |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for ramp, r in results["ramp"].items():
         acc = f"{100 * r['valid_accuracy']:.1f}" if "valid_accuracy" in r else "-"
-        lines.append(f"| {ramp} | {r['pairs']} | {100 * r.get('k+1', 0):.0f}% | {100 * r.get('later', 0):.0f}% | "
-                     f"{100 * r.get('none', 0):.0f}% | {r['k']} | {acc} |")
+        lines.append(
+            f"| {ramp} | {r['pairs']} | {100 * r.get('k+1', 0):.0f}% | {100 * r.get('later', 0):.0f}% | "
+            f"{100 * r.get('none', 0):.0f}% | {r['k']} | {acc} |"
+        )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

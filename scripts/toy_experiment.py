@@ -30,10 +30,17 @@ import numpy as np
 
 import mlx_scdpo  # noqa: F401
 from mlx_scdpo.quickstart import METHODS, QuickstartArgs, default_model, evaluate_on, run_quickstart
-from mlx_scdpo.toy_eval import mean_with_interval as interval, step_control_error_positions
+from mlx_scdpo.toy_eval import mean_with_interval as interval
+from mlx_scdpo.toy_eval import step_control_error_positions
 from mlx_scdpo.toyworld import SETTINGS, toy_splits
 
-COMPARISONS = [("scdpo", "dpo"), ("scdpo", "dpo_equal"), ("dpo", "sft"), ("dpo_equal", "sft"), ("scdpo", "sft")]
+COMPARISONS = [
+    ("scdpo", "dpo"),
+    ("scdpo", "dpo_equal"),
+    ("dpo", "sft"),
+    ("dpo_equal", "sft"),
+    ("scdpo", "sft"),
+]
 LABELS = dict(METHODS)
 
 
@@ -58,22 +65,61 @@ def run_setting(name: str, seeds: list[int], out: Path, options: dict) -> dict:
         seed_dir = out / f"seed{seed}"
         if not (seed_dir / "results.json").exists():  # resumable: finished seeds are kept
             print(f"== {name} seed {seed}", flush=True)
-            run_quickstart(QuickstartArgs(**options, output_dir=str(seed_dir), seed=seed, data_equal=True,
-                                          progress=False, min_steps=lo, max_steps=hi), sft_eval=sft_eval)
+            run_quickstart(
+                QuickstartArgs(
+                    **options,
+                    output_dir=str(seed_dir),
+                    seed=seed,
+                    data_equal=True,
+                    progress=False,
+                    min_steps=lo,
+                    max_steps=hi,
+                ),
+                sft_eval=sft_eval,
+            )
         runs[seed] = json.loads((seed_dir / "results.json").read_text())
-    return {"sft_eval": sft_eval, "runs": runs, "rows": {
-        m: np.array([[r["correct"] for r in read_rows(out / "sft_eval.jsonl" if m == "sft" else
-                                                       out / f"seed{s}" / "eval" / f"{m}.jsonl")] for s in seeds],
-                    dtype=float) for m, _ in METHODS},
-            "all_steps": {m: np.array([[r["all_steps_right"] for r in read_rows(
-                out / "sft_eval.jsonl" if m == "sft" else out / f"seed{s}" / "eval" / f"{m}.jsonl")] for s in seeds],
-                dtype=float) for m, _ in METHODS}}
+    return {
+        "sft_eval": sft_eval,
+        "runs": runs,
+        "rows": {
+            m: np.array(
+                [
+                    [
+                        r["correct"]
+                        for r in read_rows(
+                            out / "sft_eval.jsonl" if m == "sft" else out / f"seed{s}" / "eval" / f"{m}.jsonl"
+                        )
+                    ]
+                    for s in seeds
+                ],
+                dtype=float,
+            )
+            for m, _ in METHODS
+        },
+        "all_steps": {
+            m: np.array(
+                [
+                    [
+                        r["all_steps_right"]
+                        for r in read_rows(
+                            out / "sft_eval.jsonl" if m == "sft" else out / f"seed{s}" / "eval" / f"{m}.jsonl"
+                        )
+                    ]
+                    for s in seeds
+                ],
+                dtype=float,
+            )
+            for m, _ in METHODS
+        },
+    }
 
 
 def first_wrong_profile(out: Path, seeds: list[int], method: str) -> str:
     rows = []
     for s in seeds:
-        rows += read_rows(out / "sft_eval.jsonl" if method == "sft" else out / f"seed{s}" / "eval" / f"{method}.jsonl")
+        rows += read_rows(
+            out / "sft_eval.jsonl" if method == "sft" else out / f"seed{s}" / "eval" / f"{method}.jsonl"
+        )
     wrong = [r["first_wrong_step"] for r in rows if r["first_wrong_step"] is not None]
     if not wrong:
         return "-"
@@ -84,45 +130,90 @@ def table(name: str, res: dict, out: Path, seeds: list[int]) -> tuple[str, dict]
     lo, hi = SETTINGS[name]
     runs = res["runs"]
     n_test = res["rows"]["sft"].shape[1]
-    summary = {"setting": name, "steps": [lo, hi], "seeds": seeds, "n_test": n_test, "methods": {}, "differences": {}}
+    summary = {
+        "setting": name,
+        "steps": [lo, hi],
+        "seeds": seeds,
+        "n_test": n_test,
+        "methods": {},
+        "differences": {},
+    }
     pair_keys = {"dpo": "pairs_dpo", "dpo_equal": "pairs_data_equal", "scdpo": "pairs_scdpo"}
-    lines = [f"**{name}: {lo}-{hi}-step problems**, {len(seeds)} seeds, {n_test} test problems", "",
-             "| model | accuracy % (95% CI) | per seed | all steps right % | first wrong step (share of wrong) "
-             "| train pairs (mean) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"**{name}: {lo}-{hi}-step problems**, {len(seeds)} seeds, {n_test} test problems",
+        "",
+        "| model | accuracy % (95% CI) | per seed | all steps right % | first wrong step (share of wrong) "
+        "| train pairs (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, label in METHODS:
         mean, half = interval(res["rows"][m])
         steps_mean, steps_half = interval(res["all_steps"][m])
         per_seed = res["rows"][m].mean(axis=1) * 100
-        pairs = (f"{np.mean([runs[s][pair_keys[m]]['train'] for s in seeds]):.0f}" if m in pair_keys else "-")
-        summary["methods"][m] = {"accuracy": mean, "ci95": half, "per_seed": per_seed.tolist(),
-                                 "all_steps_right": steps_mean, "all_steps_ci95": steps_half}
-        lines.append(f"| {label} | {100 * mean:.1f} ± {100 * half:.1f} | "
-                     f"{', '.join(f'{v:.1f}' for v in (per_seed if m != 'sft' else per_seed[:1]))} | "
-                     f"{100 * steps_mean:.1f} ± {100 * steps_half:.1f} | {first_wrong_profile(out, seeds, m)} | {pairs} |")
-    lines += ["", "| paired difference | accuracy, points (95% CI) | all steps right, points (95% CI) | "
-                  "seeds ahead |", "|---|---|---|---|"]
+        pairs = f"{np.mean([runs[s][pair_keys[m]]['train'] for s in seeds]):.0f}" if m in pair_keys else "-"
+        summary["methods"][m] = {
+            "accuracy": mean,
+            "ci95": half,
+            "per_seed": per_seed.tolist(),
+            "all_steps_right": steps_mean,
+            "all_steps_ci95": steps_half,
+        }
+        lines.append(
+            f"| {label} | {100 * mean:.1f} ± {100 * half:.1f} | "
+            f"{', '.join(f'{v:.1f}' for v in (per_seed if m != 'sft' else per_seed[:1]))} | "
+            f"{100 * steps_mean:.1f} ± {100 * steps_half:.1f} | {first_wrong_profile(out, seeds, m)} | {pairs} |"
+        )
+    lines += [
+        "",
+        "| paired difference | accuracy, points (95% CI) | all steps right, points (95% CI) | seeds ahead |",
+        "|---|---|---|---|",
+    ]
     for a, b in COMPARISONS:
         diff = res["rows"][a] - res["rows"][b]
         mean, half = interval(diff)
         s_mean, s_half = interval(res["all_steps"][a] - res["all_steps"][b])
         ahead = int((diff.mean(axis=1) > 0).sum())
-        summary["differences"][f"{a}-{b}"] = {"accuracy": mean, "ci95": half, "all_steps_right": s_mean,
-                                              "all_steps_ci95": s_half, "seeds_ahead": ahead}
-        lines.append(f"| {LABELS[a]} − {LABELS[b]} | {100 * mean:+.1f} ± {100 * half:.1f} | "
-                     f"{100 * s_mean:+.1f} ± {100 * s_half:.1f} | {ahead} of {len(seeds)} |")
-    where = [step_control_error_positions(out / f"seed{s}" / "data" / "pairs_step_control.jsonl") for s in seeds]
+        summary["differences"][f"{a}-{b}"] = {
+            "accuracy": mean,
+            "ci95": half,
+            "all_steps_right": s_mean,
+            "all_steps_ci95": s_half,
+            "seeds_ahead": ahead,
+        }
+        lines.append(
+            f"| {LABELS[a]} − {LABELS[b]} | {100 * mean:+.1f} ± {100 * half:.1f} | "
+            f"{100 * s_mean:+.1f} ± {100 * s_half:.1f} | {ahead} of {len(seeds)} |"
+        )
+    where = [
+        step_control_error_positions(out / f"seed{s}" / "data" / "pairs_step_control.jsonl") for s in seeds
+    ]
     k1 = np.mean([w.get("k+1", 0) for w in where])
     later = np.mean([w.get("later", 0) for w in where])
-    credit = {m: [runs[s]["credit"][m]["negative_share_after_error"] for s in seeds
-                  if runs[s]["credit"].get(m, {}).get("negative_share_after_error") is not None]
-              for m in ("dpo", "dpo_equal", "scdpo")}
-    minutes = sum(sum(runs[s]["seconds"].values()) for s in seeds) / 60 + res["sft_eval"].get("seconds", 0) / 60
-    summary.update(negatives_err_at_k_plus_1=float(k1), negatives_err_later=float(later), minutes=minutes,
-                   credit={m: float(np.mean(v)) for m, v in credit.items() if v})
-    lines += ["", f"Step-controlled negatives: {100 * k1:.0f}% first go wrong right after the kept prefix "
-                  f"(step k+1), {100 * later:.0f}% later. Share of negative reward on/after the first wrong step "
-                  f"(64 probe pairs): " + ", ".join(f"{LABELS[m]} {100 * v:.1f}%" for m, v in summary["credit"].items())
-              + f". {minutes:.1f} minutes in all."]
+    credit = {
+        m: [
+            runs[s]["credit"][m]["negative_share_after_error"]
+            for s in seeds
+            if runs[s]["credit"].get(m, {}).get("negative_share_after_error") is not None
+        ]
+        for m in ("dpo", "dpo_equal", "scdpo")
+    }
+    minutes = (
+        sum(sum(runs[s]["seconds"].values()) for s in seeds) / 60 + res["sft_eval"].get("seconds", 0) / 60
+    )
+    summary.update(
+        negatives_err_at_k_plus_1=float(k1),
+        negatives_err_later=float(later),
+        minutes=minutes,
+        credit={m: float(np.mean(v)) for m, v in credit.items() if v},
+    )
+    lines += [
+        "",
+        f"Step-controlled negatives: {100 * k1:.0f}% first go wrong right after the kept prefix "
+        f"(step k+1), {100 * later:.0f}% later. Share of negative reward on/after the first wrong step "
+        f"(64 probe pairs): "
+        + ", ".join(f"{LABELS[m]} {100 * v:.1f}%" for m, v in summary["credit"].items())
+        + f". {minutes:.1f} minutes in all.",
+    ]
     return "\n".join(lines), summary
 
 
@@ -134,8 +225,11 @@ def main():
     skip = ("seed", "output_dir", "data_equal", "min_steps", "max_steps", "progress", "skip_scdpo")
     for f in fields(QuickstartArgs):
         if f.name not in skip and not isinstance(f.default, bool):
-            ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default is not None else str,
-                            default=4000 if f.name == "n_test" else f.default)
+            ap.add_argument(
+                "--" + f.name.replace("_", "-"),
+                type=type(f.default) if f.default is not None else str,
+                default=4000 if f.name == "n_test" else f.default,
+            )
     ns = vars(ap.parse_args())
     seeds, settings, out = ns.pop("seeds"), ns.pop("settings"), Path(ns.pop("output_dir"))
     t0 = time.perf_counter()

@@ -18,7 +18,9 @@ def main():
         ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     args = ToySFTArgs(**vars(ap.parse_args()))
     result = train_toy_sft(args)
-    print(f"best greedy validation accuracy {result['best_valid_accuracy']:.3f} after {result['steps']} steps")
+    print(
+        f"best greedy validation accuracy {result['best_valid_accuracy']:.3f} after {result['steps']} steps"
+    )
 
 
 if __name__ == "__main__":

@@ -6,23 +6,90 @@ import pytest
 from click.testing import CliRunner
 
 from mlx_scdpo.cli import main
-from mlx_scdpo.toy_sft import ASSET_DIR
+from mlx_scdpo.toy_sft import ASSET_DIR, LONG_ASSET_DIR
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (ASSET_DIR / "model.safetensors").exists(), reason="embedded toy model missing")
 def test_quickstart_small(tmp_path):
     out = tmp_path / "qs"
-    res = CliRunner().invoke(main, ["quickstart", "--output-dir", str(out), "--n-train", "24", "--n-test", "32",
-                                    "--budget", "4", "--iters", "2", "--batch-size", "4", "--data-equal",
-                                    "--no-progress"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "quickstart",
+            "--output-dir",
+            str(out),
+            "--n-train",
+            "24",
+            "--n-test",
+            "32",
+            "--budget",
+            "4",
+            "--iters",
+            "2",
+            "--batch-size",
+            "4",
+            "--data-equal",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    for path in ("pairs/train.jsonl", "pairs/valid.jsonl", "pairs/naive/train.jsonl", "adapters/dpo/adapters.safetensors",
-                 "adapters/scdpo/adapters.safetensors", "adapters/dpo_equal/adapters.safetensors", "report.html"):
+    for path in (
+        "pairs/train.jsonl",
+        "pairs/valid.jsonl",
+        "pairs/naive/train.jsonl",
+        "adapters/dpo/adapters.safetensors",
+        "adapters/scdpo/adapters.safetensors",
+        "adapters/dpo_equal/adapters.safetensors",
+        "report.html",
+    ):
         assert (out / path).exists(), path
     results = json.loads((out / "results.json").read_text())
     assert 0.0 <= results["sft_accuracy"] <= 1.0 and "scdpo_accuracy" in results
     assert results["pairs_scdpo"]["by_source"].get("step_control", 0) > 0
     html = (out / "report.html").read_text()
     assert "<svg" in html and "SFT accuracy" in html and "<span title=" in html
+    assert html.index("greedy test accuracy") < html.index("Training curves") < html.index("<span title=")
     assert "SCDPO accuracy" in res.output and "time: sample" in res.output
+    rows = [json.loads(line) for line in (out / "eval" / "scdpo.jsonl").read_text().splitlines()]
+    assert len(rows) == 32 and {"correct", "all_steps_right", "first_wrong_step"} <= rows[0].keys()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (LONG_ASSET_DIR / "model.safetensors").exists(), reason="embedded 4-6-step model missing"
+)
+def test_quickstart_long_setting(tmp_path):
+    """--max-steps over 3 picks the 4-6-step model; problems, samples and test rows have 4-6 steps."""
+    out = tmp_path / "qs"
+    res = CliRunner().invoke(
+        main,
+        [
+            "quickstart",
+            "--output-dir",
+            str(out),
+            "--min-steps",
+            "4",
+            "--max-steps",
+            "6",
+            "--n-train",
+            "24",
+            "--n-test",
+            "16",
+            "--budget",
+            "4",
+            "--iters",
+            "1",
+            "--batch-size",
+            "2",
+            "--skip-scdpo",
+            "--no-progress",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["max_steps"] == 6 and "dpo_accuracy" in results
+    problems = [json.loads(line) for line in (out / "data" / "train_problems.jsonl").read_text().splitlines()]
+    assert all(4 <= q["question"].count(",") + 1 <= 6 for q in problems)
+    rows = [json.loads(line) for line in (out / "eval" / "sft.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(4 <= r["steps"] <= 6 for r in rows)

@@ -13,8 +13,14 @@ from mlx.utils import tree_flatten
 import mlx_scdpo.toy_sft as toy_sft
 from mlx_scdpo.cli import main
 from mlx_scdpo.quickstart import headline_charts
-from mlx_scdpo.toy_eval import greedy_texts, mean_with_interval, score_toy, step_control_error_positions, summarize, \
-    toy_prompt_ids
+from mlx_scdpo.toy_eval import (
+    greedy_texts,
+    mean_with_interval,
+    score_toy,
+    step_control_error_positions,
+    summarize,
+    toy_prompt_ids,
+)
 from mlx_scdpo.toy_sft import ASSET_DIR
 from mlx_scdpo.toyworld import SETTINGS, ToyProblem, held_out, make_splits, reserved_questions, toy_splits
 
@@ -37,10 +43,14 @@ def test_splits_are_disjoint_prefix_stable_and_in_range(lo, hi):
 
 
 def test_splits_do_not_depend_on_the_process():
-    code = ("from mlx_scdpo.toyworld import toy_splits; s = toy_splits(5, 5, 5, min_steps=4, max_steps=6, seed=3); "
-            "print('|'.join(p.question for p in s.train + s.valid + s.test))")
+    code = (
+        "from mlx_scdpo.toyworld import toy_splits; s = toy_splits(5, 5, 5, min_steps=4, max_steps=6, seed=3); "
+        "print('|'.join(p.question for p in s.train + s.valid + s.test))"
+    )
     here = toy_splits(5, 5, 5, min_steps=4, max_steps=6, seed=3)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "|".join(p.question for p in here.train + here.valid + here.test)
 
 
@@ -54,36 +64,73 @@ def test_split_sizes_are_checked():
 P = ToyProblem(6, 7, (("+", 5), ("/", 3)))
 
 
-@pytest.mark.parametrize("text,correct,all_right,first_wrong", [
-    ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nStep 3: 47 / 3 = 15\nThe answer is \\boxed{15}.", True, True, None),
-    # right answer by luck: the final answer counts, the step-level score does not
-    ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 46\nStep 3: 46 / 3 = 15\nThe answer is \\boxed{15}.", True, False, 2),
-    ("Step 1: 6 * 7 = 43\nStep 2: 43 + 5 = 48\nStep 3: 48 / 3 = 16\nThe answer is \\boxed{16}.", False, False, 1),
-    ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nStep 3: 47 / 3 = 16\nThe answer is \\boxed{16}.", False, False, 3),
-    ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47", False, False, 3),
-    ("", False, False, 1),
-])
+@pytest.mark.parametrize(
+    "text,correct,all_right,first_wrong",
+    [
+        (
+            "Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nStep 3: 47 / 3 = 15\nThe answer is \\boxed{15}.",
+            True,
+            True,
+            None,
+        ),
+        # right answer by luck: the final answer counts, the step-level score does not
+        (
+            "Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 46\nStep 3: 46 / 3 = 15\nThe answer is \\boxed{15}.",
+            True,
+            False,
+            2,
+        ),
+        (
+            "Step 1: 6 * 7 = 43\nStep 2: 43 + 5 = 48\nStep 3: 48 / 3 = 16\nThe answer is \\boxed{16}.",
+            False,
+            False,
+            1,
+        ),
+        (
+            "Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nStep 3: 47 / 3 = 16\nThe answer is \\boxed{16}.",
+            False,
+            False,
+            3,
+        ),
+        ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47", False, False, 3),
+        ("", False, False, 1),
+    ],
+)
 def test_score_toy(text, correct, all_right, first_wrong):
     row = score_toy(P, text)
-    assert (row["correct"], row["all_steps_right"], row["first_wrong_step"], row["steps"]) == \
-        (correct, all_right, first_wrong, 3)
+    assert (row["correct"], row["all_steps_right"], row["first_wrong_step"], row["steps"]) == (
+        correct,
+        all_right,
+        first_wrong,
+        3,
+    )
 
 
 def test_summarize_literal():
-    rows = [{"correct": True, "all_steps_right": True, "first_wrong_step": None},
-            {"correct": True, "all_steps_right": False, "first_wrong_step": 2},
-            {"correct": False, "all_steps_right": False, "first_wrong_step": 3},
-            {"correct": False, "all_steps_right": False, "first_wrong_step": 2}]
-    assert summarize(rows) == {"n": 4, "accuracy": 0.5, "all_steps_right": 0.25, "first_wrong_step": {2: 2, 3: 1},
-                               "mean_first_wrong_step": 7 / 3}
+    rows = [
+        {"correct": True, "all_steps_right": True, "first_wrong_step": None},
+        {"correct": True, "all_steps_right": False, "first_wrong_step": 2},
+        {"correct": False, "all_steps_right": False, "first_wrong_step": 3},
+        {"correct": False, "all_steps_right": False, "first_wrong_step": 2},
+    ]
+    assert summarize(rows) == {
+        "n": 4,
+        "accuracy": 0.5,
+        "all_steps_right": 0.25,
+        "first_wrong_step": {2: 2, 3: 1},
+        "mean_first_wrong_step": 7 / 3,
+    }
 
 
-@pytest.mark.parametrize("values,mean,half", [
-    # by hand: seed means .75/.5 (sd .17678, t(1) 12.706) -> 1.58837; problem means 0.5,0,1,1 (sd .47871) -> .46914
-    ([[1, 0, 1, 1], [0, 0, 1, 1]], 0.625, 1.656089),
-    ([[1, 0, 1, 0]], 0.5, 0.565803),  # one seed: the test-set part alone, 1.96 * .57735 / 2
-    ([[1, 1], [1, 1], [1, 1]], 1.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "values,mean,half",
+    [
+        # by hand: seed means .75/.5 (sd .17678, t(1) 12.706) -> 1.58837; problem means 0.5,0,1,1 (sd .47871) -> .46914
+        ([[1, 0, 1, 1], [0, 0, 1, 1]], 0.625, 1.656089),
+        ([[1, 0, 1, 0]], 0.5, 0.565803),  # one seed: the test-set part alone, 1.96 * .57735 / 2
+        ([[1, 1], [1, 1], [1, 1]], 1.0, 0.0),
+    ],
+)
 def test_mean_with_interval(values, mean, half):
     got = mean_with_interval(np.array(values))
     assert got == pytest.approx((mean, half), abs=1e-6)
@@ -91,18 +138,35 @@ def test_mean_with_interval(values, mean, half):
 
 def test_step_control_error_positions(tmp_path):
     rows = [  # k = 1: wrong at step 2 (k+1); k = 1: wrong at step 3 (later); k = 2: no wrong step
-        {"question": P.question, "k": 1, "prefix": "Step 1: 6 * 7 = 42\n",
-         "rejected": "Step 2: 42 + 5 = 46\nStep 3: 46 / 3 = 15\nThe answer is \\boxed{15}."},
-        {"question": P.question, "k": 1, "prefix": "Step 1: 6 * 7 = 42\n",
-         "rejected": "Step 2: 42 + 5 = 47\nStep 3: 47 / 3 = 16\nThe answer is \\boxed{16}."},
-        {"question": P.question, "k": 2, "prefix": "Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\n",
-         "rejected": "Step 3: 47 / 3 = 15\nThe answer is \\boxed{15}."},
+        {
+            "question": P.question,
+            "k": 1,
+            "prefix": "Step 1: 6 * 7 = 42\n",
+            "rejected": "Step 2: 42 + 5 = 46\nStep 3: 46 / 3 = 15\nThe answer is \\boxed{15}.",
+        },
+        {
+            "question": P.question,
+            "k": 1,
+            "prefix": "Step 1: 6 * 7 = 42\n",
+            "rejected": "Step 2: 42 + 5 = 47\nStep 3: 47 / 3 = 16\nThe answer is \\boxed{16}.",
+        },
+        {
+            "question": P.question,
+            "k": 2,
+            "prefix": "Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\n",
+            "rejected": "Step 3: 47 / 3 = 15\nThe answer is \\boxed{15}.",
+        },
     ]
     path = tmp_path / "pairs_step_control.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = step_control_error_positions(path)
-    assert got == {"pairs": 3, "k+1": pytest.approx(1 / 3), "later": pytest.approx(1 / 3),
-                   "none": pytest.approx(1 / 3), "k": {1: 2, 2: 1}}
+    assert got == {
+        "pairs": 3,
+        "k+1": pytest.approx(1 / 3),
+        "later": pytest.approx(1 / 3),
+        "none": pytest.approx(1 / 3),
+        "k": {1: 2, 2: 1},
+    }
 
 
 @pytest.mark.skipif(not HAS_TOY, reason="embedded toy model missing")
@@ -133,9 +197,21 @@ def test_sft_checkpoint_is_chosen_on_validation_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(toy_sft, "greedy_accuracy", fake_accuracy)
     out = tmp_path / "sft"
-    result = toy_sft.train_toy_sft(toy_sft.ToySFTArgs(out_dir=str(out), minutes=10, batch_size=4, warmup_steps=0,
-                                                      steps=6, n_train=64, n_eval=8, eval_every=2, min_steps=2, max_steps=6),
-                                    log=lambda _: None)
+    result = toy_sft.train_toy_sft(
+        toy_sft.ToySFTArgs(
+            out_dir=str(out),
+            minutes=10,
+            batch_size=4,
+            warmup_steps=0,
+            steps=6,
+            n_train=64,
+            n_eval=8,
+            eval_every=2,
+            min_steps=2,
+            max_steps=6,
+        ),
+        log=lambda _: None,
+    )
     valid = {p.question for lo, hi in SETTINGS.values() for p in held_out(lo, hi)[1]}
     test = {p.question for lo, hi in SETTINGS.values() for p in held_out(lo, hi)[0]}
     assert len(seen) == 3 * 16 and set(seen) <= valid and not set(seen) & test
@@ -148,21 +224,31 @@ def test_sft_checkpoint_is_chosen_on_validation_only(tmp_path, monkeypatch):
 
 def test_headline_chart_has_error_bars_and_pair_counts():
     ev = lambda acc: {"accuracy": acc, "n": 400, "all_steps_right": acc}  # noqa: E731
-    results = {"sft_eval": ev(0.6), "dpo_eval": ev(0.5), "scdpo_eval": ev(0.7),
-               "pairs_dpo": {"train": 120}, "pairs_scdpo": {"train": 310}}
+    results = {
+        "sft_eval": ev(0.6),
+        "dpo_eval": ev(0.5),
+        "scdpo_eval": ev(0.7),
+        "pairs_dpo": {"train": 120},
+        "pairs_scdpo": {"train": 310},
+    }
     svg = headline_charts(results)
     assert svg.count("<svg") == 2 and "400 problems" in svg
     assert svg.count("<line") == 3  # one 95% whisker per evaluated method
     assert ">70.0%<" in svg and ">310.0<" in svg and "DPO (data-equal)" not in svg
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--n-test", "5000"], "--n-test at most 4000"),
-    (["--min-steps", "4", "--max-steps", "3"], "--min-steps <= --max-steps"),
-    (["--min-steps", "0"], "--min-steps': 0 is not in the range"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--n-test", "5000"], "--n-test at most 4000"),
+        (["--min-steps", "4", "--max-steps", "3"], "--min-steps <= --max-steps"),
+        (["--min-steps", "0"], "--min-steps': 0 is not in the range"),
+    ],
+)
 def test_quickstart_refuses_bad_sizes(tmp_path, flags, message):
-    res = CliRunner().invoke(main, ["quickstart", "--output-dir", str(tmp_path / "q"), *flags, "--no-progress"])
+    res = CliRunner().invoke(
+        main, ["quickstart", "--output-dir", str(tmp_path / "q"), *flags, "--no-progress"]
+    )
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
     assert not (tmp_path / "q").exists()
 
@@ -172,4 +258,6 @@ def test_training_curve_shows_a_single_report():
 
     svg = _svg_curve({"dpo": [(1, 0.69)]}, "loss")
     assert svg.count("<circle") == 1 and "dpo" in svg
-    assert _svg_curve({"dpo": [(1, 0.7), (2, 0.6)], "scdpo": [(1, 0.7), (2, 0.5)]}, "loss").count("<circle") == 4
+    assert (
+        _svg_curve({"dpo": [(1, 0.7), (2, 0.6)], "scdpo": [(1, 0.7), (2, 0.5)]}, "loss").count("<circle") == 4
+    )

@@ -15,7 +15,9 @@ def test_problems_are_integral_bounded_and_seeded():
     problems = [make_problem(rng) for _ in range(500)]
     assert all(0 <= v <= 99 for p in problems for v in p.values())
     assert all(1 <= len(p.ops) <= 2 for p in problems)
-    assert [p.question for p in make_splits(5, 5, seed=3)[0]] == [p.question for p in make_splits(5, 5, seed=3)[0]]
+    assert [p.question for p in make_splits(5, 5, seed=3)[0]] == [
+        p.question for p in make_splits(5, 5, seed=3)[0]
+    ]
 
 
 def test_splits_are_disjoint():
@@ -34,14 +36,17 @@ def test_solution_format_and_grading():
     assert parse_question(p.question) == p
 
 
-@pytest.mark.parametrize("solution,expected", [
-    ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nThe answer is \\boxed{47}.", None),
-    ("Step 1: 6 * 7 = 48\nStep 2: 48 + 5 = 53\nThe answer is \\boxed{53}.", 1),
-    ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 46\nThe answer is \\boxed{46}.", 2),
-    ("Step 1: 6 * 7 = 42\nStep 2: 42 - 5 = 37\nThe answer is \\boxed{37}.", 2),
-    ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nThe answer is \\boxed{48}.", 3),
-    ("Step 1: 6 * 7 = 42\n", 2),
-])
+@pytest.mark.parametrize(
+    "solution,expected",
+    [
+        ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nThe answer is \\boxed{47}.", None),
+        ("Step 1: 6 * 7 = 48\nStep 2: 48 + 5 = 53\nThe answer is \\boxed{53}.", 1),
+        ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 46\nThe answer is \\boxed{46}.", 2),
+        ("Step 1: 6 * 7 = 42\nStep 2: 42 - 5 = 37\nThe answer is \\boxed{37}.", 2),
+        ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nThe answer is \\boxed{48}.", 3),
+        ("Step 1: 6 * 7 = 42\n", 2),
+    ],
+)
 def test_first_wrong_step(solution, expected):
     assert first_wrong_step(ToyProblem(6, 7, (("+", 5),)), solution) == expected
 
@@ -50,7 +55,11 @@ def test_code_variant_runs_in_the_sandbox():
     from mlx_scdpo.sandbox import Sandbox
 
     p = ToyProblem(6, 7, (("+", 5), ("/", 3)))
-    code = [b.content for b in __import__("eval.blocks", fromlist=["parse"]).parse(p.code_solution()) if b.kind == "code"]
+    code = [
+        b.content
+        for b in __import__("eval.blocks", fromlist=["parse"]).parse(p.code_solution())
+        if b.kind == "code"
+    ]
     with Sandbox(timeout=5) as sb:
         outs = [sb.run(c).output.strip() for c in code]
     assert outs == ["42", "47", "15"]
@@ -65,9 +74,17 @@ def test_negative_share_after_literal():
 
 
 def test_toy_error_start_in_rejected_response():
-    pair = {"question": "6 * 7, + 5", "prefix": "Step 1: 6 * 7 = 42\n", "rejected": "Step 2: 42 + 5 = 46\nThe answer is \\boxed{46}."}
+    pair = {
+        "question": "6 * 7, + 5",
+        "prefix": "Step 1: 6 * 7 = 42\n",
+        "rejected": "Step 2: 42 + 5 = 46\nThe answer is \\boxed{46}.",
+    }
     assert toy_error_start(pair) == 0
-    pair = {"question": "6 * 7, + 5", "prefix": "", "rejected": "Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 46\nThe answer is \\boxed{46}."}
+    pair = {
+        "question": "6 * 7, + 5",
+        "prefix": "",
+        "rejected": "Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 46\nThe answer is \\boxed{46}.",
+    }
     assert toy_error_start(pair) == len("Step 1: 6 * 7 = 42\n")
 
 
@@ -78,4 +95,4 @@ def test_erring_solution_first_error_is_known(wrong):
     p = ToyProblem(6, 7, (("+", 5), ("-", 2)))
     sol = erring_solution(p, wrong, 2)
     assert first_wrong_step(p, sol) == wrong
-    assert sol.splitlines()[:wrong - 1] == p.solution().splitlines()[:wrong - 1]
+    assert sol.splitlines()[: wrong - 1] == p.solution().splitlines()[: wrong - 1]

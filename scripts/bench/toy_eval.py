@@ -11,9 +11,9 @@ import argparse
 import statistics
 import time
 
-import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX)
 from mlx_lm import load
 
+import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX)
 from mlx_scdpo.generation import generate_batched
 from mlx_scdpo.toy_eval import greedy_texts, toy_prompt_ids
 from mlx_scdpo.toy_sft import ASSET_DIR
