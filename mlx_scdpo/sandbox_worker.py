@@ -132,8 +132,21 @@ class Session:
             error = "exception"
             out.write(_clean_traceback(e))
         finally:
+            _end_block_timers()
             sys.stdout, sys.stderr = old
         return {"output": out.getvalue(), "error": error}
+
+
+_BLOCK_TIMERS = (("ITIMER_REAL", "SIGALRM"), ("ITIMER_VIRTUAL", "SIGVTALRM"), ("ITIMER_PROF", "SIGPROF"))
+
+
+def _end_block_timers():
+    """A block's interval timers end with it: left armed, they would fire in the worker's reply or in the
+    next block. Handlers go to SIG_IGN first, so an alarm already delivered runs no Python handler."""
+    for timer, sig in _BLOCK_TIMERS:
+        if hasattr(signal, timer) and hasattr(signal, sig):
+            signal.signal(getattr(signal, sig), signal.SIG_IGN)
+            signal.setitimer(getattr(signal, timer), 0)
 
 
 def _clean_traceback(e):

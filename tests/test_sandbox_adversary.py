@@ -391,6 +391,21 @@ def test_self_harm_and_protocol_abuse_are_contained(pool, name):
     assert len(r.output) < 5000
 
 
+@LINUX
+def test_a_blocks_interval_timers_end_with_it(pool):
+    """A timer a block arms never fires in the worker's reply or in the next block (it used to: a flaky reply)."""
+    with pool.sandbox() as sb:
+        r = sb.run(
+            "import signal\nsignal.signal(signal.SIGALRM, lambda *a: 1 / 0)\n"
+            "signal.setitimer(signal.ITIMER_PROF, 0.001, 0.001)\nsignal.setitimer(signal.ITIMER_REAL, 5, 5)"
+        )
+        assert r.error is None, r
+        after = sb.run(
+            "import signal\n[signal.getitimer(t) for t in (signal.ITIMER_REAL, signal.ITIMER_PROF)]"
+        )
+        assert after.error is None and after.output == "[(0.0, 0.0), (0.0, 0.0)]\n", after
+
+
 # --- two jobs on one host ------------------------------------------------------------------------
 
 JOB_A = """\
