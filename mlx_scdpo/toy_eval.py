@@ -4,7 +4,7 @@ The toy generator knows every step, so besides final-answer accuracy this report
 share of solutions whose every step is right and where the first wrong step falls.
 Decoding is plain batched greedy search over prompts of equal length (toy prompts come
 in a handful of lengths), so no padding or masking is needed: it yields the same tokens as
-``generate_batched`` (tested) about 3x faster on a CPU, which keeps 4,000-problem test
+``generate_batched`` (tested), faster (``scripts/bench/toy_eval.py``), which keeps 4,000-problem test
 sets affordable. The final answer is graded exactly as ``eval`` grades it.
 """
 
