@@ -10,17 +10,17 @@ import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
 from eval.cli import OneLineErrors, fail, score_command
 from eval.score import format_summary
 from mlx_scdpo.config import build_args, dataclass_options, option_type
-from mlx_scdpo.credit import credit_report, read_credit_pairs, to_html, to_terminal
 from mlx_scdpo.errors import CommandError, UserError
 from mlx_scdpo.evaluate import EvalArgs, run_eval
-from mlx_scdpo.export import export_peft
+from mlx_scdpo.method.pairs import build_pairs, refuse_overwriting_inputs
+from mlx_scdpo.method.sampling import SampleArgs, run_sample
+from mlx_scdpo.method.step_control import StepControlArgs, run_step_control
 from mlx_scdpo.models import load_model
-from mlx_scdpo.pairs import build_pairs, refuse_overwriting_inputs
-from mlx_scdpo.preference_data import check_token_ids, vocab_size
-from mlx_scdpo.quickstart import QuickstartArgs, format_table, run_quickstart
-from mlx_scdpo.sampling import SampleArgs, run_sample
-from mlx_scdpo.step_control import StepControlArgs, run_step_control
-from mlx_scdpo.train import TrainArgs, run_train
+from mlx_scdpo.toy.quickstart import QuickstartArgs, format_table, run_quickstart
+from mlx_scdpo.training.credit import credit_report, read_credit_pairs, to_html, to_terminal
+from mlx_scdpo.training.export import export_peft
+from mlx_scdpo.training.preference_data import check_token_ids, vocab_size
+from mlx_scdpo.training.train import TrainArgs, run_train
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

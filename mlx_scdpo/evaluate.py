@@ -131,7 +131,7 @@ def _generate(
     model, tokenizer, args: EvalArgs, fmt, stop, problems, built, todo: list[int], gen_path: Path, done: dict
 ) -> None:
     """Greedy completions of the ``todo`` problems, each appended to ``gen_path`` (and ``done``) as it ends."""
-    from mlx_scdpo.generation import solution_stream  # mlx-lm (heavy): only when generating
+    from mlx_scdpo.generation.batched import solution_stream  # mlx-lm (heavy): only when generating
 
     stats = {"tokens": 0, "t0": time.perf_counter()}
     bar = tqdm(

@@ -24,7 +24,7 @@ from eval.data import TASKS
 from eval.records import read_records  # noqa: F401  (the one strict reader, re-exported)
 from mlx_scdpo.errors import UserError
 
-#: A preference pair (``mlx_scdpo.pairs``): TRL's columns, and token ids when present.
+#: A preference pair (``mlx_scdpo.method.pairs``): TRL's columns, and token ids when present.
 PAIR_SCHEMA = {"prompt": "text_or_messages", "chosen": "text_or_messages", "rejected": "text_or_messages"}
 PAIR_OPTIONAL = {
     "prompt_ids": "token_ids",

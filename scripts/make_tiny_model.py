@@ -6,7 +6,7 @@ python scripts/make_tiny_model.py OUT_DIR [--size 5m|50m] [--seed N]
 import argparse
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX on Linux)
-from mlx_scdpo.tiny_model import SIZES, count_parameters, make_tiny_model
+from mlx_scdpo.toy.tiny_model import SIZES, count_parameters, make_tiny_model
 
 
 def main():

@@ -24,12 +24,12 @@ import shutil
 from pathlib import Path
 
 import mlx_scdpo  # noqa: F401
-from mlx_scdpo.pairs import build_pairs
-from mlx_scdpo.quickstart import QuickstartArgs, default_model, evaluate_on, toy_max_tokens
-from mlx_scdpo.step_control import StepControlArgs, run_step_control
-from mlx_scdpo.toy_eval import step_control_error_positions
-from mlx_scdpo.toyworld import toy_splits
-from mlx_scdpo.train import TrainArgs, run_train
+from mlx_scdpo.method.pairs import build_pairs
+from mlx_scdpo.method.step_control import StepControlArgs, run_step_control
+from mlx_scdpo.toy.evaluate import step_control_error_positions
+from mlx_scdpo.toy.quickstart import QuickstartArgs, default_model, evaluate_on, toy_max_tokens
+from mlx_scdpo.toy.world import toy_splits
+from mlx_scdpo.training.train import TrainArgs, run_train
 
 
 def train_and_eval(model, data, out: Path, valid: list, qs: QuickstartArgs, lr: float, beta: float) -> dict:

@@ -15,7 +15,7 @@ share of solutions whose every step is right, where the first wrong step falls, 
 step-controlled negatives start erring. Written to ``OUTPUT_DIR/results.md`` and
 ``results.json``; finished seeds are kept (resumable).
 
-The 95% interval (``toy_eval.mean_with_interval``) combines the two sources of noise, the
+The 95% interval (``mlx_scdpo.toy.evaluate.mean_with_interval``) combines the two sources of noise, the
 seeds and the finite test set; differences use it on per-(seed, problem) differences, so
 they are paired.
 """
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 import mlx_scdpo  # noqa: F401
-from mlx_scdpo.quickstart import METHODS, QuickstartArgs, default_model, evaluate_on, run_quickstart
-from mlx_scdpo.toy_eval import mean_with_interval as interval
-from mlx_scdpo.toy_eval import step_control_error_positions
-from mlx_scdpo.toyworld import SETTINGS, toy_splits
+from mlx_scdpo.toy.evaluate import mean_with_interval as interval
+from mlx_scdpo.toy.evaluate import step_control_error_positions
+from mlx_scdpo.toy.quickstart import METHODS, QuickstartArgs, default_model, evaluate_on, run_quickstart
+from mlx_scdpo.toy.world import SETTINGS, toy_splits
 
 COMPARISONS = [
     ("scdpo", "dpo"),

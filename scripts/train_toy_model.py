@@ -1,4 +1,4 @@
-"""Rebuild the embedded toy SFT model (``mlx_scdpo/assets/toy_model``).
+"""Rebuild the embedded toy SFT model (``mlx_scdpo/toy/assets/toy_model``).
 
     python scripts/train_toy_model.py [--minutes 30] [--out-dir DIR] [--seed 0]
 
@@ -9,7 +9,7 @@ import argparse
 from dataclasses import fields
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX)
-from mlx_scdpo.toy_sft import ToySFTArgs, train_toy_sft
+from mlx_scdpo.toy.sft import ToySFTArgs, train_toy_sft
 
 
 def main():

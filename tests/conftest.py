@@ -18,7 +18,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from mlx_scdpo.tiny_model import make_tiny_model
+    from mlx_scdpo.toy.tiny_model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="5m", seed=0)
 
@@ -36,7 +36,7 @@ def sandbox_mount_points(directory: str) -> list[str]:
     import os
     import sys
 
-    from mlx_scdpo.sandbox_isolation import python_dirs
+    from mlx_scdpo.sandbox.isolation import python_dirs
 
     prefix = directory.rstrip("/") + "/"
     paths = [*python_dirs(sys.path), os.path.realpath(sys.prefix)]
@@ -46,7 +46,7 @@ def sandbox_mount_points(directory: str) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def bwrap_here() -> bool:
     """Whether the sandbox isolates with bubblewrap here (Linux with a working ``bwrap``)."""
-    from mlx_scdpo import sandbox_isolation
+    from mlx_scdpo.sandbox import isolation as sandbox_isolation
 
     try:
         return sandbox_isolation.detect() == "bwrap"

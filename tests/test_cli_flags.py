@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from mlx_scdpo.cli import main
 from mlx_scdpo.config import build_args
 from mlx_scdpo.evaluate import EvalArgs
-from mlx_scdpo.sampling import SampleArgs
+from mlx_scdpo.method.sampling import SampleArgs
 
 
 def _params(command: str, argv: list[str]) -> dict:

@@ -9,8 +9,8 @@ import pytest
 from mlx_lm import load
 
 from eval.blocks import MARKDOWN
-from mlx_scdpo.code_generation import generate_with_code
-from mlx_scdpo.sandbox import SandboxPool
+from mlx_scdpo.generation.code_loop import generate_with_code
+from mlx_scdpo.sandbox.pool import SandboxPool
 
 
 def forcing(transcript):

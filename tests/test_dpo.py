@@ -4,8 +4,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_scdpo.dpo import dpo_loss
-from mlx_scdpo.preference_data import TokenizedPair, bucketed_batches, sequence_arrays, tokenize_pair
+from mlx_scdpo.training.dpo import dpo_loss
+from mlx_scdpo.training.preference_data import TokenizedPair, bucketed_batches, sequence_arrays, tokenize_pair
 
 
 def np_log_sigmoid(x):
@@ -110,7 +110,7 @@ def test_chat_template_pair_literal():
 
 def test_chat_template_pair_with_a_real_chatml_tokenizer(tiny_model):
     """The code path depends on what a real template renders: the tiny model's tokenizer has a ChatML
-    template (``tiny_model.CHAT_TEMPLATE``), whose newline after ``<|im_end|>`` is not part of a response
+    template (``mlx_scdpo.toy.tiny_model.CHAT_TEMPLATE``), whose newline after ``<|im_end|>`` is not part of a response
     and whose ``<|im_end|>`` (this tokenizer's eos) is not doubled; a cut-off response has no end marker."""
     from mlx_lm import load
 

@@ -8,7 +8,7 @@ import pytest
 from mlx_lm import load
 from mlx_lm.models.activations import swiglu as mlx_lm_swiglu
 
-from mlx_scdpo.fast_swiglu import fast_sigmoid, swiglu, use_fast_swiglu
+from mlx_scdpo.training.fast_swiglu import fast_sigmoid, swiglu, use_fast_swiglu
 
 
 def test_sigmoid_error_is_a_few_ulps():

@@ -204,7 +204,7 @@ def test_bad_options_stop_before_the_model_loads(tmp_path, argv):
 
 def test_yaml_values_are_typed_like_mlx_lm_and_checked(tmp_path):
     from mlx_scdpo.config import build_args
-    from mlx_scdpo.train import TrainArgs
+    from mlx_scdpo.training.train import TrainArgs
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("learning_rate: 1e-5\nbatch_size: 4\nlora_scale: 10\n")
@@ -232,7 +232,7 @@ def test_yaml_values_are_typed_like_mlx_lm_and_checked(tmp_path):
 def test_option_table_matches_the_modules():
     from eval.blocks import FORMATS
     from mlx_scdpo.config import OPTION_TYPES
-    from mlx_scdpo.dpo import LOSS_TYPES
+    from mlx_scdpo.training.dpo import LOSS_TYPES
 
     assert tuple(OPTION_TYPES["loss_type"].choices) == LOSS_TYPES
     assert tuple(OPTION_TYPES["block_format"].choices) == tuple(FORMATS)

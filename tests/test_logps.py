@@ -8,11 +8,11 @@ from mlx.utils import tree_flatten
 from mlx_lm import load
 from mlx_lm.models import qwen2
 
-from mlx_scdpo.dpo import pair_logps
-from mlx_scdpo.logps import chunked_logps, output_head, token_logps
-from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays
-from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays
-from mlx_scdpo.train import TrainArgs, add_adapters
+from mlx_scdpo.training.dpo import pair_logps
+from mlx_scdpo.training.logps import chunked_logps, output_head, token_logps
+from mlx_scdpo.training.preference_data import TokenizedPair, sequence_arrays
+from mlx_scdpo.training.shared_prompt import checkpoint_layers, shared_batch_arrays
+from mlx_scdpo.training.train import TrainArgs, add_adapters
 
 
 @pytest.fixture(scope="module")

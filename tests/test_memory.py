@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from mlx_lm import load
 
 from mlx_scdpo.cli import main
-from mlx_scdpo.memory import GB, TrainShape, estimate_peak, machine_memory
-from mlx_scdpo.train import TrainArgs
+from mlx_scdpo.training.memory import GB, TrainShape, estimate_peak, machine_memory
+from mlx_scdpo.training.train import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_memory", ROOT / "scripts" / "bench" / "memory.py")

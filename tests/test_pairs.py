@@ -5,8 +5,8 @@ import json
 import datasets
 import pytest
 
-from mlx_scdpo.pairs import build_pairs, make_pair
-from mlx_scdpo.sampling import ProblemState, SampleArgs, naive_pairs, usable_correct
+from mlx_scdpo.method.pairs import build_pairs, make_pair
+from mlx_scdpo.method.sampling import ProblemState, SampleArgs, naive_pairs, usable_correct
 
 RECORD = {
     "problem_id": "gsm8k/0",
@@ -205,7 +205,7 @@ class CharTokenizer:
     ],
 )
 def test_no_eos_after_a_truncated_response(chosen_reason, rejected_reason, chosen, rejected):
-    from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays, tokenize_pair
+    from mlx_scdpo.training.preference_data import TokenizedPair, sequence_arrays, tokenize_pair
 
     pair = {
         "prompt": "p",
@@ -227,7 +227,7 @@ def test_no_eos_after_a_truncated_response(chosen_reason, rejected_reason, chose
 
 
 def test_no_eos_after_a_truncated_text_response():
-    from mlx_scdpo.preference_data import tokenize_pair
+    from mlx_scdpo.training.preference_data import tokenize_pair
 
     pair = {"prompt": "p", "chosen": "ab", "rejected": "c", "rejected_finish_reason": "length"}
     tp = tokenize_pair(CharTokenizer(), pair)

@@ -97,8 +97,8 @@ def test_on_the_fly_reference_of_a_4bit_dora_model_is_the_base(q4_model, pairs_d
 
 
 def test_credit_on_a_4bit_model(q4_model, pairs_dir, tmp_path):
-    from mlx_scdpo.credit import response_rewards
-    from mlx_scdpo.logps import token_logps
+    from mlx_scdpo.training.credit import response_rewards
+    from mlx_scdpo.training.logps import token_logps
 
     _train(q4_model, pairs_dir, tmp_path / "ad", "--iters", "3")
     model, tok = load(str(q4_model), adapter_path=str(tmp_path / "ad"))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from mlx_lm import load
 
 from mlx_scdpo.cli import main
-from mlx_scdpo.steps import split_steps
+from mlx_scdpo.method.steps import split_steps
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +180,8 @@ def test_step_control_train_and_credit_on_a_4bit_model(tiny_q4, tmp_path):
 def test_credit_on_4bit_is_zero_before_training(tiny_q4):
     # Adapters off (the reference) and fresh adapters (LoRA B = 0) give the same log-probabilities
     # through the quantized layers.
-    from mlx_scdpo.credit import response_rewards
-    from mlx_scdpo.train import TrainArgs, add_adapters
+    from mlx_scdpo.training.credit import response_rewards
+    from mlx_scdpo.training.train import TrainArgs, add_adapters
 
     model, tok = load(str(tiny_q4))
     add_adapters(model, TrainArgs(model="m", data="d", num_layers=2, lora_rank=4))

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlx_scdpo.cli import main
-from mlx_scdpo.toy_sft import ASSET_DIR, LONG_ASSET_DIR
+from mlx_scdpo.toy.sft import ASSET_DIR, LONG_ASSET_DIR
 
 
 @pytest.mark.slow

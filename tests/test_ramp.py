@@ -5,8 +5,8 @@ import mlx.core as mx
 import pytest
 
 from eval.blocks import MARKDOWN
-from mlx_scdpo.ramp import SeededSampler, StepRamp, step_temperatures
-from mlx_scdpo.steps import split_steps
+from mlx_scdpo.generation.ramp import SeededSampler, StepRamp, step_temperatures
+from mlx_scdpo.method.steps import split_steps
 
 NL = 5  # the newline token in the first tests
 
@@ -153,7 +153,7 @@ def test_multibyte_characters_split_across_tokens(tiny_model):
 def test_ramp_on_the_tiny_tokenizer_matches_split_steps(tiny_model):
     from mlx_lm import load
 
-    from mlx_scdpo.generation import generate_batched
+    from mlx_scdpo.generation.batched import generate_batched
 
     model, tok = load(str(tiny_model))
     text = "x = 1\ny = 2\n\n$$\na\nb\n$$\nThe answer is 3.\nz"
@@ -197,9 +197,9 @@ def test_stable_seed_is_the_same_in_every_process():
     import subprocess
     import sys
 
-    from mlx_scdpo.ramp import stable_seed
+    from mlx_scdpo.generation.ramp import stable_seed
 
-    code = "from mlx_scdpo.ramp import stable_seed; print(stable_seed(0, 1, 'cot'), stable_seed(0, 'gsm8k/1', 2))"
+    code = "from mlx_scdpo.generation.ramp import stable_seed; print(stable_seed(0, 1, 'cot'), stable_seed(0, 'gsm8k/1', 2))"
     outs = {
         subprocess.run(
             [sys.executable, "-c", code],
@@ -219,10 +219,10 @@ def test_generation_loops_pass_tokens_so_the_ramp_never_reads(tiny_model, loop):
     from mlx_lm import load
 
     from eval.blocks import MARKDOWN
-    from mlx_scdpo.code_generation import generate_with_code
-    from mlx_scdpo.generation import generate_batched
-    from mlx_scdpo.sandbox import SandboxPool
-    from mlx_scdpo.windows import Request, stream_completions
+    from mlx_scdpo.generation.batched import generate_batched
+    from mlx_scdpo.generation.code_loop import generate_with_code
+    from mlx_scdpo.generation.windows import Request, stream_completions
+    from mlx_scdpo.sandbox.pool import SandboxPool
 
     model, tok = load(str(tiny_model))
     text = "x = 1\n```python\nprint(2)\n```\ny = 2\n\nz = 3\n" * 2

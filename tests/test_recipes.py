@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from mlx_scdpo.config import build_args
-from mlx_scdpo.quickstart import QuickstartArgs
-from mlx_scdpo.sampling import SampleArgs
-from mlx_scdpo.step_control import StepControlArgs
-from mlx_scdpo.train import TrainArgs
+from mlx_scdpo.method.sampling import SampleArgs
+from mlx_scdpo.method.step_control import StepControlArgs
+from mlx_scdpo.toy.quickstart import QuickstartArgs
+from mlx_scdpo.training.train import TrainArgs
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -47,7 +47,7 @@ def test_train_recipe_fits_a_16gb_mac_by_the_estimate():
     """At the recipe's longest lengths (512 prompt + 512 response), with room for macOS and the GPU's limit."""
     from dataclasses import replace
 
-    from mlx_scdpo.memory import GB, TrainShape, estimate_peak
+    from mlx_scdpo.training.memory import GB, TrainShape, estimate_peak
 
     args = build_args(TrainArgs, {}, str(RECIPES / "qwen2.5-math-1.5b-train.yaml"))
     shape = TrainShape.from_config(QWEN_MATH_15B, dtype_bytes=2)

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from mlx_lm import load
 
 from mlx_scdpo.cli import main
-from mlx_scdpo.generation import generate_batched, prefill_cache
-from mlx_scdpo.ramp import SeededSampler
-from mlx_scdpo.steps import split_steps
+from mlx_scdpo.generation.batched import generate_batched, prefill_cache
+from mlx_scdpo.generation.ramp import SeededSampler
+from mlx_scdpo.method.steps import split_steps
 
 REFERENCE = [1.1, 1.2, 1.3] + [1.4] * 100  # the default ramp: 1.1, +0.1 a step, at most 1.4
 
@@ -202,7 +202,7 @@ def test_code_integrated_step_control(tiny_model, tmp_path):
         "samples": [{"text": text, "ids": tok.encode(text, add_special_tokens=False), "correct": True}],
     }
     (tmp_path / "solutions.jsonl").write_text(json.dumps(rec) + "\n")
-    from mlx_scdpo.step_control import StepControlArgs, plan_prefixes
+    from mlx_scdpo.method.step_control import StepControlArgs, plan_prefixes
 
     prefixes, _ = plan_prefixes([rec], tok, StepControlArgs(model="m", solutions="s", output_dir="o"), {})
     # blocks: text, code, exec, text, code, exec, text -> prefix ends after text (1), exec (3), text (4)

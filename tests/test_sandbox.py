@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mlx_scdpo import sandbox_isolation
-from mlx_scdpo.sandbox import ExecResult, Sandbox, SandboxPool
+from mlx_scdpo.sandbox import isolation as sandbox_isolation
+from mlx_scdpo.sandbox.pool import ExecResult, Sandbox, SandboxPool
 
 PROJECT = Path(__file__).resolve().parents[1]
 

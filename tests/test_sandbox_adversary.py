@@ -14,8 +14,8 @@ import time
 import pytest
 from conftest import bwrap_here, sandbox_mount_points
 
-from mlx_scdpo import sandbox_isolation
-from mlx_scdpo.sandbox import SandboxPool
+from mlx_scdpo.sandbox import isolation as sandbox_isolation
+from mlx_scdpo.sandbox.pool import SandboxPool
 
 LINUX = pytest.mark.linux_only("bubblewrap, seccomp and /proc", bwrap=True)
 TIMEOUT = 2.0
@@ -155,7 +155,7 @@ def test_directories_on_sys_path_outside_the_installation_are_not_bound(tmp_path
     secret.write_text("hunter2")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend("/tmp")
-    from mlx_scdpo.sandbox import Sandbox
+    from mlx_scdpo.sandbox.pool import Sandbox
 
     with Sandbox(timeout=TIMEOUT, preload=("math",)) as sb:
         code = (
@@ -181,8 +181,8 @@ def test_printed_special_tokens_and_fences_stay_text_in_the_code_loop(tiny_model
     from mlx_lm import load
 
     from eval.blocks import MARKDOWN, final_text, parse
-    from mlx_scdpo.code_generation import generate_with_code, inert_output
-    from mlx_scdpo.sandbox import SandboxPool
+    from mlx_scdpo.generation.code_loop import generate_with_code, inert_output
+    from mlx_scdpo.sandbox.pool import SandboxPool
 
     try:
         sandbox_isolation.detect()
@@ -224,7 +224,7 @@ def test_printed_special_tokens_and_fences_stay_text_in_the_code_loop(tiny_model
 
 def test_inert_output_for_the_mathcoder_format():
     from eval.blocks import MATHCODER, parse
-    from mlx_scdpo.code_generation import inert_output
+    from mlx_scdpo.generation.code_loop import inert_output
 
     out = inert_output("a<|endofblock|><|code|>import os<|endofblock|>b", None, MATHCODER)
     assert [b.kind for b in parse(MATHCODER.execution_block(out), MATHCODER)] == ["execution"]
@@ -247,7 +247,7 @@ cleared
 PARENT = """\
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
-from mlx_scdpo.sandbox import Sandbox
+from mlx_scdpo.sandbox.pool import Sandbox
 sb = Sandbox(timeout=5.0, preload=(), disable=tuple(filter(None, sys.argv[2].split(","))))
 r = sb.run(sys.stdin.read())
 print(os.readlink(f"/proc/{sb._worker._init_pid}/ns/pid"), r.output.strip(), flush=True)
@@ -411,7 +411,7 @@ def test_a_blocks_interval_timers_end_with_it(pool):
 JOB_A = """\
 import sys
 sys.path.insert(0, sys.argv[1])
-from mlx_scdpo.sandbox import SandboxPool
+from mlx_scdpo.sandbox.pool import SandboxPool
 with SandboxPool(size=2, timeout=3.0, preload=()) as pool, pool.sandbox() as sb:
     sb.run("x = 5")
     print("ready", flush=True)
@@ -422,7 +422,7 @@ with SandboxPool(size=2, timeout=3.0, preload=()) as pool, pool.sandbox() as sb:
 JOB_B = """\
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from mlx_scdpo.sandbox import SandboxPool
+from mlx_scdpo.sandbox.pool import SandboxPool
 with SandboxPool(size=2, timeout=3.0, preload=()) as pool:
     for code in ["import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass",
                  "import os, signal\\nos.kill(-1, signal.SIGKILL)"]:
@@ -517,7 +517,7 @@ def test_host_unix_sockets_are_out_of_reach(pool, tmp_path):
 
 @LINUX
 def test_a_missing_libseccomp_is_said_not_hidden(monkeypatch):
-    from mlx_scdpo.sandbox import Sandbox
+    from mlx_scdpo.sandbox.pool import Sandbox
 
     monkeypatch.setattr(sandbox_isolation, "seccomp_program", lambda: None)
     with pytest.warns(RuntimeWarning, match="libseccomp"):
@@ -529,7 +529,7 @@ def test_threads_do_not_run_between_blocks_without_bubblewrap_either(monkeypatch
     # The path macOS takes (here with the Linux isolation switched off): the worker is paused too.
     import warnings
 
-    from mlx_scdpo.sandbox import Sandbox
+    from mlx_scdpo.sandbox.pool import Sandbox
 
     monkeypatch.setenv(sandbox_isolation.UNCONFINED_ENV, "unconfined")
     with warnings.catch_warnings():
@@ -549,7 +549,7 @@ def test_threads_do_not_run_between_blocks_without_bubblewrap_either(monkeypatch
 
 def test_inert_output_leaves_whitespace_tokens_and_plain_output_alone():
     from eval.blocks import MARKDOWN
-    from mlx_scdpo.code_generation import inert_output
+    from mlx_scdpo.generation.code_loop import inert_output
 
     class Tok:  # a tokenizer with a whitespace-only added token and a markup one
         added_tokens_decoder = {5: "    ", 6: "<tool_call>"}
@@ -563,7 +563,7 @@ def test_seatbelt_profile_keeps_temporary_directories_private(tmp_path):
     # Other programs' files in /tmp and the user's $TMPDIR; the scratch inside one stays allowed.
     import tempfile
 
-    from mlx_scdpo.sandbox import WORKER_PATH
+    from mlx_scdpo.sandbox.pool import WORKER_PATH
 
     scratch = tempfile.mkdtemp(prefix="mlx-scdpo-sandbox-")
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import sandbox_mount_points
 
-from mlx_scdpo.sandbox import Sandbox, SandboxPool
+from mlx_scdpo.sandbox.pool import Sandbox, SandboxPool
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -345,7 +345,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     script.write_text(
         textwrap.dedent("""\
         import os, sys, time
-        from mlx_scdpo.sandbox import SandboxPool
+        from mlx_scdpo.sandbox.pool import SandboxPool
         pool = SandboxPool(size=2, preload=())
         sb = pool.sandbox()
         sb.run("import os\\nif os.fork() == 0:\\n    os.setsid()\\n    while True:\\n        pass")
@@ -365,7 +365,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         time.sleep(0.05)
     assert _in_namespace(ns) == []
     # The dead parent's cgroups (if any) are removed by the next process that uses sandboxes.
-    from mlx_scdpo import sandbox_cgroup
+    from mlx_scdpo.sandbox import cgroup as sandbox_cgroup
 
     parents = sandbox_cgroup.find_parents()
     if parents is not None:
@@ -391,7 +391,7 @@ def _in_namespace(ns):
 NON_ROOT = textwrap.dedent("""\
     import sys, threading
     sys.path.insert(0, sys.argv[-1])
-    from mlx_scdpo.sandbox import SandboxPool
+    from mlx_scdpo.sandbox.pool import SandboxPool
     out = {}
     with SandboxPool(size=2, timeout=3.0, max_processes=16) as pool:
         def work(i):

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mlx_scdpo import sandbox_cgroup, sandbox_isolation
-from mlx_scdpo.sandbox import WORKER_PATH, Sandbox, SandboxPool, SandboxUnavailable
+from mlx_scdpo.sandbox import cgroup as sandbox_cgroup
+from mlx_scdpo.sandbox import isolation as sandbox_isolation
+from mlx_scdpo.sandbox.pool import WORKER_PATH, Sandbox, SandboxPool, SandboxUnavailable
 
 OFF = ("bwrap", "seatbelt")  # what a platform without either looks like
 
@@ -79,7 +80,7 @@ def test_deep_scratch_tree_is_removed(unconfined):
 def test_no_files_are_left_at_interpreter_exit(tmp_path):
     # A sandbox never closed: the clean-up at exit still kills the worker and removes its scratch.
     script = (
-        "import os, sys, warnings\nwarnings.simplefilter('ignore')\nfrom mlx_scdpo.sandbox import Sandbox\n"
+        "import os, sys, warnings\nwarnings.simplefilter('ignore')\nfrom mlx_scdpo.sandbox.pool import Sandbox\n"
         "sb = Sandbox(timeout=5.0, disable=('bwrap', 'seatbelt'), preload=())\n"
         "print(sb.run(\"open('left.txt', 'w').write('x')\\nimport os\\nos.getcwd()\").output.strip().strip(\"'\"))"
     )
@@ -170,7 +171,7 @@ def test_without_cgroups_the_sandbox_reports_it_and_runs():
 
 @pytest.mark.linux_only("/proc")
 def test_children_are_found_without_the_proc_children_file(monkeypatch):
-    from mlx_scdpo import sandbox_process as sandbox
+    from mlx_scdpo.sandbox import process as sandbox
 
     child = subprocess.Popen(["sleep", "5"])
     try:

@@ -7,10 +7,10 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm import load
 
-from mlx_scdpo.dpo import pair_logps
-from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays
-from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
-from mlx_scdpo.train import TrainArgs, add_adapters
+from mlx_scdpo.training.dpo import pair_logps
+from mlx_scdpo.training.preference_data import TokenizedPair, sequence_arrays
+from mlx_scdpo.training.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
+from mlx_scdpo.training.train import TrainArgs, add_adapters
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ TRANSFORMS = {
 @pytest.mark.parametrize("arch", sorted(TRANSFORMS))
 def test_output_transforms_equal_the_models_own_forward(arch):
     """Gemma-2's final softcapping, Cohere's logit_scale, Granite's logits_scaling: shared and plain paths."""
-    from mlx_scdpo.logps import check_output_head, output_head
+    from mlx_scdpo.training.logps import check_output_head, output_head
 
     model = _tiny(arch, **TRANSFORMS[arch])
     check_output_head(model)
@@ -179,7 +179,7 @@ def test_unknown_output_transform_is_refused_with_one_line():
     from mlx_lm.models import qwen2
 
     from eval.errors import UserError
-    from mlx_scdpo.logps import check_output_head
+    from mlx_scdpo.training.logps import check_output_head
 
     class Scaled(qwen2.Model):  # an architecture doing something after the head that we do not know
         def __call__(self, inputs, cache=None):

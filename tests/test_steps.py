@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eval.blocks import MARKDOWN, MATHCODER
-from mlx_scdpo.steps import (
+from mlx_scdpo.method.steps import (
     Steps,
     StepScanner,
     eligible_prefix_lengths,

@@ -13,7 +13,7 @@ from mlx_lm import load
 from mlx_lm.generate import BatchGenerator
 
 from mlx_scdpo.cli import main
-from mlx_scdpo.generation import generate_batched, trim_at_stop
+from mlx_scdpo.generation.batched import generate_batched, trim_at_stop
 
 SCRIPT = [283, 310, 308, 223, 22, 16, 201, 201, 313, 28, 223, 57, 74, 67, 86]
 ANSWER = [283, 310, 308, 223, 22, 16]  # "The answer is 4." (the stop string starts at the first 201)
@@ -46,8 +46,8 @@ class ForcedBatchGenerator(BatchGenerator):
 
 @pytest.fixture
 def forced(monkeypatch):
-    monkeypatch.setattr("mlx_scdpo.generation.BatchGenerator", ForcedBatchGenerator)
-    monkeypatch.setattr("mlx_scdpo.code_generation.BatchGenerator", ForcedBatchGenerator)
+    monkeypatch.setattr("mlx_scdpo.generation.batched.BatchGenerator", ForcedBatchGenerator)
+    monkeypatch.setattr("mlx_scdpo.generation.code_loop.BatchGenerator", ForcedBatchGenerator)
 
 
 def test_script_is_the_tiny_tokenizers_spelling(tiny_model):
@@ -97,7 +97,7 @@ def test_generate_batched_stops_and_drops_the_stop_tokens(tiny_model):
     (c,) = generate_batched(model, tok, [prompt], max_tokens=12, logits_processors=procs[:1])
     assert (c.tokens, c.finish_reason) == (SCRIPT[:12], "length")
     # From a prefilled cache (step-control's path), too.
-    from mlx_scdpo.generation import prefill_cache
+    from mlx_scdpo.generation.batched import prefill_cache
 
     (c,) = generate_batched(
         model,
@@ -290,9 +290,9 @@ def test_step_control_truncated_continuations_are_no_rejected_side_by_default(ti
 
 def test_stop_option_sources(tmp_path):
     from mlx_scdpo.config import build_args
+    from mlx_scdpo.method.sampling import SampleArgs
+    from mlx_scdpo.method.step_control import StepControlArgs, run_stop_strings
     from mlx_scdpo.prompts import DEFAULT_STOP
-    from mlx_scdpo.sampling import SampleArgs
-    from mlx_scdpo.step_control import StepControlArgs, run_stop_strings
 
     (tmp_path / "c.yaml").write_text('stop: ["\\n\\nQ:", "END"]\n')
     assert build_args(SampleArgs, {"model": "m", "output_dir": "o"}, str(tmp_path / "c.yaml")).stop == [

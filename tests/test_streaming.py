@@ -1,7 +1,7 @@
 """Streaming `sample` / `step-control`: per-draw randomness, bounded windows, and kill -9 + resume
 giving byte-identical outputs to an uninterrupted run.
 
-The toy model (``mlx_scdpo/assets``) is right often enough that prefixes need several rounds
+The toy model (``mlx_scdpo/toy/assets``) is right often enough that prefixes need several rounds
 and problems reach their pair cap, so the order-dependent parts (rounds, the cap, draw order)
 are exercised; the tiny random model checks batch-composition independence.
 """
@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from mlx_lm import load
 
 from mlx_scdpo.cli import main
-from mlx_scdpo.toy_sft import ASSET_DIR
-from mlx_scdpo.toyworld import make_splits, write_jsonl
-from mlx_scdpo.windows import InOrder, ItemNoise, Request, item_noise, stream_completions
+from mlx_scdpo.generation.windows import InOrder, ItemNoise, Request, item_noise, stream_completions
+from mlx_scdpo.toy.sft import ASSET_DIR
+from mlx_scdpo.toy.world import make_splits, write_jsonl
 
 TOY = str(ASSET_DIR)
 REPO = Path(__file__).resolve().parents[1]
@@ -195,7 +195,7 @@ def step_control_reference(tmp_path_factory):
 def test_step_control_records_the_schedule_it_was_given(step_control_reference):
     """--t0 1.8 --dt 0.4 --tmax 2.6 reach the processor: each pair records, per generated step, the
     temperature it was sampled at (read back from the processor), written out here as numbers."""
-    from mlx_scdpo.steps import split_steps
+    from mlx_scdpo.method.steps import split_steps
 
     _, ref = step_control_reference
     pairs = [json.loads(x) for x in (ref / "pairs_step_control.jsonl").read_text().splitlines()]
@@ -263,7 +263,7 @@ def test_sample_results_do_not_depend_on_batch_or_window(sample_reference, tmp_p
 
 def test_live_prefix_caches_are_bounded_by_the_window(tmp_path, monkeypatch):
     """Prefilled KV caches exist only for live prefixes: at most the batch size, whatever the dataset."""
-    import mlx_scdpo.generation as generation
+    import mlx_scdpo.generation.batched as generation
 
     alive, peak = [0], [0]
     real = generation.prefill_cache
@@ -277,7 +277,7 @@ def test_live_prefix_caches_are_bounded_by_the_window(tmp_path, monkeypatch):
 
     monkeypatch.setattr(generation, "prefill_cache", counted)
     solutions = _toy_solutions(tmp_path / "solutions.jsonl", 12)
-    from mlx_scdpo.step_control import StepControlArgs, run_step_control
+    from mlx_scdpo.method.step_control import StepControlArgs, run_step_control
 
     res = run_step_control(
         StepControlArgs(

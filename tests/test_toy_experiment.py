@@ -10,10 +10,9 @@ import pytest
 from click.testing import CliRunner
 from mlx.utils import tree_flatten
 
-import mlx_scdpo.toy_sft as toy_sft
+import mlx_scdpo.toy.sft as toy_sft
 from mlx_scdpo.cli import main
-from mlx_scdpo.quickstart import headline_charts
-from mlx_scdpo.toy_eval import (
+from mlx_scdpo.toy.evaluate import (
     greedy_texts,
     mean_with_interval,
     score_toy,
@@ -21,8 +20,9 @@ from mlx_scdpo.toy_eval import (
     summarize,
     toy_prompt_ids,
 )
-from mlx_scdpo.toy_sft import ASSET_DIR
-from mlx_scdpo.toyworld import SETTINGS, ToyProblem, held_out, make_splits, reserved_questions, toy_splits
+from mlx_scdpo.toy.quickstart import headline_charts
+from mlx_scdpo.toy.sft import ASSET_DIR
+from mlx_scdpo.toy.world import SETTINGS, ToyProblem, held_out, make_splits, reserved_questions, toy_splits
 
 HAS_TOY = (ASSET_DIR / "model.safetensors").exists()
 
@@ -44,7 +44,7 @@ def test_splits_are_disjoint_prefix_stable_and_in_range(lo, hi):
 
 def test_splits_do_not_depend_on_the_process():
     code = (
-        "from mlx_scdpo.toyworld import toy_splits; s = toy_splits(5, 5, 5, min_steps=4, max_steps=6, seed=3); "
+        "from mlx_scdpo.toy.world import toy_splits; s = toy_splits(5, 5, 5, min_steps=4, max_steps=6, seed=3); "
         "print('|'.join(p.question for p in s.train + s.valid + s.test))"
     )
     here = toy_splits(5, 5, 5, min_steps=4, max_steps=6, seed=3)
@@ -174,7 +174,7 @@ def test_fast_greedy_equals_generate_batched():
     """The fast evaluator decodes exactly what ``eval``'s batched generator decodes."""
     from mlx_lm import load
 
-    from mlx_scdpo.generation import generate_batched
+    from mlx_scdpo.generation.batched import generate_batched
 
     model, tok = load(str(ASSET_DIR))
     problems = [p for lo, hi in SETTINGS.values() for p in held_out(lo, hi)[1][:24]]
@@ -254,7 +254,7 @@ def test_quickstart_refuses_bad_sizes(tmp_path, flags, message):
 
 
 def test_training_curve_shows_a_single_report():
-    from mlx_scdpo.quickstart import _svg_curve
+    from mlx_scdpo.toy.quickstart import _svg_curve
 
     svg = _svg_curve({"dpo": [(1, 0.69)]}, "loss")
     assert svg.count("<circle") == 1 and "dpo" in svg

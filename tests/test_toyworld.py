@@ -5,9 +5,9 @@ import random
 import pytest
 
 from eval import extract_answer, is_equivalent
-from mlx_scdpo.credit import TokenRewards, negative_share_after, to_html, toy_error_start
-from mlx_scdpo.steps import split_steps
-from mlx_scdpo.toyworld import ToyProblem, first_wrong_step, make_problem, make_splits, parse_question
+from mlx_scdpo.method.steps import split_steps
+from mlx_scdpo.toy.world import ToyProblem, first_wrong_step, make_problem, make_splits, parse_question
+from mlx_scdpo.training.credit import TokenRewards, negative_share_after, to_html, toy_error_start
 
 
 def test_problems_are_integral_bounded_and_seeded():
@@ -52,7 +52,7 @@ def test_first_wrong_step(solution, expected):
 
 
 def test_code_variant_runs_in_the_sandbox():
-    from mlx_scdpo.sandbox import Sandbox
+    from mlx_scdpo.sandbox.pool import Sandbox
 
     p = ToyProblem(6, 7, (("+", 5), ("/", 3)))
     code = [
@@ -90,7 +90,7 @@ def test_toy_error_start_in_rejected_response():
 
 @pytest.mark.parametrize("wrong", [2, 3])
 def test_erring_solution_first_error_is_known(wrong):
-    from mlx_scdpo.toyworld import erring_solution
+    from mlx_scdpo.toy.world import erring_solution
 
     p = ToyProblem(6, 7, (("+", 5), ("-", 2)))
     sol = erring_solution(p, wrong, 2)

@@ -211,8 +211,8 @@ def test_bad_pairs_file_exits_2(tiny_model, tmp_path):
 
 
 def test_credit_rewards_are_zero_before_training_and_cli_renders(tiny_model, pairs_dir, tmp_path):
-    from mlx_scdpo.credit import response_rewards
-    from mlx_scdpo.train import TrainArgs, add_adapters
+    from mlx_scdpo.training.credit import response_rewards
+    from mlx_scdpo.training.train import TrainArgs, add_adapters
 
     model, tok = load(str(tiny_model))
     add_adapters(model, TrainArgs(model="m", data="d", num_layers=2, lora_rank=4))  # LoRA B starts at 0
@@ -282,7 +282,7 @@ def _dora_trained(tiny_model):
     """A DoRA model whose adapters look trained: non-zero B and magnitudes away from the weight norms."""
     from mlx.utils import tree_flatten
 
-    from mlx_scdpo.train import TrainArgs, add_adapters
+    from mlx_scdpo.training.train import TrainArgs, add_adapters
 
     model, tok = load(str(tiny_model))
     mx.random.seed(3)
@@ -300,11 +300,11 @@ def _dora_trained(tiny_model):
 
 def test_dora_reference_is_the_base_model(tiny_model):
     """Adapters off (on-the-fly reference, credit) gives the base model's log-probs: magnitudes too."""
-    from mlx_scdpo.credit import response_rewards
-    from mlx_scdpo.logps import token_logps
-    from mlx_scdpo.preference_data import TokenizedPair
-    from mlx_scdpo.shared_prompt import shared_batch_arrays
-    from mlx_scdpo.train import _add_reference
+    from mlx_scdpo.training.credit import response_rewards
+    from mlx_scdpo.training.logps import token_logps
+    from mlx_scdpo.training.preference_data import TokenizedPair
+    from mlx_scdpo.training.shared_prompt import shared_batch_arrays
+    from mlx_scdpo.training.train import _add_reference
 
     base, tok = load(str(tiny_model))
     model, _ = _dora_trained(tiny_model)
@@ -330,6 +330,6 @@ def test_dora_reference_is_the_base_model(tiny_model):
 
 
 def pair_logps_of(model, batch):
-    from mlx_scdpo.dpo import pair_logps
+    from mlx_scdpo.training.dpo import pair_logps
 
     return pair_logps(model, batch)

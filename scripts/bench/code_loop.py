@@ -18,9 +18,9 @@ from mlx_lm import load
 
 import mlx_scdpo  # noqa: F401
 from eval.blocks import MARKDOWN
-from mlx_scdpo.code_generation import generate_with_code
-from mlx_scdpo.sandbox import SandboxPool
-from mlx_scdpo.tiny_model import make_tiny_model
+from mlx_scdpo.generation.code_loop import generate_with_code
+from mlx_scdpo.sandbox.pool import SandboxPool
+from mlx_scdpo.toy.tiny_model import make_tiny_model
 
 
 def forcing(transcript):

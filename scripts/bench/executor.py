@@ -19,9 +19,9 @@ import time
 import warnings
 
 import mlx_scdpo  # noqa: F401
-from mlx_scdpo import sandbox_isolation
-from mlx_scdpo.sandbox import SandboxLimits, SandboxPool
-from mlx_scdpo.sandbox_process import _Worker
+from mlx_scdpo.sandbox import isolation as sandbox_isolation
+from mlx_scdpo.sandbox.pool import SandboxLimits, SandboxPool
+from mlx_scdpo.sandbox.process import _Worker
 
 BLOCKS = [
     "x = 3 * 7",

@@ -59,7 +59,7 @@ def write_problems(path: Path, tokenizer, n: int, prompt_len: int) -> list[int]:
 
 
 def write_solutions(path: Path, tokenizer, n: int, prompt_len: int, solution_len: int, eos: int) -> list[int]:
-    """``solutions.jsonl`` as `sample` writes it (``mlx_scdpo/sampling.py``): one correct sample a problem."""
+    """``solutions.jsonl`` as `sample` writes it (``mlx_scdpo/method/sampling.py``): one correct sample a problem."""
     from mlx_scdpo.prompts import build_prompt_tokens, stop_strings
 
     rows, lens = [], []

@@ -9,7 +9,7 @@ A random model of Qwen2.5-0.5B's shape (``mlx_lm.models.qwen2``: vocabulary 151,
 and pairs of 512 prompt + 512 response tokens (511 + EOS; random ids). Each run is one
 `mlx-scdpo train` subprocess with default settings but the run's own; its peak RSS comes
 from ``wait4`` (the kernel's figure for the whole process, MLX's buffer cache included), and
-the estimate is what the preflight printed (``mlx_scdpo.memory``). The reference log-probs
+the estimate is what the preflight printed (``mlx_scdpo.training.memory``). The reference log-probs
 are written beforehand (as zeros: ``write_zero_reference``), so a run measures the
 preflight and the training steps, whose peak is above the reference pass's. The runs are
 slow on a CPU (a batch-8 step is tens of CPU-minutes): pick them with ``--runs``.
@@ -63,7 +63,7 @@ def make_model(folder: Path) -> Path:
     from mlx.utils import tree_flatten
     from mlx_lm.models import qwen2
 
-    from mlx_scdpo.tiny_model import train_tokenizer
+    from mlx_scdpo.toy.tiny_model import train_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     train_tokenizer(folder, 1024, 0)  # ids come with the pairs: the tokenizer only names EOS and padding
@@ -107,8 +107,8 @@ def write_zero_reference(model: Path, pairs: Path, ref_dir: Path, eos: int) -> N
 
     import numpy as np
 
-    from mlx_scdpo.preference_data import load_pairs, tokenize_pair
-    from mlx_scdpo.train import TrainArgs, _fingerprint
+    from mlx_scdpo.training.preference_data import load_pairs, tokenize_pair
+    from mlx_scdpo.training.train import TrainArgs, _fingerprint
 
     rows, _ = load_pairs(str(pairs.parent))
     args = TrainArgs(model=str(model), data=str(pairs.parent))
@@ -170,8 +170,8 @@ def run_train(model: Path, pairs: Path, out: Path, extra: list[str], iters: int)
 
 def estimate_for(options: list[str], prompt_len: int, response_len: int) -> float:
     """The current estimator's figure for a saved run (the same settings as its `train` options)."""
-    from mlx_scdpo.memory import TrainShape, estimate_peak
-    from mlx_scdpo.train import TrainArgs
+    from mlx_scdpo.training.memory import TrainShape, estimate_peak
+    from mlx_scdpo.training.train import TrainArgs
 
     args = TrainArgs(model="", data="")
     it = iter(options)
@@ -212,8 +212,8 @@ def projection(prompt_len: int, response_len: int) -> str:
     """The estimator's peak for 1.5B and 7B in bf16 and 4-bit (group 64: 0.5625 bytes a weight)."""
     from dataclasses import replace
 
-    from mlx_scdpo.memory import TrainShape, estimate_peak
-    from mlx_scdpo.train import TrainArgs
+    from mlx_scdpo.training.memory import TrainShape, estimate_peak
+    from mlx_scdpo.training.train import TrainArgs
 
     settings = [
         ("batch 8", {}),

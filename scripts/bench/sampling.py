@@ -1,6 +1,6 @@
 """Step-controlled sampling throughput (generated tokens/s), side by side on the same prefixes:
 
-* ours: ``windows.stream_completions`` with the temperature-ramp processor and its own PRNG
+* ours: ``mlx_scdpo.generation.windows.stream_completions`` with the temperature-ramp processor and its own PRNG
   stream (``ItemNoise``) per sequence, and each prefix's KV cache prefilled once and copied
   in (as ``step-control``);
 * (a) a plain loop of ``mlx_lm.generate`` (``stream_generate``) per continuation, with the
@@ -22,10 +22,10 @@ import mlx.core as mx
 from mlx_lm import load, stream_generate
 
 import mlx_scdpo  # noqa: F401
-from mlx_scdpo.generation import generate_batched, prefill_cache
-from mlx_scdpo.ramp import SeededSampler, StepRamp
-from mlx_scdpo.tiny_model import make_tiny_model
-from mlx_scdpo.windows import Request, item_noise, stream_completions
+from mlx_scdpo.generation.batched import generate_batched, prefill_cache
+from mlx_scdpo.generation.ramp import SeededSampler, StepRamp
+from mlx_scdpo.generation.windows import Request, item_noise, stream_completions
+from mlx_scdpo.toy.tiny_model import make_tiny_model
 
 
 def main():

@@ -4,7 +4,7 @@ step control, each side by side with its baseline:
 1. peak RSS of `sample` and of `step-control` on the toy world (embedded toy model) with
    ``--small`` and ``--large`` problems, each run in its own child process; the ratio
    large / small should be about 1 (memory is set by the batch, not the dataset);
-2. generated tokens/s of step-controlled sampling (``windows.stream_completions`` with each
+2. generated tokens/s of step-controlled sampling (``mlx_scdpo.generation.windows.stream_completions`` with each
    prefix's ramp, its own PRNG stream and its prefilled KV cache, as `step-control`) against raw
    mlx-lm ``BatchGenerator`` (one shared temperature sampler, no processors, no cache reuse) on
    the same prefixes, alternating, every continuation exactly ``--max-tokens`` tokens.
@@ -35,11 +35,11 @@ def peak_rss_mb() -> float:
 
 def child(args) -> None:
     """One command in this process; prints its peak RSS and counts as JSON."""
-    from mlx_scdpo.toy_sft import ASSET_DIR
+    from mlx_scdpo.toy.sft import ASSET_DIR
 
     t = time.perf_counter()
     if args.child == "sample":
-        from mlx_scdpo.sampling import SampleArgs, run_sample
+        from mlx_scdpo.method.sampling import SampleArgs, run_sample
 
         res = run_sample(
             SampleArgs(
@@ -56,7 +56,7 @@ def child(args) -> None:
             )
         )
     else:
-        from mlx_scdpo.step_control import StepControlArgs, run_step_control
+        from mlx_scdpo.method.step_control import StepControlArgs, run_step_control
 
         res = run_step_control(
             StepControlArgs(
@@ -75,7 +75,7 @@ def child(args) -> None:
 def toy_solutions(problems, path: Path) -> None:
     from mlx_lm import load
 
-    from mlx_scdpo.toy_sft import ASSET_DIR
+    from mlx_scdpo.toy.sft import ASSET_DIR
 
     _, tok = load(str(ASSET_DIR))
     with open(path, "w") as f:
@@ -122,7 +122,7 @@ def run_child(command: str, data: Path, out: Path, batch_size: int) -> dict:
 
 
 def memory(args) -> None:
-    from mlx_scdpo.toyworld import make_splits, write_jsonl
+    from mlx_scdpo.toy.world import make_splits, write_jsonl
 
     train, _ = make_splits(args.large, 0, seed=0)
     with tempfile.TemporaryDirectory() as d:
@@ -157,10 +157,10 @@ def throughput(args) -> None:
     from mlx_lm.generate import BatchGenerator
     from mlx_lm.sample_utils import make_sampler
 
-    from mlx_scdpo.generation import prefill_cache
-    from mlx_scdpo.ramp import StepRamp
-    from mlx_scdpo.tiny_model import make_tiny_model
-    from mlx_scdpo.windows import Request, item_noise, stream_completions
+    from mlx_scdpo.generation.batched import prefill_cache
+    from mlx_scdpo.generation.ramp import StepRamp
+    from mlx_scdpo.generation.windows import Request, item_noise, stream_completions
+    from mlx_scdpo.toy.tiny_model import make_tiny_model
 
     with tempfile.TemporaryDirectory() as d:
         model, tok = load(str(make_tiny_model(d, args.size)))

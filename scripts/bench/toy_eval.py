@@ -1,9 +1,9 @@
-"""Toy greedy evaluation: ``toy_eval.greedy_texts`` vs ``eval``'s continuous batching, one process.
+"""Toy greedy evaluation: ``mlx_scdpo.toy.evaluate.greedy_texts`` vs ``eval``'s continuous batching, one process.
 
     python scripts/bench/toy_eval.py [--n 1024] [--repeats 3]
 
 Both decode the same prompts of the embedded toy model greedily (same tokens, checked); the
-baseline is ``generation.generate_batched`` at its best batch size here (128), ours batches
+baseline is ``mlx_scdpo.generation.batched.generate_batched`` at its best batch size here (128), ours batches
 prompts of equal length (512). Prints the median wall time of each and the ratio.
 """
 
@@ -14,10 +14,10 @@ import time
 from mlx_lm import load
 
 import mlx_scdpo  # noqa: F401  (OpenBLAS before MLX)
-from mlx_scdpo.generation import generate_batched
-from mlx_scdpo.toy_eval import greedy_texts, toy_prompt_ids
-from mlx_scdpo.toy_sft import ASSET_DIR
-from mlx_scdpo.toyworld import held_out
+from mlx_scdpo.generation.batched import generate_batched
+from mlx_scdpo.toy.evaluate import greedy_texts, toy_prompt_ids
+from mlx_scdpo.toy.sft import ASSET_DIR
+from mlx_scdpo.toy.world import held_out
 
 
 def main():

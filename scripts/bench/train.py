@@ -46,7 +46,7 @@ def run_ours(cfg):
     import mlx.core as mx
 
     import mlx_scdpo  # noqa: F401
-    from mlx_scdpo.train import TrainArgs, run_train
+    from mlx_scdpo.training.train import TrainArgs, run_train
 
     times = []
     args = TrainArgs(
@@ -164,7 +164,7 @@ def main():
         print("RESULT " + json.dumps(run_ours(cfg) if args.impl == "ours" else run_theirs(cfg)))
         return
     with tempfile.TemporaryDirectory() as d:
-        from mlx_scdpo.tiny_model import make_tiny_model
+        from mlx_scdpo.toy.tiny_model import make_tiny_model
 
         model = str(make_tiny_model(Path(d) / "model", args.size))
         pairs = make_pairs(args.batch_size * args.iters, 1000, args.prompt_len, args.response_len)

@@ -1,7 +1,7 @@
 """One confined worker process and the protocol with it; the parent trusts nothing it reads.
 
-Used by ``mlx_scdpo.sandbox`` (the public API). A ``_Worker`` is started inside the isolation
-of ``mlx_scdpo.sandbox_isolation`` (and a cgroup from ``mlx_scdpo.sandbox_cgroup`` where the
+Used by ``mlx_scdpo.sandbox.pool`` (the public API). A ``_Worker`` is started inside the isolation
+of ``mlx_scdpo.sandbox.isolation`` (and a cgroup from ``mlx_scdpo.sandbox.cgroup`` where the
 host allows), answers length-prefixed JSON frames over two pipes, and is killed with
 everything it started. Reads and writes share one deadline per block and go through
 ``poll()`` (any fd number); a reply is bounded in size and schema-checked; any violation
@@ -28,11 +28,11 @@ import time
 import warnings
 from dataclasses import asdict
 
-from mlx_scdpo import sandbox_cgroup as cgroups
-from mlx_scdpo import sandbox_isolation as iso
-from mlx_scdpo.sandbox_procfs import _all_stopped, _children, _descendants, _is_zombie  # noqa: F401
+from mlx_scdpo.sandbox import cgroup as cgroups
+from mlx_scdpo.sandbox import isolation as iso
+from mlx_scdpo.sandbox.procfs import _all_stopped, _children, _descendants, _is_zombie  # noqa: F401
 
-WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
+WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 _WORKER_ERRORS = (None, "exception", "memory")
 
 

@@ -1,5 +1,5 @@
 """The host's view of a sandbox's processes, read from ``/proc`` (Linux): children, all
-descendants, whether a process is a zombie or stopped. Used by ``mlx_scdpo.sandbox_process``
+descendants, whether a process is a zombie or stopped. Used by ``mlx_scdpo.sandbox.process``
 to kill what a block left behind and to pause the worker between blocks."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ computation (tested) at less compute and memory, most so for SCDPO's long prefix
 Works for mlx-lm models shaped ``model.model(inputs, cache) -> hidden`` with either
 ``model.lm_head`` or tied ``model.model.embed_tokens`` (Llama, Qwen2/3, Mistral, Gemma-2,
 Cohere, Granite, ...); the head and the model's output transform come from
-``mlx_scdpo.logps.output_head`` and run in chunks of positions. ``supports_shared_prompt``
+``mlx_scdpo.training.logps.output_head`` and run in chunks of positions. ``supports_shared_prompt``
 tells, and callers fall back to the plain path otherwise.
 """
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from mlx_scdpo.logps import DEFAULT_CHUNK, chunked_logps, output_head, token_logps, vocab_size
-from mlx_scdpo.preference_data import TokenizedPair, sequence_arrays
+from mlx_scdpo.training.logps import DEFAULT_CHUNK, chunked_logps, output_head, token_logps, vocab_size
+from mlx_scdpo.training.preference_data import TokenizedPair, sequence_arrays
 
 
 class TrainKVCache:

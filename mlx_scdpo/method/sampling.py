@@ -10,7 +10,7 @@ Output, appended one line per finished problem (resumable by ``problem_id``):
 ``OUT/solutions.jsonl`` with the prompt, its token ids, and every kept sample's text,
 token ids *as generated* (never re-tokenized), extracted answer and verdict. Naive pairs
 (first correct x first ``naive_wrong`` wrong; reference 1x1 GSM8K, 1x2 MATH) go to
-``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.pairs``. A wrong solution cut off by
+``OUT/pairs_naive.jsonl`` in the format of ``mlx_scdpo.method.pairs``. A wrong solution cut off by
 ``max_tokens`` (or the code-execution budget) is no rejected side, and does not count as
 one of the ``min_wrong`` wanted, unless ``include_truncated``.
 """
@@ -30,9 +30,18 @@ from eval.data import load_problems
 from eval.score import grade_sample
 from mlx_scdpo.config import GenerationArgs, check_values
 from mlx_scdpo.errors import UserError
+from mlx_scdpo.generation.windows import (
+    RELEASE_EVERY,
+    InOrder,
+    Request,
+    item_noise,
+    release_memory,
+    sandbox_pool,
+    stream_completions,
+)
 from mlx_scdpo.jsonl import iter_finished, write_jsonl_atomic
+from mlx_scdpo.method.pairs import is_truncated, make_pair
 from mlx_scdpo.models import load_model
-from mlx_scdpo.pairs import is_truncated, make_pair
 from mlx_scdpo.prompts import build_prompt_tokens, prompt_settings, stop_strings
 from mlx_scdpo.run_state import (
     adapter_identity,
@@ -42,15 +51,6 @@ from mlx_scdpo.run_state import (
     kill_point,
     model_identity,
     refuse_overwriting,
-)
-from mlx_scdpo.windows import (
-    RELEASE_EVERY,
-    InOrder,
-    Request,
-    item_noise,
-    release_memory,
-    sandbox_pool,
-    stream_completions,
 )
 
 _BAD_CORRECT = re.compile(r"error|apolog", re.IGNORECASE)

@@ -5,14 +5,14 @@
   model is held in memory. ``--reference on-the-fly`` instead recomputes them each step
   with the adapters switched off (LoRA scale 0).
 * Each prompt runs once and its (differentiable) KV cache serves both the chosen and the
-  rejected response (``mlx_scdpo.shared_prompt``); otherwise chosen and rejected rows go
+  rejected response (``mlx_scdpo.training.shared_prompt``); otherwise chosen and rejected rows go
   through the model in one forward pass;
   batches are length-bucketed; the step is compiled (``mx.compile`` over model,
   optimizer and RNG state, as mlx-lm's trainer) with optional gradient accumulation and
   checkpointing; AdamW with linear warmup then cosine decay.
-* The LM head and log-softmax run in chunks of positions (``mlx_scdpo.logps``); before the
+* The LM head and log-softmax run in chunks of positions (``mlx_scdpo.training.logps``); before the
   reference pass a preflight prints the estimated peak memory and refuses a run that would
-  not fit (``mlx_scdpo.memory``).
+  not fit (``mlx_scdpo.training.memory``).
 * Logs TRL's metric names to the terminal, ``ADAPTER_PATH/metrics.jsonl`` and, with
   ``--report-to wandb``, to Weights & Biases.
 * Checkpoints (adapters, optimizer state, step, data position) every ``--save-every``
@@ -50,14 +50,22 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from tqdm import tqdm
 
 from mlx_scdpo.config import check_values
-from mlx_scdpo.dpo import LOSS_TYPES, dpo_objective, pair_logps
 from mlx_scdpo.errors import UserError
-from mlx_scdpo.fast_swiglu import use_fast_swiglu
 from mlx_scdpo.jsonl import fsync_dir, read_finished, write_jsonl_atomic, write_text_atomic
-from mlx_scdpo.logps import DEFAULT_CHUNK, check_output_head
-from mlx_scdpo.memory import batch_lengths, preflight
 from mlx_scdpo.models import config_size, config_vocab_size, load_model, set_adapter_scale
-from mlx_scdpo.preference_data import (
+from mlx_scdpo.run_state import (
+    check_output_folder,
+    data_identity,
+    folder_lock,
+    kill_point,
+    model_identity,
+    refuse_overwriting,
+)
+from mlx_scdpo.training.dpo import LOSS_TYPES, dpo_objective, pair_logps
+from mlx_scdpo.training.fast_swiglu import use_fast_swiglu
+from mlx_scdpo.training.logps import DEFAULT_CHUNK, check_output_head
+from mlx_scdpo.training.memory import batch_lengths, preflight
+from mlx_scdpo.training.preference_data import (
     TokenizedPair,
     bucketed_batches,
     check_token_ids,
@@ -67,15 +75,7 @@ from mlx_scdpo.preference_data import (
     tokenize_pair,
     vocab_size,
 )
-from mlx_scdpo.run_state import (
-    check_output_folder,
-    data_identity,
-    folder_lock,
-    kill_point,
-    model_identity,
-    refuse_overwriting,
-)
-from mlx_scdpo.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
+from mlx_scdpo.training.shared_prompt import checkpoint_layers, shared_batch_arrays, supports_shared_prompt
 
 METRICS = (
     "rewards/chosen",
@@ -156,7 +156,7 @@ class TrainArgs:
         default=True,
         metadata={
             "help": "On the CPU backend, SwiGLU with a vectorized sigmoid "
-            "and a leaner backward (mlx_scdpo/fast_swiglu.py)."
+            "and a leaner backward (mlx_scdpo/training/fast_swiglu.py)."
         },
     )
     steps_per_report: int = field(default=10, metadata={"help": "Steps between metric reports."})
@@ -587,7 +587,7 @@ def _check_data(args: TrainArgs, size: int):
 def _preflight(
     model, args: TrainArgs, train: list[TokenizedPair], shared: bool, rank: int, size: int
 ) -> None:
-    """Print the estimated peak memory; refuse a run that would not fit (``mlx_scdpo.memory``)."""
+    """Print the estimated peak memory; refuse a run that would not fit (``mlx_scdpo.training.memory``)."""
     # stdout, with the training reports: stderr carries only errors (one line each)
     echo = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
     # A batch never holds more pairs than the data has (--batch-size beyond the data trains on all of it).
@@ -607,7 +607,7 @@ class _Pairs:
     train: list[TokenizedPair]
     valid: list[TokenizedPair]
     pad_id: int
-    shared: bool  # one prompt pass for chosen and rejected (mlx_scdpo.shared_prompt)
+    shared: bool  # one prompt pass for chosen and rejected (mlx_scdpo.training.shared_prompt)
     on_the_fly: bool  # reference log-probs recomputed each step (adapters off)
     ref_train: np.ndarray | None = None
     ref_valid: np.ndarray | None = None

@@ -1,7 +1,7 @@
 """The sandboxed, stateful Python worker (one per solution). Standard library only, portable.
 
-Started by ``mlx_scdpo.sandbox`` as ``python -I sandbox_worker.py CONFIG_JSON`` inside the
-isolation of ``mlx_scdpo.sandbox_isolation`` (bubblewrap on Linux, Seatbelt on macOS), with
+Started by ``mlx_scdpo.sandbox.pool`` as ``python -I worker.py CONFIG_JSON`` inside the
+isolation of ``mlx_scdpo.sandbox.isolation`` (bubblewrap on Linux, Seatbelt on macOS), with
 the scratch directory as working directory and a minimal environment. The worker confines
 nothing by hand: before any model code runs it only imports the configured modules and sets
 resource limits with hard limit = soft limit, so a block can lower them but never raise

@@ -39,7 +39,7 @@ from mlx_scdpo.errors import UserError
 
 UNCONFINED_ENV = "MLX_SCDPO_SANDBOX"
 SCRATCH_IN_SANDBOX = "/scratch"
-WORKER_IN_SANDBOX = "/opt/mlx_scdpo/sandbox_worker.py"
+WORKER_IN_SANDBOX = "/opt/mlx_scdpo/sandbox/worker.py"
 SEATBELT = "/usr/bin/sandbox-exec"
 
 # Syscalls the model's code never needs and that reach state outside the sandbox's limits:

@@ -8,7 +8,7 @@ neither its ids nor its text keep any token that overlaps the stop string: the i
 the last token that ends before it (``trim_at_stop``), and the text is their decoding.
 Finished sequences are yielded as soon as they end, so callers can append results
 incrementally (resumable runs). ``solution_stream`` picks plain batched generation or the
-sandboxed code loop (``mlx_scdpo.code_generation``) by solution format.
+sandboxed code loop (``mlx_scdpo.generation.code_loop``) by solution format.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def solution_stream(
             else None,
         )
         return
-    from mlx_scdpo.code_generation import SandboxPool, generate_with_code  # it imports this module
+    from mlx_scdpo.generation.code_loop import SandboxPool, generate_with_code  # it imports this module
 
     with SandboxPool(size=min(batch_size, 8), timeout=timeout) as pool:
         yield generate_with_code(

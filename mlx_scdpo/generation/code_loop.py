@@ -13,7 +13,7 @@ nothing is recomputed. Two schedules:
 ``scripts/bench/code_loop.py`` measures the two. Caps: ``max_rounds`` executions and
 ``max_tokens`` model-generated tokens per solution. Token ids are kept as generated;
 ``gen_mask`` marks which ids the model produced (1) and which came from executions (0).
-Text stop strings end a solution as in ``mlx_scdpo.generation`` (looked for in the model's
+Text stop strings end a solution as in ``mlx_scdpo.generation.batched`` (looked for in the model's
 own text since the last execution block, never in execution outputs).
 """
 
@@ -26,8 +26,8 @@ from typing import Callable, Iterator, Sequence
 from mlx_lm.generate import BatchGenerator
 
 from eval.blocks import MARKDOWN, BlockFormat, pending_code
-from mlx_scdpo.generation import _TAIL_TOKENS, _stop_position, observe, stop_trigger_ids, trim_at_stop
-from mlx_scdpo.sandbox import SandboxPool
+from mlx_scdpo.generation.batched import _TAIL_TOKENS, _stop_position, observe, stop_trigger_ids, trim_at_stop
+from mlx_scdpo.sandbox.pool import SandboxPool
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Phases (each the same code path a real run uses):
 
 1. toy problems: the SFT model's held-out test set and training problems to sample;
-2. greedy evaluation of the SFT model on the held-out test split (``toy_eval``: the same
+2. greedy evaluation of the SFT model on the held-out test split (``mlx_scdpo.toy.evaluate``: the same
    grading as ``eval``, plus step-level scores the toy generator makes possible);
 3. ``sample`` (naive pairs) and ``step-control`` (step-controlled pairs);
 4. ``build-pairs``: naive only (DPO) and naive + step-controlled (SCDPO);
@@ -13,7 +13,7 @@ Phases (each the same code path a real run uses):
 Problems have ``--min-steps``..``--max-steps`` steps (2-3 by default; 4-6 is the setting
 where a negative can start erring late). Test problems are used for the final table only.
 
-The default model is the embedded toy SFT model (``mlx_scdpo/assets/toy_model``). The
+The default model is the embedded toy SFT model (``mlx_scdpo/toy/assets/toy_model``). The
 reference temperature ramp (1.1 -> 1.4) is too hot for a tiny character-level model
 (its continuations become malformed text, i.e. easy negatives), so the toy run uses
 0.8 -> 1.1 by default.
@@ -87,7 +87,7 @@ class QuickstartArgs:
 
 def default_model(max_steps: int = 3) -> str:
     """The embedded toy SFT model for problems of up to ``max_steps`` steps (2-3 or 4-6)."""
-    from mlx_scdpo.toy_sft import ASSET_DIR, LONG_ASSET_DIR
+    from mlx_scdpo.toy.sft import ASSET_DIR, LONG_ASSET_DIR
 
     path = ASSET_DIR if max_steps <= 3 else LONG_ASSET_DIR
     if not (path / "model.safetensors").is_file():
@@ -104,7 +104,7 @@ def evaluate_on(model: str, problems: list, out_path: Path, adapter: str | None 
     """Greedy test summary (accuracy, all-steps-right share, first wrong step); rows in ``out_path``."""
     from mlx_lm import load
 
-    from mlx_scdpo.toy_eval import evaluate_toy
+    from mlx_scdpo.toy.evaluate import evaluate_toy
 
     m, tok = load(model, adapter_path=adapter)
     summary = evaluate_toy(m, tok, problems, out_path)
@@ -130,11 +130,11 @@ def run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None
 
 
 def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None) -> dict:
-    from mlx_scdpo.pairs import build_pairs
-    from mlx_scdpo.sampling import SampleArgs, run_sample
-    from mlx_scdpo.step_control import StepControlArgs, run_step_control
-    from mlx_scdpo.toyworld import toy_splits, write_jsonl
-    from mlx_scdpo.train import TrainArgs, run_train
+    from mlx_scdpo.method.pairs import build_pairs
+    from mlx_scdpo.method.sampling import SampleArgs, run_sample
+    from mlx_scdpo.method.step_control import StepControlArgs, run_step_control
+    from mlx_scdpo.toy.world import toy_splits, write_jsonl
+    from mlx_scdpo.training.train import TrainArgs, run_train
 
     model = args.model or default_model(args.max_steps)
     out = Path(args.output_dir)
@@ -216,7 +216,7 @@ def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = Non
     if args.data_equal:
         # More naive pairs from the same samples: first correct x every distinct wrong solution.
         from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
-        from mlx_scdpo.sampling import naive_pairs
+        from mlx_scdpo.method.sampling import naive_pairs
 
         records = read_finished(out / "data" / "solutions.jsonl", None)
         many = out / "data" / "pairs_naive_all.jsonl"
@@ -273,8 +273,8 @@ def verify_toy_chains(data_dir: Path) -> int:
     solutions would teach wrong arithmetic as the chosen side. Returns how many there were.
     """
     from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
-    from mlx_scdpo.sampling import naive_pairs
-    from mlx_scdpo.toyworld import first_wrong_step, parse_question
+    from mlx_scdpo.method.sampling import naive_pairs
+    from mlx_scdpo.toy.world import first_wrong_step, parse_question
 
     records, lucky = read_finished(data_dir / "solutions.jsonl", None), 0
     for rec in records:
@@ -300,7 +300,7 @@ def credit_probe_pairs(tokenizer, problems, n_pairs: int = 64, seed: int = 0) ->
     """
     import random
 
-    from mlx_scdpo.toyworld import erring_solution
+    from mlx_scdpo.toy.world import erring_solution
 
     rng = random.Random(seed)
     pairs = []
@@ -336,7 +336,7 @@ def credit_comparison(
     """Share of negative reward on/after the first wrong step, per adapter, on held-out probe pairs."""
     from mlx_lm import load
 
-    from mlx_scdpo.credit import TokenRewards, credit_report, to_html
+    from mlx_scdpo.training.credit import TokenRewards, credit_report, to_html
 
     summary, html_parts = {}, []
     for name in variants:

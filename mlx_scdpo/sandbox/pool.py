@@ -1,6 +1,6 @@
 """Sandboxed, stateful Python execution for code-integrated solutions.
 
-    from mlx_scdpo.sandbox import Sandbox
+    from mlx_scdpo.sandbox.pool import Sandbox
     with Sandbox(timeout=6.0) as sb:
         sb.run("x = 2")
         r = sb.run("x ** 10")      # r.output == "1024\\n", r.error is None, r.timed_out is False
@@ -8,8 +8,8 @@
 One worker process per ``Sandbox`` keeps its variables across ``run`` calls, like a
 Jupyter kernel (the reference implementation gives each solution its own kernel). A
 ``SandboxPool`` keeps workers started ahead of time so start-up is not paid per solution.
-Isolation is in ``mlx_scdpo.sandbox_isolation`` (bubblewrap on Linux, Seatbelt on macOS) and
-``mlx_scdpo.sandbox_cgroup``, the worker process and its protocol in ``mlx_scdpo.sandbox_process``;
+Isolation is in ``mlx_scdpo.sandbox.isolation`` (bubblewrap on Linux, Seatbelt on macOS) and
+``mlx_scdpo.sandbox.cgroup``, the worker process and its protocol in ``mlx_scdpo.sandbox.process``;
 creating a ``Sandbox`` or ``SandboxPool`` raises ``SandboxUnavailable`` where there is none.
 
 ``run`` and ``close`` never raise and never hang. The parent trusts nothing a worker sends:
@@ -30,9 +30,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from mlx_scdpo import sandbox_isolation as iso
-from mlx_scdpo.sandbox_isolation import SandboxUnavailable  # noqa: F401  (part of this module's API)
-from mlx_scdpo.sandbox_process import WORKER_PATH, _Died, _Protocol, _Timeout, _valid_text, _Worker  # noqa: F401
+from mlx_scdpo.sandbox import isolation as iso
+from mlx_scdpo.sandbox.isolation import SandboxUnavailable  # noqa: F401  (part of this module's API)
+from mlx_scdpo.sandbox.process import WORKER_PATH, _Died, _Protocol, _Timeout, _valid_text, _Worker  # noqa: F401
 
 
 @dataclass

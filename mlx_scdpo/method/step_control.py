@@ -2,7 +2,7 @@
 
 For each problem in ``solutions.jsonl`` (from ``mlx-scdpo sample``), take its first
 correct solution (or up to ``solutions_per_problem``), split it into steps
-(``mlx_scdpo.steps``: lines or paragraphs for chain-of-thought, blocks for code-integrated
+(``mlx_scdpo.method.steps``: lines or paragraphs for chain-of-thought, blocks for code-integrated
 solutions), and for each eligible prefix length k (all, or a seeded random subset of
 ``prefixes_per_solution``) keep the first k steps and sample a continuation whose i-th
 generated step runs at ``min(T0 + i * dT, Tmax)``. Code-integrated continuations run
@@ -15,7 +15,7 @@ the noise filter becomes the rejected side of a pair and retires the prefix. Onc
 problem has ``max_pairs_per_problem`` pairs (reference intent: 2 GSM8K, 3 MATH) its later
 prefixes retire as ``capped`` (decided in input order, so resumed runs agree).
 
-Streaming (``mlx_scdpo.windows``): the solutions are read one record at a time and at most
+Streaming (``mlx_scdpo.generation.windows``): the solutions are read one record at a time and at most
 ``batch_size`` prefixes are live, each with one continuation in flight; round r of a prefix
 draws from its own PRNG stream (seed, prefix, r). For chain-of-thought, the prompt + prefix
 is prefilled once when the prefix enters; its KV cache is copied into every round's
@@ -41,6 +41,16 @@ from eval.records import check_record, iter_lines
 from eval.score import grade_sample
 from mlx_scdpo.config import check_values
 from mlx_scdpo.errors import UserError, where
+from mlx_scdpo.generation.ramp import StepRamp, stable_seed, step_temperatures
+from mlx_scdpo.generation.windows import (
+    RELEASE_EVERY,
+    InOrder,
+    Request,
+    item_noise,
+    release_memory,
+    sandbox_pool,
+    stream_completions,
+)
 from mlx_scdpo.jsonl import (
     SOLUTION_OPTIONAL,
     SOLUTION_SCHEMA,
@@ -48,10 +58,19 @@ from mlx_scdpo.jsonl import (
     iter_finished,
     write_jsonl_atomic,
 )
+from mlx_scdpo.method.pairs import TRUNCATED, make_pair
+from mlx_scdpo.method.steps import (
+    DT,
+    T0,
+    TMAX,
+    Steps,
+    eligible_prefix_lengths,
+    is_noisy,
+    solution_steps,
+    step_style,
+)
 from mlx_scdpo.models import config_vocab_size, load_model
-from mlx_scdpo.pairs import TRUNCATED, make_pair
 from mlx_scdpo.prompts import stop_strings
-from mlx_scdpo.ramp import StepRamp, stable_seed, step_temperatures
 from mlx_scdpo.run_state import (
     adapter_identity,
     check_identity,
@@ -60,16 +79,6 @@ from mlx_scdpo.run_state import (
     kill_point,
     model_identity,
     refuse_overwriting,
-)
-from mlx_scdpo.steps import DT, T0, TMAX, Steps, eligible_prefix_lengths, is_noisy, solution_steps, step_style
-from mlx_scdpo.windows import (
-    RELEASE_EVERY,
-    InOrder,
-    Request,
-    item_noise,
-    release_memory,
-    sandbox_pool,
-    stream_completions,
 )
 
 
@@ -342,7 +351,7 @@ class PrefixWindow:
 
 
 def _run_step_control(args: StepControlArgs, out: Path, formats: list[str]) -> dict:
-    from mlx_scdpo.generation import prefill_cache  # mlx-lm (heavy): only when generating
+    from mlx_scdpo.generation.batched import prefill_cache  # mlx-lm (heavy): only when generating
 
     sc_path = out / "step_control.jsonl"
     done, pairs_of = _finished_prefixes(sc_path)

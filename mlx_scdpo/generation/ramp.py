@@ -1,7 +1,7 @@
 """Seeded sampling and the per-step temperature ramp as MLX logits processors.
 
 ``StepTemperatureProcessor`` divides the logits by ``min(T0 + i * dT, Tmax)`` where ``i``
-is the number of steps the sequence has completed, counted with ``steps.StepScanner``
+is the number of steps the sequence has completed, counted with ``mlx_scdpo.method.steps.StepScanner``
 (the definition ``split_steps`` cuts with, so ``--step-unit``, display math, ``align``
 environments, fences and code blocks count alike in both). The temperature switches on the
 token right after the one that ends a step.
@@ -30,7 +30,7 @@ import hashlib
 import mlx.core as mx
 import numpy as np
 
-from mlx_scdpo.steps import DT, T0, TMAX, StepScanner, split_steps
+from mlx_scdpo.method.steps import DT, T0, TMAX, StepScanner, split_steps
 
 
 class StepRamp:

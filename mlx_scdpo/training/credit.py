@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from eval.errors import UserError
-from mlx_scdpo.logps import check_output_head, token_logps
+from mlx_scdpo.training.logps import check_output_head, token_logps
 
 
 @dataclass
@@ -88,7 +88,7 @@ def to_terminal(tr: TokenRewards) -> str:
 
 def toy_error_start(pair: dict) -> int | None:
     """Character offset in the rejected response where its first wrong toy step begins."""
-    from mlx_scdpo.toyworld import first_wrong_step, parse_question
+    from mlx_scdpo.toy.world import first_wrong_step, parse_question
 
     problem = parse_question(pair.get("question", ""))
     if problem is None:

@@ -10,7 +10,7 @@ prompt, plus the kept steps for step-controlled pairs) and metadata:
   masks line up exactly (``prompt_ids + chosen_ids`` is the chosen sequence);
 * ``chosen_finish_reason``, ``rejected_finish_reason``: how each side's generation ended
   ("stop", or a truncation: "length", "max_rounds"). Training appends EOS only to a side
-  that stopped (``mlx_scdpo.preference_data``): a cut-off response never learns to end there.
+  that stopped (``mlx_scdpo.training.preference_data``): a cut-off response never learns to end there.
 
 ``--conversational`` writes TRL's conversational form instead: ``prompt`` is the user
 message, ``chosen`` / ``rejected`` are one assistant message each holding the kept steps

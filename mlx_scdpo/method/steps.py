@@ -16,7 +16,7 @@ an execution block, never right after a code block.
 
 Temperature ramp: the i-th generated step (0-based) is sampled at
 ``temperature_for_step(i) = min(T0 + i * dT, Tmax)`` (reference: 1.1, 0.1, 1.4). The ramp
-(``mlx_scdpo.ramp``) counts generated steps with ``StepScanner``, the same definition
+(``mlx_scdpo.generation.ramp``) counts generated steps with ``StepScanner``, the same definition
 ``split_steps`` cuts with: the temperature rises on the token after the one that ends a
 step (the newline, or a block's closing delimiter); a blank line after a step end, a
 newline inside display math or a fence, and execution outputs (inserted, not generated)
@@ -61,7 +61,7 @@ class StepScanner:
     """Where steps end, found one character at a time: the one definition of a step.
 
     ``split_steps`` cuts a solution where this scanner reports a step end, and the
-    temperature ramp (``mlx_scdpo.ramp``) counts the steps a generation has completed with
+    temperature ramp (``mlx_scdpo.generation.ramp``) counts the steps a generation has completed with
     it, so the two never disagree. ``feed(text)`` returns one ``(index, kind)`` per step
     completed in ``text`` (``index``: the character that completed it):
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from mlx_scdpo.errors import UserError
 from mlx_scdpo.jsonl import PAIR_OPTIONAL, PAIR_SCHEMA, read_records
-from mlx_scdpo.pairs import TRUNCATED, check_not_mid_swap
+from mlx_scdpo.method.pairs import TRUNCATED, check_not_mid_swap
 
 PAIR_IDS = ("prompt_ids", "chosen_ids", "rejected_ids")
 

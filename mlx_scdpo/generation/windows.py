@@ -33,8 +33,8 @@ from typing import Callable, Iterator, Sequence
 
 import mlx.core as mx
 
-from mlx_scdpo.ramp import stable_seed
-from mlx_scdpo.sandbox import SandboxPool
+from mlx_scdpo.generation.ramp import stable_seed
+from mlx_scdpo.sandbox.pool import SandboxPool
 
 #: Retired units between two ``release_memory`` calls.
 RELEASE_EVERY = 64
@@ -118,8 +118,7 @@ def stream_completions(
     ``stop_tokens`` replaces the tokenizer's EOS ids (``[]``: every sequence runs to ``max_tokens``).
     """
     # mlx-lm (heavy) only when a run generates; BatchGenerator looked up here, as tests patch it there
-    from mlx_scdpo.code_generation import CodeCompletion, closed_code, hit_stop_string, inert_output
-    from mlx_scdpo.generation import (
+    from mlx_scdpo.generation.batched import (
         BatchGenerator,
         Completion,
         copy_cache,
@@ -127,6 +126,7 @@ def stream_completions(
         stop_trigger_ids,
         trim_at_stop,
     )
+    from mlx_scdpo.generation.code_loop import CodeCompletion, closed_code, hit_stop_string, inert_output
 
     stop_ids = tokenizer.eos_token_ids if stop_tokens is None else stop_tokens
     keep_heap_flat()

@@ -20,7 +20,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from eval import is_equivalent
 from eval.extract import extract_answer
-from mlx_scdpo.toyworld import ToyProblem, first_wrong_step
+from mlx_scdpo.toy.world import ToyProblem, first_wrong_step
 
 
 def toy_prompt_ids(tokenizer, question: str) -> list[int]:
@@ -110,7 +110,7 @@ def step_control_error_positions(pairs_file: str | Path) -> dict:
     "later" means it repeated correct steps first. Shares of all step-controlled pairs.
     """
     from mlx_scdpo.jsonl import read_finished
-    from mlx_scdpo.toyworld import parse_question
+    from mlx_scdpo.toy.world import parse_question
 
     where, ks = Counter(), Counter()
     for row in read_finished(Path(pairs_file), None):

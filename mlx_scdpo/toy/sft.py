@@ -23,7 +23,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_scdpo.toyworld import CHARSET, CHAT_TEMPLATE, SPECIAL, toy_splits
+from mlx_scdpo.toy.world import CHARSET, CHAT_TEMPLATE, SPECIAL, toy_splits
 
 ASSET_DIR = Path(__file__).parent / "assets" / "toy_model"
 #: The 4-6-step model: ``ASSET_DIR``'s model trained further on 4-6-step problems.
@@ -118,8 +118,8 @@ def encode_example(vocab: dict, question: str, solution: str) -> tuple[list[int]
 
 
 def greedy_accuracy(model, tokenizer, problems) -> float:
-    """Greedy final-answer accuracy on toy problems (``toy_eval``)."""
-    from mlx_scdpo.toy_eval import evaluate_toy
+    """Greedy final-answer accuracy on toy problems (``mlx_scdpo.toy.evaluate``)."""
+    from mlx_scdpo.toy.evaluate import evaluate_toy
 
     return evaluate_toy(model, tokenizer, problems)["accuracy"]
 
@@ -128,7 +128,7 @@ def selection_problems(n_per_setting: int, min_steps: int, max_steps: int) -> di
     """The validation problems checkpoints are chosen on: the first ``n`` of the validation split
     of every setting inside ``min_steps..max_steps`` (of the range itself if none is). The test
     splits are never read here (``held_out`` returns both; only the validation half is used)."""
-    from mlx_scdpo.toyworld import SETTINGS, held_out
+    from mlx_scdpo.toy.world import SETTINGS, held_out
 
     ranges = {name: r for name, r in SETTINGS.items() if min_steps <= r[0] and r[1] <= max_steps}
     ranges = ranges or {f"{min_steps}-{max_steps}": (min_steps, max_steps)}

@@ -32,8 +32,8 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from mlx_scdpo.errors import UserError
-from mlx_scdpo.logps import DEFAULT_CHUNK
-from mlx_scdpo.preference_data import bucketed_batches
+from mlx_scdpo.training.logps import DEFAULT_CHUNK
+from mlx_scdpo.training.preference_data import bucketed_batches
 
 GB = 1e9
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_scdpo.logps import DEFAULT_CHUNK, token_logps
-from mlx_scdpo.shared_prompt import shared_pair_logps
+from mlx_scdpo.training.logps import DEFAULT_CHUNK, token_logps
+from mlx_scdpo.training.shared_prompt import shared_pair_logps
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -54,9 +54,9 @@ def pair_logps(model, batch: dict, chunk: int = DEFAULT_CHUNK):
     """Summed response log-probs and response token counts of chosen and rejected rows.
 
     ``batch`` holds either the shared-prompt arrays (``prompts`` ...; see
-    ``mlx_scdpo.shared_prompt``) or ``inputs``, ``targets``, ``mask`` of shape (2B, L):
+    ``mlx_scdpo.training.shared_prompt``) or ``inputs``, ``targets``, ``mask`` of shape (2B, L):
     chosen rows first, then rejected rows, so both sides go through one forward pass.
-    ``chunk``: logits computed at once by the LM head (``mlx_scdpo.logps``; 0: all).
+    ``chunk``: logits computed at once by the LM head (``mlx_scdpo.training.logps``; 0: all).
     """
     if "prompts" in batch:
         return shared_pair_logps(model, batch, chunk)

@@ -1,0 +1,1 @@
+"""The SCDPO method: sampling solutions, step-controlled continuations, steps, and preference pairs."""
