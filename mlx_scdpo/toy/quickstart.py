@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -129,84 +130,136 @@ def run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None
         return _run_quickstart(args, log, sft_eval)
 
 
+class _Phases:
+    """Announces each phase as it starts and keeps its wall time (the table's ``time:`` rows)."""
+
+    def __init__(self, log):
+        self.log, self.seconds = log, {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        self.log(f"== {name}")
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+
 def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None) -> dict:
-    from mlx_scdpo.method.pairs import build_pairs
-    from mlx_scdpo.method.sampling import SampleArgs, run_sample
-    from mlx_scdpo.method.step_control import StepControlArgs, run_step_control
+    from mlx_scdpo.method.sampling import run_sample
+    from mlx_scdpo.method.step_control import run_step_control
     from mlx_scdpo.toy.world import toy_splits, write_jsonl
-    from mlx_scdpo.training.train import TrainArgs, run_train
+    from mlx_scdpo.training.train import run_train
 
     model = args.model or default_model(args.max_steps)
     out = Path(args.output_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    times, results = {}, {"config": asdict(args)}
-
-    def phase(name):
-        times[name] = time.perf_counter()
-        log(f"== {name}")
-
-    def done(name):
-        times[name] = time.perf_counter() - times[name]
-
-    phase("data")
-    splits = toy_splits(
-        args.n_train, 0, args.n_test, min_steps=args.min_steps, max_steps=args.max_steps, seed=args.seed
-    )
-    write_jsonl(splits.train, out / "data" / "train_problems.jsonl")
-    write_jsonl(splits.test, out / "data" / "test_problems.jsonl")
+    results, phase = {"config": asdict(args)}, _Phases(log)
     max_tokens = toy_max_tokens(args.max_steps)
-    done("data")
+    with phase("data"):
+        splits = toy_splits(
+            args.n_train, 0, args.n_test, min_steps=args.min_steps, max_steps=args.max_steps, seed=args.seed
+        )
+        write_jsonl(splits.train, out / "data" / "train_problems.jsonl")
+        write_jsonl(splits.test, out / "data" / "test_problems.jsonl")
 
     def evaluate(name, adapter=None):
         results[f"{name}_eval"] = evaluate_on(model, splits.test, out / "eval" / f"{name}.jsonl", adapter)
         results[f"{name}_accuracy"] = results[f"{name}_eval"]["accuracy"]
 
-    phase("eval SFT")
-    if sft_eval is not None:
-        results["sft_eval"], results["sft_accuracy"] = sft_eval, sft_eval["accuracy"]
-    else:
-        evaluate("sft")
-    done("eval SFT")
-
-    phase("sample")
-    results["sample"] = run_sample(
-        SampleArgs(
-            model=model,
-            output_dir=str(out / "data"),
-            task="gsm8k",
-            data_files=str(out / "data" / "train_problems.jsonl"),
-            samples_per_round=args.samples_per_round,
-            budget=args.budget,
-            max_tokens=max_tokens,
-            batch_size=128,
-            problems_per_batch=64,
-            seed=args.seed,
-            progress=args.progress,
+    with phase("eval SFT"):
+        if sft_eval is not None:
+            results["sft_eval"], results["sft_accuracy"] = sft_eval, sft_eval["accuracy"]
+        else:
+            evaluate("sft")
+    with phase("sample"):
+        results["sample"] = run_sample(_sample_args(args, model, out, max_tokens))
+        if args.verified_chosen:
+            results["lucky_correct"] = verify_toy_chains(out / "data")
+    with phase("step-control"):
+        results["step_control"] = run_step_control(_step_control_args(args, model, out, max_tokens))
+    with phase("build-pairs"):
+        variants = _build_variant_pairs(args, out, results)
+    for name, data in variants:
+        with phase(f"train {name}"):
+            results[f"train_{name}"] = run_train(_train_args(args, model, out / "adapters" / name, data, out))
+        with phase(f"eval {name}"):
+            evaluate(name, str(out / "adapters" / name))
+    with phase("credit"):
+        results["credit"] = credit_comparison(
+            model, out, [n for n, _ in variants], args.beta, splits.test[:256]
         )
-    )
-    if args.verified_chosen:
-        results["lucky_correct"] = verify_toy_chains(out / "data")
-    done("sample")
+    results["seconds"] = {k: round(v, 1) for k, v in phase.seconds.items()}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_report(out, results)
+    return results
 
-    phase("step-control")
-    results["step_control"] = run_step_control(
-        StepControlArgs(
-            model=model,
-            solutions=str(out / "data" / "solutions.jsonl"),
-            output_dir=str(out / "data"),
-            rounds=args.rounds,
-            t0=args.t0,
-            dt=args.dt,
-            tmax=args.tmax,
-            max_tokens=max_tokens,
-            batch_size=128,
-            seed=args.seed,
-            progress=args.progress,
-        )
-    )
-    done("step-control")
 
-    phase("build-pairs")
+def _sample_args(args: QuickstartArgs, model: str, out: Path, max_tokens: int):
+    from mlx_scdpo.method.sampling import SampleArgs
+
+    return SampleArgs(
+        model=model,
+        output_dir=str(out / "data"),
+        task="gsm8k",
+        data_files=str(out / "data" / "train_problems.jsonl"),
+        samples_per_round=args.samples_per_round,
+        budget=args.budget,
+        max_tokens=max_tokens,
+        batch_size=128,
+        problems_per_batch=64,
+        seed=args.seed,
+        progress=args.progress,
+    )
+
+
+def _step_control_args(args: QuickstartArgs, model: str, out: Path, max_tokens: int):
+    from mlx_scdpo.method.step_control import StepControlArgs
+
+    return StepControlArgs(
+        model=model,
+        solutions=str(out / "data" / "solutions.jsonl"),
+        output_dir=str(out / "data"),
+        rounds=args.rounds,
+        t0=args.t0,
+        dt=args.dt,
+        tmax=args.tmax,
+        max_tokens=max_tokens,
+        batch_size=128,
+        seed=args.seed,
+        progress=args.progress,
+    )
+
+
+def _train_args(args: QuickstartArgs, model: str, adapter_path: Path, data: Path, out: Path):
+    from mlx_scdpo.training.train import TrainArgs
+
+    return TrainArgs(
+        model=model,
+        data=str(data),
+        adapter_path=str(adapter_path),
+        num_layers=-1,
+        lora_rank=args.lora_rank,
+        iters=args.iters,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        rpo_alpha=args.rpo_alpha,
+        steps_per_report=max(1, args.iters // 20),  # about 20 points on every curve, however short the run
+        steps_per_eval=args.iters,
+        save_every=args.iters,
+        seed=args.seed,
+        ref_cache_dir=str(out / "ref_cache"),
+        progress=args.progress,
+    )
+
+
+def _build_variant_pairs(args: QuickstartArgs, out: Path, results: dict) -> list[tuple[str, Path]]:
+    """Naive pairs (DPO), naive + step-controlled (SCDPO) and, with ``data_equal``, as many naive pairs
+    as SCDPO has (first correct x every distinct wrong solution). Returns ``(name, pairs folder)``."""
+    from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
+    from mlx_scdpo.method.pairs import build_pairs
+    from mlx_scdpo.method.sampling import naive_pairs
+
     naive, sc = str(out / "data" / "pairs_naive.jsonl"), str(out / "data" / "pairs_step_control.jsonl")
     results["pairs_dpo"] = build_pairs(
         [naive], str(out / "pairs" / "naive"), 0.02, args.seed, max_naive=args.max_naive
@@ -214,10 +267,6 @@ def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = Non
     results["pairs_scdpo"] = build_pairs([naive, sc], str(out / "pairs"), 0.02, args.seed)
     variants = [("dpo", out / "pairs" / "naive")] + ([] if args.skip_scdpo else [("scdpo", out / "pairs")])
     if args.data_equal:
-        # More naive pairs from the same samples: first correct x every distinct wrong solution.
-        from mlx_scdpo.jsonl import read_finished, write_jsonl_atomic
-        from mlx_scdpo.method.sampling import naive_pairs
-
         records = read_finished(out / "data" / "solutions.jsonl", None)
         many = out / "data" / "pairs_naive_all.jsonl"
         write_jsonl_atomic(many, (p for r in records for p in naive_pairs(r, args.budget)))
@@ -226,44 +275,7 @@ def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = Non
             [str(many)], str(out / "pairs" / "data_equal"), 0.02, args.seed, max_naive=n_scdpo
         )
         variants.insert(1, ("dpo_equal", out / "pairs" / "data_equal"))
-    done("build-pairs")
-
-    for name, data in variants:
-        phase(f"train {name}")
-        results[f"train_{name}"] = run_train(
-            TrainArgs(
-                model=model,
-                data=str(data),
-                adapter_path=str(out / "adapters" / name),
-                num_layers=-1,
-                lora_rank=args.lora_rank,
-                iters=args.iters,
-                batch_size=args.batch_size,
-                learning_rate=args.learning_rate,
-                beta=args.beta,
-                rpo_alpha=args.rpo_alpha,
-                steps_per_report=max(
-                    1, args.iters // 20
-                ),  # about 20 points on every curve, however short the run
-                steps_per_eval=args.iters,
-                save_every=args.iters,
-                seed=args.seed,
-                ref_cache_dir=str(out / "ref_cache"),
-                progress=args.progress,
-            )
-        )
-        done(f"train {name}")
-        phase(f"eval {name}")
-        evaluate(name, str(out / "adapters" / name))
-        done(f"eval {name}")
-
-    phase("credit")
-    results["credit"] = credit_comparison(model, out, [n for n, _ in variants], args.beta, splits.test[:256])
-    done("credit")
-    results["seconds"] = {k: round(v, 1) for k, v in times.items()}
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    write_report(out, results)
-    return results
+    return variants
 
 
 def verify_toy_chains(data_dir: Path) -> int:
