@@ -40,7 +40,7 @@ _WARM_UP = (
 
 
 # Parsed once at start: ANTLR's adaptive prediction caches (DFA) fill per token pattern, so the
-# first parse of each shape costs ~0.1-0.3 s and later ones ~0.01 s.
+# first parse of each shape costs an order of magnitude more than later ones.
 _WARM_PARSE = (
     "-\\frac{\\sqrt{3}}{2}",
     "2\\sqrt{3}+1",

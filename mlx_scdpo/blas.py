@@ -1,8 +1,8 @@
 """Load Debian's OpenBLAS before MLX on Linux.
 
 The ``mlx-cpu`` wheel resolves ``cblas_sgemm`` & co. from whatever BLAS the process has
-loaded; without one it falls back to a slow reference BLAS (~3-8 GFLOP/s fp32 matmul on
-the project's 2-core CI machine vs ~130 GFLOP/s with OpenBLAS). Loading
+loaded; without one it falls back to a slow reference BLAS (an order of magnitude slower
+fp32 matmuls; measured in docs/performance.md). Loading
 ``libopenblas.so.0`` with ``RTLD_GLOBAL`` before ``mlx.core`` is imported makes MLX bind to
 it. Opt out with ``MLX_SCDPO_NO_OPENBLAS=1``. On macOS MLX uses Accelerate: nothing to do.
 """
