@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import mlx_scdpo  # noqa: F401
+from mlx_scdpo.errors import CommandError
 from mlx_scdpo.toy.evaluate import mean_with_interval as interval
 from mlx_scdpo.toy.evaluate import step_control_error_positions
 from mlx_scdpo.toy.quickstart import METHODS, QuickstartArgs, default_model, evaluate_on, run_quickstart
@@ -78,48 +79,31 @@ def run_setting(name: str, seeds: list[int], out: Path, options: dict) -> dict:
                 sft_eval=sft_eval,
             )
         runs[seed] = json.loads((seed_dir / "results.json").read_text())
+    # Each method's per-problem rows, read once: (seeds, problems) arrays and the first-wrong-step profile.
+    scored = {m: [read_rows(eval_file(out, m, s)) for s in seeds] for m, _ in METHODS}
     return {
         "sft_eval": sft_eval,
         "runs": runs,
         "rows": {
-            m: np.array(
-                [
-                    [
-                        r["correct"]
-                        for r in read_rows(
-                            out / "sft_eval.jsonl" if m == "sft" else out / f"seed{s}" / "eval" / f"{m}.jsonl"
-                        )
-                    ]
-                    for s in seeds
-                ],
-                dtype=float,
-            )
-            for m, _ in METHODS
+            m: np.array([[r["correct"] for r in rows] for rows in per_seed], float)
+            for m, per_seed in scored.items()
         },
         "all_steps": {
-            m: np.array(
-                [
-                    [
-                        r["all_steps_right"]
-                        for r in read_rows(
-                            out / "sft_eval.jsonl" if m == "sft" else out / f"seed{s}" / "eval" / f"{m}.jsonl"
-                        )
-                    ]
-                    for s in seeds
-                ],
-                dtype=float,
-            )
-            for m, _ in METHODS
+            m: np.array([[r["all_steps_right"] for r in rows] for rows in per_seed], float)
+            for m, per_seed in scored.items()
+        },
+        "profile": {
+            m: first_wrong_profile([r for rows in per_seed for r in rows]) for m, per_seed in scored.items()
         },
     }
 
 
-def first_wrong_profile(out: Path, seeds: list[int], method: str) -> str:
-    rows = []
-    for s in seeds:
-        rows += read_rows(
-            out / "sft_eval.jsonl" if method == "sft" else out / f"seed{s}" / "eval" / f"{method}.jsonl"
-        )
+def eval_file(out: Path, method: str, seed: int) -> Path:
+    """Scored test rows: the SFT model's once per setting, each adapter's per seed."""
+    return out / "sft_eval.jsonl" if method == "sft" else out / f"seed{seed}" / "eval" / f"{method}.jsonl"
+
+
+def first_wrong_profile(rows: list[dict]) -> str:
     wrong = [r["first_wrong_step"] for r in rows if r["first_wrong_step"] is not None]
     if not wrong:
         return "-"
@@ -161,7 +145,7 @@ def table(name: str, res: dict, out: Path, seeds: list[int]) -> tuple[str, dict]
         lines.append(
             f"| {label} | {100 * mean:.1f} ± {100 * half:.1f} | "
             f"{', '.join(f'{v:.1f}' for v in (per_seed if m != 'sft' else per_seed[:1]))} | "
-            f"{100 * steps_mean:.1f} ± {100 * steps_half:.1f} | {first_wrong_profile(out, seeds, m)} | {pairs} |"
+            f"{100 * steps_mean:.1f} ± {100 * steps_half:.1f} | {res['profile'][m]} | {pairs} |"
         )
     lines += [
         "",
@@ -246,4 +230,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CommandError, ValueError) as e:  # a seed folder in use, a bad size: one line, exit 2
+        raise SystemExit(f"error: {e}") from None
