@@ -22,6 +22,7 @@ they are paired.
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -233,4 +234,5 @@ if __name__ == "__main__":
     try:
         main()
     except (CommandError, ValueError) as e:  # a seed folder in use, a bad size: one line, exit 2
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
