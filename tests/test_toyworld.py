@@ -45,6 +45,11 @@ def test_solution_format_and_grading():
         ("Step 1: 6 * 7 = 42\nStep 2: 42 - 5 = 37\nThe answer is \\boxed{37}.", 2),
         ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = 47\nThe answer is \\boxed{48}.", 3),
         ("Step 1: 6 * 7 = 42\n", 2),
+        # hostile text: a 5,000-digit number (int() refuses over 4,300 digits), garbage, nothing
+        ("Step 1: 6 * 7 = 42\nStep 2: 42 + 5 = " + "9" * 5000 + "\nThe answer is \\boxed{47}.", 2),
+        ("Step 1: 6 * 7 = " + "4" * 5000, 1),
+        ("\x00\ud800 Step 1: 6 * 7 = 42", 1),
+        ("", 1),
     ],
 )
 def test_first_wrong_step(solution, expected):

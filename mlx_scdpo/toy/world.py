@@ -223,7 +223,9 @@ def write_jsonl(problems: list[ToyProblem], path: str | Path) -> None:
             )
 
 
-_STEP = re.compile(r"Step (\d+): (-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
+# Toy values stay far below 18 digits (9**13 at 12 steps); a longer number is a wrong step, never an
+# int() of thousands of digits (Python refuses over 4,300: a ValueError from hostile text).
+_STEP = re.compile(r"Step (\d+): (-?\d{1,18}) ([-+*/]) (-?\d{1,18}) = (-?\d{1,18})")
 
 
 def parse_question(question: str) -> ToyProblem | None:
