@@ -42,3 +42,15 @@ def preload_openblas() -> str | None:
         loaded_path = name
         return name
     return None
+
+
+def set_openblas_threads(n: int) -> bool:
+    """Limit the preloaded OpenBLAS to ``n`` threads (at run time; True if it was loaded here).
+
+    For processes that run side by side on few cores: the toy model's matrices are too small
+    for two threads to share one matmul well (``scripts/toy_experiment.py --jobs``).
+    """
+    if loaded_path is None:
+        return False
+    ctypes.CDLL(loaded_path, mode=ctypes.RTLD_GLOBAL).openblas_set_num_threads(n)
+    return True

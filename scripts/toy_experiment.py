@@ -1,7 +1,7 @@
 """The paper's comparison at toy scale: SFT vs DPO vs DPO (data-equal) vs SCDPO, several seeds.
 
     python scripts/toy_experiment.py [--seeds 0 1 2 3 4] [--settings short long] [--n-test 4000]
-                                     [--output-dir runs/toy_experiment] [quickstart options]
+                                     [--jobs 2] [--output-dir runs/toy_experiment] [quickstart options]
 
 For each setting (``short``: 2-3-step problems, ``long``: 4-6 steps) and seed, runs
 ``mlx-scdpo quickstart --data-equal`` (training problems, sampling, pairs and training
@@ -15,6 +15,11 @@ share of solutions whose every step is right, where the first wrong step falls, 
 step-controlled negatives start erring. Written to ``OUTPUT_DIR/results.md`` and
 ``results.json``; finished seeds are kept (resumable).
 
+``--jobs N`` runs N seeds at a time in their own processes, each with one BLAS thread: the toy
+model's matrices are too small for two threads to share one matmul well, so two single-threaded
+seeds finish sooner than two seeds one after the other (``scripts/bench/toy_jobs.py``). Each
+seed's outputs are the same either way (a seed's work is seeded and runs in one process).
+
 The 95% interval (``mlx_scdpo.toy.evaluate.mean_with_interval``) combines the two sources of noise, the
 seeds and the finite test set; differences use it on per-(seed, problem) differences, so
 they are paired.
@@ -22,15 +27,22 @@ they are paired.
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 import mlx_scdpo  # noqa: F401
+from mlx_scdpo.blas import set_openblas_threads
 from mlx_scdpo.errors import CommandError
+from mlx_scdpo.jsonl import write_text_atomic
+from mlx_scdpo.run_state import folder_lock
 from mlx_scdpo.toy.evaluate import mean_with_interval as interval
 from mlx_scdpo.toy.evaluate import step_control_error_positions
 from mlx_scdpo.toy.quickstart import METHODS, QuickstartArgs, default_model, evaluate_on, run_quickstart
@@ -50,36 +62,74 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_setting(name: str, seeds: list[int], out: Path, options: dict) -> dict:
+def _seed_worker_init(parent: int):
+    """A parallel seed's process: one BLAS thread, unless the user chose a number; and it ends
+    with the experiment (a kill -9 of the parent would otherwise leave it running, holding its
+    seed folder's lock against the rerun). A watcher thread, as macOS has no PR_SET_PDEATHSIG."""
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        set_openblas_threads(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_seed(name: str, seed: int, out: Path, options: dict, sft_eval: dict) -> None:
+    """One seed of one setting: ``quickstart --data-equal`` in ``out/seed{seed}``."""
+    lo, hi = SETTINGS[name]
+    print(f"== {name} seed {seed}", flush=True)
+    run_quickstart(
+        QuickstartArgs(
+            **options,
+            output_dir=str(out / f"seed{seed}"),
+            seed=seed,
+            data_equal=True,
+            progress=False,
+            min_steps=lo,
+            max_steps=hi,
+        ),
+        sft_eval=sft_eval,
+    )
+
+
+def sft_evaluation(name: str, out: Path, options: dict) -> dict:
+    """The SFT model's test summary, computed once per setting (greedy decoding is deterministic)."""
     lo, hi = SETTINGS[name]
     out.mkdir(parents=True, exist_ok=True)
-    model = options.get("model") or default_model(hi)
     sft_file = out / "sft_eval.json"
     if not sft_file.exists():
         test = toy_splits(0, 0, options["n_test"], min_steps=lo, max_steps=hi).test
         t = time.perf_counter()
-        summary = evaluate_on(model, test, out / "sft_eval.jsonl")
+        summary = evaluate_on(options.get("model") or default_model(hi), test, out / "sft_eval.jsonl")
         summary["seconds"] = round(time.perf_counter() - t, 1)
-        sft_file.write_text(json.dumps(summary, indent=2))
-    sft_eval = json.loads(sft_file.read_text())
-    runs = {}
-    for seed in seeds:
-        seed_dir = out / f"seed{seed}"
-        if not (seed_dir / "results.json").exists():  # resumable: finished seeds are kept
-            print(f"== {name} seed {seed}", flush=True)
-            run_quickstart(
-                QuickstartArgs(
-                    **options,
-                    output_dir=str(seed_dir),
-                    seed=seed,
-                    data_equal=True,
-                    progress=False,
-                    min_steps=lo,
-                    max_steps=hi,
-                ),
-                sft_eval=sft_eval,
-            )
-        runs[seed] = json.loads((seed_dir / "results.json").read_text())
+        write_text_atomic(sft_file, json.dumps(summary, indent=2))
+    return json.loads(sft_file.read_text())
+
+
+def run_seeds(todo: list[tuple[str, int]], out: Path, options: dict, sft: dict, jobs: int) -> None:
+    """Every (setting, seed) in ``todo``, ``jobs`` at a time in their own processes (one pool for
+    both settings, so no core idles while the other finishes a setting's last seed)."""
+    if jobs == 1 or len(todo) == 1:
+        for name, seed in todo:
+            run_seed(name, seed, out / name, options, sft[name])
+        return
+    with ProcessPoolExecutor(
+        min(jobs, len(todo)),
+        multiprocessing.get_context("spawn"),
+        initializer=_seed_worker_init,
+        initargs=(os.getpid(),),
+    ) as pool:
+        running = [pool.submit(run_seed, n, s, out / n, options, sft[n]) for n, s in todo]
+        for done in running:
+            done.result()  # a failed seed raises here, after the others finished
+
+
+def collect_setting(name: str, seeds: list[int], out: Path, sft_eval: dict) -> dict:
+    """A setting's finished seeds: their results and each method's (seeds, problems) scores."""
+    runs = {s: json.loads((out / f"seed{s}" / "results.json").read_text()) for s in seeds}
     # Each method's per-problem rows, read once: (seeds, problems) arrays and the first-wrong-step profile.
     scored = {m: [read_rows(eval_file(out, m, s)) for s in seeds] for m, _ in METHODS}
     return {
@@ -207,6 +257,7 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--output-dir", default="runs/toy_experiment")
+    ap.add_argument("--jobs", type=int, default=2, help="seeds run at a time, in their own processes")
     skip = ("seed", "output_dir", "data_equal", "min_steps", "max_steps", "progress", "skip_scdpo")
     for f in fields(QuickstartArgs):
         if f.name not in skip and not isinstance(f.default, bool):
@@ -217,17 +268,34 @@ def main():
             )
     ns = vars(ap.parse_args())
     seeds, settings, out = ns.pop("seeds"), ns.pop("settings"), Path(ns.pop("output_dir"))
+    jobs = ns.pop("jobs")
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1 (got {jobs})")
+    if not 1 <= ns["n_test"] <= 4000:  # checked before any folder is made
+        raise ValueError(f"--n-test must be 1..4000 (at most 4000 test problems; got {ns['n_test']})")
     t0 = time.perf_counter()
     parts, summaries = [], []
-    for name in settings:
-        md, summary = table(name, run_setting(name, seeds, out / name, ns), out / name, seeds)
-        parts.append(md)
-        summaries.append(summary)
-    md = "\n\n".join(parts)
-    (out / "results.md").write_text(md + "\n")
-    (out / "results.json").write_text(json.dumps({"options": ns, "settings": summaries}, indent=2))
+    with folder_lock(out, "toy_experiment"):  # a second run on this folder: one line, exit 2
+        sft = {name: sft_evaluation(name, out / name, ns) for name in settings}
+        # Finished seeds are kept (resumable); the longer setting's seeds first, for an even finish.
+        todo = [(n, s) for n in sorted(settings, key=lambda n: -SETTINGS[n][1]) for s in seeds]
+        run_seeds(
+            [(n, s) for n, s in todo if not (out / n / f"seed{s}" / "results.json").exists()],
+            out,
+            ns,
+            sft,
+            jobs,
+        )
+        for name in settings:
+            md, summary = table(name, collect_setting(name, seeds, out / name, sft[name]), out / name, seeds)
+            parts.append(md)
+            summaries.append(summary)
+        wall = (time.perf_counter() - t0) / 60
+        md = "\n\n".join(parts) + f"\n\nThis invocation: {wall:.1f} minutes of wall time, --jobs {jobs}."
+        write_text_atomic(out / "results.md", md + "\n")
+        report = {"options": ns, "jobs": jobs, "wall_minutes": wall, "settings": summaries}
+        write_text_atomic(out / "results.json", json.dumps(report, indent=2))
     print(md)
-    print(f"\n{(time.perf_counter() - t0) / 60:.1f} minutes (this invocation)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The toy-world experiment: splits, fast step-level evaluation, selection on validation, intervals."""
 
 import json
+import re
 import subprocess
 import sys
+import time
 
 import mlx.core as mx
 import numpy as np
@@ -261,3 +263,68 @@ def test_training_curve_shows_a_single_report():
     assert (
         _svg_curve({"dpo": [(1, 0.7), (2, 0.6)], "scdpo": [(1, 0.7), (2, 0.5)]}, "loss").count("<circle") == 4
     )
+
+
+EXPERIMENT = [sys.executable, "scripts/toy_experiment.py"]
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--jobs", "0"], "--jobs must be at least 1 (got 0)"),
+        (["--n-test", "5000"], "at most 4000"),
+        (["--n-test", "0"], "--n-test must be 1..4000"),
+        (["--seeds", "x"], "invalid int value: 'x'"),
+        (["--settings", "huge"], "invalid choice: 'huge'"),
+    ],
+)
+def test_experiment_refuses_bad_options_in_one_line(tmp_path, flags, message):
+    res = subprocess.run(
+        [*EXPERIMENT, "--output-dir", str(tmp_path / "x"), *flags], capture_output=True, text=True
+    )
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TOY, reason="embedded toy model missing")
+def test_experiment_parallel_seeds_equal_serial_and_survive_kill_9(tmp_path):
+    """--jobs 2 (two processes, one BLAS thread each) gives the serial run's rows and table; so does
+    a --jobs 2 run whose parent is killed with SIGKILL half-way and then rerun (its seed processes
+    end with it and release their folders)."""
+    small = [*EXPERIMENT, "--seeds", "0", "1", "--settings", "long", "--n-train", "8", "--n-test", "24"]
+    small += ["--iters", "2", "--budget", "4"]
+    seconds = {}
+    for jobs in (1, 2):
+        t = time.perf_counter()
+        res = subprocess.run(
+            [*small, "--jobs", str(jobs), "--output-dir", str(tmp_path / f"j{jobs}")],
+            capture_output=True,
+            text=True,
+        )
+        seconds[jobs] = time.perf_counter() - t
+        assert res.returncode == 0, res.stderr[-2000:]
+    killed = [*small, "--jobs", "2", "--output-dir", str(tmp_path / "k")]
+    proc = subprocess.Popen(killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds[2] * 0.6)  # inside the seeds' work (the SFT evaluation comes first)
+    proc.kill()
+    proc.wait()
+    time.sleep(3)  # the seed processes notice within a second
+    finished = [(tmp_path / "k" / "long" / f"seed{s}" / "results.json").exists() for s in (0, 1)]
+    assert not all(finished), "the kill came after the work: nothing was resumed"
+    res = subprocess.run(killed, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for seed in (0, 1):
+        for method in ("dpo", "dpo_equal", "scdpo"):
+            rows = [
+                (tmp_path / run / "long" / f"seed{seed}" / "eval" / f"{method}.jsonl").read_text()
+                for run in ("j1", "j2", "k")
+            ]
+            assert rows[0] == rows[1] == rows[2] and rows[0].count("\n") == 24
+    tables = [
+        re.sub(
+            r"[\d.]+ minutes (in all|of wall time, --jobs \d)", "", (tmp_path / r / "results.md").read_text()
+        )
+        for r in ("j1", "j2", "k")
+    ]
+    assert tables[0] == tables[1] == tables[2] and "| SCDPO − DPO |" in tables[0]

@@ -20,6 +20,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from eval import is_equivalent
 from eval.extract import extract_answer
+from mlx_scdpo.jsonl import write_text_atomic
 from mlx_scdpo.toy.world import ToyProblem, first_wrong_step
 
 
@@ -99,7 +100,7 @@ def evaluate_toy(
     rows = [score_toy(p, t) | {"text": t} for p, t in zip(problems, texts)]
     if out_path is not None:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(out_path, "".join(json.dumps(r) + "\n" for r in rows))  # whole or absent
     return summarize(rows) | {"rows": rows}
 
 

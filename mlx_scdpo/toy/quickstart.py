@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlx_scdpo.errors import UserError
+from mlx_scdpo.jsonl import write_text_atomic
 
 
 @dataclass
@@ -189,7 +190,8 @@ def _run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = Non
             model, out, [n for n, _ in variants], args.beta, splits.test[:256]
         )
     results["seconds"] = {k: round(v, 1) for k, v in phase.seconds.items()}
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    # Written last and whole: its presence marks a finished run (toy_experiment.py keeps those seeds).
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=str))
     write_report(out, results)
     return results
 
