@@ -127,12 +127,13 @@ def _brace_pairs(text: str) -> dict[int, int]:
     return pairs
 
 
-def _boxes(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) of every ``\\boxed``/``\\fbox``, in order.
+def _boxes(text: str) -> list[tuple[int, int, int, int]]:
+    """(start, end, content_start, content_end) of every ``\\boxed``/``\\fbox``, in order.
 
     Hendrycks' ``last_boxed_only_string``: a balanced brace group, or the ``\\boxed 5`` form
-    which runs to the next ``$`` or whitespace. Unbalanced boxes (a truncated completion)
-    are skipped.
+    which runs to the next ``$`` or whitespace (its trailing ``.``/``,`` left out). Unbalanced
+    boxes (a truncated completion) are skipped. Offsets, not copies: nested boxes would make
+    copying every content quadratic (``"\\boxed{" * 20000 + "}" * 20000``); ``_content`` reads one.
     """
     found = []
     pairs = None
@@ -143,24 +144,34 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
         if j < len(text) and text[j] == "{":
             pairs = _brace_pairs(text) if pairs is None else pairs
             if j in pairs:
-                found.append((m.start(), pairs[j] + 1, text[j + 1 : pairs[j]].strip()))
+                found.append((m.start(), pairs[j] + 1, j + 1, pairs[j]))
         elif j > m.end():  # "\boxed 5"
             k = j
             while k < len(text) and not text[k].isspace() and text[k] != "$":
                 k += 1
             if k > j:
-                found.append((m.start(), k, text[j:k].rstrip(".,")))
+                end = k
+                while end > j and text[end - 1] in ".,":
+                    end -= 1
+                found.append((m.start(), k, j, end))
     return found
+
+
+def _content(text: str, box: tuple[int, int, int, int]) -> str:
+    return text[box[2] : box[3]].strip()
+
+
+_NONBLANK = re.compile(r"\S")
 
 
 def find_boxed(text: str) -> list[tuple[int, str]]:
     """All ``\\boxed``/``\\fbox`` contents with their start offsets, in order."""
-    return [(start, content) for start, _, content in _boxes(text)]
+    return [(box[0], _content(text, box)) for box in _boxes(text)]
 
 
 def last_boxed(text: str) -> str | None:
     """The last boxed answer, with the boxes listed right before it (module rule 3) joined by ``, ``."""
-    boxes = [b for b in _boxes(text) if b[2]]
+    boxes = [b for b in _boxes(text) if _NONBLANK.search(text, b[2], b[3])]  # a non-empty content
     if not boxes:
         return None
     group = [boxes[-1]]
@@ -169,7 +180,7 @@ def last_boxed(text: str) -> str | None:
         if prev[1] > group[0][0] or len(gap) > 120 or not _LIST_GAP.fullmatch(gap):  # nested: not a list
             break
         group.insert(0, prev)
-    return ", ".join(dict.fromkeys(b[2] for b in group))
+    return ", ".join(dict.fromkeys(_content(text, b) for b in group))
 
 
 def _split_top(s: str, pattern: re.Pattern) -> list[str]:

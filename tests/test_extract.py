@@ -302,10 +302,9 @@ def test_nested_box_bomb_is_linear():
 
     t = time.perf_counter()
     assert extract_answer("\\boxed{" * 20000 + "3", "math") in (None, "3")
-    assert time.perf_counter() - t < 1.0  # about 0.03 s: no box is balanced, nothing is copied
+    assert time.perf_counter() - t < 5.0  # a hang guard: about 0.03 s, no box is balanced, nothing is copied
     t = time.perf_counter()
-    assert extract_answer("\\boxed{" * 20000 + "3" + "}" * 20000, "math") is not None
-    # 1-3.5 s measured on a loaded 2-core machine: the brace scan is one pass, but every nested box still
-    # copies its content (eval/extract.py ``_boxes``), quadratic memory traffic with a small constant. The
-    # bound is about 10x that and still far below the minutes of a brace scan per box.
-    assert time.perf_counter() - t < 30.0
+    assert extract_answer("\\boxed{" * 20000 + "3" + "}" * 20000, "math") == "3"  # the innermost box
+    # Boxes are kept as offsets, and only the answer's content is copied (eval/extract.py ``_boxes``):
+    # 0.3 s here with an experiment on both cores; copying every nested content took 1-3.5 s. A hang guard.
+    assert time.perf_counter() - t < 5.0
