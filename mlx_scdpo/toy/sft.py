@@ -33,16 +33,16 @@ LONG_ASSET_DIR = Path(__file__).parent / "assets" / "toy_model_long"
 @dataclass
 class ToySFTArgs:
     out_dir: str = str(ASSET_DIR)
-    minutes: float = 30.0
+    minutes: float = 60.0
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 200
-    steps: int = 6000  # schedule length; training stops at ``minutes`` or ``steps``
+    steps: int = 4000  # schedule length; training stops at ``minutes`` or ``steps``
     n_train: int = 50000
-    n_eval: int = 256  # validation problems per setting (short and long) for checkpoint selection
+    n_eval: int = 512  # validation problems per setting (short and long) for checkpoint selection
     min_steps: int = 2
     max_steps: int = 3
-    eval_every: int = 500
+    eval_every: int = 400  # the shipped 2-3-step model: these defaults, stopped after step 2400
     seed: int = 0
     init_from: str = ""  # continue from these weights (use warmup_steps=0: re-warming hurt accuracy)
 
