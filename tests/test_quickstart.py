@@ -20,11 +20,11 @@ def test_quickstart_small(tmp_path):
             "--output-dir",
             str(out),
             "--n-train",
-            "24",
+            "64",  # the 2-3-step model is right 99% of the time: enough problems for some wrong samples
             "--n-test",
             "32",
             "--budget",
-            "4",
+            "8",
             "--iters",
             "2",
             "--batch-size",
@@ -93,3 +93,14 @@ def test_quickstart_long_setting(tmp_path):
     assert all(4 <= q["question"].count(",") + 1 <= 6 for q in problems)
     rows = [json.loads(line) for line in (out / "eval" / "sft.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and all(4 <= r["steps"] <= 6 for r in rows)
+
+
+def test_no_naive_pairs_is_one_clear_line(tmp_path):
+    """A model that never errs on the training problems leaves no naive pair: say so, not 'file is empty'."""
+    from mlx_scdpo.errors import UserError
+    from mlx_scdpo.toy.quickstart import QuickstartArgs, _build_variant_pairs
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pairs_naive.jsonl").write_text("")
+    with pytest.raises(UserError, match="no naive pairs: no problem got both a right and a wrong sample"):
+        _build_variant_pairs(QuickstartArgs(output_dir=str(tmp_path)), tmp_path, {})

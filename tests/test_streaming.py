@@ -142,6 +142,8 @@ def _sample_args(problems, out, batch_size=5):
         "1",
         "--max-tokens",
         "96",
+        "--temp",
+        "2.0",  # hot: the embedded model is right 99% of the time at 1.0, and wrong samples must occur
         "--batch-size",
         str(batch_size),
         "--problems-per-batch",

@@ -263,6 +263,11 @@ def _build_variant_pairs(args: QuickstartArgs, out: Path, results: dict) -> list
     from mlx_scdpo.method.sampling import naive_pairs
 
     naive, sc = str(out / "data" / "pairs_naive.jsonl"), str(out / "data" / "pairs_step_control.jsonl")
+    if not Path(naive).is_file() or not Path(naive).read_text().strip():
+        raise UserError(
+            f"{naive}: no naive pairs: no problem got both a right and a wrong sample (the model solves "
+            f"these problems); use more --n-train or --budget"
+        )
     results["pairs_dpo"] = build_pairs(
         [naive], str(out / "pairs" / "naive"), 0.02, args.seed, max_naive=args.max_naive
     )
