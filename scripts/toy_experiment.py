@@ -35,6 +35,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import numpy as np
 
@@ -259,11 +260,14 @@ def main():
     ap.add_argument("--output-dir", default="runs/toy_experiment")
     ap.add_argument("--jobs", type=int, default=2, help="seeds run at a time, in their own processes")
     skip = ("seed", "output_dir", "data_equal", "min_steps", "max_steps", "progress", "skip_scdpo")
+    hints = get_type_hints(QuickstartArgs)
     for f in fields(QuickstartArgs):
         if f.name not in skip and not isinstance(f.default, bool):
+            # "float | None" -> float: unset options keep quickstart's own per-setting defaults
+            typ = next(t for t in get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
             ap.add_argument(
                 "--" + f.name.replace("_", "-"),
-                type=type(f.default) if f.default is not None else str,
+                type=typ,
                 default=4000 if f.name == "n_test" else f.default,
             )
     ns = vars(ap.parse_args())

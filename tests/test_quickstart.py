@@ -104,3 +104,22 @@ def test_no_naive_pairs_is_one_clear_line(tmp_path):
     (tmp_path / "data" / "pairs_naive.jsonl").write_text("")
     with pytest.raises(UserError, match="no naive pairs: no problem got both a right and a wrong sample"):
         _build_variant_pairs(QuickstartArgs(output_dir=str(tmp_path)), tmp_path, {})
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({}, (5e-6, 0.1)),  # 2-3 steps: chosen on its validation problems
+        ({"min_steps": 4, "max_steps": 6}, (5e-7, 0.1)),  # 4-6 steps: its own choice
+        ({"learning_rate": 3e-5}, (3e-5, 0.1)),  # a given flag wins
+        ({"min_steps": 4, "max_steps": 6, "beta": 0.5}, (5e-7, 0.5)),
+    ],
+)
+def test_learning_rate_and_beta_default_per_setting(tmp_path, monkeypatch, flags, expected):
+    """Unset --learning-rate/--beta take the setting's validation-chosen values, recorded in the run."""
+    from mlx_scdpo.toy import quickstart
+
+    seen = {}
+    monkeypatch.setattr(quickstart, "_run_quickstart", lambda args, log, sft: seen.setdefault("args", args))
+    quickstart.run_quickstart(quickstart.QuickstartArgs(output_dir=str(tmp_path / "qs"), **flags))
+    assert (seen["args"].learning_rate, seen["args"].beta) == expected

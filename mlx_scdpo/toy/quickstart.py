@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mlx_scdpo.errors import UserError
@@ -59,14 +59,16 @@ class QuickstartArgs:
     tmax: float = field(default=1.1, metadata={"help": "Ramp ceiling (toy; reference 1.4)."})
     iters: int = field(default=80, metadata={"help": "Training steps of each adapter."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per step."})
-    learning_rate: float = field(
-        default=5e-6,
+    learning_rate: float | None = field(
+        default=None,
         metadata={
-            "help": "Peak learning rate (chosen on validation problems "
-            "from 5e-6 and 2e-5: docs/toy-world.md)."
+            "help": "Peak learning rate (default: chosen per setting on validation "
+            "problems, 5e-6 for 2-3 steps, 5e-7 for 4-6: docs/toy-world.md)."
         },
     )
-    beta: float = field(default=0.5, metadata={"help": "DPO beta (chosen on validation from 0.1 and 0.5)."})
+    beta: float | None = field(
+        default=None, metadata={"help": "DPO beta (default: chosen on validation, 0.1 in both settings)."}
+    )
     rpo_alpha: float = field(default=1.0, metadata={"help": "NLL weight on chosen (helped on the toy)."})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
     max_naive: int | None = field(default=None, metadata={"help": "Cap on naive pairs (data-equal control)."})
@@ -85,6 +87,16 @@ class QuickstartArgs:
         },
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
+#: Learning rate and beta per setting, each chosen on 512 validation problems of its setting
+#: (``scripts/toy_ablation.py``; docs/toy-world.md), never on test problems.
+TOY_HYPERPARAMETERS = {"short": (5e-6, 0.1), "long": (5e-7, 0.1)}
+
+
+def default_hyperparameters(max_steps: int = 3) -> tuple[float, float]:
+    """The validation-chosen (learning rate, beta) for problems of up to ``max_steps`` steps."""
+    return TOY_HYPERPARAMETERS["short" if max_steps <= 3 else "long"]
 
 
 def default_model(max_steps: int = 3) -> str:
@@ -127,6 +139,12 @@ def run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None
             f"--n-test at most 4000 and 1 <= --min-steps <= --max-steps <= 12 "
             f"(got {args.n_test}, {args.min_steps}..{args.max_steps})"
         )
+    lr, beta = default_hyperparameters(args.max_steps)
+    args = replace(
+        args,
+        learning_rate=lr if args.learning_rate is None else args.learning_rate,
+        beta=beta if args.beta is None else args.beta,
+    )
     with folder_lock(args.output_dir, "quickstart"):
         return _run_quickstart(args, log, sft_eval)
 
