@@ -321,10 +321,16 @@ def test_experiment_parallel_seeds_equal_serial_and_survive_kill_9(tmp_path):
                 for run in ("j1", "j2", "k")
             ]
             assert rows[0] == rows[1] == rows[2] and rows[0].count("\n") == 24
-    tables = [
-        re.sub(
-            r"[\d.]+ minutes (in all|of wall time, --jobs \d)", "", (tmp_path / r / "results.md").read_text()
-        )
-        for r in ("j1", "j2", "k")
-    ]
+    # The probe shares sum float rewards over tokens; one vs two BLAS threads changes the reduction
+    # order, which can move a share across a rounding edge (68.6% vs 68.7% seen in CI). Greedy rows
+    # above are exact; the shares are compared to 0.2 points, the rest of the table exactly.
+    share = r"(DPO|DPO \(data-equal\)|SCDPO) (\d+\.\d)%"
+    tables, shares = [], []
+    for r in ("j1", "j2", "k"):
+        text = (tmp_path / r / "results.md").read_text()
+        text = re.sub(r"[\d.]+ minutes (in all|of wall time, --jobs \d)", "", text)
+        shares.append([float(v) for _, v in re.findall(share, text)])
+        tables.append(re.sub(share, r"\1 _%", text))
     assert tables[0] == tables[1] == tables[2] and "| SCDPO − DPO |" in tables[0]
+    assert len(shares[0]) == 3 and all(len(s) == 3 for s in shares)
+    assert all(abs(a - b) <= 0.2 for s in shares[1:] for a, b in zip(shares[0], s))
