@@ -21,14 +21,18 @@ finished runs are kept (resumable).
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import mlx_scdpo  # noqa: F401
+from mlx_scdpo.config import check_value
+from mlx_scdpo.errors import CommandError, UserError
 from mlx_scdpo.method.pairs import build_pairs
 from mlx_scdpo.method.step_control import StepControlArgs, run_step_control
+from mlx_scdpo.run_state import folder_lock
 from mlx_scdpo.toy.evaluate import step_control_error_positions
 from mlx_scdpo.toy.quickstart import QuickstartArgs, default_model, evaluate_on, toy_max_tokens
-from mlx_scdpo.toy.world import toy_splits
+from mlx_scdpo.toy.world import MAX_VALID, toy_splits
 from mlx_scdpo.training.train import TrainArgs, run_train
 
 
@@ -77,8 +81,43 @@ def main():
     )
     args = ap.parse_args()
     base, out = Path(args.base), Path(args.output_dir)
-    config = json.loads((base / "results.json").read_text())["config"]
-    qs = QuickstartArgs(**{k: v for k, v in config.items() if k in QuickstartArgs.__dataclass_fields__})
+    # Every flag checked before any folder is made or model loads.
+    for lr in args.learning_rates:
+        check_value("learning_rate", lr)
+    for beta in args.betas:
+        check_value("beta", beta)
+    if not 1 <= args.n_valid <= MAX_VALID:
+        raise UserError(f"--n-valid must be 1..{MAX_VALID} (got {args.n_valid})")
+    ramps = {ramp: parse_ramp(ramp) for ramp in args.ramps}
+    qs = base_args(base)
+    with folder_lock(out, "toy_ablation"):  # a second run on this folder: one line, exit 2
+        run_grid(args, ramps, base, out, qs)
+
+
+def parse_ramp(ramp: str) -> tuple[float, float, float]:
+    """``T0:DT:TMAX`` as three checked temperatures."""
+    parts = ramp.split(":")
+    try:
+        t0, dt, tmax = map(float, parts)
+    except ValueError:
+        raise UserError(f"--ramps {ramp!r}: expected T0:DT:TMAX, e.g. 0.8:0.1:1.1") from None
+    t0, dt, tmax = (check_value(name, v) for name, v in zip(("t0", "dt", "tmax"), (t0, dt, tmax)))
+    if t0 > tmax:
+        raise UserError(f"--ramps {ramp!r}: T0 {t0} must not exceed TMAX {tmax}")
+    return t0, dt, tmax
+
+
+def base_args(base: Path) -> QuickstartArgs:
+    """The finished quickstart run's arguments, from its ``results.json``."""
+    path = base / "results.json"
+    try:
+        config = json.loads(path.read_text())["config"]
+        return QuickstartArgs(**{k: v for k, v in config.items() if k in QuickstartArgs.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a finished quickstart run ({type(e).__name__}: {e})") from None
+
+
+def run_grid(args, ramps: dict, base: Path, out: Path, qs: QuickstartArgs) -> None:
     model = qs.model or default_model(qs.max_steps)
     valid = toy_splits(0, args.n_valid, 0, min_steps=qs.min_steps, max_steps=qs.max_steps).valid
     results = {"base": str(base), "n_valid": len(valid), "grid": {}, "ramp": {}}
@@ -97,8 +136,7 @@ def main():
         key=lambda c: sum(results["grid"][f"{c[0]} {c[1]} {n}"]["valid_accuracy"] for n in ("dpo", "scdpo")),
     )
     results["selected"] = {"learning_rate": best[0], "beta": best[1]}
-    for ramp in args.ramps:
-        t0, dt, tmax = map(float, ramp.split(":"))
+    for ramp, (t0, dt, tmax) in ramps.items():
         d = out / f"ramp{ramp.replace(':', '_')}"
         (d / "data").mkdir(parents=True, exist_ok=True)
         if not (d / "data" / "pairs_step_control.jsonl").exists():
@@ -164,4 +202,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CommandError as e:  # a bad flag or base folder, a folder in use: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

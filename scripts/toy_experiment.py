@@ -41,6 +41,7 @@ import numpy as np
 
 import mlx_scdpo  # noqa: F401
 from mlx_scdpo.blas import set_openblas_threads
+from mlx_scdpo.config import check_values
 from mlx_scdpo.errors import CommandError
 from mlx_scdpo.jsonl import write_text_atomic
 from mlx_scdpo.run_state import folder_lock
@@ -277,6 +278,7 @@ def main():
         raise ValueError(f"--jobs must be at least 1 (got {jobs})")
     if not 1 <= ns["n_test"] <= 4000:  # checked before any folder is made
         raise ValueError(f"--n-test must be 1..4000 (at most 4000 test problems; got {ns['n_test']})")
+    check_values(QuickstartArgs(**ns, output_dir=str(out)))  # quickstart's ranges, before any folder
     t0 = time.perf_counter()
     parts, summaries = [], []
     with folder_lock(out, "toy_experiment"):  # a second run on this folder: one line, exit 2

@@ -276,6 +276,9 @@ EXPERIMENT = [sys.executable, "scripts/toy_experiment.py"]
         (["--n-test", "0"], "--n-test must be 1..4000"),
         (["--seeds", "x"], "invalid int value: 'x'"),
         (["--settings", "huge"], "invalid choice: 'huge'"),
+        (["--beta", "-1"], "--beta: -1.0 is not in the range x>0"),
+        (["--learning-rate", "nan"], "--learning-rate: nan is not a finite number"),
+        (["--t0", "2", "--tmax", "1"], "--t0 2.0 must not exceed --tmax 1.0"),
     ],
 )
 def test_experiment_refuses_bad_options_in_one_line(tmp_path, flags, message):
@@ -334,3 +337,27 @@ def test_experiment_parallel_seeds_equal_serial_and_survive_kill_9(tmp_path):
     assert tables[0] == tables[1] == tables[2] and "| SCDPO − DPO |" in tables[0]
     assert len(shares[0]) == 3 and all(len(s) == 3 for s in shares)
     assert all(abs(a - b) <= 0.2 for s in shares[1:] for a, b in zip(shares[0], s))
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--learning-rates", "-1"], "--learning-rate: -1.0 is not in the range x>0"),
+        (["--betas", "nan"], "--beta: nan is not a finite number"),
+        (["--n-valid", "0"], "--n-valid must be 1..1000 (got 0)"),
+        (["--ramps", "a:b:c"], "expected T0:DT:TMAX"),
+        (["--ramps", "1.5:0.1:1.0"], "T0 1.5 must not exceed TMAX 1.0"),
+        (["--ramps", "1:-1:2"], "--dt: -1.0 is not in the range x>=0"),
+        ([], "results.json: not a finished quickstart run"),  # --base is not a quickstart folder
+    ],
+)
+def test_ablation_refuses_bad_options_in_one_line(tmp_path, flags, message):
+    """scripts/toy_ablation.py: a bad flag or base folder is one line and exit 2, before any folder."""
+    res = subprocess.run(
+        [sys.executable, "scripts/toy_ablation.py", "--base", str(tmp_path / "nope")]
+        + ["--output-dir", str(tmp_path / "x"), *flags],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x").exists()

@@ -94,16 +94,21 @@ class QuickstartArgs:
 TOY_HYPERPARAMETERS = {"short": (5e-6, 0.1), "long": (5e-7, 0.1)}
 
 
+def toy_setting(max_steps: int = 3) -> str:
+    """Which embedded setting serves problems of up to ``max_steps`` steps: "short" (2-3) or "long"."""
+    return "short" if max_steps <= 3 else "long"
+
+
 def default_hyperparameters(max_steps: int = 3) -> tuple[float, float]:
     """The validation-chosen (learning rate, beta) for problems of up to ``max_steps`` steps."""
-    return TOY_HYPERPARAMETERS["short" if max_steps <= 3 else "long"]
+    return TOY_HYPERPARAMETERS[toy_setting(max_steps)]
 
 
 def default_model(max_steps: int = 3) -> str:
     """The embedded toy SFT model for problems of up to ``max_steps`` steps (2-3 or 4-6)."""
     from mlx_scdpo.toy.sft import ASSET_DIR, LONG_ASSET_DIR
 
-    path = ASSET_DIR if max_steps <= 3 else LONG_ASSET_DIR
+    path = {"short": ASSET_DIR, "long": LONG_ASSET_DIR}[toy_setting(max_steps)]
     if not (path / "model.safetensors").is_file():
         raise UserError(f"{path}: the embedded toy model is missing (python scripts/train_toy_model.py)")
     return str(path)
@@ -132,8 +137,10 @@ def run_quickstart(args: QuickstartArgs, log=print, sft_eval: dict | None = None
     ``sft_eval``: the SFT model's test summary when already known (greedy decoding is
     deterministic, so a multi-seed experiment evaluates it once).
     """
+    from mlx_scdpo.config import check_values
     from mlx_scdpo.run_state import folder_lock
 
+    check_values(args)  # arguments built in Python (scripts) get the CLI's ranges too
     if args.n_test > 4000 or not 1 <= args.min_steps <= args.max_steps <= 12:
         raise UserError(
             f"--n-test at most 4000 and 1 <= --min-steps <= --max-steps <= 12 "
